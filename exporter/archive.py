@@ -1,0 +1,596 @@
+"""The archive directory, and the one object that writes to it.
+
+Layout of `--out DIR`:
+
+    records-00001.ndjson[.gz|.zst]   recordings, one JSON object a line
+    checkpoint.ndjson                what each commit made durable (checkpoint.py)
+    failed.ndjson                    ids not archived, with the reason (rewritten per run)
+    summary.json                     counts and file hashes (rewritten per run)
+    superseded/<stamp>/              earlier generations set aside by --refetch
+    .lock                            held while a run writes
+
+Exactly-once is this module's job alone. A commit appends a batch of lines to
+the current records file, fsyncs it, then appends one checkpoint entry listing
+those ids and the file's new length, and fsyncs that. Opening the archive cuts
+the current records file back to the length the checkpoint last recorded, so
+whatever a crash left behind (a partial line, whole lines never logged) is gone
+and will be fetched again; nothing committed is ever rewritten.
+
+`Archive` is synchronous and not thread-safe on purpose: the pipeline calls it
+from a single writer thread, so no lock is needed and the event loop never
+waits on a disk.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import hashlib
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import checkpoint
+from .checkpoint import CheckpointState, FileState
+from .codecs import Codec, codec_for, codec_of_file, file_number
+from .config import ArchiveSettings
+from .digests import DigestSet, id_digest
+from .errors import ArchiveCorrupt, ArchiveError, ArchiveLocked, Reason, UsageError
+
+FILE_MODE = 0o600
+DIR_MODE = 0o700
+LOCK_NAME = ".lock"
+FAILED_NAME = "failed.ndjson"
+SUMMARY_NAME = "summary.json"
+JOURNAL_NAME = ".failed.partial"
+SUPERSEDED_DIR = "superseded"
+SUPERSEDE_MARKER = ".superseding"
+# Hash at most this much of a file's backlog per commit when resuming, so a
+# resumed run over a large open file is not held up at start-up (see _RecordsFile).
+_HASH_CATCH_UP_BYTES = 32 << 20
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunRequest:
+    """What the run about to start says about itself in the checkpoint."""
+
+    started_at: str
+    refetch: bool
+    manifest: str
+    shard: str | None
+
+
+class Archive:
+    """An open archive: replayed checkpoint, recovered files, the lock held."""
+
+    __slots__ = (
+        "_checkpoint_fd",
+        "_codec",
+        "_current",
+        "_journal_fd",
+        "_lock_fd",
+        "_settings",
+        "archived",
+        "committed",
+        "known_missing",
+        "root",
+        "run",
+        "state",
+        "superseded_to",
+    )
+
+    def __init__(self, settings: ArchiveSettings, lock_fd: int) -> None:
+        self._settings = settings
+        self._lock_fd = lock_fd
+        self._codec = codec_for(settings.compress, settings.compress_level)
+        self._current: _RecordsFile | None = None
+        self._checkpoint_fd = -1
+        self._journal_fd = -1
+        self.root = settings.out_dir
+        #: Digests of every id the archive held when it was opened.
+        self.archived = DigestSet()
+        #: Digests of ids an earlier run found missing (404): not asked again by default.
+        self.known_missing = DigestSet()
+        self.state = CheckpointState()
+        self.committed = 0
+        self.run = 0
+        self.superseded_to: Path | None = None
+
+    # -- opening ---------------------------------------------------------------
+
+    @classmethod
+    def open(cls, settings: ArchiveSettings, request: RunRequest) -> Archive:
+        """Lock, recover and open the archive in `settings.out_dir` for one run."""
+        root = settings.out_dir
+        try:
+            _make_private_dirs(root)
+        except OSError as exc:
+            raise ArchiveError(f"cannot create archive directory {root}: {exc.strerror}") from exc
+        archive = cls(settings, _lock(root))
+        try:
+            archive._recover(request)
+        except BaseException:
+            archive.close()
+            raise
+        return archive
+
+    def _recover(self, request: RunRequest) -> None:
+        marker = self.root / SUPERSEDE_MARKER
+        if marker.exists():
+            _finish_superseding(self.root, self.root / marker.read_text().strip())
+        ckpt_path = self.root / checkpoint.CHECKPOINT_NAME
+        if ckpt_path.exists() and request.refetch and not _resumes_refetch(self._peek_runs(ckpt_path)):
+            self.superseded_to = _supersede(self.root, request.started_at)
+        self.state = self._replay(ckpt_path)
+        self._check_same_shard(request)
+        self._recover_records_files()
+        self._load_known_missing()
+        try:
+            self._checkpoint_fd = _open_private(ckpt_path, os.O_WRONLY | os.O_APPEND)
+            if self.state.torn_tail:
+                os.ftruncate(self._checkpoint_fd, self.state.valid_bytes)
+            self.run = self.state.next_run
+            self._log(
+                checkpoint.run_entry(
+                    run=self.run,
+                    at=request.started_at,
+                    refetch=request.refetch,
+                    manifest=request.manifest,
+                    shard=request.shard,
+                )
+            )
+            self._journal_fd = _open_private(self.root / JOURNAL_NAME, os.O_WRONLY | os.O_TRUNC | os.O_APPEND)
+        except OSError as exc:
+            raise ArchiveError(f"cannot write the checkpoint in {self.root}: {exc.strerror}") from exc
+
+    def _check_same_shard(self, request: RunRequest) -> None:
+        """One archive holds one slice: mixing shards would break `verify` across the N archives."""
+        if not self.state.ids or not self.state.runs:
+            return
+        previous = self.state.runs[-1].shard
+        if previous != request.shard:
+            raise UsageError(
+                f"{self.root} holds shard {previous or 'none (all ids)'} but this run is shard "
+                f"{request.shard or 'none (all ids)'}; use the same --shard, or another --out"
+            )
+
+    def _peek_runs(self, ckpt_path: Path) -> list[checkpoint.RunState]:
+        """The runs of the current generation, without loading its ids."""
+        with open(ckpt_path, "rb") as handle:
+            return checkpoint.replay(handle, lambda ids: None).runs
+
+    def _replay(self, ckpt_path: Path) -> CheckpointState:
+        if not ckpt_path.exists():
+            leftovers = [n for n in os.listdir(self.root) if file_number(n) is not None]
+            if leftovers:
+                raise ArchiveCorrupt(
+                    f"{self.root} holds {sorted(leftovers)[0]} but no {checkpoint.CHECKPOINT_NAME}: "
+                    "it is not an archive this exporter can add to without risking duplicates; "
+                    "move those files away or choose another --out"
+                )
+            return CheckpointState()
+        add = self.archived.add
+
+        def remember(ids: list[str]) -> None:
+            for record_id in ids:
+                add(id_digest(record_id))
+
+        try:
+            with open(ckpt_path, "rb") as handle:
+                return checkpoint.replay(handle, remember)
+        except OSError as exc:
+            raise ArchiveError(f"cannot read {ckpt_path}: {exc.strerror}") from exc
+
+    def _recover_records_files(self) -> None:
+        """Cut the open file back to its committed length; check the closed ones; drop strays."""
+        known = self.state.files
+        next_number = 1 + max((file_number(n) or 0 for n in known), default=0)
+        for name in sorted(os.listdir(self.root)):
+            number = file_number(name)
+            if number is None or name in known:
+                continue
+            if number == next_number:
+                # Created by a run that died before its first commit to it.
+                (self.root / name).unlink()
+                continue
+            raise ArchiveCorrupt(
+                f"{self.root / name} is not listed in the checkpoint; move it away "
+                "(run `exporter verify` to see what the archive holds)"
+            )
+        for state in known.values():
+            path = self.root / state.name
+            try:
+                size = path.stat().st_size
+            except FileNotFoundError:
+                raise ArchiveCorrupt(
+                    f"{path} is missing but the checkpoint lists {state.lines} records in it; "
+                    "restore it from a backup, or start over with --refetch "
+                    "(the current files are kept under superseded/)"
+                ) from None
+            if size < state.size or (state.closed and size != state.size):
+                raise ArchiveCorrupt(
+                    f"{path} is {size} bytes but {state.size} were committed to it; restore it "
+                    "from a backup, or start over with --refetch (the current files are kept)"
+                )
+        open_state = self.state.open_file
+        if open_state is not None:
+            self._current = _RecordsFile.reopen(self.root, open_state)
+
+    def _load_known_missing(self) -> None:
+        for entry in _failed_entries(self.root / FAILED_NAME):
+            if entry.get("reason") == Reason.NOT_FOUND and isinstance(entry.get("id"), str):
+                self.known_missing.add(id_digest(entry["id"]))
+
+    # -- writing ---------------------------------------------------------------
+
+    def commit(self, records: Sequence[tuple[str, bytes]]) -> None:
+        """Make `records` (id, line) durable and part of the archive, in one group commit."""
+        if not records:
+            return
+        current = self._writable_file()
+        framed = current.codec.frame(b"".join(line for _, line in records))
+        try:
+            current.append(framed, len(records))
+            os.fdatasync(current.fd)
+            self._log(
+                checkpoint.commit_entry(
+                    file=current.name,
+                    end=current.size,
+                    lines=current.lines,
+                    ids=[record_id for record_id, _ in records],
+                )
+            )
+        except OSError as exc:
+            raise ArchiveError(
+                f"cannot write to {current.path}: {exc.strerror}; the records committed so far "
+                "are safe: fix the cause and run the same command again to continue"
+            ) from exc
+        self.committed += len(records)
+        current.catch_up(_HASH_CATCH_UP_BYTES)
+        if self._is_full(current):
+            self._close_current()
+
+    def record_failures(self, lines: Sequence[bytes]) -> None:
+        """Note ids that did not export in this run (merged into failed.ndjson at the end)."""
+        if lines:
+            _write_all(self._journal_fd, b"".join(lines))
+
+    def _writable_file(self) -> _RecordsFile:
+        current = self._current
+        if current is not None and (current.codec.name != self._codec.name or self._is_full(current)):
+            self._close_current()
+            current = None
+        if current is None:
+            number = 1 + max((file_number(n) or 0 for n in self.state.files), default=0)
+            name = self._codec.file_name(number)
+            current = _RecordsFile.create(self.root, name, self._codec)
+            self.state.files[name] = FileState(name)
+            self._current = current
+        return current
+
+    def _is_full(self, current: _RecordsFile) -> bool:
+        limit = self._settings.max_file_bytes
+        return limit is not None and current.size >= limit
+
+    def _close_current(self) -> None:
+        current = self._current
+        if current is None:
+            return
+        digest = current.sha256()
+        self._log(
+            checkpoint.close_entry(file=current.name, size=current.size, lines=current.lines, sha256=digest)
+        )
+        state = self.state.files[current.name]
+        state.size, state.lines, state.closed, state.sha256 = (
+            current.size,
+            current.lines,
+            True,
+            digest,
+        )
+        current.close()
+        self._current = None
+
+    def _log(self, entry: bytes) -> None:
+        _write_all(self._checkpoint_fd, entry)
+        os.fdatasync(self._checkpoint_fd)
+
+    # -- the end of a run ------------------------------------------------------
+
+    def files_report(self) -> list[dict[str, Any]]:
+        """Name, bytes, lines, sha256 and state of every records file, for summary.json."""
+        report = []
+        for state in self.state.files.values():
+            current = self._current
+            digest: str | None
+            if current is not None and current.name == state.name:
+                size, lines, digest, closed = current.size, current.lines, current.sha256(), False
+            else:
+                size, lines, digest, closed = state.size, state.lines, state.sha256, state.closed
+            report.append(
+                {
+                    "name": state.name,
+                    "bytes": size,
+                    "lines": lines,
+                    "sha256": digest,
+                    "closed": closed,
+                }
+            )
+        return report
+
+    def write_failed(self, handled: DigestSet) -> int:
+        """Rewrite failed.ndjson: this run's failures, plus earlier ones this run did not touch.
+
+        An earlier failure is dropped when this run handled its id (`handled`)
+        or the archive holds it; earlier bad-manifest-line reports are dropped
+        too, since they name a line of an earlier manifest, not an id.
+        Returns the number of lines written.
+        """
+        path = self.root / FAILED_NAME
+        count = 0
+
+        def lines() -> Iterator[bytes]:
+            nonlocal count
+            for entry in _failed_entries(path):
+                record_id = entry.get("id")
+                if entry.get("reason") == Reason.BAD_MANIFEST_LINE or not isinstance(record_id, str):
+                    continue
+                digest = id_digest(record_id)
+                if digest in handled or digest in self.archived:
+                    continue
+                count += 1
+                yield orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+            with open(self.root / JOURNAL_NAME, "rb") as journal:
+                for line in journal:
+                    count += 1
+                    yield line
+
+        _atomic_write(path, lines())
+        return count
+
+    def end_run(self, *, at: str, exit_code: int, status: str, counts: dict[str, int]) -> None:
+        """Log the end of this run in the checkpoint."""
+        self._log(
+            checkpoint.end_entry(run=self.run, at=at, exit_code=exit_code, status=status, counts=counts)
+        )
+
+    def write_summary(self, summary: dict[str, Any]) -> None:
+        """Replace summary.json atomically."""
+        _atomic_write(self.root / SUMMARY_NAME, [orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"])
+
+    def close(self) -> None:
+        """Close every file and release the lock; safe to call twice."""
+        if self._current is not None:
+            self._current.close()
+            self._current = None
+        for fd in (self._checkpoint_fd, self._journal_fd):
+            if fd >= 0:
+                os.close(fd)
+        self._checkpoint_fd = self._journal_fd = -1
+        # The journal only matters until write_failed has merged it; a run that
+        # dies before that retries its failed ids next time anyway.
+        with contextlib.suppress(OSError):
+            (self.root / JOURNAL_NAME).unlink()
+        if self._lock_fd >= 0:
+            os.close(self._lock_fd)  # releases the flock
+            self._lock_fd = -1
+
+    def __repr__(self) -> str:
+        current = self._current
+        where = f"{current.name}@{current.size}" if current is not None else "no open file"
+        return (
+            f"<Archive {self.root} run={self.run} archived={len(self.archived)} "
+            f"committed={self.committed} {where}>"
+        )
+
+
+class _RecordsFile:
+    """One records file open for appending, with its running size, line count and sha256.
+
+    The sha256 is fed from memory as commits are written. A file reopened by a
+    later run has a committed prefix not yet hashed in this process; it is read
+    back from disk a bounded amount per commit (and in full only when the hash
+    is asked for), so a resume over a large file starts at once.
+    """
+
+    __slots__ = ("_hashed", "_hasher", "codec", "fd", "lines", "name", "path", "size")
+
+    def __init__(self, path: Path, fd: int, codec: Codec, size: int, lines: int) -> None:
+        self.path = path
+        self.name = path.name
+        self.fd = fd
+        self.codec = codec
+        self.size = size
+        self.lines = lines
+        self._hasher = hashlib.sha256()
+        self._hashed = 0
+
+    @classmethod
+    def create(cls, root: Path, name: str, codec: Codec) -> _RecordsFile:
+        path = root / name
+        try:
+            fd = _open_private(path, os.O_RDWR | os.O_APPEND | os.O_TRUNC)
+        except OSError as exc:
+            raise ArchiveError(f"cannot create {path}: {exc.strerror}") from exc
+        return cls(path, fd, codec, 0, 0)
+
+    @classmethod
+    def reopen(cls, root: Path, state: FileState) -> _RecordsFile:
+        path = root / state.name
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_APPEND)
+            if os.fstat(fd).st_size != state.size:
+                os.ftruncate(fd, state.size)
+                os.fsync(fd)
+        except OSError as exc:
+            raise ArchiveError(f"cannot reopen {path}: {exc.strerror}") from exc
+        return cls(path, fd, codec_of_file(state.name), state.size, state.lines)
+
+    def append(self, framed: bytes, lines: int) -> None:
+        in_step = self._hashed == self.size
+        _write_all(self.fd, framed)
+        self.size += len(framed)
+        self.lines += lines
+        if in_step:
+            self._hasher.update(framed)
+            self._hashed = self.size
+
+    def catch_up(self, budget: int) -> None:
+        """Hash up to `budget` bytes of the part of the file not hashed yet."""
+        while self._hashed < self.size and budget > 0:
+            chunk = os.pread(self.fd, min(budget, 1 << 20, self.size - self._hashed), self._hashed)
+            if not chunk:
+                raise ArchiveCorrupt(f"{self.path} is shorter than the {self.size} bytes committed")
+            self._hasher.update(chunk)
+            self._hashed += len(chunk)
+            budget -= len(chunk)
+
+    def sha256(self) -> str:
+        self.catch_up(self.size)
+        return self._hasher.hexdigest()
+
+    def close(self) -> None:
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+
+
+# -- file system helpers -------------------------------------------------------
+
+
+def _make_private_dirs(path: Path) -> None:
+    """Create `path` and any missing parents with mode 0700 (umask cannot widen it)."""
+    missing = []
+    probe = path
+    while not probe.exists():
+        missing.append(probe)
+        probe = probe.parent
+    for directory in reversed(missing):
+        directory.mkdir(mode=DIR_MODE)
+        os.chmod(directory, DIR_MODE)
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path} is not a directory")
+
+
+def _open_private(path: Path, flags: int) -> int:
+    """Open (creating with mode 0600 if needed) and make a new file's name durable."""
+    existed = path.exists()
+    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
+    if not existed:
+        os.fchmod(fd, FILE_MODE)
+        _fsync_dir(path.parent)
+    return fd
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _write_all(fd: int, data: bytes) -> None:
+    view = memoryview(data)
+    while view:
+        written = os.write(fd, view)
+        view = view[written:]
+
+
+def _atomic_write(path: Path, chunks: Any) -> None:
+    """Replace `path` with the concatenated `chunks`: all of it or none of it, mode 0600."""
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+    try:
+        os.fchmod(fd, FILE_MODE)
+        for chunk in chunks:
+            _write_all(fd, chunk)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+
+
+def _lock(root: Path) -> int:
+    """Hold the archive's lock for this process's lifetime (released on close or exit)."""
+    path = root / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        os.close(fd)
+        raise ArchiveLocked(
+            f"another exporter (pid {holder}) is writing to {root}; wait for it to finish, "
+            "or stop it: it can be resumed later by running the same command"
+        ) from None
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    return fd
+
+
+def _failed_entries(path: Path) -> Iterator[dict[str, Any]]:
+    """The entries of an existing failed.ndjson; unreadable lines are skipped."""
+    try:
+        handle = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return
+    with handle:
+        for line in handle:
+            try:
+                entry = orjson.loads(line)
+            except orjson.JSONDecodeError:
+                continue
+            if isinstance(entry, dict):
+                yield entry
+
+
+def _resumes_refetch(runs: list[checkpoint.RunState]) -> bool:
+    """Whether a --refetch run continues the last run instead of starting over.
+
+    It does when the last run was itself a --refetch run that did not get to
+    the end of its manifest (killed, interrupted, or stopped by a refused
+    token): running the same command again must resume, not restart.
+    """
+    if not runs:
+        return False
+    last = runs[-1]
+    return last.refetch and last.status not in ("complete", "incomplete")
+
+
+def _supersede(root: Path, stamp: str) -> Path:
+    """Move the current generation aside into superseded/<stamp>/; crash-safe via a marker."""
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in stamp)
+    target = root / SUPERSEDED_DIR / safe
+    suffix = 1
+    while target.exists():
+        suffix += 1
+        target = root / SUPERSEDED_DIR / f"{safe}-{suffix}"
+    _make_private_dirs(target)
+    marker = root / SUPERSEDE_MARKER
+    _atomic_write(marker, [str(target.relative_to(root)).encode() + b"\n"])
+    _finish_superseding(root, target)
+    return target
+
+
+def _finish_superseding(root: Path, target: Path) -> None:
+    """Move every generation file into `target`, the checkpoint last, then drop the marker.
+
+    Idempotent: after a crash part-way, the next open calls it again with the
+    marker's target and it moves what is left.
+    """
+    _make_private_dirs(target)
+    names = sorted(os.listdir(root))
+    movable = [n for n in names if file_number(n) is not None or n in (FAILED_NAME, SUMMARY_NAME)]
+    if checkpoint.CHECKPOINT_NAME in names:
+        movable.append(checkpoint.CHECKPOINT_NAME)
+    for name in movable:
+        os.replace(root / name, target / name)
+    _fsync_dir(target)
+    _fsync_dir(root)
+    (root / SUPERSEDE_MARKER).unlink()
+    _fsync_dir(root)

@@ -1,0 +1,218 @@
+"""Checkpoint records: what each commit made durable, and the state they add up to.
+
+The checkpoint (`checkpoint.ndjson` in the archive) is an append-only log, one
+JSON object a line, written by the archive's single writer after the records
+it describes are on disk (fsync'd). A records file is trusted exactly up to the
+`end` of its last `commit` entry: on start-up the archive cuts it back to that
+length, so a crash between writing records and logging them leaves neither a
+partial line nor a record that the checkpoint does not list.
+
+Entries (`t` is the type):
+
+    {"t":"run","run":3,"at":"...","refetch":false,"manifest":"ids.txt","shard":null,"version":1}
+    {"t":"commit","file":"records-00001.ndjson","end":81234,"lines":812,"ids":["a","b"]}
+    {"t":"close","file":"records-00001.ndjson","bytes":536870912,"lines":51234,"sha256":"..."}
+    {"t":"end","run":3,"at":"...","exit":0,"status":"complete","counts":{...}}
+
+`end` and `lines` are the file's totals after the commit, so the last commit of
+a file alone says how long it is. Only the final line may be torn (the crash
+happened while it was written); any other unreadable line means damage, and
+the archive refuses to guess.
+
+This module is pure: it turns entries into bytes and lines into state. The file
+I/O is `archive.py`'s.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import orjson
+
+from .errors import ArchiveCorrupt
+
+FORMAT_VERSION = 1
+CHECKPOINT_NAME = "checkpoint.ndjson"
+
+
+def run_entry(*, run: int, at: str, refetch: bool, manifest: str, shard: str | None) -> bytes:
+    """The line that opens run number `run`."""
+    return _line(
+        {
+            "t": "run",
+            "run": run,
+            "at": at,
+            "refetch": refetch,
+            "manifest": manifest,
+            "shard": shard,
+            "version": FORMAT_VERSION,
+        }
+    )
+
+
+def commit_entry(*, file: str, end: int, lines: int, ids: Sequence[str]) -> bytes:
+    """The line that makes `ids` (in file order) part of the archive."""
+    return _line({"t": "commit", "file": file, "end": end, "lines": lines, "ids": list(ids)})
+
+
+def close_entry(*, file: str, size: int, lines: int, sha256: str) -> bytes:
+    """The line that seals a records file: never written again."""
+    return _line({"t": "close", "file": file, "bytes": size, "lines": lines, "sha256": sha256})
+
+
+def end_entry(*, run: int, at: str, exit_code: int, status: str, counts: dict[str, int]) -> bytes:
+    """The line that closes run number `run` (absent when the run was killed)."""
+    return _line({"t": "end", "run": run, "at": at, "exit": exit_code, "status": status, "counts": counts})
+
+
+def _line(entry: dict[str, Any]) -> bytes:
+    return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+
+
+@dataclass(slots=True)
+class FileState:
+    """One records file as the checkpoint knows it."""
+
+    name: str
+    size: int = 0
+    lines: int = 0
+    closed: bool = False
+    sha256: str | None = None
+
+
+@dataclass(slots=True)
+class RunState:
+    """One run as the checkpoint knows it; `exit_code` None means it never ended."""
+
+    run: int
+    started_at: str
+    refetch: bool = False
+    manifest: str = ""
+    shard: str | None = None
+    ended_at: str | None = None
+    exit_code: int | None = None
+    status: str | None = None
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class CheckpointState:
+    """Everything the checkpoint says, except the ids themselves (streamed to a callback)."""
+
+    files: dict[str, FileState] = field(default_factory=dict)
+    runs: list[RunState] = field(default_factory=list)
+    ids: int = 0
+    #: Bytes of the checkpoint that hold whole, valid entries; the rest is a torn tail.
+    valid_bytes: int = 0
+    torn_tail: bool = False
+
+    @property
+    def open_file(self) -> FileState | None:
+        """The records file new commits go to, if one is open."""
+        if not self.files:
+            return None
+        last = next(reversed(self.files.values()))
+        return None if last.closed else last
+
+    @property
+    def next_run(self) -> int:
+        return self.runs[-1].run + 1 if self.runs else 1
+
+
+def replay(
+    lines: Iterable[bytes], on_ids: Callable[[list[str]], None], *, name: str = CHECKPOINT_NAME
+) -> CheckpointState:
+    """Fold checkpoint lines (each with its newline) into a state; ids go to `on_ids`.
+
+    Raises ArchiveCorrupt for damage anywhere but in the last line.
+    """
+    state = CheckpointState()
+    pending_error: str | None = None
+    number = 0
+    for number, raw in enumerate(lines, 1):
+        if pending_error is not None:
+            raise ArchiveCorrupt(
+                f"{name} line {number - 1} is damaged ({pending_error}) and is not the last line; "
+                "the archive cannot be trusted as it is: run `exporter verify` on it, and "
+                "restore the file from a backup or export into a new --out"
+            )
+        try:
+            if not raw.endswith(b"\n"):
+                raise ValueError("no newline at the end")
+            entry = orjson.loads(raw)
+            if not isinstance(entry, dict):
+                raise ValueError("not an object")
+            _apply(state, entry, on_ids)
+        except (ValueError, KeyError, TypeError) as exc:
+            pending_error = str(exc) or type(exc).__name__
+            continue
+        state.valid_bytes += len(raw)
+    if pending_error is not None:
+        state.torn_tail = True
+    return state
+
+
+def _apply(state: CheckpointState, entry: dict[str, Any], on_ids: Callable[[list[str]], None]) -> None:
+    kind = entry["t"]
+    if kind == "commit":
+        name = _str(entry["file"])
+        current = state.files.get(name)
+        if current is None:
+            if state.open_file is not None:
+                raise ValueError(f"commit to {name} while {state.open_file.name} is still open")
+            current = state.files[name] = FileState(name)
+        if current.closed:
+            raise ValueError(f"commit to {name}, which was closed")
+        end, total = _int(entry["end"]), _int(entry["lines"])
+        ids = entry["ids"]
+        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+            raise ValueError("ids is not a list of strings")
+        if end < current.size or total != current.lines + len(ids):
+            raise ValueError(f"commit to {name} does not follow the previous one")
+        current.size, current.lines = end, total
+        state.ids += len(ids)
+        on_ids(ids)
+    elif kind == "close":
+        name = _str(entry["file"])
+        current = state.files.get(name)
+        if current is None or current.closed:
+            raise ValueError(f"close of {name}, which is not open")
+        if _int(entry["bytes"]) != current.size or _int(entry["lines"]) != current.lines:
+            raise ValueError(f"close of {name} disagrees with its last commit")
+        current.closed = True
+        current.sha256 = _str(entry["sha256"])
+    elif kind == "run":
+        state.runs.append(
+            RunState(
+                run=_int(entry["run"]),
+                started_at=_str(entry["at"]),
+                refetch=bool(entry.get("refetch", False)),
+                manifest=str(entry.get("manifest", "")),
+                shard=entry.get("shard"),
+            )
+        )
+    elif kind == "end":
+        if not state.runs or state.runs[-1].run != _int(entry["run"]):
+            raise ValueError("end of a run that was not started")
+        run = state.runs[-1]
+        run.ended_at = _str(entry["at"])
+        run.exit_code = _int(entry["exit"])
+        run.status = _str(entry.get("status", ""))
+        counts = entry.get("counts") or {}
+        run.counts = {str(k): int(v) for k, v in counts.items()}
+    else:
+        raise ValueError(f"unknown entry type {kind!r}")
+
+
+def _int(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise ValueError(f"{value!r} is not a count")
+    return value
+
+
+def _str(value: Any) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"{value!r} is not a string")
+    return value

@@ -1,0 +1,487 @@
+"""The command line: argv and the environment in, one ExportConfig out, an exit code back.
+
+The only module that reads the environment (`EXPORTER_TOKEN`) or argv; the
+library below it takes an `ExportConfig` and nothing else. Library errors
+become one line on stderr and the exit code their type carries.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import re
+import stat
+import sys
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any, NoReturn
+
+from . import __version__
+from .client import check_base_url
+from .config import (
+    INCLUDE_PARAMS,
+    ArchiveSettings,
+    ExportConfig,
+    HttpSettings,
+    LimitSettings,
+    ManifestSource,
+    ProgressMode,
+    RetrySettings,
+    Secret,
+    Shard,
+)
+from .errors import ExitCode, ExporterError, UsageError
+from .pipeline import RunOutcome, run_export
+from .progress import make_progress
+
+TOKEN_ENV = "EXPORTER_TOKEN"  # noqa: S105 - the variable's name, not a token
+SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"
+
+log = logging.getLogger("exporter")
+
+EXIT_CODES_HELP = """\
+exit codes:
+  0    every id of the manifest is in the archive
+  1    the run finished, but some ids failed, were not found or were invalid
+       (listed with the reason in DIR/failed.ndjson)
+  2    usage or configuration error (bad option, no token, unreadable manifest)
+  3    the API refused the token (401/403); what was fetched before is kept
+  4    the archive cannot be used (locked by another run, damaged, disk full)
+  130  interrupted by SIGINT (Ctrl-C): what was fetched is kept; run the same command to resume
+  143  interrupted by SIGTERM: likewise
+"""
+
+EXPORT_EPILOG = f"""\
+examples:
+  EXPORTER_TOKEN=... exporter export ids.txt --base-url https://api.example.com --out archive/
+  exporter export ids.csv.gz --base-url https://api.example.com --out archive/ \\
+      --token-file ~/.config/exporter/token --rate 20 --concurrency 32 --include photos
+  zcat nightly-ids.gz | exporter export - --base-url https://api.example.com --out archive/ --quiet
+
+the token:
+  from the environment variable {TOKEN_ENV}, or from the file named by --token-file
+  (one line; keep it mode 0600). Never on the command line, where `ps` shows it.
+
+resuming:
+  run the same command again: ids already in the archive are not fetched again;
+  a new manifest over an existing archive fetches only the ids it does not hold
+  (nightly cron jobs), and ids that failed before are tried again, except those
+  found missing (404) or invalid unless --retry-failed. --refetch starts over.
+
+{EXIT_CODES_HELP}"""
+
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+_SIZE_UNITS = {
+    "": 1, "b": 1,
+    "k": 10**3, "kb": 10**3, "kib": 2**10,
+    "m": 10**6, "mb": 10**6, "mib": 2**20,
+    "g": 10**9, "gb": 10**9, "gib": 2**30,
+    "t": 10**12, "tb": 10**12, "tib": 2**40,
+}  # fmt: skip
+
+
+def parse_size(text: str) -> int:
+    """`512MB`, `1GiB`, `100k`, `1048576` -> bytes (decimal units, binary with `i`)."""
+    match = _SIZE.match(text)
+    unit = (match.group(2) or "").lower() if match else ""
+    if match is None or unit not in _SIZE_UNITS:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 512MB, 1GiB or 1000000")
+    size = int(float(match.group(1)) * _SIZE_UNITS[unit])
+    if size < 1:
+        raise argparse.ArgumentTypeError("the size must be at least 1 byte")
+    return size
+
+
+def parse_shard(text: str) -> Shard:
+    """`K/N` (K from 0 to N-1), or `INDEX/N` to take K from $JOB_COMPLETION_INDEX later."""
+    match = re.fullmatch(r"\s*(\d+|INDEX)\s*/\s*(\d+)\s*", text)
+    if match is None or int(match.group(2)) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} is not K/N, e.g. 0/4 (or INDEX/4 for Kubernetes)")
+    count = int(match.group(2))
+    index = -1 if match.group(1) == "INDEX" else int(match.group(1))
+    if index >= count:
+        raise argparse.ArgumentTypeError(f"shard {index} does not exist in {count} shards (0..{count - 1})")
+    return Shard(index=index, count=count)
+
+
+def resolve_shard(shard: Shard | None, environ: Mapping[str, str]) -> Shard | None:
+    """The shard to run: K given, or taken from $JOB_COMPLETION_INDEX for `INDEX/N`."""
+    if shard is None or shard.index >= 0:
+        return shard
+    raw = environ.get(SHARD_INDEX_ENV)
+    if raw is None or not raw.strip().isdigit():
+        raise UsageError(f"--shard INDEX/{shard.count} needs ${SHARD_INDEX_ENV} set to 0..{shard.count - 1}")
+    index = int(raw)
+    if index >= shard.count:
+        raise UsageError(f"${SHARD_INDEX_ENV}={index} is not a shard of {shard.count} (0..{shard.count - 1})")
+    return Shard(index=index, count=shard.count)
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _non_negative_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not value >= 0 or value == float("inf"):
+        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+    return value
+
+
+def _positive_float(text: str) -> float:
+    value = _non_negative_float(text)
+    if value == 0:
+        raise argparse.ArgumentTypeError("must be more than 0")
+    return value
+
+
+def _query_pair(text: str) -> tuple[str, str]:
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
+    return key, value
+
+
+def _include_name(text: str) -> str:
+    names = {name: param for name, param in INCLUDE_PARAMS.items()}
+    names.update({param.lower(): param for param in INCLUDE_PARAMS.values()})
+    if text.lower() == "all":
+        return "all"
+    param = names.get(text.lower())
+    if param is None:
+        raise argparse.ArgumentTypeError(
+            f"{text!r} is not one of: all, {', '.join(INCLUDE_PARAMS)} "
+            "(any other parameter: --query KEY=VALUE)"
+        )
+    return param
+
+
+class _RefuseToken(argparse.Action):
+    """`--token VALUE` would show in `ps` and shell history: refuse it with the alternative."""
+
+    def __call__(
+        self,
+        parser: argparse.ArgumentParser,
+        namespace: Any,
+        values: Any,
+        option_string: str | None = None,
+    ) -> NoReturn:
+        parser.exit(
+            ExitCode.USAGE,
+            f"exporter: the token is not accepted on the command line (`ps` would show it); "
+            f"set {TOKEN_ENV} or use --token-file PATH\n",
+        )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="exporter",
+        description="Export call recordings from the recordings API into an exact, resumable NDJSON archive.",
+        epilog=EXIT_CODES_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("--version", action="version", version=f"exporter {__version__}")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    _add_export(commands)
+    return parser
+
+
+def _add_export(commands: Any) -> None:
+    export = commands.add_parser(
+        "export",
+        help="fetch every id of a manifest into an archive directory",
+        description=(
+            "Fetch every recording listed in MANIFEST from GET {base}/v1/core/recordings/{id} and "
+            "append it, exactly as served, as one line of NDJSON to the archive in --out. "
+            "Interrupted runs resume where they stopped."
+        ),
+        epilog=EXPORT_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    export.add_argument(
+        "manifest",
+        metavar="MANIFEST",
+        help="file of ids, or - for standard input: plain text (one id a line, # comments), "
+        "CSV with an 'id' column, or NDJSON objects with an \"id\" key; .gz/.zst compressed is fine",
+    )
+    export.add_argument(
+        "--base-url",
+        required=True,
+        metavar="URL",
+        help="the API's base URL, e.g. https://api.example.com",
+    )
+    export.add_argument(
+        "--out",
+        required=True,
+        type=Path,
+        metavar="DIR",
+        help="the archive directory (created, mode 0700)",
+    )
+    export.add_argument(
+        "--token-file",
+        type=Path,
+        metavar="PATH",
+        help=f"read the API token from this file instead of ${TOKEN_ENV}",
+    )
+    export.add_argument("--token", nargs="?", action=_RefuseToken, help=argparse.SUPPRESS)
+    export.add_argument(
+        "--format",
+        choices=["auto", "text", "csv", "ndjson"],
+        default="auto",
+        help="manifest format (default: from the file name, else guessed from the first line)",
+    )
+
+    pace = export.add_argument_group("pace")
+    pace.add_argument(
+        "--concurrency",
+        type=_positive_int,
+        default=8,
+        metavar="N",
+        help="requests in flight at once (default: 8)",
+    )
+    pace.add_argument(
+        "--rate",
+        type=_non_negative_float,
+        default=10.0,
+        metavar="R",
+        help="requests per second, all workers together; 0 for no limit (default: 10). "
+        "On a 429 the rate halves by itself and recovers over 10 s",
+    )
+    pace.add_argument(
+        "--burst",
+        type=_positive_int,
+        default=None,
+        metavar="B",
+        help="requests that may start back to back after a pause (default: the rate, at least 1)",
+    )
+    pace.add_argument(
+        "--max-attempts",
+        type=_positive_int,
+        default=5,
+        metavar="N",
+        help="tries per id for 5xx, 429, timeouts, broken or non-JSON bodies (default: 5)",
+    )
+    pace.add_argument(
+        "--timeout",
+        type=_positive_float,
+        default=60.0,
+        metavar="S",
+        help="seconds per request, body included (default: 60)",
+    )
+
+    what = export.add_argument_group("what to fetch")
+    what.add_argument(
+        "--include",
+        type=_include_name,
+        action="append",
+        default=[],
+        metavar="NAME",
+        help=f"ask for an optional part of each recording; repeatable: all, {', '.join(INCLUDE_PARAMS)}",
+    )
+    what.add_argument(
+        "--query",
+        type=_query_pair,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="send any other query parameter with every request; repeatable",
+    )
+    what.add_argument(
+        "--refetch",
+        action="store_true",
+        help="fetch every id again into a fresh archive; the current one is moved to DIR/superseded/ "
+        "(an interrupted --refetch run resumes when run again)",
+    )
+    what.add_argument(
+        "--retry-failed",
+        action="store_true",
+        help="also ask again for ids an earlier run found missing (404) or invalid",
+    )
+
+    archive = export.add_argument_group("archive")
+    archive.add_argument(
+        "--max-file-bytes",
+        type=parse_size,
+        default=None,
+        metavar="SIZE",
+        help="start a new records file once one holds SIZE bytes (e.g. 512MB, 1GiB); "
+        "a full file is closed, hashed and never written again (default: one growing file)",
+    )
+    archive.add_argument(
+        "--compress",
+        choices=["none", "gzip", "zstd"],
+        default="none",
+        help="compress records files (.ndjson.gz / .ndjson.zst), one frame per commit (default: none)",
+    )
+    archive.add_argument(
+        "--compress-level",
+        type=int,
+        default=None,
+        metavar="N",
+        help="compression level (default: gzip 6, zstd 3)",
+    )
+    archive.add_argument(
+        "--shard",
+        type=parse_shard,
+        default=None,
+        metavar="K/N",
+        help="export only slice K of N (0-based) of the manifest's ids, by a stable hash of the id, so N "
+        f"machines can split one export; INDEX/N takes K from ${SHARD_INDEX_ENV} (Kubernetes Indexed Job). "
+        "--rate applies per shard",
+    )
+
+    output = export.add_argument_group("output")
+    output.add_argument(
+        "--progress",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="show a progress bar (default: only when stderr is a terminal)",
+    )
+    output.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (for cron)")
+    output.add_argument("-v", "--verbose", action="store_true", help="log every retry")
+    output.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// base URL to a host other than this machine (sends the token unencrypted)",
+    )
+    export.set_defaults(handler=_export_command)
+
+
+def read_token(token_file: Path | None, environ: Mapping[str, str]) -> Secret:
+    """The token from --token-file or $EXPORTER_TOKEN; UsageError saying how to give it."""
+    if token_file is not None:
+        try:
+            mode = token_file.stat().st_mode
+            text = token_file.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise UsageError(
+                f"cannot read --token-file {token_file}: {getattr(exc, 'strerror', None) or exc}"
+            ) from exc
+        if mode & (stat.S_IRWXG | stat.S_IRWXO):
+            log.warning("token file %s can be read by other users; chmod 600 it", token_file)
+        source = f"--token-file {token_file}"
+    else:
+        text = environ.get(TOKEN_ENV, "")
+        source = TOKEN_ENV
+        if not text.strip():
+            raise UsageError(f"no API token: set {TOKEN_ENV}, or pass --token-file PATH")
+    token = text.strip()
+    if not token:
+        raise UsageError(f"{source} is empty: it must hold the API token")
+    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in token):
+        raise UsageError(
+            f"{source} holds whitespace or control characters inside the token; it must be one line"
+        )
+    return Secret(token)
+
+
+def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ExportConfig:
+    """Build the run's configuration from parsed arguments and the environment."""
+    token = read_token(args.token_file, environ)
+    base_url = check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
+    includes: list[str] = []
+    for param in args.include:
+        for name in INCLUDE_PARAMS.values() if param == "all" else [param]:
+            if name not in includes:
+                includes.append(name)
+    query = tuple((name, "true") for name in includes) + tuple(args.query)
+    burst = args.burst if args.burst is not None else max(1, int(args.rate))
+    progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
+    return ExportConfig(
+        manifest=ManifestSource(
+            path=None if args.manifest == "-" else Path(args.manifest), format=args.format
+        ),
+        http=HttpSettings(base_url=base_url, token=token, timeout_s=args.timeout, query=query),
+        archive=ArchiveSettings(
+            out_dir=args.out,
+            max_file_bytes=args.max_file_bytes,
+            compress=args.compress,
+            compress_level=args.compress_level,
+        ),
+        shard=resolve_shard(args.shard, environ),
+        retry=RetrySettings(max_attempts=args.max_attempts),
+        limits=LimitSettings(concurrency=args.concurrency, rate_per_s=args.rate, burst=burst),
+        refetch=args.refetch,
+        retry_failed=args.retry_failed,
+        progress=progress,
+        quiet=args.quiet,
+    )
+
+
+def _export_command(args: argparse.Namespace) -> int:
+    config = config_from_args(args, os.environ)
+    progress = make_progress(config.progress, quiet=config.quiet)
+    outcome = asyncio.run(run_export(config, progress=progress))
+    _report(outcome, config)
+    return outcome.exit_code
+
+
+def _report(outcome: RunOutcome, config: ExportConfig) -> None:
+    """The last word of a run: one error line, and unless --quiet one line of counts."""
+    if outcome.message and outcome.exit_code not in (ExitCode.SIGINT, ExitCode.SIGTERM):
+        log.error("%s", outcome.message)
+    if config.quiet:
+        return
+    counts = outcome.summary.get("counts", {})
+    out = config.archive.out_dir
+    parts = [
+        f"exported {counts.get('exported', 0)} recordings to {out} "
+        f"in {outcome.summary.get('elapsed_s', 0):.1f}s ({outcome.summary.get('records_per_s', 0):.1f}/s)"
+    ]
+    extras = [
+        f"{counts[key]} {label}"
+        for key, label in (
+            ("already_archived", "already archived"),
+            ("duplicates", "duplicates in the manifest"),
+            ("not_found", "not found"),
+            ("invalid", "invalid"),
+            ("failed", "failed"),
+            ("not_attempted", "not attempted"),
+        )
+        if counts.get(key)
+    ]
+    if extras:
+        parts.append(", ".join(extras))
+    if counts.get("not_found") or counts.get("invalid") or counts.get("failed"):
+        parts.append(f"see {out / 'failed.ndjson'}")
+    log.info("%s", "; ".join(parts))
+
+
+def _setup_logging(args: argparse.Namespace) -> None:
+    level = logging.INFO
+    if getattr(args, "quiet", False):
+        level = logging.ERROR
+    elif getattr(args, "verbose", False):
+        level = logging.DEBUG
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("exporter: %(message)s"))
+    root = logging.getLogger("exporter")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the `exporter` console script and `python -m exporter`."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _setup_logging(args)
+    try:
+        code: int = args.handler(args)
+    except ExporterError as exc:
+        log.error("%s", exc)
+        return int(exc.exit_code)
+    except KeyboardInterrupt:
+        return int(ExitCode.SIGINT)
+    return code

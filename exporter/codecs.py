@@ -1,0 +1,97 @@
+"""How a group commit's lines are framed on disk: as they are, or compressed.
+
+Each commit is compressed on its own, as one gzip member or one zstd frame.
+Concatenated members and frames are themselves a valid `.gz` / `.zst` file
+(`zcat`, `zstdcat`, DuckDB's `read_ndjson` read them), and every commit ends on
+a frame boundary, so cutting a file back to its last committed length after a
+crash leaves a complete, readable file.
+"""
+
+from __future__ import annotations
+
+import gzip
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import BinaryIO
+
+import zstandard
+
+from .config import Compression
+
+RECORDS_PREFIX = "records-"
+
+
+@dataclass(frozen=True, slots=True)
+class Codec:
+    """A framing of committed bytes, named by the `--compress` value it stands for."""
+
+    name: Compression
+    suffix: str
+    level: int | None = None
+
+    def frame(self, data: bytes) -> bytes:
+        """The bytes to append for one commit."""
+        if self.name == "gzip":
+            return gzip.compress(data, compresslevel=6 if self.level is None else self.level, mtime=0)
+        if self.name == "zstd":
+            level = 3 if self.level is None else self.level
+            return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
+        return data
+
+    def file_name(self, number: int) -> str:
+        """The name of records file number `number` (1-based)."""
+        return f"{RECORDS_PREFIX}{number:05d}{self.suffix}"
+
+
+def codec_for(name: Compression, level: int | None = None) -> Codec:
+    """The codec for a `--compress` value."""
+    suffix = {"none": ".ndjson", "gzip": ".ndjson.gz", "zstd": ".ndjson.zst"}[name]
+    return Codec(name, suffix, level)
+
+
+def codec_of_file(file_name: str) -> Codec:
+    """The codec a records file was written with, from its name."""
+    if file_name.endswith(".ndjson.gz"):
+        return codec_for("gzip")
+    if file_name.endswith(".ndjson.zst"):
+        return codec_for("zstd")
+    return codec_for("none")
+
+
+def file_number(file_name: str) -> int | None:
+    """The sequence number in a records file name, or None when it is not one."""
+    if not file_name.startswith(RECORDS_PREFIX):
+        return None
+    digits = file_name[len(RECORDS_PREFIX) :].split(".", 1)[0]
+    return int(digits) if digits.isdigit() else None
+
+
+def decompressed_lines(handle: BinaryIO, codec: Codec) -> Iterator[bytes]:
+    """The NDJSON lines of an open records file, decompressed as needed (for verify)."""
+    if codec.name == "gzip":
+        with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
+            yield from unzipped
+    elif codec.name == "zstd":
+        reader = zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)
+        with reader:
+            buffered = _LineReader(reader)
+            yield from buffered
+    else:
+        yield from handle
+
+
+class _LineReader:
+    """Lines from a zstd stream reader, which has no readline of its own."""
+
+    def __init__(self, reader: zstandard.ZstdDecompressionReader) -> None:
+        self._reader = reader
+
+    def __iter__(self) -> Iterator[bytes]:
+        rest = b""
+        while chunk := self._reader.read(1 << 20):
+            parts = (rest + chunk).split(b"\n")
+            rest = parts.pop()
+            for part in parts:
+                yield part + b"\n"
+        if rest:
+            yield rest

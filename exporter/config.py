@@ -1,0 +1,139 @@
+"""Everything a run needs to know, built once by `cli.py` and passed down.
+
+Frozen, keyword-only dataclasses: no module reads the environment or a global,
+so a test builds exactly the configuration it means and nothing leaks between
+runs. Units are in the field names (`_s` seconds, `_per_s` per second,
+`_bytes` bytes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+ManifestFormat = Literal["auto", "text", "csv", "ndjson"]
+Compression = Literal["none", "gzip", "zstd"]
+ProgressMode = Literal["auto", "on", "off"]
+
+#: The eight response toggles of the API reference, by the short name `--include`
+#: takes, mapped to the query parameter the exporter assumes (shared/api/NOTES.md).
+INCLUDE_PARAMS: dict[str, str] = {
+    "photos": "includePhotos",
+    "crm-opportunities": "includeCrmOpportunities",
+    "media-opportunities": "includeMediaOpportunities",
+    "evaluation": "includeEvaluation",
+    "multimedia-events": "includeMultimediaEvents",
+    "mobile-events": "includeMobileEvents",
+    "followups": "includeFollowups",
+    "crm-accounts": "includeCrmAccounts",
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Secret:
+    """A credential whose repr and str never show it, so it cannot leak into a log line."""
+
+    _value: str = field(repr=False)
+
+    def reveal(self) -> str:
+        """The credential itself, for the one place that puts it in a header."""
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('********')"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ManifestSource:
+    """Where the ids come from: a file (plain, `.gz` or `.zst`) or standard input."""
+
+    path: Path | None
+    format: ManifestFormat = "auto"
+
+    @property
+    def display(self) -> str:
+        """The name to show in messages: the path, or `-` for standard input."""
+        return "-" if self.path is None else str(self.path)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class HttpSettings:
+    """How to reach the API: one origin, one token, one per-request timeout."""
+
+    base_url: str
+    token: Secret
+    timeout_s: float = 60.0
+    connect_timeout_s: float = 15.0
+    #: Extra query parameters sent with every request, in order, already validated.
+    query: tuple[tuple[str, str], ...] = ()
+    user_agent: str = "exporter/0.1"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RetrySettings:
+    """When to try an id again and how long to wait first (exponential, full jitter)."""
+
+    max_attempts: int = 5
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 30.0
+    #: A Retry-After longer than this is not waited for: the id fails as rate_limited.
+    retry_after_max_s: float = 900.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class LimitSettings:
+    """How hard the exporter may push the API."""
+
+    concurrency: int = 8
+    #: Requests per second across all workers; 0 means no client-side limit.
+    rate_per_s: float = 10.0
+    #: Requests that may start back to back after an idle spell.
+    burst: int = 10
+    #: After a 429 the rate halves, then climbs back linearly over this many seconds.
+    recovery_s: float = 10.0
+    #: The rate never drops below this, however many 429s arrive.
+    min_rate_per_s: float = 0.2
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ArchiveSettings:
+    """Where and how records are stored."""
+
+    out_dir: Path
+    #: Close a records file once it holds this many bytes (as stored); None: never.
+    max_file_bytes: int | None = None
+    compress: Compression = "none"
+    #: Codec level; None takes the codec's default (gzip 6, zstd 3).
+    compress_level: int | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Shard:
+    """Slice K of N (0-based K) of the id space, by a stable hash of the id."""
+
+    index: int
+    count: int
+
+    def __str__(self) -> str:
+        return f"{self.index}/{self.count}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class ExportConfig:
+    """One `exporter export` run."""
+
+    manifest: ManifestSource
+    http: HttpSettings
+    archive: ArchiveSettings
+    retry: RetrySettings = RetrySettings()
+    limits: LimitSettings = LimitSettings()
+    #: Fetch ids again even when the archive holds them (starts a new generation).
+    refetch: bool = False
+    #: Also retry ids an earlier run found missing (404) or invalid.
+    retry_failed: bool = False
+    shard: Shard | None = None
+    progress: ProgressMode = "auto"
+    quiet: bool = False

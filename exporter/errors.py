@@ -1,0 +1,97 @@
+"""The errors the exporter raises, and the exit code each one ends a run with.
+
+    ExporterError                  base; carries the process exit code
+    ├── UsageError          (2)    bad option, missing token, unusable manifest
+    │   └── ManifestError   (2)    the manifest cannot be read at all
+    ├── AuthRefused         (3)    the API refused the token (401/403)
+    └── ArchiveError        (4)    the archive directory cannot be used
+        ├── ArchiveLocked   (4)    another run holds the archive
+        └── ArchiveCorrupt  (4)    the checkpoint or a records file is damaged
+
+Per-request problems (a 404, a 503, an HTML page with status 200) are not
+exceptions that reach the user: they become `Failure` results with a `Reason`
+and end up in `failed.ndjson`. `BadResponse` and `TransportError` are the two
+exceptions that carry them from the parsing and I/O layers to the retry loop.
+
+Every message names the thing that went wrong and what the user can do, and
+never contains the token.
+"""
+
+from __future__ import annotations
+
+import enum
+
+
+class ExitCode(enum.IntEnum):
+    """Process exit codes; documented in the README and in `--help`."""
+
+    OK = 0
+    INCOMPLETE = 1
+    USAGE = 2
+    AUTH = 3
+    ARCHIVE = 4
+    INTERNAL = 70
+    SIGINT = 130
+    SIGTERM = 143
+
+
+class ExporterError(Exception):
+    """An error that ends the run with a one-line message and an exit code."""
+
+    exit_code: ExitCode = ExitCode.INTERNAL
+
+
+class UsageError(ExporterError):
+    """The command line or the environment does not describe a runnable export."""
+
+    exit_code = ExitCode.USAGE
+
+
+class ManifestError(UsageError):
+    """The manifest cannot be read at all (missing file, CSV without an `id` column)."""
+
+
+class AuthRefused(ExporterError):
+    """The API answered 401 or 403: every further request would be refused too."""
+
+    exit_code = ExitCode.AUTH
+
+
+class ArchiveError(ExporterError):
+    """The archive directory cannot be opened, read or written."""
+
+    exit_code = ExitCode.ARCHIVE
+
+
+class ArchiveLocked(ArchiveError):
+    """Another exporter process is writing to the same archive."""
+
+
+class ArchiveCorrupt(ArchiveError):
+    """The checkpoint or a records file does not match what was committed."""
+
+
+class Reason(enum.StrEnum):
+    """Why an id did not end up in the archive; the `reason` field of `failed.ndjson`."""
+
+    NOT_FOUND = "not_found"
+    INVALID_ID = "invalid_id"
+    BAD_MANIFEST_LINE = "bad_manifest_line"
+    AUTH = "auth"
+    HTTP_ERROR = "http_error"
+    RATE_LIMITED = "rate_limited"
+    TIMEOUT = "timeout"
+    NETWORK = "network"
+    BAD_RESPONSE = "bad_response"
+
+
+class BadResponse(Exception):
+    """A 200 response whose body is not a recording for the id that was asked for."""
+
+
+class TransportError(Exception):
+    """A request that produced no complete response: timeout, reset, truncated body."""
+
+    def __init__(self, reason: Reason, message: str) -> None:
+        super().__init__(message)
+        self.reason = reason

@@ -1,0 +1,357 @@
+"""Wiring for one export run: manifest -> planner -> workers -> one writer -> summary.
+
+    manifest reader thread          event loop                       writer thread
+    ----------------------          ----------                       -------------
+    Planner.next_batch  ->  feed -> work queue -> N workers
+                                    (bounded)     (limiter, client,
+                                                   retry, payload)
+                                                        |
+                                                  result queue (bounded)
+                                                        |
+                                                  write: batch  ->   Archive.commit
+                                                                     (append, fsync,
+                                                                      checkpoint)
+
+Both queues are bounded, so memory follows `--concurrency` and record size,
+never the manifest. Only the writer thread touches the archive, and it takes
+whatever results are waiting as one group commit, so fsyncs are per batch, not
+per record, and batches grow by themselves when the disk is slow.
+
+Stopping: SIGINT/SIGTERM or a refused token set one stop flag; the feeder and
+the workers are cancelled (in-flight requests are abandoned and will be made
+again next run), the writer commits every result already handed to it, and the
+run ends with failed.ndjson, the checkpoint's end entry and summary.json
+written, exactly as after a normal finish. A second signal exits at once;
+committed records are safe either way.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import enum
+import itertools
+import logging
+import os
+import signal
+import sys
+import time
+import traceback
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any, BinaryIO
+
+from .archive import Archive, RunRequest
+from .client import RecordingsClient
+from .config import ExportConfig
+from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
+from .fetcher import Failure, Fetcher, FetchStats, Success
+from .limiter import RateLimiter
+from .manifest import estimate_lines, open_manifest
+from .plan import Planner
+from .progress import NullProgress, Progress
+from .summary import RunFacts, build_summary, run_counts, run_status
+
+log = logging.getLogger(__name__)
+
+_PLAN_BATCH = 1024
+
+
+class StopReason(enum.Enum):
+    """Why a run ended early; the value is the exit code it ends with."""
+
+    USAGE = ExitCode.USAGE
+    SIGINT = ExitCode.SIGINT
+    SIGTERM = ExitCode.SIGTERM
+    AUTH = ExitCode.AUTH
+    ARCHIVE = ExitCode.ARCHIVE
+    INTERNAL = ExitCode.INTERNAL
+
+
+@dataclass(frozen=True, slots=True)
+class RunOutcome:
+    """How the run ended: the exit code, the summary written, and a line for the user."""
+
+    exit_code: int
+    summary: dict[str, Any]
+    message: str | None = None
+
+
+def utc_iso(epoch: float) -> str:
+    """A timestamp as the archive writes them: UTC, milliseconds, `Z`."""
+    return datetime.fromtimestamp(epoch, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+async def run_export(
+    config: ExportConfig,
+    *,
+    stdin: BinaryIO | None = None,
+    progress: Progress | None = None,
+    handle_signals: bool = True,
+) -> RunOutcome:
+    """Run one export as configured; raises ExporterError only before anything was written."""
+    return await _Run(config, progress or NullProgress(), handle_signals).run(stdin)
+
+
+class _Run:
+    """The state of one run; lives on the event loop, hands archive work to one thread."""
+
+    def __init__(self, config: ExportConfig, progress: Progress, handle_signals: bool) -> None:
+        self.config = config
+        self.progress = progress
+        self.handle_signals = handle_signals
+        concurrency = config.limits.concurrency
+        self.work_q: asyncio.Queue[str | None] = asyncio.Queue(maxsize=2 * concurrency)
+        self.result_q: asyncio.Queue[Success | Failure | None] = asyncio.Queue(maxsize=max(16, concurrency))
+        self.stats = FetchStats()
+        self.failures: Counter[str] = Counter()
+        self.exported = 0
+        self.stop_event = asyncio.Event()
+        self.stop_reason: StopReason | None = None
+        self.stop_message: str | None = None
+        self.writer_pool = ThreadPoolExecutor(1, thread_name_prefix="archive-writer")
+        self.reader_pool = ThreadPoolExecutor(1, thread_name_prefix="manifest-reader")
+
+    def stop(self, reason: StopReason, message: str | None = None) -> None:
+        """Ask the run to wind down; the first reason given is the one reported."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stop_message = message
+        self.stop_event.set()
+
+    async def run(self, stdin: BinaryIO | None) -> RunOutcome:
+        config = self.config
+        loop = asyncio.get_running_loop()
+        started_epoch, started = time.time(), time.monotonic()
+        try:
+            with open_manifest(config.manifest, stdin) as entries:
+                # Read the first entry before the archive is touched, so a
+                # manifest that cannot be read at all fails cleanly with exit 2.
+                first = await loop.run_in_executor(self.reader_pool, next, entries, None)
+                entries = itertools.chain([first] if first is not None else [], entries)
+                archive = await loop.run_in_executor(
+                    self.writer_pool,
+                    Archive.open,
+                    config.archive,
+                    RunRequest(
+                        started_at=utc_iso(started_epoch),
+                        refetch=config.refetch,
+                        manifest=config.manifest.display,
+                        shard=str(config.shard) if config.shard else None,
+                    ),
+                )
+                try:
+                    if archive.superseded_to is not None:
+                        log.warning("--refetch: the previous archive was moved to %s", archive.superseded_to)
+                    planner = Planner(
+                        entries,
+                        archived=archive.archived,
+                        known_missing=archive.known_missing,
+                        retry_failed=config.retry_failed,
+                        shard=config.shard,
+                    )
+                    await self._export(planner, archive)
+                    exit_code = self._exit_code()
+                    summary = await loop.run_in_executor(
+                        self.writer_pool,
+                        self._finish,
+                        archive,
+                        planner,
+                        exit_code,
+                        started_epoch,
+                        time.monotonic() - started,
+                    )
+                finally:
+                    await loop.run_in_executor(self.writer_pool, archive.close)
+        finally:
+            self.progress.close()
+            self.writer_pool.shutdown(wait=False)
+            self.reader_pool.shutdown(wait=False, cancel_futures=True)
+        return RunOutcome(exit_code, summary, self.stop_message)
+
+    def _exit_code(self) -> int:
+        if self.stop_reason is not None:
+            return int(self.stop_reason.value)
+        return int(ExitCode.INCOMPLETE if sum(self.failures.values()) else ExitCode.OK)
+
+    async def _export(self, planner: Planner, archive: Archive) -> None:
+        """Run feeder, workers and writer until the manifest is done or the run is stopped."""
+        config = self.config
+        limits = config.limits
+        limiter = RateLimiter(
+            rate_per_s=limits.rate_per_s,
+            burst=limits.burst,
+            recovery_s=limits.recovery_s,
+            min_rate_per_s=limits.min_rate_per_s,
+        )
+        with self._signals():
+            total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
+            total.add_done_callback(self._set_total)
+            async with RecordingsClient(config.http, concurrency=limits.concurrency) as client:
+                fetcher = Fetcher(client, limiter, config.retry, stats=self.stats)
+                writer = asyncio.create_task(self._write(archive))
+                producers = asyncio.create_task(self._produce(planner, fetcher))
+                stopped = asyncio.create_task(self.stop_event.wait())
+                await asyncio.wait({writer, producers, stopped}, return_when=asyncio.FIRST_COMPLETED)
+                stopped.cancel()
+                if not producers.done():
+                    producers.cancel()
+                await asyncio.wait({producers})
+                self._note_crash(producers)
+                if not writer.done():
+                    await self.result_q.put(None)
+                try:
+                    await writer
+                except ArchiveError as exc:
+                    self.stop(StopReason.ARCHIVE, str(exc))
+            total.cancel()
+
+    def _set_total(self, task: asyncio.Task[int | None]) -> None:
+        if not task.cancelled() and task.exception() is None:
+            self.progress.set_total(task.result())
+
+    def _note_crash(self, producers: asyncio.Task[None]) -> None:
+        if producers.cancelled():
+            return
+        exc = producers.exception()
+        if exc is None:
+            return
+        errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
+        for error in errors:
+            if isinstance(error, ExporterError):
+                codes = {reason.value: reason for reason in StopReason}
+                self.stop(codes.get(error.exit_code, StopReason.INTERNAL), str(error))
+            else:
+                text = "".join(traceback.format_exception(error))
+                self.stop(StopReason.INTERNAL, f"internal error, please report it:\n{text}")
+
+    async def _produce(self, planner: Planner, fetcher: Fetcher) -> None:
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._feed(planner))
+            for _ in range(self.config.limits.concurrency):
+                group.create_task(self._work(fetcher))
+
+    async def _feed(self, planner: Planner) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            batch = await loop.run_in_executor(self.reader_pool, planner.next_batch, _PLAN_BATCH)
+            if batch is None:
+                break
+            for failure in batch.failures:
+                await self.result_q.put(failure)
+            if batch.skipped:
+                self.progress.advance(skipped=batch.skipped)
+            for record_id in batch.fetch:
+                await self.work_q.put(record_id)
+        for _ in range(self.config.limits.concurrency):
+            await self.work_q.put(None)
+
+    async def _work(self, fetcher: Fetcher) -> None:
+        while (record_id := await self.work_q.get()) is not None:
+            try:
+                outcome = await fetcher.fetch(record_id)
+            except AuthRefused as exc:
+                await self.result_q.put(Failure(record_id, Reason.AUTH, str(exc), attempts=1))
+                self.stop(StopReason.AUTH, str(exc))
+                return
+            await self.result_q.put(outcome)
+
+    async def _write(self, archive: Archive) -> None:
+        loop = asyncio.get_running_loop()
+        finished = False
+        while not finished:
+            items = [await self.result_q.get()]
+            while True:
+                try:
+                    items.append(self.result_q.get_nowait())
+                except asyncio.QueueEmpty:
+                    break
+            records: list[tuple[str, bytes]] = []
+            failures: list[bytes] = []
+            at = utc_iso(time.time())
+            for item in items:
+                if item is None:
+                    finished = True
+                elif isinstance(item, Success):
+                    records.append((item.id, item.line))
+                else:
+                    self.failures[item.reason] += 1
+                    failures.append(item.to_json_line(run=archive.run, at=at))
+            try:
+                await loop.run_in_executor(self.writer_pool, _commit, archive, records, failures)
+            except ArchiveError as exc:
+                self.stop(StopReason.ARCHIVE, str(exc))
+                raise
+            self.exported += len(records)
+            self.progress.advance(exported=len(records), failed=len(failures), retries=self.stats.retries)
+
+    def _finish(
+        self,
+        archive: Archive,
+        planner: Planner,
+        exit_code: int,
+        started_epoch: float,
+        elapsed_s: float,
+    ) -> dict[str, Any]:
+        """End-of-run bookkeeping, in the writer thread: failed.ndjson, checkpoint end, summary."""
+        config = self.config
+        failed_lines = archive.write_failed(planner.seen)
+        counts = run_counts(planner.counts, self.exported, self.failures, self.stats)
+        finished_at = utc_iso(time.time())
+        files = archive.files_report()
+        archive.end_run(at=finished_at, exit_code=exit_code, status=run_status(exit_code), counts=counts)
+        facts = RunFacts(
+            run=archive.run,
+            started_at=utc_iso(started_epoch),
+            finished_at=finished_at,
+            elapsed_s=elapsed_s,
+            exit_code=exit_code,
+            manifest=config.manifest.display,
+            base_url=config.http.base_url,
+            shard=str(config.shard) if config.shard else None,
+            superseded_to=str(archive.superseded_to) if archive.superseded_to else None,
+        )
+        summary = build_summary(facts, counts, dict(self.failures), files, failed_lines)
+        archive.write_summary(summary)
+        return summary
+
+    @contextlib.contextmanager
+    def _signals(self) -> Any:
+        """SIGINT/SIGTERM stop the run cleanly; a second one exits at once."""
+        if not self.handle_signals:
+            yield
+            return
+        loop = asyncio.get_running_loop()
+        mapping = {signal.SIGINT: StopReason.SIGINT, signal.SIGTERM: StopReason.SIGTERM}
+
+        def on_signal(signum: signal.Signals) -> None:
+            if self.stop_event.is_set() and self.stop_reason in (
+                StopReason.SIGINT,
+                StopReason.SIGTERM,
+            ):
+                sys.stderr.write(
+                    "exporter: stopping now; committed records are safe, the rest is fetched next run\n"
+                )
+                sys.stderr.flush()
+                os._exit(int(mapping[signum].value))
+            log.warning("%s: finishing what was fetched, then stopping (again to stop at once)", signum.name)
+            self.stop(
+                mapping[signum],
+                f"interrupted by {signum.name}; run the same command again to continue",
+            )
+
+        for signum in mapping:
+            loop.add_signal_handler(signum, on_signal, signum)
+        try:
+            yield
+        finally:
+            for signum in mapping:
+                loop.remove_signal_handler(signum)
+
+
+def _commit(archive: Archive, records: list[tuple[str, bytes]], failures: list[bytes]) -> None:
+    """One group commit, in the writer thread."""
+    archive.record_failures(failures)
+    archive.commit(records)

@@ -1,0 +1,107 @@
+"""summary.json: what a run did, in a shape a script can rely on.
+
+Built here from plain counts, so its shape is defined (and tested) in one place;
+written atomically by the archive at the end of every run, interrupted ones
+included.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from .errors import ExitCode, Reason
+from .fetcher import FetchStats
+from .plan import PlanCounts
+
+SUMMARY_VERSION = 1
+
+_STATUS = {
+    ExitCode.OK: "complete",
+    ExitCode.INCOMPLETE: "incomplete",
+    ExitCode.AUTH: "auth_refused",
+    ExitCode.ARCHIVE: "archive_error",
+    ExitCode.SIGINT: "interrupted",
+    ExitCode.SIGTERM: "interrupted",
+}
+
+
+def run_status(exit_code: int) -> str:
+    """The word for how a run ended; `complete` and `incomplete` mean it read the whole manifest."""
+    try:
+        return _STATUS.get(ExitCode(exit_code), "error")
+    except ValueError:
+        return "error"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class RunFacts:
+    """Who ran what, when: the parts of the summary that are not counts."""
+
+    run: int
+    started_at: str
+    finished_at: str
+    elapsed_s: float
+    exit_code: int
+    manifest: str
+    base_url: str
+    shard: str | None
+    superseded_to: str | None
+
+
+def run_counts(
+    plan: PlanCounts, exported: int, failures: Mapping[str, int], stats: FetchStats
+) -> dict[str, int]:
+    """The per-run counts, also logged in the checkpoint's end entry."""
+    invalid = failures.get(Reason.INVALID_ID, 0) + failures.get(Reason.BAD_MANIFEST_LINE, 0)
+    not_found = failures.get(Reason.NOT_FOUND, 0)
+    failed = sum(failures.values()) - invalid - not_found
+    fetched_failures = sum(failures.values()) - invalid - plan.known_missing
+    return {
+        "manifest_entries": plan.entries,
+        "exported": exported,
+        "already_archived": plan.already_archived,
+        "duplicates": plan.duplicates,
+        "not_found": not_found,
+        "invalid": invalid,
+        "failed": failed,
+        "other_shard": plan.other_shard,
+        "not_attempted": max(0, plan.to_fetch - exported - fetched_failures),
+        "requests": stats.requests,
+        "retries": stats.retries,
+        "rate_limited": stats.rate_limited,
+    }
+
+
+def build_summary(
+    facts: RunFacts,
+    counts: Mapping[str, int],
+    failures: Mapping[str, int],
+    files: list[dict[str, Any]],
+    failed_lines: int,
+) -> dict[str, Any]:
+    """The summary.json document."""
+    elapsed = max(facts.elapsed_s, 1e-9)
+    return {
+        "summary_version": SUMMARY_VERSION,
+        "run": facts.run,
+        "status": run_status(facts.exit_code),
+        "exit_code": facts.exit_code,
+        "started_at": facts.started_at,
+        "finished_at": facts.finished_at,
+        "elapsed_s": round(facts.elapsed_s, 3),
+        "records_per_s": round(counts.get("exported", 0) / elapsed, 2),
+        "manifest": facts.manifest,
+        "base_url": facts.base_url,
+        "shard": facts.shard,
+        "counts": dict(counts),
+        "failed_by_reason": {str(k): v for k, v in sorted(failures.items()) if v},
+        "archive": {
+            "records": sum(int(f["lines"]) for f in files),
+            "bytes": sum(int(f["bytes"]) for f in files),
+            "files": files,
+            "failed_listed": failed_lines,
+            "superseded_to": facts.superseded_to,
+        },
+    }

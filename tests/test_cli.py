@@ -1,0 +1,208 @@
+"""The `exporter` command as a real process: options, token handling, exit codes, signals."""
+
+from __future__ import annotations
+
+import json
+import signal
+import time
+from pathlib import Path
+
+import pytest
+from conftest import TOKEN, cli, cli_env, read_records, read_summary, spawn, write_manifest
+from fake_api import FakeServerHandle
+
+from exporter.archive import Archive, RunRequest
+from exporter.config import ArchiveSettings
+
+
+def export_args(manifest: Path | str, out: Path, url: str, *extra: str) -> list[str]:
+    return ["export", str(manifest), "--base-url", url, "--out", str(out), "--rate", "0", *extra]
+
+
+def test_help_documents_every_option() -> None:
+    """`export --help` names every option, the token variable and every exit code."""
+    result = cli("export", "--help")
+    assert result.returncode == 0
+    for option in (
+        "--base-url", "--out", "--token-file", "--format", "--concurrency", "--rate", "--burst",
+        "--max-attempts", "--timeout", "--include", "--query", "--refetch", "--retry-failed",
+        "--progress", "--no-progress", "--quiet", "--verbose", "EXPORTER_TOKEN",
+    ):  # fmt: skip
+        assert option in result.stdout, option
+    for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "130", "143"):
+        assert f"\n  {code}" in result.stdout, code
+
+
+def test_all_exported_exits_0_and_quiet_prints_nothing(api: FakeServerHandle, tmp_path: Path) -> None:
+    """A complete run exits 0; with --quiet it writes nothing at all to stdout or stderr."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a", "b", "c"])
+    result = cli(*export_args(manifest, tmp_path / "out", api.url, "--quiet"))
+    assert (result.returncode, result.stdout, result.stderr) == (0, "", "")
+    assert len(read_records(tmp_path / "out")) == 3
+
+
+def test_partial_run_exits_1_with_a_closing_line(api: FakeServerHandle, tmp_path: Path) -> None:
+    """Not-found and invalid ids make exit 1, and the closing line points at failed.ndjson."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a", "missing-1", "../x"])
+    result = cli(*export_args(manifest, tmp_path / "out", api.url, "--no-progress"))
+    assert result.returncode == 1
+    assert "exported 1 recordings" in result.stderr
+    assert "1 not found, 1 invalid" in result.stderr
+    assert "failed.ndjson" in result.stderr
+
+
+def test_missing_token_exits_2_saying_how(tmp_path: Path) -> None:
+    """Without a token the command exits 2 with one line naming EXPORTER_TOKEN and --token-file."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a"])
+    result = cli(*export_args(manifest, tmp_path / "out", "http://127.0.0.1:9"), env=cli_env(token=None))
+    assert result.returncode == 2
+    assert result.stderr.strip().count("\n") == 0
+    assert "EXPORTER_TOKEN" in result.stderr
+    assert "--token-file" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_token_on_the_command_line_is_refused(tmp_path: Path) -> None:
+    """`--token VALUE` is refused (it would show in ps) and the value is not echoed back."""
+    result = cli(
+        *export_args("ids.txt", tmp_path / "out", "http://127.0.0.1:9"), "--token", "sekrit-value-99"
+    )
+    assert result.returncode == 2
+    assert "command line" in result.stderr
+    assert "sekrit-value-99" not in result.stderr + result.stdout
+
+
+def test_token_file_works_and_token_never_shows(api: FakeServerHandle, tmp_path: Path) -> None:
+    """--token-file supplies the token; it appears in no output and no archive file."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN + "\n")
+    token_file.chmod(0o600)
+    manifest = write_manifest(tmp_path / "ids.txt", ["a", "missing-3"])
+    result = cli(
+        *export_args(manifest, tmp_path / "out", api.url, "--token-file", str(token_file), "-v"),
+        env=cli_env(token=None),
+    )
+    assert result.returncode == 1
+    assert TOKEN not in result.stdout + result.stderr
+    for path in (tmp_path / "out").rglob("*"):
+        assert TOKEN.encode() not in path.read_bytes()
+
+
+def test_group_readable_token_file_warns(api: FakeServerHandle, tmp_path: Path) -> None:
+    """A token file other users can read still works, with a warning to chmod it."""
+    token_file = tmp_path / "token"
+    token_file.write_text(TOKEN)
+    token_file.chmod(0o644)
+    manifest = write_manifest(tmp_path / "ids.txt", ["a"])
+    result = cli(
+        *export_args(manifest, tmp_path / "out", api.url, "--token-file", str(token_file)),
+        env=cli_env(token=None),
+    )
+    assert result.returncode == 0
+    assert "chmod 600" in result.stderr
+
+
+def test_wrong_token_exits_3(api: FakeServerHandle, tmp_path: Path) -> None:
+    """A refused token exits 3 after one request, with a message saying the token was refused."""
+    manifest = write_manifest(tmp_path / "ids.txt", [f"r{i}" for i in range(100)])
+    result = cli(
+        *export_args(manifest, tmp_path / "out", api.url, "--concurrency", "1"), env=cli_env(token="nope-123")
+    )
+    assert result.returncode == 3
+    assert "refused the token" in result.stderr
+    assert "nope-123" not in result.stderr
+    assert api.stats()["requests_total"] == 1
+
+
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--base-url", "http://example.com"], "unencrypted"),
+        (["--base-url", "ftp://x"], "http(s)"),
+        (["--concurrency", "0"], "at least 1"),
+        (["--rate", "-1"], ">= 0"),
+        (["--include", "nonsense"], "not one of"),
+        (["--query", "novalue"], "KEY=VALUE"),
+    ],
+)
+def test_bad_options_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
+    """Bad options exit 2 with a message that says what is accepted."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a"])
+    base = ["export", str(manifest), "--out", str(tmp_path / "out")]
+    if "--base-url" not in args:
+        base += ["--base-url", "http://127.0.0.1:9"]
+    result = cli(*base, *args)
+    assert result.returncode == 2
+    assert fragment in result.stderr
+
+
+def test_unreadable_manifests_exit_2_before_touching_the_archive(tmp_path: Path) -> None:
+    """A missing manifest or a CSV without an id column exits 2 and creates no archive."""
+    result = cli(*export_args(tmp_path / "nope.txt", tmp_path / "out", "http://127.0.0.1:9"))
+    assert result.returncode == 2
+    assert "cannot open manifest" in result.stderr
+    csv = tmp_path / "ids.csv"
+    csv.write_text("name,size\nx,1\n")
+    result = cli(*export_args(csv, tmp_path / "out", "http://127.0.0.1:9"))
+    assert result.returncode == 2
+    assert "'id' column" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
+def test_stdin_manifest(api: FakeServerHandle, tmp_path: Path) -> None:
+    """`-` reads the manifest from standard input."""
+    result = cli(*export_args("-", tmp_path / "out", api.url), input=b"s1\ns2\n")
+    assert result.returncode == 0, result.stderr
+    assert sorted(r["id"] for r in read_records(tmp_path / "out")) == ["s1", "s2"]
+
+
+def test_locked_archive_exits_4(api: FakeServerHandle, tmp_path: Path) -> None:
+    """While another run holds the archive, a second one exits 4 saying so."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a"])
+    holder = Archive.open(
+        ArchiveSettings(out_dir=tmp_path / "out"),
+        RunRequest(started_at="t", refetch=False, manifest="m", shard=None),
+    )
+    try:
+        result = cli(*export_args(manifest, tmp_path / "out", api.url))
+    finally:
+        holder.close()
+    assert result.returncode == 4
+    assert "another exporter" in result.stderr
+
+
+def test_python_dash_m_and_console_script_agree() -> None:
+    """`python -m exporter --version` works (the console script calls the same main)."""
+    result = cli("--version")
+    assert result.returncode == 0
+    assert result.stdout.startswith("exporter ")
+
+
+@pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_stops_cleanly_and_resumes(
+    api: FakeServerHandle, tmp_path: Path, signum: signal.Signals, code: int
+) -> None:
+    """SIGINT/SIGTERM flush, checkpoint and write summary.json, exit 130/143; a rerun completes."""
+    api.configure(latency_ms=20)
+    ids = [f"rec-{i}" for i in range(400)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    process = spawn(*export_args(manifest, out, api.url, "--concurrency", "4"))
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and api.stats()["requests_total"] < 40:
+        time.sleep(0.02)
+    process.send_signal(signum)
+    _, stderr = process.communicate(timeout=30)
+    assert process.returncode == code, stderr
+    summary = read_summary(out)
+    assert summary["status"] == "interrupted"
+    assert summary["exit_code"] == code
+    done = summary["counts"]["exported"]
+    assert 0 < done < len(ids)
+    assert len(read_records(out)) == done
+    api.configure(latency_ms=0)
+    result = cli(*export_args(manifest, out, api.url))
+    assert result.returncode == 0, result.stderr
+    assert sorted(r["id"] for r in read_records(out)) == sorted(ids)
+    last = [json.loads(x) for x in (out / "checkpoint.ndjson").read_text().splitlines() if '"t":"end"' in x]
+    assert [e["status"] for e in last] == ["interrupted", "complete"]

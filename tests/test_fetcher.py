@@ -1,0 +1,221 @@
+"""fetcher.Fetcher with the real client against the fake API: outcomes, retries, auth."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+from conftest import TOKEN
+from fake_api import FakeServerHandle
+
+from exporter.client import RecordingsClient, check_base_url, recording_url
+from exporter.config import HttpSettings, RetrySettings, Secret
+from exporter.errors import AuthRefused, Reason, UsageError
+from exporter.fetcher import Failure, Fetcher, Success
+from exporter.limiter import RateLimiter
+
+FAST_RETRY = RetrySettings(max_attempts=4, backoff_base_s=0.001, backoff_cap_s=0.005)
+
+
+async def fetch(
+    api: FakeServerHandle,
+    record_id: str,
+    *,
+    token: str = TOKEN,
+    retry: RetrySettings = FAST_RETRY,
+    limiter: RateLimiter | None = None,
+    timeout_s: float = 5.0,
+    query: tuple[tuple[str, str], ...] = (),
+) -> Success | Failure:
+    settings = HttpSettings(base_url=api.url, token=Secret(token), timeout_s=timeout_s, query=query)
+    async with RecordingsClient(settings, concurrency=4) as client:
+        # A high floor keeps a lone 429 from slowing these single-id tests to a crawl;
+        # test_limiter.py pins the throttling arithmetic itself.
+        fetcher = Fetcher(client, limiter or RateLimiter(rate_per_s=0, min_rate_per_s=1000), retry)
+        return await fetcher.fetch(record_id)
+
+
+async def test_success_is_the_exact_data_line(api: FakeServerHandle) -> None:
+    """A 200 gives a Success whose line is the served `data`, after one attempt."""
+    result = await fetch(api, "rec-1")
+    assert isinstance(result, Success)
+    assert result.attempts == 1
+    served = json.loads(api_body(api, "rec-1"))["data"]
+    assert json.loads(result.line) == served
+
+
+def api_body(api: FakeServerHandle, record_id: str) -> bytes:
+    import urllib.request
+
+    request = urllib.request.Request(
+        api.recording_url(record_id), headers={"Authorization": f"Bearer {TOKEN}"}
+    )
+    with urllib.request.urlopen(request, timeout=5) as response:
+        body: bytes = response.read()
+        return body
+
+
+async def test_not_found_is_final(api: FakeServerHandle) -> None:
+    """A 404 is recorded as not_found after a single request."""
+    result = await fetch(api, "missing-7")
+    assert isinstance(result, Failure)
+    assert (result.reason, result.status, result.attempts) == (Reason.NOT_FOUND, 404, 1)
+    assert api.stats()["per_id"]["missing-7"] == 1
+
+
+@pytest.mark.parametrize(
+    "kind",
+    [
+        "500",
+        "502",
+        "503",
+        "429",
+        "429date",
+        "reset",
+        "truncate",
+        "html",
+        "badjson",
+        "empty",
+        "wrongid",
+        "nodata",
+    ],
+)
+async def test_transient_faults_are_retried_until_success(api: FakeServerHandle, kind: str) -> None:
+    """Every transient fault (5xx, 429, cut bodies, HTML, wrong id, ...) is retried and then succeeds."""
+    api.configure(fail_first={"flaky-": [kind, 2]}, retry_after_s=0)
+    result = await fetch(api, "flaky-1")
+    assert isinstance(result, Success), result
+    assert result.attempts == 3
+    assert json.loads(result.line)["id"] == "flaky-1"
+    assert api.stats()["per_id"]["flaky-1"] == 3
+
+
+@pytest.mark.parametrize(
+    ("kind", "reason"),
+    [
+        ("503", Reason.HTTP_ERROR),
+        ("reset", Reason.NETWORK),
+        ("html", Reason.BAD_RESPONSE),
+        ("429", Reason.RATE_LIMITED),
+    ],
+)
+async def test_attempts_run_out_with_the_last_reason(
+    api: FakeServerHandle, kind: str, reason: Reason
+) -> None:
+    """When every attempt fails, the Failure names the reason and the number of attempts."""
+    api.configure(fail_first={"bad-": [kind, 99]}, retry_after_s=0)
+    result = await fetch(api, "bad-1")
+    assert isinstance(result, Failure)
+    assert result.reason == reason
+    assert result.attempts == FAST_RETRY.max_attempts
+    assert "gave up after 4 attempts" in result.error
+    assert api.stats()["per_id"]["bad-1"] == 4
+
+
+async def test_redirect_is_not_followed(api: FakeServerHandle) -> None:
+    """A 302 to another origin fails the id with http_error; the token goes nowhere else."""
+    api.configure(fail_first={"moved-": ["redirect", 1]})
+    result = await fetch(api, "moved-1")
+    assert isinstance(result, Failure)
+    assert result.reason == Reason.HTTP_ERROR
+    assert result.status == 302
+    assert "redirect" in result.error
+    assert api.stats()["requests_total"] == 1
+
+
+async def test_slow_response_times_out(api: FakeServerHandle) -> None:
+    """A response slower than --timeout is abandoned and retried, then fails as timeout."""
+    api.configure(fail_first={"slow-": ["slow", 9]}, slow_s=2.0)
+    result = await fetch(
+        api, "slow-1", timeout_s=0.2, retry=RetrySettings(max_attempts=2, backoff_base_s=0.001)
+    )
+    assert isinstance(result, Failure)
+    assert result.reason == Reason.TIMEOUT
+    assert "0.2s" in result.error
+
+
+async def test_refused_token_raises_without_leaking_it(api: FakeServerHandle) -> None:
+    """401 raises AuthRefused at once; the message says what to do and never holds the token."""
+    with pytest.raises(AuthRefused) as caught:
+        await fetch(api, "rec-1", token="wrong-token-Qx7")
+    assert "EXPORTER_TOKEN" in str(caught.value)
+    assert "Qx7" not in str(caught.value)
+    assert api.stats()["requests_total"] == 1
+
+
+async def test_revoked_token_403_raises(api: FakeServerHandle) -> None:
+    """A 403 (revoked token) also stops with AuthRefused."""
+    api.configure(revoke_after=0)
+    with pytest.raises(AuthRefused, match="403"):
+        await fetch(api, "rec-1")
+
+
+async def test_retry_after_pauses_the_whole_pool(api: FakeServerHandle) -> None:
+    """A 429 with Retry-After pauses the shared limiter and lowers its rate for every worker."""
+    api.configure(fail_first={"busy-": ["429", 1]}, retry_after_s=1)
+    limiter = RateLimiter(rate_per_s=100, burst=1)
+    started = time.monotonic()
+    result = await fetch(api, "busy-1", limiter=limiter)
+    elapsed = time.monotonic() - started
+    assert isinstance(result, Success)
+    assert result.attempts == 2
+    assert elapsed >= 0.9
+    assert limiter.current_rate(time.monotonic()) < 100
+
+
+async def test_retry_after_beyond_the_maximum_fails_now(api: FakeServerHandle) -> None:
+    """An API asking to wait longer than allowed fails the id instead of blocking the run."""
+    api.configure(fail_first={"busy-": ["429", 1]}, retry_after_s=120)
+    retry = RetrySettings(max_attempts=3, backoff_base_s=0.001, retry_after_max_s=10)
+    result = await fetch(api, "busy-1", retry=retry)
+    assert isinstance(result, Failure)
+    assert result.reason == Reason.RATE_LIMITED
+    assert "asked to wait 120s" in result.error
+
+
+async def test_ids_are_one_encoded_path_segment(api: FakeServerHandle) -> None:
+    """Ids with ?, #, %, + and non-ASCII letters reach the server intact as one segment."""
+    for record_id in ["a?b=c", "x#y", "50%", "a+b", "café-ü", "rec;1"]:
+        result = await fetch(api, record_id)
+        assert isinstance(result, Success), (record_id, result)
+        assert json.loads(result.line)["id"] == record_id
+    assert set(api.stats()["per_id"]) == {"a?b=c", "x#y", "50%", "a+b", "café-ü", "rec;1"}
+
+
+async def test_query_parameters_are_sent(api: FakeServerHandle) -> None:
+    """Include toggles and pass-through parameters arrive with the request."""
+    result = await fetch(api, "rec-2", query=(("includePhotos", "true"), ("x-custom", "a b")))
+    assert isinstance(result, Success)
+    assert "images" in json.loads(result.line)
+    assert list(api.stats()["queries"]) == ["includePhotos=true&x-custom=a%20b"]
+
+
+def test_recording_url_encodes_the_id() -> None:
+    """The URL builder percent-encodes everything that could leave the path segment."""
+    url = recording_url("https://api.example.com/base", "../admin?x#y", "a=1")
+    assert str(url) == "https://api.example.com/base/v1/core/recordings/..%2Fadmin%3Fx%23y?a=1"
+
+
+@pytest.mark.parametrize(
+    ("url", "fragment"),
+    [
+        ("ftp://api.example.com", "http(s)"),
+        ("https://user:pw@api.example.com", "credentials"),
+        ("https://api.example.com/?a=1", "query"),
+        ("http://api.example.com", "unencrypted"),
+        ("not a url", "http(s)"),
+    ],
+)
+def test_bad_base_urls_are_refused(url: str, fragment: str) -> None:
+    """Base URLs that would leak or misroute the token are refused with what to do instead."""
+    with pytest.raises(UsageError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
+        check_base_url(url)
+
+
+def test_plain_http_is_fine_on_loopback_and_when_insisted() -> None:
+    """http:// is accepted for this machine, and elsewhere with allow_insecure_http."""
+    assert check_base_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
+    assert check_base_url("http://localhost:1") == "http://localhost:1"
+    assert check_base_url("http://[::1]:1") == "http://[::1]:1"
+    assert check_base_url("http://api.lan", allow_insecure_http=True) == "http://api.lan"
