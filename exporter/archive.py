@@ -27,6 +27,7 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -241,6 +242,7 @@ class Archive:
                     file=current.name,
                     end=current.size,
                     lines=current.lines,
+                    crc32=zlib.crc32(framed),
                     ids=[record_id for record_id, _ in records],
                 )
             )
@@ -351,10 +353,14 @@ class Archive:
         _atomic_write(path, lines())
         return count
 
-    def end_run(self, *, at: str, exit_code: int, status: str, counts: dict[str, int]) -> None:
-        """Log the end of this run in the checkpoint."""
+    def end_run(
+        self, *, at: str, exit_code: int, status: str, counts: dict[str, int], message: str | None = None
+    ) -> None:
+        """Log the end of this run in the checkpoint (with the user-facing message, if any)."""
         self._log(
-            checkpoint.end_entry(run=self.run, at=at, exit_code=exit_code, status=status, counts=counts)
+            checkpoint.end_entry(
+                run=self.run, at=at, exit_code=exit_code, status=status, counts=counts, message=message
+            )
         )
 
     def write_summary(self, summary: dict[str, Any]) -> None:

@@ -10,12 +10,14 @@ partial line nor a record that the checkpoint does not list.
 Entries (`t` is the type):
 
     {"t":"run","run":3,"at":"...","refetch":false,"manifest":"ids.txt","shard":null,"version":1}
-    {"t":"commit","file":"records-00001.ndjson","end":81234,"lines":812,"ids":["a","b"]}
+    {"t":"commit","file":"records-00001.ndjson","end":81234,"lines":812,"crc32":1234567,"ids":["a","b"]}
     {"t":"close","file":"records-00001.ndjson","bytes":536870912,"lines":51234,"sha256":"..."}
-    {"t":"end","run":3,"at":"...","exit":0,"status":"complete","counts":{...}}
+    {"t":"end","run":3,"at":"...","exit":0,"status":"complete","counts":{...},"message":null}
 
 `end` and `lines` are the file's totals after the commit, so the last commit of
-a file alone says how long it is. Only the final line may be torn (the crash
+a file alone says how long it is; `crc32` covers the bytes that commit appended,
+so `exporter verify` can check an open file (not yet sealed by a sha256) chunk
+by chunk and say which commit holds damaged bytes. Only the final line may be torn (the crash
 happened while it was written); any other unreadable line means damage, and
 the archive refuses to guess.
 
@@ -52,9 +54,9 @@ def run_entry(*, run: int, at: str, refetch: bool, manifest: str, shard: str | N
     )
 
 
-def commit_entry(*, file: str, end: int, lines: int, ids: Sequence[str]) -> bytes:
+def commit_entry(*, file: str, end: int, lines: int, crc32: int, ids: Sequence[str]) -> bytes:
     """The line that makes `ids` (in file order) part of the archive."""
-    return _line({"t": "commit", "file": file, "end": end, "lines": lines, "ids": list(ids)})
+    return _line({"t": "commit", "file": file, "end": end, "lines": lines, "crc32": crc32, "ids": list(ids)})
 
 
 def close_entry(*, file: str, size: int, lines: int, sha256: str) -> bytes:
@@ -62,9 +64,21 @@ def close_entry(*, file: str, size: int, lines: int, sha256: str) -> bytes:
     return _line({"t": "close", "file": file, "bytes": size, "lines": lines, "sha256": sha256})
 
 
-def end_entry(*, run: int, at: str, exit_code: int, status: str, counts: dict[str, int]) -> bytes:
+def end_entry(
+    *, run: int, at: str, exit_code: int, status: str, counts: dict[str, int], message: str | None = None
+) -> bytes:
     """The line that closes run number `run` (absent when the run was killed)."""
-    return _line({"t": "end", "run": run, "at": at, "exit": exit_code, "status": status, "counts": counts})
+    return _line(
+        {
+            "t": "end",
+            "run": run,
+            "at": at,
+            "exit": exit_code,
+            "status": status,
+            "counts": counts,
+            "message": message,
+        }
+    )
 
 
 def _line(entry: dict[str, Any]) -> bytes:
@@ -95,6 +109,7 @@ class RunState:
     exit_code: int | None = None
     status: str | None = None
     counts: dict[str, int] = field(default_factory=dict)
+    message: str | None = None
 
 
 @dataclass(slots=True)
@@ -155,64 +170,81 @@ def replay(
 
 
 def _apply(state: CheckpointState, entry: dict[str, Any], on_ids: Callable[[list[str]], None]) -> None:
-    kind = entry["t"]
+    """Check one entry against the state so far, then apply it.
+
+    Every check comes before the first change, so an entry that is rejected
+    (a torn last line that happens to parse) leaves the state untouched.
+    """
+    kind = entry.get("t")
     if kind == "commit":
-        name = _str(entry["file"])
+        name = _str(entry, "file")
         current = state.files.get(name)
-        if current is None:
-            if state.open_file is not None:
-                raise ValueError(f"commit to {name} while {state.open_file.name} is still open")
-            current = state.files[name] = FileState(name)
-        if current.closed:
+        open_file = state.open_file
+        if current is None and open_file is not None:
+            raise ValueError(f"commit to {name} while {open_file.name} is still open")
+        if current is not None and current.closed:
             raise ValueError(f"commit to {name}, which was closed")
-        end, total = _int(entry["end"]), _int(entry["lines"])
-        ids = entry["ids"]
+        size, lines = (current.size, current.lines) if current is not None else (0, 0)
+        end, total = _int(entry, "end"), _int(entry, "lines")
+        ids = entry.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ValueError("ids is not a list of strings")
-        if end < current.size or total != current.lines + len(ids):
+        if end < size or total != lines + len(ids):
             raise ValueError(f"commit to {name} does not follow the previous one")
+        if current is None:
+            current = state.files[name] = FileState(name)
         current.size, current.lines = end, total
         state.ids += len(ids)
         on_ids(ids)
     elif kind == "close":
-        name = _str(entry["file"])
+        name = _str(entry, "file")
         current = state.files.get(name)
         if current is None or current.closed:
             raise ValueError(f"close of {name}, which is not open")
-        if _int(entry["bytes"]) != current.size or _int(entry["lines"]) != current.lines:
+        if _int(entry, "bytes") != current.size or _int(entry, "lines") != current.lines:
             raise ValueError(f"close of {name} disagrees with its last commit")
+        digest = _str(entry, "sha256")
         current.closed = True
-        current.sha256 = _str(entry["sha256"])
+        current.sha256 = digest
     elif kind == "run":
+        shard = entry.get("shard")
         state.runs.append(
             RunState(
-                run=_int(entry["run"]),
-                started_at=_str(entry["at"]),
+                run=_int(entry, "run"),
+                started_at=_str(entry, "at"),
                 refetch=bool(entry.get("refetch", False)),
                 manifest=str(entry.get("manifest", "")),
-                shard=entry.get("shard"),
+                shard=shard if isinstance(shard, str) else None,
             )
         )
     elif kind == "end":
-        if not state.runs or state.runs[-1].run != _int(entry["run"]):
+        number, at, exit_code = _int(entry, "run"), _str(entry, "at"), _int(entry, "exit")
+        if not state.runs or state.runs[-1].run != number:
             raise ValueError("end of a run that was not started")
-        run = state.runs[-1]
-        run.ended_at = _str(entry["at"])
-        run.exit_code = _int(entry["exit"])
-        run.status = _str(entry.get("status", ""))
+        status = entry.get("status")
         counts = entry.get("counts") or {}
-        run.counts = {str(k): int(v) for k, v in counts.items()}
+        if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
+            raise ValueError("counts is not an object of numbers")
+        parsed = {str(k): int(v) for k, v in counts.items()}
+        message = entry.get("message")
+        run = state.runs[-1]
+        run.ended_at, run.exit_code = at, exit_code
+        run.status = status if isinstance(status, str) else None
+        run.counts = parsed
+        run.message = message if isinstance(message, str) else None
     else:
         raise ValueError(f"unknown entry type {kind!r}")
 
 
-def _int(value: Any) -> int:
+def _int(entry: dict[str, Any], key: str) -> int:
+    value = entry.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{value!r} is not a count")
+        raise ValueError(f"{key!r} is {value!r}, not a count")
     return value
 
 
-def _str(value: Any) -> str:
+def _str(entry: dict[str, Any], key: str) -> str:
+    value = entry.get(key)
     if not isinstance(value, str):
-        raise ValueError(f"{value!r} is not a string")
+        raise ValueError(f"{key!r} is {value!r}, not a string")
     return value

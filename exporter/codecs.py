@@ -72,26 +72,36 @@ def decompressed_lines(handle: BinaryIO, codec: Codec) -> Iterator[bytes]:
         with gzip.GzipFile(fileobj=handle, mode="rb") as unzipped:
             yield from unzipped
     elif codec.name == "zstd":
-        reader = zstandard.ZstdDecompressor().stream_reader(handle, read_across_frames=True)
-        with reader:
-            buffered = _LineReader(reader)
-            yield from buffered
+        yield from zstd_lines(handle)
     else:
         yield from handle
 
 
-class _LineReader:
-    """Lines from a zstd stream reader, which has no readline of its own."""
+def zstd_lines(handle: BinaryIO, chunk_bytes: int = 1 << 20) -> Iterator[bytes]:
+    """Lines of a stream of concatenated zstd frames; ValueError if the last frame is cut short.
 
-    def __init__(self, reader: zstandard.ZstdDecompressionReader) -> None:
-        self._reader = reader
-
-    def __iter__(self) -> Iterator[bytes]:
-        rest = b""
-        while chunk := self._reader.read(1 << 20):
-            parts = (rest + chunk).split(b"\n")
-            rest = parts.pop()
-            for part in parts:
-                yield part + b"\n"
-        if rest:
-            yield rest
+    zstandard's stream reader simply stops at a truncated frame, which would
+    pass a damaged file off as a shorter, complete one.
+    """
+    decompressor = zstandard.ZstdDecompressor()
+    frame = decompressor.decompressobj()
+    in_frame = False
+    rest = b""
+    while chunk := handle.read(chunk_bytes):
+        out = []
+        while chunk:
+            in_frame = True
+            out.append(frame.decompress(chunk))
+            if not frame.eof:
+                break
+            chunk = frame.unused_data
+            frame = decompressor.decompressobj()
+            in_frame = False
+        parts = (rest + b"".join(out)).split(b"\n")
+        rest = parts.pop()
+        for part in parts:
+            yield part + b"\n"
+    if in_frame:
+        raise ValueError("the zstd data ends in the middle of a frame (the file is truncated)")
+    if rest:
+        yield rest

@@ -107,7 +107,7 @@ class RateLimiter:
         else:
             self._refill(now, rate)
             self._tokens -= 1.0
-            start = max(now, self._updated) + max(0.0, -self._tokens) / rate
+            start = max(now, self._updated, self._paused_until) + max(0.0, -self._tokens) / rate
         # Never before a request booked earlier, even when the rate just went up.
         start = max(start, self._last_start)
         self._last_start = start
@@ -151,7 +151,8 @@ class RateLimiter:
         base = self.current_rate(now)
         if base == math.inf:
             base = self.observed_rate(now)
-            self._updated = now
+            # The bucket starts counting now, or when a pause set while unlimited ends.
+            self._updated = max(now, self._paused_until)
         else:
             self._refill(now, base)
         self._ceiling = max(self._min_rate, base / 2.0)

@@ -20,12 +20,14 @@ import gzip
 import io
 import re
 import sys
+import unicodedata
 from collections.abc import Iterable, Iterator
 from typing import Any, BinaryIO, NamedTuple, cast
 
 import orjson
 import zstandard
 
+from .codecs import zstd_lines
 from .config import ManifestFormat, ManifestSource
 from .errors import ManifestError
 
@@ -36,10 +38,17 @@ _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
 _BOM = b"\xef\xbb\xbf"
 
 # Anything that could end or escape a URL path segment once decoded by a sloppy
-# server, or that no sane id contains: whitespace (Unicode too), controls, the
-# path separators, surrogates, and the invisible format characters that make two
-# different ids look the same in a terminal.
-_BAD_CHAR = re.compile(r"[\x00-\x20\x7f-\x9f/\\\s\u200b-\u200f\u2028-\u202e\u2060-\u2064\ufeff\ud800-\udfff]")
+# server, or that no sane id contains. ASCII ids (nearly all) are checked with
+# one regex; others character by character against the Unicode categories for
+# controls, format characters (zero-width, bidi, tags), surrogates, private use,
+# unassigned code points and separators, which cover every invisible character
+# that makes two different ids look the same in a terminal.
+_BAD_ASCII = re.compile(r"[\x00-\x20\x7f/\\]")
+_BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+# What surrogateescape makes of bytes that are not UTF-8.
+_UNDECODED = re.compile(r"[\udc80-\udcff]")
 
 
 class Entry(NamedTuple):
@@ -63,9 +72,14 @@ def id_problem(candidate: str) -> str | None:
         return f"longer than {MAX_ID_CHARS} characters ({len(candidate)})"
     if candidate in (".", ".."):
         return f"{candidate!r} is a path segment, not an id"
-    bad = _BAD_CHAR.search(candidate)
-    if bad is not None:
-        return f"contains {bad.group()!r} at position {bad.start()}"
+    if candidate.isascii():
+        bad = _BAD_ASCII.search(candidate)
+        if bad is not None:
+            return f"contains {bad.group()!r} at position {bad.start()}"
+        return None
+    for position, char in enumerate(candidate):
+        if char in "/\\" or unicodedata.category(char) in _BAD_CATEGORIES:
+            return f"contains {char!r} at position {position}"
     return None
 
 
@@ -101,17 +115,15 @@ def _format_for(source: ManifestSource) -> ManifestFormat:
 
 
 @contextlib.contextmanager
-def _decompressed(raw: BinaryIO) -> Iterator[BinaryIO]:
-    """The stream itself, or a decompressing view when its first bytes say gzip or zstd."""
+def _decompressed(raw: BinaryIO) -> Iterator[Iterable[bytes]]:
+    """The stream's lines, decompressed when its first bytes say gzip or zstd."""
     buffered: Any = raw if isinstance(raw, io.BufferedReader) else io.BufferedReader(cast(Any, raw))
     head = buffered.peek(4)[:4]
     if head.startswith(_GZIP_MAGIC):
         with gzip.GzipFile(fileobj=buffered, mode="rb") as unzipped:
             yield cast(BinaryIO, unzipped)
     elif head.startswith(_ZSTD_MAGIC):
-        reader = zstandard.ZstdDecompressor().stream_reader(buffered, read_across_frames=True)
-        with reader:
-            yield cast(BinaryIO, io.BufferedReader(reader))
+        yield zstd_lines(buffered)
     else:
         yield buffered
 
@@ -180,10 +192,11 @@ def _text_entries(lines: Iterator[tuple[int, bytes]]) -> Iterator[Entry]:
 
 def _ndjson_entries(lines: Iterator[tuple[int, bytes]]) -> Iterator[Entry]:
     for number, raw in lines:
-        if not raw.strip():
+        text = raw.strip()
+        if not text or text.startswith(b"#"):
             continue
         try:
-            obj = orjson.loads(raw)
+            obj = orjson.loads(text)
         except orjson.JSONDecodeError as exc:
             yield Entry(number, _snippet(raw), f"not a JSON object: {exc}")
             continue
@@ -205,10 +218,12 @@ def _csv_entries(lines: Iterator[tuple[int, bytes]], display: str) -> Iterator[E
     def text_lines() -> Iterator[str]:
         for number, raw in lines:
             numbers[0] = number
+            if column < 0 and raw.lstrip().startswith(b"#"):
+                continue  # comments before the header, as the format sniffer allows
             yield raw.decode("utf-8", "surrogateescape")
 
-    reader = csv.reader(text_lines())
     column = -1
+    reader = csv.reader(text_lines())
     for row in reader:
         if not row or all(not cell.strip() for cell in row):
             continue
@@ -222,9 +237,15 @@ def _csv_entries(lines: Iterator[tuple[int, bytes]], display: str) -> Iterator[E
             column = header.index("id")
             continue
         if column >= len(row):
-            yield Entry(numbers[0], _snippet(",".join(row).encode()), "row has no id column")
+            yield Entry(
+                numbers[0], _snippet(",".join(row).encode("utf-8", "surrogateescape")), "row has no id column"
+            )
             continue
-        yield Entry(numbers[0], row[column].strip())
+        value = row[column].strip()
+        if _UNDECODED.search(value):
+            yield Entry(numbers[0], _snippet(value.encode("utf-8", "surrogateescape")), "not valid UTF-8")
+            continue
+        yield Entry(numbers[0], value)
 
 
 def _snippet(raw: bytes) -> str:

@@ -301,7 +301,13 @@ class _Run:
         counts = run_counts(planner.counts, self.exported, self.failures, self.stats)
         finished_at = utc_iso(time.time())
         files = archive.files_report()
-        archive.end_run(at=finished_at, exit_code=exit_code, status=run_status(exit_code), counts=counts)
+        archive.end_run(
+            at=finished_at,
+            exit_code=exit_code,
+            status=run_status(exit_code),
+            counts=counts,
+            message=self.stop_message,
+        )
         facts = RunFacts(
             run=archive.run,
             started_at=utc_iso(started_epoch),
