@@ -18,7 +18,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__
+from . import __version__, status, verify
 from .client import check_base_url
 from .config import (
     INCLUDE_PARAMS,
@@ -194,6 +194,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"exporter {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     _add_export(commands)
+    verify.add_parser(commands)
+    status.add_parser(commands)
     return parser
 
 

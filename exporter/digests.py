@@ -51,15 +51,21 @@ class DigestSet:
         return self._len
 
     def __contains__(self, digest: bytes) -> bool:
+        if not self._len:
+            return False
         bucket = self._buckets[(digest[0] << 8) | digest[1]]
-        return _find(bucket, digest[2:]) >= 0
+        key = digest[2:]
+        at = bucket.find(key)
+        # Inlined fast path: almost every search misses, or hits on a key boundary.
+        return at >= 0 and (at % _KEY_BYTES == 0 or _find(bucket, key) >= 0)
 
     def add(self, digest: bytes) -> bool:
         """Add `digest`; True when it was not there before."""
         index = (digest[0] << 8) | digest[1]
         bucket = self._buckets[index]
         key = digest[2:]
-        if _find(bucket, key) >= 0:
+        at = bucket.find(key)
+        if at >= 0 and (at % _KEY_BYTES == 0 or _find(bucket, key) >= 0):
             return False
         if isinstance(bucket, bytearray):
             bucket += key

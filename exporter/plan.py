@@ -10,6 +10,7 @@ event loop; it touches no state the loop uses while it runs.
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 
@@ -51,9 +52,9 @@ class Planner:
 
     __slots__ = (
         "_archived",
+        "_check_missing",
         "_entries",
         "_known_missing",
-        "_retry_missing",
         "_shard",
         "counts",
         "seen",
@@ -71,68 +72,66 @@ class Planner:
         self._entries = entries
         self._archived = archived
         self._known_missing = known_missing
-        self._retry_missing = retry_failed
+        # Only look ids up in the earlier 404s when there are any and they are to be skipped.
+        self._check_missing = not retry_failed and len(known_missing) > 0
         self._shard = shard
         self.seen = DigestSet()
         self.counts = PlanCounts()
 
     def next_batch(self, size: int = 1024) -> PlanBatch | None:
-        """Plan up to `size` entries; None once the manifest is exhausted."""
-        batch = PlanBatch()
-        taken = 0
-        for entry in self._entries:
-            self._plan(entry, batch)
-            taken += 1
-            if taken >= size:
-                break
-        return batch if taken else None
+        """Plan up to `size` entries; None once the manifest is exhausted.
 
-    def _plan(self, entry: Entry, batch: PlanBatch) -> None:
+        The loop runs for every manifest line (millions, and all of them on a
+        resume before the first request), so its names are bound locally.
+        """
+        batch = PlanBatch()
         counts = self.counts
-        counts.entries += 1
-        if entry.problem is not None:
-            counts.bad_lines += 1
-            batch.failures.append(
-                Failure(
-                    entry.value,
-                    Reason.BAD_MANIFEST_LINE,
-                    f"manifest line {entry.line}: {entry.problem}",
-                    line=entry.line,
+        seen_add = self.seen.add
+        archived = self._archived
+        shard = self._shard
+        skipped = taken = 0
+        for entry in itertools.islice(self._entries, size):
+            taken += 1
+            if entry.problem is not None:
+                counts.bad_lines += 1
+                batch.failures.append(
+                    Failure(
+                        entry.value,
+                        Reason.BAD_MANIFEST_LINE,
+                        f"manifest line {entry.line}: {entry.problem}",
+                        line=entry.line,
+                    )
                 )
-            )
-            return
-        record_id = entry.value
-        digest = id_digest(record_id)
-        problem = id_problem(record_id)
-        if (
-            problem is None
-            and self._shard is not None
-            and shard_of(digest, self._shard.count) != self._shard.index
-        ):
-            counts.other_shard += 1
-            batch.skipped += 1
-            return
-        if not self.seen.add(digest):
-            counts.duplicates += 1
-            batch.skipped += 1
-            return
-        if problem is not None:
-            counts.invalid += 1
-            batch.failures.append(
-                Failure(record_id, Reason.INVALID_ID, f"not sent: {problem}", line=entry.line)
-            )
-        elif digest in self._archived:
-            counts.already_archived += 1
-            batch.skipped += 1
-        elif not self._retry_missing and digest in self._known_missing:
-            counts.known_missing += 1
-            batch.failures.append(
-                Failure(
-                    record_id,
-                    Reason.NOT_FOUND,
-                    "not found by an earlier run, not asked again (--retry-failed asks again)",
+                continue
+            record_id = entry.value
+            digest = id_digest(record_id)
+            problem = id_problem(record_id)
+            if problem is None and shard is not None and shard_of(digest, shard.count) != shard.index:
+                counts.other_shard += 1
+                skipped += 1
+            elif not seen_add(digest):
+                counts.duplicates += 1
+                skipped += 1
+            elif problem is not None:
+                counts.invalid += 1
+                batch.failures.append(
+                    Failure(record_id, Reason.INVALID_ID, f"not sent: {problem}", line=entry.line)
                 )
-            )
-        else:
-            counts.to_fetch += 1
-            batch.fetch.append(record_id)
+            elif digest in archived:
+                counts.already_archived += 1
+                skipped += 1
+            elif self._check_missing and digest in self._known_missing:
+                counts.known_missing += 1
+                batch.failures.append(
+                    Failure(
+                        record_id,
+                        Reason.NOT_FOUND,
+                        "not found by an earlier run, not asked again (--retry-failed asks again)",
+                    )
+                )
+            else:
+                batch.fetch.append(record_id)
+        counts.entries += taken
+        counts.to_fetch += len(batch.fetch)
+        batch.skipped = skipped
+        return batch if taken else None

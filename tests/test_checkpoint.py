@@ -279,7 +279,10 @@ SEMANTIC_DAMAGE = [
     ),
     pytest.param(b"", line({"file": R1}), "damaged (unknown entry type None)", id="no-type"),
     pytest.param(
-        b"", line({"t": "commit", "file": R1, "end": 150, "lines": 3}), "damaged (ids is not a list of strings)", id="no-ids"
+        b"",
+        line({"t": "commit", "file": R1, "end": 150, "lines": 3}),
+        "damaged (ids is not a list of strings)",
+        id="no-ids",
     ),
     pytest.param(
         b"", line({"t": "commit", "file": R1, "end": 150, "lines": 3, "ids": [7]}), "not a list", id="int-id"

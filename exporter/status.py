@@ -1,0 +1,410 @@
+"""`exporter status`: what an archive holds and how its runs went, for a person or a script.
+
+Read-only and quick: it replays the checkpoint (never the records), stats the
+records files, reads failed.ndjson and summary.json, and asks whether a run
+holds the archive's lock right now. `exporter verify` is the one that reads
+every byte.
+
+`gather_status` builds an `ArchiveStatus`; `render_text` and `to_json` show it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import fcntl
+import os
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from . import checkpoint
+from .archive import FAILED_NAME, LOCK_NAME, SUMMARY_NAME, SUPERSEDED_DIR
+from .checkpoint import RunState
+from .codecs import file_number
+from .errors import ArchiveError, UsageError
+
+#: Failed ids shown per reason.
+FIRST_IDS = 3
+#: Runs and files listed in the text view (the newest); --json lists all.
+TEXT_ROWS = 10
+
+
+@dataclass(frozen=True, slots=True)
+class LockState:
+    """Whether an export holds the archive's lock; `held` None when it cannot be told."""
+
+    held: bool | None
+    pid: int | None = None
+
+
+def probe_lock(root: Path) -> LockState:
+    """Whether a run holds `root`'s lock right now, without ever keeping it.
+
+    The lock file is opened read-only (never created) and a shared lock asked
+    for without waiting: refused means an export holds its exclusive lock;
+    granted is dropped at once, so a run starting in that microsecond is the
+    only one that could notice (it would exit 4, "locked", and can be rerun).
+    flock locks belong to the open file, so this works in the holder's own
+    process too.
+    """
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return LockState(held=False)
+    except OSError:
+        return LockState(held=None)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return LockState(held=True, pid=int(text) if text.isdigit() else None)
+        except OSError:
+            return LockState(held=None)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return LockState(held=False)
+    finally:
+        os.close(fd)
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FileStatus:
+    """One records file: committed size and lines, and what the disk holds."""
+
+    name: str
+    bytes: int
+    lines: int
+    closed: bool
+    #: From the close entry, or for the open file from a summary.json that matches it.
+    sha256: str | None
+    #: Bytes on disk; None when the file is missing.
+    disk_bytes: int | None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class FailureGroup:
+    """The failed ids of one reason."""
+
+    reason: str
+    count: int
+    first_ids: list[str]
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Generation:
+    """An earlier generation set aside by --refetch."""
+
+    name: str
+    files: int
+    bytes: int
+    records: int | None
+
+
+@dataclass(kw_only=True, slots=True)
+class ArchiveStatus:
+    """Everything `exporter status` shows."""
+
+    root: Path
+    lock: LockState
+    runs: list[RunState] = field(default_factory=list)
+    files: list[FileStatus] = field(default_factory=list)
+    records: int = 0
+    failures: list[FailureGroup] = field(default_factory=list)
+    last_error: str | None = None
+    superseded: list[Generation] = field(default_factory=list)
+    #: The last checkpoint line is torn: the last run was killed mid-commit.
+    torn_tail: bool = False
+
+    @property
+    def bytes(self) -> int:
+        return sum(f.bytes for f in self.files)
+
+    @property
+    def failed(self) -> int:
+        return sum(g.count for g in self.failures)
+
+
+def gather_status(root: Path) -> ArchiveStatus:
+    """Read what `exporter status` shows about the archive in `root`."""
+    ckpt = root / checkpoint.CHECKPOINT_NAME
+    if not ckpt.is_file():
+        raise UsageError(
+            f"{root} is not an archive (it has no {checkpoint.CHECKPOINT_NAME}); "
+            "give the --out directory of an export"
+        )
+    try:
+        with open(ckpt, "rb") as handle:
+            state = checkpoint.replay(handle, lambda ids: None)
+    except OSError as exc:
+        raise ArchiveError(f"cannot read {ckpt}: {exc.strerror}") from exc
+    summary_files = _summary_files(root / SUMMARY_NAME)
+    files = []
+    for fs in state.files.values():
+        try:
+            disk: int | None = (root / fs.name).stat().st_size
+        except FileNotFoundError:
+            disk = None
+        sha = fs.sha256
+        listed = summary_files.get(fs.name, {})
+        if sha is None and listed.get("bytes") == fs.size and isinstance(listed.get("sha256"), str):
+            sha = listed["sha256"]
+        files.append(
+            FileStatus(
+                name=fs.name, bytes=fs.size, lines=fs.lines, closed=fs.closed, sha256=sha, disk_bytes=disk
+            )
+        )
+    failures, newest_error = _failures(root / FAILED_NAME)
+    last_message = state.runs[-1].message if state.runs else None
+    return ArchiveStatus(
+        root=root,
+        lock=probe_lock(root),
+        runs=state.runs,
+        files=files,
+        records=state.ids,
+        failures=failures,
+        last_error=last_message or newest_error,
+        superseded=_generations(root / SUPERSEDED_DIR),
+        torn_tail=state.torn_tail,
+    )
+
+
+def _summary_files(path: Path) -> dict[str, dict[str, Any]]:
+    try:
+        summary = orjson.loads(path.read_bytes())
+        return {f["name"]: f for f in summary["archive"]["files"]}
+    except (OSError, ValueError, KeyError, TypeError):
+        return {}
+
+
+def _failures(path: Path) -> tuple[list[FailureGroup], str | None]:
+    """failed.ndjson by reason (in order of first appearance), and the newest failure's error."""
+    counts: dict[str, int] = {}
+    first: dict[str, list[str]] = {}
+    newest: tuple[str, str] | None = None
+    try:
+        handle = open(path, "rb")  # noqa: SIM115
+    except FileNotFoundError:
+        return [], None
+    with handle:
+        for raw in handle:
+            try:
+                entry = orjson.loads(raw)
+                reason, record_id = str(entry["reason"]), str(entry["id"])
+            except (ValueError, KeyError, TypeError):
+                continue
+            counts[reason] = counts.get(reason, 0) + 1
+            ids = first.setdefault(reason, [])
+            if len(ids) < FIRST_IDS:
+                ids.append(record_id)
+            at, error = entry.get("at"), entry.get("error")
+            if isinstance(at, str) and isinstance(error, str) and (newest is None or at >= newest[0]):
+                newest = (at, f"{record_id}: {error} ({reason})")
+    groups = [FailureGroup(reason=r, count=counts[r], first_ids=first[r]) for r in counts]
+    return groups, None if newest is None else newest[1]
+
+
+def _generations(path: Path) -> list[Generation]:
+    if not path.is_dir():
+        return []
+    generations = []
+    for directory in sorted(p for p in path.iterdir() if p.is_dir()):
+        records_files = [p for p in directory.iterdir() if file_number(p.name) is not None]
+        records = _summary_records(directory / SUMMARY_NAME)
+        generations.append(
+            Generation(
+                name=str(directory.relative_to(path.parent)),
+                files=len(records_files),
+                bytes=sum(p.stat().st_size for p in records_files),
+                records=records,
+            )
+        )
+    return generations
+
+
+def _summary_records(path: Path) -> int | None:
+    try:
+        records = orjson.loads(path.read_bytes())["archive"]["records"]
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    return records if isinstance(records, int) else None
+
+
+# -- showing it ----------------------------------------------------------------
+
+
+def to_json(status: ArchiveStatus) -> dict[str, Any]:
+    """The status as one JSON-ready object (the shape `--json` prints)."""
+    return {
+        "archive": str(status.root),
+        "running": status.lock.held,
+        "running_pid": status.lock.pid,
+        "runs": [
+            {
+                "run": r.run,
+                "started_at": r.started_at,
+                "ended_at": r.ended_at,
+                "finished": r.ended_at is not None,
+                "status": r.status,
+                "exit_code": r.exit_code,
+                "manifest": r.manifest,
+                "shard": r.shard,
+                "refetch": r.refetch,
+                "counts": r.counts,
+                "message": r.message,
+            }
+            for r in status.runs
+        ],
+        "files": [
+            {
+                "name": f.name,
+                "bytes": f.bytes,
+                "lines": f.lines,
+                "closed": f.closed,
+                "sha256": f.sha256,
+                "disk_bytes": f.disk_bytes,
+            }
+            for f in status.files
+        ],
+        "totals": {"records": status.records, "bytes": status.bytes, "files": len(status.files)},
+        "failed": {
+            "total": status.failed,
+            "by_reason": {g.reason: {"count": g.count, "first_ids": g.first_ids} for g in status.failures},
+        },
+        "last_error": status.last_error,
+        "superseded": [
+            {"name": g.name, "files": g.files, "bytes": g.bytes, "records": g.records}
+            for g in status.superseded
+        ],
+        "torn_tail": status.torn_tail,
+    }
+
+
+def render_text(status: ArchiveStatus) -> str:
+    """The status for a person: runs, files, totals, failures, the last error, the lock."""
+    out = [f"archive {status.root}"]
+    if status.lock.held:
+        out.append(f"  a run is in progress (pid {status.lock.pid or 'unknown'})")
+    elif status.lock.held is None:
+        out.append("  cannot tell whether a run is in progress (the lock file is not readable)")
+    else:
+        out.append("  no run in progress")
+    if status.torn_tail:
+        out.append("  the last run was killed mid-commit; the next export run drops its torn checkpoint line")
+
+    out.append(f"runs: {len(status.runs)}")
+    out += _hidden(len(status.runs), "runs")
+    for run in status.runs[-TEXT_ROWS:]:
+        out += _run_lines(run, running=bool(status.lock.held) and run is status.runs[-1])
+
+    out.append(f"files: {len(status.files)}")
+    out += _hidden(len(status.files), "files")
+    for f in status.files[-TEXT_ROWS:]:
+        sha = f"sha256 {f.sha256[:12]}" if f.sha256 else "sha256 -"
+        state = "closed" if f.closed else "open"
+        lines = f"{f.lines} line{'' if f.lines == 1 else 's'}"
+        out.append(f"  {f.name}  {human_bytes(f.bytes)}  {lines}  {state}  {sha}{_disk_note(f)}")
+    files = f"{len(status.files)} file{'' if len(status.files) == 1 else 's'}"
+    out.append(f"total: {status.records} records, {human_bytes(status.bytes)} in {files}")
+
+    out.append(f"failed: {status.failed} ids" + (" (failed.ndjson)" if status.failed else ""))
+    for group in status.failures:
+        more = ", ..." if group.count > len(group.first_ids) else ""
+        out.append(f"  {group.reason}: {group.count}  ({', '.join(group.first_ids)}{more})")
+    out.append(f"last error: {status.last_error or 'none'}")
+    if status.superseded:
+        out.append(f"superseded generations: {len(status.superseded)}")
+        for g in status.superseded:
+            records = "? records" if g.records is None else f"{g.records} records"
+            out.append(f"  {g.name}  {records}, {human_bytes(g.bytes)} in {g.files} files")
+    return "\n".join(out) + "\n"
+
+
+def _run_lines(run: RunState, *, running: bool) -> list[str]:
+    if run.ended_at is not None:
+        ended = f"-> {run.ended_at}  {run.status or 'error'} (exit {run.exit_code})"
+    elif running:
+        ended = "running now"
+    else:
+        ended = "did not finish (killed?)"
+    shard = f", shard {run.shard}" if run.shard else ""
+    lines = [f"  run {run.run}  {run.started_at} {ended}  manifest {run.manifest or '-'}{shard}"]
+    if run.counts:
+        counts = run.counts
+        lines.append(
+            f"      exported {counts.get('exported', 0)}, failed {counts.get('failed', 0)}, "
+            f"not found {counts.get('not_found', 0)}"
+        )
+    if run.message:
+        lines.append(f"      {run.message}")
+    return lines
+
+
+def _hidden(count: int, what: str) -> list[str]:
+    if count <= TEXT_ROWS:
+        return []
+    return [f"  ({count - TEXT_ROWS} earlier {what} not shown; --json lists all)"]
+
+
+def _disk_note(f: FileStatus) -> str:
+    if f.disk_bytes is None:
+        return "  MISSING (run `exporter verify`)"
+    if f.disk_bytes < f.bytes:
+        return f"  SHORTER than committed: {f.disk_bytes} bytes (run `exporter verify`)"
+    if f.disk_bytes > f.bytes:
+        return f"  +{f.disk_bytes - f.bytes} uncommitted bytes (the next run cuts them)"
+    return ""
+
+
+def human_bytes(count: int) -> str:
+    """`count` bytes in binary units, e.g. `512 B`, `1.5 KiB`, `20.0 MiB`."""
+    size = float(count)
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if size < 1024 or unit == "TiB":
+            return f"{count} B" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+# -- the command ---------------------------------------------------------------
+
+STATUS_EPILOG = """\
+examples:
+  exporter status archive/
+  exporter status archive/ --json | jq .failed.by_reason
+
+exit codes:
+  0    the status was shown
+  2    DIR is not an archive
+  4    the checkpoint is damaged (run `exporter verify DIR` to see where)
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `exporter status`."""
+    parser = commands.add_parser(
+        "status",
+        help="show an archive's runs, files, failures and whether a run is in progress",
+        description=(
+            "Summarise an archive offline and quickly (the records are not read): every run with\n"
+            "its start, end, exit code, counts and message; the records files with size, lines and\n"
+            "hash; failed ids by reason; the last error; whether an export is running now; and\n"
+            "generations set aside by --refetch."
+        ),
+        epilog=STATUS_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument("dir", type=Path, metavar="DIR", help="the archive directory (the --out of export)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead, for scripts")
+    parser.set_defaults(handler=_status_command)
+
+
+def _status_command(args: argparse.Namespace) -> int:
+    status = gather_status(args.dir)
+    if args.json:
+        sys.stdout.write(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode() + "\n")
+    else:
+        sys.stdout.write(render_text(status))
+    return 0

@@ -1,0 +1,506 @@
+"""verify: healthy archives of every shape pass; each kind of damage fails, located by file and line."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+from collections.abc import Sequence
+from pathlib import Path
+
+import pytest
+from conftest import cli
+
+from exporter.archive import Archive, RunRequest
+from exporter.config import ArchiveSettings, Compression, ManifestSource
+from exporter.digests import DigestSet
+from exporter.errors import ManifestError, UsageError
+from exporter.fetcher import FetchStats
+from exporter.plan import PlanCounts
+from exporter.summary import RunFacts, build_summary, run_counts
+from exporter.verify import DETAIL_LIMIT, Problem, Report, print_report, verify_archives
+
+T0 = "2026-01-01T00:00:00.000Z"
+
+
+def line_of(record_id: str) -> bytes:
+    """A record line; the same length for ids of the same length, so damage does not shift lines."""
+    return json.dumps({"id": record_id, "text": "payload-" + record_id, "n": 1}).encode() + b"\n"
+
+
+def export_run(
+    out: Path,
+    batches: Sequence[Sequence[str]],
+    *,
+    failures: Sequence[tuple[str, str]] = (),
+    finish: bool = True,
+    raw: Sequence[tuple[str, bytes]] = (),
+    **changes: object,
+) -> None:
+    """One run the way pipeline.py drives Archive: commits, failures, end entry, summary.
+
+    With `finish=False` the run stops after its commits, as a `kill -9` would leave it.
+    """
+    settings = ArchiveSettings(out_dir=out, **changes)  # type: ignore[arg-type]
+    archive = Archive.open(settings, RunRequest(started_at=T0, refetch=False, manifest="m.txt", shard=None))
+    try:
+        for batch in batches:
+            archive.commit([(i, line_of(i)) for i in batch])
+        if raw:
+            archive.commit(list(raw))
+        if not finish:
+            return
+        archive.record_failures(
+            [json.dumps({"id": i, "reason": r, "error": "x", "at": T0}).encode() + b"\n" for i, r in failures]
+        )
+        failed_lines = archive.write_failed(DigestSet())
+        files = archive.files_report()
+        by_reason: dict[str, int] = {}
+        for _, reason in failures:
+            by_reason[reason] = by_reason.get(reason, 0) + 1
+        exported = sum(map(len, batches)) + len(raw)
+        counts = run_counts(PlanCounts(), exported, by_reason, FetchStats())
+        archive.end_run(at=T0, exit_code=0, status="complete", counts=counts)
+        facts = RunFacts(
+            run=archive.run,
+            started_at=T0,
+            finished_at=T0,
+            elapsed_s=1.0,
+            exit_code=0,
+            manifest="m.txt",
+            base_url="http://api",
+            shard=None,
+            superseded_to=None,
+        )
+        archive.write_summary(build_summary(facts, counts, by_reason, files, failed_lines))
+    finally:
+        archive.close()
+
+
+def ids(prefix: str, count: int) -> list[str]:
+    return [f"{prefix}{n:03d}" for n in range(count)]
+
+
+def only(report: Report, text: str) -> Problem:
+    """The one problem whose message contains `text`."""
+    found = [p for p in report.problems if text in p.message]
+    assert len(found) == 1, (text, [str(p) for p in report.findings])
+    return found[0]
+
+
+def flip(path: Path, offset: int) -> None:
+    data = bytearray(path.read_bytes())
+    data[offset] ^= 0x01
+    path.write_bytes(bytes(data))
+
+
+@pytest.fixture
+def rotated(tmp_path: Path) -> Path:
+    """Two runs over a rotated plain archive (47-byte lines): records-00001..3 closed, records-00004 open.
+
+    Commits 1..3 fill and close one file each; commits 4 and 5 (d000, e000) are in the open file.
+    """
+    out = tmp_path / "rotated"
+    export_run(out, [ids("a", 2), ids("b", 2), ids("c", 2)], max_file_bytes=90)
+    export_run(out, [ids("d", 1), ids("e", 1)], max_file_bytes=100)
+    return out
+
+
+# -- healthy archives -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("compress", ["none", "gzip", "zstd"])
+@pytest.mark.parametrize("max_file_bytes", [None, 50])
+def test_healthy_archives_pass(tmp_path: Path, compress: Compression, max_file_bytes: int | None) -> None:
+    """Plain, gzip and zstd archives, one growing file or rotated, over two runs, verify with no findings."""
+    out = tmp_path / "out"
+    export_run(out, [ids("a", 3), ids("b", 4)], compress=compress, max_file_bytes=max_file_bytes)
+    export_run(out, [ids("c", 2), ids("d", 5)], compress=compress, max_file_bytes=max_file_bytes)
+    report = verify_archives([out])
+    assert report.findings == []
+    assert (report.exit_code, report.records, report.archives) == (0, 14, 1)
+    assert report.files == len(list(out.glob("records-*")))
+    if max_file_bytes is not None:
+        assert report.files > 2
+
+
+def test_exact_values_and_integer_ids_verify(tmp_path: Path) -> None:
+    """Values orjson refuses (1e400, 5000 digits) verify; integer ids of any width count as their digits."""
+    wide = "123456789012345678901234567890"
+    raw = [
+        ("inf", b'{"id":"inf","x":1e400}\n'),
+        ("42", b'{"id":42,"x":-0.0,"wide":' + b"7" * 5000 + b"}\n"),
+        (wide, b'{"id":' + wide.encode() + b"}\n"),
+    ]
+    export_run(tmp_path, [["a"]], raw=raw)
+    report = verify_archives([tmp_path])
+    assert report.findings == []
+    assert report.records == 4
+
+
+def test_crash_leftovers_are_notes_not_problems(rotated: Path) -> None:
+    """An uncommitted tail, a torn checkpoint line, a stray next file and a stale summary are only notes."""
+    export_run(rotated, [ids("f", 1)], max_file_bytes=1000, finish=False)  # killed: no end, no summary
+    with open(rotated / "records-00004.ndjson", "ab") as handle:
+        handle.write(b'{"id":"g000","text":"half')
+    with open(rotated / "checkpoint.ndjson", "ab") as handle:
+        handle.write(b'{"t":"commit","file":"records-00004.ndjson","end":')
+    (rotated / "records-00005.ndjson").write_bytes(b'{"id":"h000"}\n')
+    report = verify_archives([rotated])
+    assert report.problems == [], [str(p) for p in report.findings]
+    assert report.exit_code == 0
+    notes = "\n".join(str(n) for n in report.notes)
+    assert "records-00004.ndjson: 25 bytes after the last commit" in notes
+    assert "checkpoint.ndjson:" in notes
+    assert "killed mid-commit" in notes
+    assert "records-00005.ndjson: not in the checkpoint" in notes
+    assert "summary.json: is from run 2 but the checkpoint's last run is 3" in notes
+
+
+def test_torn_checkpoint_line_is_located(tmp_path: Path) -> None:
+    """The note about a torn checkpoint line gives that line's number."""
+    export_run(tmp_path, [["a"], ["b"]])
+    lines = (tmp_path / "checkpoint.ndjson").read_bytes().count(b"\n")
+    with open(tmp_path / "checkpoint.ndjson", "ab") as handle:
+        handle.write(b'{"t":"comm')
+    (note,) = verify_archives([tmp_path]).notes
+    assert note.line == lines + 1
+
+
+def test_checkpoint_without_crc32_is_a_note(tmp_path: Path) -> None:
+    """Commits logged before crc32 existed are not damage: a note says what checks their bytes instead."""
+    export_run(tmp_path, [["a"], ["b"]])
+    path = tmp_path / "checkpoint.ndjson"
+    entries = [json.loads(line) for line in path.read_text().splitlines()]
+    for entry in entries:
+        entry.pop("crc32", None)
+    path.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
+    report = verify_archives([tmp_path])
+    assert report.problems == []
+    (note,) = report.notes
+    assert note.message.startswith("2 commits carry no crc32")
+
+
+def test_run_in_progress_is_a_note(tmp_path: Path) -> None:
+    """Verifying while an export holds the archive says so, and still checks what is committed."""
+    export_run(tmp_path, [["a"]])
+    holder = Archive.open(
+        ArchiveSettings(out_dir=tmp_path), RunRequest(started_at=T0, refetch=False, manifest="m", shard=None)
+    )
+    try:
+        report = verify_archives([tmp_path])
+    finally:
+        holder.close()
+    assert report.problems == []
+    assert f"a run is in progress (pid {os.getpid()})" in report.notes[0].message
+    assert report.records == 1
+
+
+# -- damage ------------------------------------------------------------------------
+
+
+def test_flipped_byte_in_closed_file(rotated: Path) -> None:
+    """A changed byte in a sealed file fails its commit's crc32 and the close entry's sha256."""
+    path = rotated / "records-00002.ndjson"
+    flip(path, path.read_bytes().index(b"payload-b001"))
+    report = verify_archives([rotated])
+    assert report.exit_code == 1
+    crc = only(report, "crc mismatch")
+    assert crc.path == str(path)
+    assert crc.message.startswith("bytes 0..")
+    assert "lines 1..2): crc mismatch" in crc.message
+    assert only(report, "sha256 is").path == str(path)
+
+
+def test_flipped_byte_in_open_file(rotated: Path) -> None:
+    """A changed byte in the open file (not sealed yet) fails its commit's crc32 and summary.json's sha256."""
+    path = rotated / "records-00004.ndjson"
+    data = path.read_bytes()
+    flip(path, data.index(b"payload-e000"))
+    report = verify_archives([rotated])
+    first_commit = data.index(b'{"id": "e000"')
+    crc = only(report, "crc mismatch")
+    assert crc.message == f"bytes {first_commit}..{len(data)} (commit 5, lines 2..2): crc mismatch"
+    assert only(report, "has sha256").path == str(rotated / "summary.json")
+    assert len(report.problems) == 2
+
+
+@pytest.mark.parametrize("compress", ["gzip", "zstd"])
+def test_flipped_byte_in_compressed_file(tmp_path: Path, compress: Compression) -> None:
+    """Damage inside one gzip member / zstd frame is pinned to its commit; the other commits still verify."""
+    export_run(tmp_path, [ids("a", 3), ids("b", 3), ids("c", 3)], compress=compress)
+    path = next(tmp_path.glob("records-*"))
+    entries = [json.loads(x) for x in (tmp_path / "checkpoint.ndjson").read_text().splitlines()]
+    commits = [e for e in entries if e["t"] == "commit"]
+    start, end = commits[0]["end"], commits[1]["end"]
+    flip(path, (start + end) // 2)
+    report = verify_archives([tmp_path])
+    assert report.exit_code == 1
+    crc = only(report, "crc mismatch")
+    assert crc.message.startswith(f"bytes {start}..{end} (commit 2, lines 4..6): crc mismatch")
+    assert only(report, "has sha256").path == str(tmp_path / "summary.json")
+    assert len(report.problems) == 2, [str(p) for p in report.problems]
+    assert report.records >= 6  # the commits before and after the damaged one were read
+
+
+def test_bytes_added_to_a_closed_file(rotated: Path) -> None:
+    """A sealed file that grew is a problem, not an uncommitted tail; its committed bytes still hash."""
+    path = rotated / "records-00001.ndjson"
+    with open(path, "ab") as handle:
+        handle.write(line_of("x999"))
+    problem = only(verify_archives([rotated]), "after it was sealed")
+    assert problem.message.startswith("is 141 bytes but was closed at 94")
+
+
+def test_truncated_file(rotated: Path) -> None:
+    """A records file shorter than its committed length is reported with the lines it lost."""
+    path = rotated / "records-00004.ndjson"
+    path.write_bytes(path.read_bytes()[:-10])
+    report = verify_archives([rotated])
+    problem = only(report, "truncated")
+    assert problem.path == str(path)
+    assert problem.message.startswith(
+        "truncated: 84 bytes on disk but 94 were committed: lines 2..2 (commit 5 on)"
+    )
+    assert len(report.problems) == 1
+
+
+def test_deleted_file(rotated: Path) -> None:
+    """A listed records file that is gone is one problem naming how many records it held."""
+    path = rotated / "records-00003.ndjson"
+    path.unlink()
+    report = verify_archives([rotated])
+    problem = only(report, "missing")
+    assert (problem.path, problem.line) == (str(path), None)
+    assert "lists 2 records" in problem.message
+    assert len(report.problems) == 1
+
+
+def test_duplicated_line(tmp_path: Path) -> None:
+    """A line written twice is a duplicate at its line number, naming the first copy."""
+    export_run(tmp_path, [ids("a", 4)])
+    path = tmp_path / "records-00001.ndjson"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(b"".join(lines[:2] + lines[1:]))
+    report = verify_archives([tmp_path])
+    dup = only(report, "duplicate of")
+    assert (dup.path, dup.line, dup.message) == (str(path), 3, "duplicate of line 2 (id 'a001')")
+    missing = only(report, "is missing")  # the last line was pushed past the committed length
+    assert missing.line == 4
+    assert "'a003'" in missing.message
+
+
+def test_line_replaced_by_unknown_id(tmp_path: Path) -> None:
+    """A record whose id the checkpoint does not list is reported at its line, with the record it replaced."""
+    export_run(tmp_path, [ids("a", 3)])
+    path = tmp_path / "records-00001.ndjson"
+    path.write_bytes(path.read_bytes().replace(line_of("a001"), line_of("z999")))
+    report = verify_archives([tmp_path])
+    stranger = only(report, "not in the checkpoint")
+    assert (stranger.path, stranger.line) == (str(path), 2)
+    assert "'z999'" in stranger.message
+    missing = only(report, "is missing")
+    assert missing.line == 2
+    assert "'a001'" in missing.message
+
+
+def test_swapped_lines_are_out_of_place(tmp_path: Path) -> None:
+    """Two records in the wrong order are reported as out of place, not as strangers."""
+    export_run(tmp_path, [ids("a", 3)])
+    path = tmp_path / "records-00001.ndjson"
+    lines = path.read_bytes().splitlines(keepends=True)
+    path.write_bytes(lines[1] + lines[0] + lines[2])
+    report = verify_archives([tmp_path])
+    misplaced = only(report, "out of place")
+    assert misplaced.line == 2
+    assert "line 1" in misplaced.message
+    assert not [p for p in report.problems if "not in the checkpoint" in p.message]
+
+
+def test_unparseable_line(tmp_path: Path) -> None:
+    """A committed line that is not JSON, or has no id, is reported at its line number."""
+    export_run(tmp_path, [ids("a", 3)])
+    path = tmp_path / "records-00001.ndjson"
+    data = path.read_bytes()
+    path.write_bytes(data.replace(b'{"id": "a002"', b'["id", "a002"'))
+    problem = only(verify_archives([tmp_path]), "is not JSON")
+    assert problem.line == 3
+
+
+def test_problems_per_file_are_capped(tmp_path: Path) -> None:
+    """A file of garbage lists DETAIL_LIMIT line problems, counts the rest, and the totals include them."""
+    export_run(tmp_path, [ids("a", 300)])
+    path = tmp_path / "records-00001.ndjson"
+    path.write_bytes(b"".join(b"x" * (len(line_of("a000")) - 1) + b"\n" for _ in range(300)))
+    report = verify_archives([tmp_path])
+    listed = [p for p in report.problems if p.line is not None]
+    assert len(listed) == DETAIL_LIMIT
+    assert report.unlisted == {str(path): 600 - DETAIL_LIMIT}  # 300 unreadable lines, 300 missing records
+    assert report.summary_line().endswith(f"{len(report.problems) + 600 - DETAIL_LIMIT} problems")
+    out = io.StringIO()
+    print_report(report, out, quiet=True)
+    assert (
+        out.getvalue().splitlines()[-1]
+        == f"{path}: {600 - DETAIL_LIMIT} more problems like the ones above, not listed"
+    )
+
+
+def test_unlisted_records_file(tmp_path: Path) -> None:
+    """A records file the checkpoint does not list, out of sequence, is a problem."""
+    export_run(tmp_path, [["a"]])
+    stray = tmp_path / "records-00007.ndjson"
+    stray.write_bytes(line_of("x"))
+    problem = only(verify_archives([tmp_path]), "not listed in the checkpoint")
+    assert problem.path == str(stray)
+
+
+def test_summary_counts_disagree(rotated: Path) -> None:
+    """A current summary.json that disagrees with the checkpoint on records or lines is a problem."""
+    path = rotated / "summary.json"
+    summary = json.loads(path.read_text())
+    summary["archive"]["records"] += 1
+    summary["archive"]["files"][0]["lines"] = 7
+    path.write_text(json.dumps(summary))
+    report = verify_archives([rotated])
+    assert only(report, "records but the checkpoint lists").message == (
+        "says 9 records but the checkpoint lists 8 ids"
+    )
+    assert only(report, "has 7 lines").path == str(path)
+
+
+def test_damaged_checkpoint_line(tmp_path: Path) -> None:
+    """Damage in a checkpoint line that is not the last is a problem at that line."""
+    export_run(tmp_path, [["a"], ["b"]])
+    path = tmp_path / "checkpoint.ndjson"
+    lines = path.read_bytes().splitlines(keepends=True)
+    lines[1] = b"{garbage\n"
+    path.write_bytes(b"".join(lines))
+    (problem,) = verify_archives([tmp_path]).problems
+    assert (problem.path, problem.line) == (str(path), 2)
+
+
+def test_same_id_in_two_archives(tmp_path: Path) -> None:
+    """An id archived in two of the given archives is reported with both places."""
+    export_run(tmp_path / "s0", [["a", "b"]])
+    export_run(tmp_path / "s1", [["c", "a"]])
+    problem = only(verify_archives([tmp_path / "s0", tmp_path / "s1"]), "duplicate")
+    assert (problem.path, problem.line) == (str(tmp_path / "s1" / "records-00001.ndjson"), 2)
+    assert problem.message == f"duplicate of {tmp_path / 's0' / 'records-00001.ndjson'}:1 (id 'a')"
+
+
+def test_not_an_archive_is_a_usage_error(tmp_path: Path) -> None:
+    """A missing directory, one without a checkpoint or records, or one named twice is a usage error."""
+    with pytest.raises(UsageError, match="not a directory"):
+        verify_archives([tmp_path / "nope"])
+    with pytest.raises(UsageError, match="not an archive"):
+        verify_archives([tmp_path])
+    export_run(tmp_path / "a", [["a"]])
+    with pytest.raises(UsageError, match="given twice"):
+        verify_archives([tmp_path / "a", tmp_path / "a" / ".." / "a"])
+
+
+# -- across shards, against the manifest ------------------------------------------------
+
+
+@pytest.fixture
+def shards(tmp_path: Path) -> list[Path]:
+    """Three shard-like archives over disjoint ids; shard 1 found `gone` missing and `flaky` failing."""
+    roots = [tmp_path / f"shard-{k}" for k in range(3)]
+    export_run(roots[0], [ids("a", 4)])
+    export_run(roots[1], [ids("b", 3)], failures=[("gone", "not_found"), ("flaky", "http_error")])
+    export_run(roots[2], [ids("c", 2), ids("d", 2)], compress="zstd")
+    return roots
+
+
+def manifest(path: Path, lines: Sequence[str]) -> ManifestSource:
+    path.write_text("".join(f"{line}\n" for line in lines))
+    return ManifestSource(path=path)
+
+
+def all_ids() -> list[str]:
+    return ids("a", 4) + ids("b", 3) + ids("c", 2) + ids("d", 2)
+
+
+def test_manifest_complete_and_disjoint(shards: list[Path], tmp_path: Path) -> None:
+    """Every manifest id archived once or not_found, nothing else: exit 0; invalid ids are only notes."""
+    source = manifest(tmp_path / "ids.txt", [*all_ids(), "gone", "a b", *all_ids()[:2]])
+    report = verify_archives(shards, manifest=source)
+    assert report.problems == [], [str(p) for p in report.findings]
+    (note,) = report.notes
+    assert (note.path, note.line) == (str(tmp_path / "ids.txt"), 13)
+    assert "invalid id 'a b'" in note.message
+    assert report.summary_line() == (
+        f"verified 3 archives against {tmp_path / 'ids.txt'}: 11 records in 3 files, 0 problems"
+    )
+
+
+def test_manifest_id_missing(shards: list[Path], tmp_path: Path) -> None:
+    """A manifest id in no archive and not found-missing is named with its manifest line (and any failure)."""
+    source = manifest(tmp_path / "ids.txt", [*all_ids(), "gone", "lost", "flaky"])
+    report = verify_archives(shards, manifest=source)
+    lost = only(report, "'lost'")
+    assert (lost.path, lost.line) == (str(tmp_path / "ids.txt"), 13)
+    assert lost.message == "id 'lost' is in no archive, nor listed in any failed.ndjson"
+    assert (
+        only(report, "'flaky'").message == "id 'flaky' is in no archive, failed.ndjson lists it as http_error"
+    )
+    assert report.exit_code == 1
+
+
+def test_manifest_id_in_two_archives(shards: list[Path], tmp_path: Path) -> None:
+    """An id archived by two shards fails the manifest check as a duplicate with both places."""
+    export_run(shards[2], [["b001"]])
+    report = verify_archives(shards, manifest=manifest(tmp_path / "ids.txt", all_ids()))
+    problem = only(report, "duplicate")
+    assert str(shards[1] / "records-00001.ndjson") + ":2" in problem.message
+    assert problem.path == str(shards[2] / "records-00002.ndjson")
+
+
+def test_manifest_extra_archived_id(shards: list[Path], tmp_path: Path) -> None:
+    """An archived id the manifest does not list is reported where it is archived."""
+    report = verify_archives(shards, manifest=manifest(tmp_path / "ids.txt", all_ids()[1:]))
+    problem = only(report, "not in the manifest")
+    assert (problem.path, problem.line) == (str(shards[0] / "records-00001.ndjson"), 1)
+
+
+def test_unreadable_manifest_is_a_usage_error(shards: list[Path], tmp_path: Path) -> None:
+    """A manifest that cannot be opened raises ManifestError (exit 2)."""
+    with pytest.raises(ManifestError):
+        verify_archives(shards, manifest=ManifestSource(path=tmp_path / "none.txt"))
+
+
+# -- the printer and the command -----------------------------------------------------------
+
+
+def test_printer_formats_and_quiet(tmp_path: Path) -> None:
+    """Findings print as `path:line: message`, notes prefixed, then the totals; quiet prints problems only."""
+    report = Report(
+        findings=[Problem("d/records-00001.ndjson", 3, "bad"), Problem("d", None, "tail", "note")],
+        archives=1,
+        files=1,
+        records=5,
+    )
+    out = io.StringIO()
+    print_report(report, out)
+    assert out.getvalue().splitlines() == [
+        "d/records-00001.ndjson:3: bad",
+        "note: d: tail",
+        "verified 1 archive: 5 records in 1 file, 1 problem",
+    ]
+    out = io.StringIO()
+    print_report(report, out, quiet=True)
+    assert out.getvalue() == "d/records-00001.ndjson:3: bad\n"
+
+
+def test_command_exit_codes(rotated: Path, tmp_path: Path) -> None:
+    """`python -m exporter verify` exits 0 when all holds, 1 on damage, 2 for a directory that is not one."""
+    ok = cli("verify", str(rotated))
+    assert (ok.returncode, ok.stderr) == (0, "")
+    assert ok.stdout.strip().endswith("verified 1 archive: 8 records in 4 files, 0 problems")
+    os.truncate(rotated / "records-00001.ndjson", 3)
+    bad = cli("verify", "--quiet", str(rotated))
+    assert bad.returncode == 1
+    assert bad.stdout.startswith(f"{rotated / 'records-00001.ndjson'}: ")
+    usage = cli("verify", str(tmp_path / "nope"))
+    assert usage.returncode == 2
+    assert "not a directory" in usage.stderr
