@@ -539,6 +539,44 @@ def _lock(root: Path) -> int:
     return fd
 
 
+@dataclass(frozen=True, slots=True)
+class LockState:
+    """Whether an export holds the archive's lock; `held` None when it cannot be told."""
+
+    held: bool | None
+    pid: int | None = None
+
+
+def probe_lock(root: Path) -> LockState:
+    """Whether a run holds `root`'s lock right now, without ever keeping it.
+
+    The lock file is opened read-only (never created) and a shared lock asked
+    for without waiting: refused means an export holds its exclusive lock;
+    granted is dropped at once, so a run starting in that microsecond is the
+    only one that could notice (it would exit 4, "locked", and can be rerun).
+    flock locks belong to the open file, so this works in the holder's own
+    process too.
+    """
+    try:
+        fd = os.open(root / LOCK_NAME, os.O_RDONLY)
+    except FileNotFoundError:
+        return LockState(held=False)
+    except OSError:
+        return LockState(held=None)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+        except BlockingIOError:
+            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
+            return LockState(held=True, pid=int(text) if text.isdigit() else None)
+        except OSError:
+            return LockState(held=None)
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return LockState(held=False)
+    finally:
+        os.close(fd)
+
+
 def _failed_entries(path: Path) -> Iterator[dict[str, Any]]:
     """The entries of an existing failed.ndjson; unreadable lines are skipped."""
     try:

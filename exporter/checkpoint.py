@@ -136,12 +136,47 @@ class CheckpointState:
         return self.runs[-1].run + 1 if self.runs else 1
 
 
-def replay(
-    lines: Iterable[bytes], on_ids: Callable[[list[str]], None], *, name: str = CHECKPOINT_NAME
-) -> CheckpointState:
-    """Fold checkpoint lines (each with its newline) into a state; ids go to `on_ids`.
+@dataclass(frozen=True, slots=True)
+class Commit:
+    """One commit entry that replay accepted, with where its bytes and lines begin.
 
-    Raises ArchiveCorrupt for damage anywhere but in the last line.
+    `start` and `lines_before` are the file's committed size and line count
+    before this commit (the entry itself only gives the totals after it), so a
+    reader can check exactly the bytes and lines this commit appended.
+    """
+
+    file: str
+    start: int
+    end: int
+    lines_before: int
+    lines: int
+    #: None for commits written before crc32 was added (same format version).
+    crc32: int | None
+    ids: list[str]
+
+    @property
+    def first_line(self) -> int:
+        """The number of the first line this commit appended (1-based)."""
+        return self.lines_before + 1
+
+
+def replay(
+    lines: Iterable[bytes],
+    on_ids: Callable[[list[str]], None] | None = None,
+    *,
+    on_commit: Callable[[Commit], None] | None = None,
+    name: str = CHECKPOINT_NAME,
+) -> CheckpointState:
+    """Fold checkpoint lines (each with its newline) into a state.
+
+    Each accepted commit's ids go to `on_ids`, and the whole commit to
+    `on_commit`; a `Commit` is built only when `on_commit` is given, since
+    resuming over millions of ids needs the ids alone. The callbacks run
+    outside the checks, so an error of theirs is never mistaken for a damaged
+    line.
+
+    Raises ArchiveCorrupt, with the line's number, for damage anywhere but in
+    the last line.
     """
     state = CheckpointState()
     pending_error: str | None = None
@@ -151,7 +186,9 @@ def replay(
             raise ArchiveCorrupt(
                 f"{name} line {number - 1} is damaged ({pending_error}) and is not the last line; "
                 "the archive cannot be trusted as it is: run `exporter verify` on it, and "
-                "restore the file from a backup or export into a new --out"
+                "restore the file from a backup or export into a new --out",
+                line=number - 1,
+                damage=pending_error,
             )
         try:
             if not raw.endswith(b"\n"):
@@ -159,23 +196,44 @@ def replay(
             entry = orjson.loads(raw)
             if not isinstance(entry, dict):
                 raise ValueError("not an object")
-            _apply(state, entry, on_ids)
+            before = _apply(state, entry)
         except (ValueError, KeyError, TypeError) as exc:
             pending_error = str(exc) or type(exc).__name__
             continue
         state.valid_bytes += len(raw)
+        if before is not None:
+            if on_ids is not None:
+                on_ids(entry["ids"])
+            if on_commit is not None:
+                on_commit(_commit(entry, *before))
     if pending_error is not None:
         state.torn_tail = True
     return state
 
 
-def _apply(state: CheckpointState, entry: dict[str, Any], on_ids: Callable[[list[str]], None]) -> None:
+def _commit(entry: dict[str, Any], start: int, lines_before: int) -> Commit:
+    """The `Commit` of an entry `_apply` accepted (so its fields are known to be sound)."""
+    crc = entry.get("crc32")
+    return Commit(
+        file=entry["file"],
+        start=start,
+        end=entry["end"],
+        lines_before=lines_before,
+        lines=entry["lines"],
+        crc32=crc if isinstance(crc, int) and not isinstance(crc, bool) else None,
+        ids=entry["ids"],
+    )
+
+
+def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | None:
     """Check one entry against the state so far, then apply it.
 
     Every check comes before the first change, so an entry that is rejected
     (a torn last line that happens to parse) leaves the state untouched.
+    For a commit, returns the file's size and line count before it.
     """
     kind = entry.get("t")
+    before: tuple[int, int] | None = None
     if kind == "commit":
         name = _str(entry, "file")
         current = state.files.get(name)
@@ -195,7 +253,7 @@ def _apply(state: CheckpointState, entry: dict[str, Any], on_ids: Callable[[list
             current = state.files[name] = FileState(name)
         current.size, current.lines = end, total
         state.ids += len(ids)
-        on_ids(ids)
+        before = size, lines
     elif kind == "close":
         name = _str(entry, "file")
         current = state.files.get(name)
@@ -234,6 +292,7 @@ def _apply(state: CheckpointState, entry: dict[str, Any], on_ids: Callable[[list
         run.message = message if isinstance(message, str) else None
     else:
         raise ValueError(f"unknown entry type {kind!r}")
+    return before
 
 
 def _int(entry: dict[str, Any], key: str) -> int:

@@ -68,7 +68,17 @@ class ArchiveLocked(ArchiveError):
 
 
 class ArchiveCorrupt(ArchiveError):
-    """The checkpoint or a records file does not match what was committed."""
+    """The checkpoint or a records file does not match what was committed.
+
+    When the damage is one line of the checkpoint, `line` is its number and
+    `damage` what is wrong with it, so a caller can point at it (`exporter
+    verify` does) without parsing the message.
+    """
+
+    def __init__(self, message: str, *, line: int | None = None, damage: str | None = None) -> None:
+        super().__init__(message)
+        self.line = line
+        self.damage = damage
 
 
 class Reason(enum.StrEnum):

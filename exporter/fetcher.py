@@ -23,10 +23,12 @@ from .client import RawResponse
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
 from .limiter import RateLimiter
-from .payload import decode_record
+from .payload import PayloadDecoder
 from .retry import Verdict, backoff_delay, classify_status, rate_limit_wait_s, retry_after_s
 
 log = logging.getLogger(__name__)
+
+_RATE_LIMIT_REMAINING = "X-RateLimit-Remaining"
 
 
 @dataclass(slots=True)
@@ -81,7 +83,7 @@ class Getter(Protocol):
 class Fetcher:
     """Turns an id into a Success or a Failure, retrying what is worth retrying."""
 
-    __slots__ = ("_client", "_limiter", "_monotonic", "_now", "_rand", "_retry", "_sleep", "stats")
+    __slots__ = ("_client", "_decode", "_limiter", "_monotonic", "_now", "_rand", "_retry", "_sleep", "stats")
 
     def __init__(
         self,
@@ -96,6 +98,7 @@ class Fetcher:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._client = client
+        self._decode = PayloadDecoder()
         self._limiter = limiter
         self._retry = retry
         self._now = now_epoch
@@ -120,11 +123,12 @@ class Fetcher:
                 verdict = Verdict("retry", exc.reason, str(exc))
             else:
                 status = response.status
-                wait_s = self._server_wait(response, started)
+                if status != 200 or _RATE_LIMIT_REMAINING in response.headers:
+                    wait_s = self._server_wait(response, started)
                 verdict = classify_status(status)
                 if verdict.action == "ok":
                     try:
-                        return Success(record_id, decode_record(response.body, record_id), attempt)
+                        return Success(record_id, self._decode(response.body, record_id), attempt)
                     except BadResponse as exc:
                         verdict = Verdict("retry", Reason.BAD_RESPONSE, str(exc))
             if verdict.action == "auth":

@@ -4,20 +4,27 @@ The archive must hold every value exactly as served: integers of any width,
 `-0.0`, `1e308`, strings with NUL or U+2028, deep nesting. The contract is that
 `json.loads(line) == json.loads(body)["data"]` in Python.
 
-Two paths:
+Three paths, fastest first:
 
-* Fast: `orjson.loads` + `orjson.dumps`. Exact for everything orjson reads
-  exactly, which is all JSON except integers outside the 64-bit range (orjson
-  turns those into floats, silently) and nesting deeper than 255 (orjson
-  refuses). Any integer that wide has at least 19 digits, so a body with no run
-  of 19 digits anywhere cannot contain one; that scan is the guard.
-* Exact: for the rest. The body is walked with the standard library's JSON
-  scanner, which reports where each top-level member ends, and the `data`
-  member's own text is kept, with only the whitespace outside strings removed.
-  Numbers keep their literal spelling, so nothing is rounded.
+* Verbatim: a compact body that starts `{"data":{` (what APIs send). The
+  whole body is validated by simdjson (a few microseconds for 10 KB, several
+  times faster than building it with orjson), then the `data` member's own
+  bytes are cut out and become the line, so every value is byte for byte what
+  was served and nothing is re-encoded. Where `data` ends is found from the
+  right: the `},"` after which the rest parses as an object holding exactly the
+  body's other members, in order. Only the true end of `data` can do that, so
+  no string content can fool it.
+* Re-encoded: any other body orjson reads exactly, parsed and `data` dumped
+  again. orjson reads every JSON value exactly except integers outside the
+  64-bit range, which it turns into floats without a word; any such integer
+  has at least 19 digits, so a body with no run of 19 digits cannot hold one.
+* Literal: the rest (wide integers in a pretty-printed body, nesting deeper
+  than orjson writes). The standard library's scanner reports where the
+  `data` member ends and its own text is kept, minus the whitespace outside
+  strings. Numbers keep their spelling, so nothing is rounded.
 
-Both paths check that the body is an object whose `data` is a recording with
-the id that was asked for, and raise `BadResponse` saying what was wrong
+Every path checks that the body is an object whose `data` is a recording with
+the id that was asked for, and raises `BadResponse` saying what was wrong
 otherwise (an HTML error page, a truncated body, another id).
 """
 
@@ -28,6 +35,7 @@ import re
 from typing import Any, NoReturn
 
 import orjson
+import simdjson
 
 from .errors import BadResponse
 
@@ -40,10 +48,102 @@ _WS = re.compile(r"[ \t\n\r]*")
 # insignificant whitespace; `_minify` keeps the first and drops the second.
 _STRING_OR_WS = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\n\r]+', re.DOTALL)
 _NEWLINE = b"\n"
+_COMPACT_START = b'{"data":{'
+
+
+class PayloadDecoder:
+    """Turns response bodies into archive lines; keeps one reusable simdjson parser.
+
+    Not thread-safe (the parser is not): the pipeline makes one per event loop.
+    """
+
+    __slots__ = ("_parser",)
+
+    def __init__(self) -> None:
+        self._parser = simdjson.Parser()
+
+    def __call__(self, body: bytes, expected_id: str) -> bytes:
+        """The NDJSON line (with its newline) for the recording in `body`, or BadResponse."""
+        if body.startswith(_COMPACT_START):
+            line = self._verbatim_line(body, expected_id)
+            if line is not None:
+                return line
+        return _reencoded_line(body, expected_id)
+
+    def _verbatim_line(self, body: bytes, expected_id: str) -> bytes | None:
+        """The served bytes of `data` plus a newline, or None to take a slower path."""
+        shape = self._shape(body)
+        if shape is None:
+            return None
+        keys, data_keys, served_id = shape
+        if keys[0] != "data" or keys.count("data") != 1 or data_keys.count("id") > 1:
+            return None  # duplicate members: json.loads keeps the last, simdjson finds the first
+        others = keys[1:]
+        data_start = len(_COMPACT_START) - 1
+        if others:
+            split = body.rfind(b'},"', data_start)
+            while split > data_start:
+                try:
+                    rest = orjson.loads(b"{" + body[split + 2 :])
+                except orjson.JSONDecodeError:
+                    rest = None
+                if isinstance(rest, dict) and list(rest) == others:
+                    break
+                split = body.rfind(b'},"', data_start, split)
+            else:
+                return None  # whitespace between members: the slower paths handle it
+        elif body.endswith(b"}}"):
+            split = len(body) - 2
+        else:
+            return None
+        text = body[data_start : split + 1]
+        if b"\n" in text or b"\r" in text:
+            return None  # pretty-printed: the line must be made one line
+        _check_id(served_id, expected_id)
+        return text + _NEWLINE
+
+    def _shape(self, body: bytes) -> tuple[list[str], list[str], object] | None:
+        """Top-level keys, `data` keys and `data.id` of a valid body, or None.
+
+        None when simdjson refuses the body (not JSON, or JSON it cannot hold
+        such as integers beyond 64 bits) or it is not an object whose `data`
+        is an object: the slower paths then decide, and say what is wrong.
+        simdjson's proxies must all be gone before the parser is used again,
+        so nothing but plain values leaves this method.
+        """
+        try:
+            document = self._parser.parse(body)
+        except RuntimeError as exc:
+            if "re-use" not in str(exc):
+                return None  # e.g. BIGINT_ERROR
+            self._parser = simdjson.Parser()  # a proxy outlived its parse: start afresh
+            return None
+        except ValueError:  # includes UnicodeDecodeError
+            return None
+        try:
+            if not isinstance(document, simdjson.Object):
+                return None
+            data = document.get("data")
+            if not isinstance(data, simdjson.Object):
+                return None
+            served = data.get("id")
+            if isinstance(served, simdjson.Object | simdjson.Array):
+                served = "(not a string)"
+            return list(document.keys()), list(data.keys()), served
+        finally:
+            del document
 
 
 def decode_record(body: bytes, expected_id: str) -> bytes:
-    """The NDJSON line (with its newline) for the recording in `body`, or BadResponse."""
+    """The NDJSON line (with its newline) for the recording in `body`, or BadResponse.
+
+    A convenience for one-off use; the pipeline keeps a PayloadDecoder.
+    """
+    return PayloadDecoder()(body, expected_id)
+
+
+def _reencoded_line(body: bytes, expected_id: str) -> bytes:
+    """orjson's path, or the literal one when orjson could lose something."""
     try:
         document = orjson.loads(body)
     except orjson.JSONDecodeError:
@@ -67,7 +167,12 @@ def _recording(document: Any, expected_id: str) -> dict[str, Any]:
     data = document["data"]
     if not isinstance(data, dict):
         raise BadResponse(f'"data" is a JSON {_kind(data)}, not a recording object')
-    served = data.get("id")
+    _check_id(data.get("id"), expected_id)
+    return data
+
+
+def _check_id(served: object, expected_id: str) -> None:
+    """BadResponse unless the served id is the one asked for (a number counts as its digits)."""
     if isinstance(served, int) and not isinstance(served, bool):
         served = str(served)
     if served != expected_id:
@@ -75,7 +180,6 @@ def _recording(document: Any, expected_id: str) -> dict[str, Any]:
         if len(shown) > 80:
             shown = shown[:77] + "..."
         raise BadResponse(f"data.id is {shown}, not the id that was asked for")
-    return data
 
 
 def _kind(value: Any) -> str:

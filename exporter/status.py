@@ -11,8 +11,6 @@ every byte.
 from __future__ import annotations
 
 import argparse
-import fcntl
-import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,8 @@ from typing import Any
 import orjson
 
 from . import checkpoint
-from .archive import FAILED_NAME, LOCK_NAME, SUMMARY_NAME, SUPERSEDED_DIR
+from .archive import FAILED_NAME, SUMMARY_NAME, SUPERSEDED_DIR, LockState, probe_lock
+from .archive_reader import replay_checkpoint
 from .checkpoint import RunState
 from .codecs import file_number
 from .errors import ArchiveError, UsageError
@@ -30,44 +29,6 @@ from .errors import ArchiveError, UsageError
 FIRST_IDS = 3
 #: Runs and files listed in the text view (the newest); --json lists all.
 TEXT_ROWS = 10
-
-
-@dataclass(frozen=True, slots=True)
-class LockState:
-    """Whether an export holds the archive's lock; `held` None when it cannot be told."""
-
-    held: bool | None
-    pid: int | None = None
-
-
-def probe_lock(root: Path) -> LockState:
-    """Whether a run holds `root`'s lock right now, without ever keeping it.
-
-    The lock file is opened read-only (never created) and a shared lock asked
-    for without waiting: refused means an export holds its exclusive lock;
-    granted is dropped at once, so a run starting in that microsecond is the
-    only one that could notice (it would exit 4, "locked", and can be rerun).
-    flock locks belong to the open file, so this works in the holder's own
-    process too.
-    """
-    try:
-        fd = os.open(root / LOCK_NAME, os.O_RDONLY)
-    except FileNotFoundError:
-        return LockState(held=False)
-    except OSError:
-        return LockState(held=None)
-    try:
-        try:
-            fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
-        except BlockingIOError:
-            text = os.pread(fd, 32, 0).decode("ascii", "replace").strip()
-            return LockState(held=True, pid=int(text) if text.isdigit() else None)
-        except OSError:
-            return LockState(held=None)
-        fcntl.flock(fd, fcntl.LOCK_UN)
-        return LockState(held=False)
-    finally:
-        os.close(fd)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -136,8 +97,7 @@ def gather_status(root: Path) -> ArchiveStatus:
             "give the --out directory of an export"
         )
     try:
-        with open(ckpt, "rb") as handle:
-            state = checkpoint.replay(handle, lambda ids: None)
+        state = replay_checkpoint(ckpt)
     except OSError as exc:
         raise ArchiveError(f"cannot read {ckpt}: {exc.strerror}") from exc
     summary_files = _summary_files(root / SUMMARY_NAME)

@@ -11,6 +11,7 @@ from exporter.checkpoint import (
     CHECKPOINT_NAME,
     FORMAT_VERSION,
     CheckpointState,
+    Commit,
     FileState,
     RunState,
     close_entry,
@@ -181,6 +182,38 @@ def test_commit_without_crc32_still_replays() -> None:
     assert calls == [["a", "b"], ["c"]]
 
 
+def test_on_commit_gets_each_commit_with_where_it_starts() -> None:
+    """`on_commit` gets every accepted commit with the size and lines before it; crc32 None when absent."""
+    data = (
+        PREFIX
+        + line({"t": "commit", "file": R1, "end": 150, "lines": 3, "ids": ["c"]})
+        + close_entry(file=R1, size=150, lines=3, sha256=SHA)
+        + commit_entry(file=R2, end=40, lines=1, crc32=7, ids=["d"])
+        + b'{"t":"commit","fi'
+    )
+    commits: list[Commit] = []
+    ids: list[list[str]] = []
+    state = replay(io.BytesIO(data), ids.append, on_commit=commits.append)
+    assert commits == [
+        Commit(file=R1, start=0, end=100, lines_before=0, lines=2, crc32=0xDEADBEEF, ids=["a", "b"]),
+        Commit(file=R1, start=100, end=150, lines_before=2, lines=3, crc32=None, ids=["c"]),
+        Commit(file=R2, start=0, end=40, lines_before=0, lines=1, crc32=7, ids=["d"]),
+    ]
+    assert [c.first_line for c in commits] == [1, 3, 1]
+    assert ids == [c.ids for c in commits]
+    assert state.torn_tail is True
+
+
+def test_callback_errors_are_not_taken_for_damage() -> None:
+    """An error raised by a callback propagates as it is, not as a damaged (or torn) checkpoint line."""
+
+    def refuse(ids: list[str]) -> None:
+        raise KeyError("callback bug")
+
+    with pytest.raises(KeyError, match="callback bug"):
+        replay(io.BytesIO(PREFIX), refuse)
+
+
 def test_empty_checkpoint() -> None:
     """No lines means no files, no runs, run number 1 next and nothing torn."""
     state, calls = do_replay(b"")
@@ -245,6 +278,9 @@ def test_damage_before_the_last_line_is_corruption(damaged: bytes) -> None:
         do_replay(data, name="ckpt-test")
     assert "is not the last line" in str(info.value)
     assert "exporter verify" in str(info.value)
+    assert info.value.line == 3
+    assert info.value.damage is not None
+    assert info.value.damage in str(info.value)
 
 
 def test_damage_followed_by_a_torn_line_is_still_corruption() -> None:

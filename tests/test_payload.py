@@ -17,9 +17,11 @@ from exporter.payload import decode_record
 sys.set_int_max_str_digits(0)
 
 
-def body_of(data: Any, **extra: Any) -> bytes:
+def body_of(data: Any, *, compact: bool = False, **extra: Any) -> bytes:
     """A response body as the API builds it, written by Python's json (which keeps big ints)."""
-    return json.dumps({"data": data, "cursor": None, "pageSize": 1, "limit": 1, **extra}).encode()
+    envelope = {"data": data, "cursor": None, "pageSize": 1, "limit": 1, **extra}
+    separators = (",", ":") if compact else None
+    return json.dumps(envelope, separators=separators, ensure_ascii=False).encode("utf-8", "surrogatepass")
 
 
 def same(a: Any, b: Any) -> bool:
@@ -42,6 +44,60 @@ def roundtrip(body: bytes, record_id: str = "r1") -> Any:
     return json.loads(line)
 
 
+def test_compact_body_is_archived_byte_for_byte() -> None:
+    """A compact body's `data` bytes become the line verbatim: number spelling and escapes kept."""
+    data_text = b'{"id":"r1","n":1.0E+2,"e":"caf\\u00e9","big":123456789012345678901,"z":-0.0}'
+    body = b'{"data":' + data_text + b',"cursor":null,"pageSize":1,"limit":1}'
+    assert decode_record(body, "r1") == data_text + b"\n"
+
+
+@pytest.mark.parametrize(
+    "rest",
+    [
+        b',"cursor":{"next":"},\\"x\\":{}"},"limit":1}',
+        b',"cursor":{"a":{"b":{}}},"pageSize":1}',
+        b',"cursor":"},\\"pageSize\\":1}","limit":{}}',
+        b"}",
+    ],
+)
+def test_verbatim_split_is_not_fooled_by_lookalikes(rest: bytes) -> None:
+    """Text like `},"` inside the other members or inside data never moves the cut."""
+    data_text = b'{"id":"r1","t":"},\\"cursor\\":null,\\"limit\\":1}","o":{"p":{}},"q":[{}]}'
+    body = b'{"data":' + data_text + rest
+    assert decode_record(body, "r1") == data_text + b"\n"
+    assert json.loads(decode_record(body, "r1")) == json.loads(body)["data"]
+
+
+@pytest.mark.parametrize(
+    ("body", "outcome"),
+    [
+        (b'{"data":{"id":"other","id":"r1"}}', "ok"),
+        (b'{"data":{"id":"r1","id":"other"}}', "wrong id"),
+        (b'{"data":{"id":"r1"},"data":{"id":"other"}}', "wrong id"),
+        (b'{"data":{"id":"other"},"data":{"id":"r1","x":1}}', "ok"),
+    ],
+)
+def test_duplicate_keys_follow_json_loads(body: bytes, outcome: str) -> None:
+    """With duplicate keys the last one counts, as in json.loads, on every path."""
+    if outcome == "ok":
+        assert json.loads(decode_record(body, "r1")) == json.loads(body)["data"]
+    else:
+        with pytest.raises(BadResponse, match="not the id"):
+            decode_record(body, "r1")
+
+
+def test_decoder_recovers_when_its_parser_is_held() -> None:
+    """A PayloadDecoder keeps working even if a parse proxy outlived a call."""
+    from exporter.payload import PayloadDecoder
+
+    decoder = PayloadDecoder()
+    body = body_of({"id": "r1", "x": [1, 2]}, compact=True)
+    held = decoder._parser.parse(b'{"a":1}')
+    assert json.loads(decoder(body, "r1")) == {"id": "r1", "x": [1, 2]}
+    assert json.loads(decoder(body, "r1")) == {"id": "r1", "x": [1, 2]}
+    del held
+
+
 def test_plain_record_is_the_data_object() -> None:
     """A normal body yields exactly its `data` object, nothing of the envelope."""
     data = {"id": "r1", "title": "call", "durationInMilliseconds": 1234, "tags": {}}
@@ -61,9 +117,10 @@ def test_plain_record_is_the_data_object() -> None:
         1234567890123456789,
     ],
 )
-def test_integers_of_any_width_stay_exact(value: int) -> None:
+@pytest.mark.parametrize("compact", [True, False])
+def test_integers_of_any_width_stay_exact(value: int, compact: bool) -> None:
     """Integers beyond 64 bits (which orjson would turn into floats) come back as the same int."""
-    got = roundtrip(body_of({"id": "r1", "n": value, "nested": [{"m": value}]}))
+    got = roundtrip(body_of({"id": "r1", "n": value, "nested": [{"m": value}]}, compact=compact))
     assert type(got["n"]) is int
     assert got["n"] == value
     assert got["nested"][0]["m"] == value
@@ -90,9 +147,10 @@ def test_out_of_range_float_literal_is_kept_verbatim() -> None:
     "text",
     ["nul\x00inside", "line\u2028sep\u2029para", "emoji \U0001f600 ok", 'quote " back \\ slash', "\t\n\r"],
 )
-def test_strings_keep_every_character(text: str) -> None:
+@pytest.mark.parametrize("compact", [True, False])
+def test_strings_keep_every_character(text: str, compact: bool) -> None:
     """Strings with NUL, U+2028/U+2029, emoji and escapes come back unchanged, on one line."""
-    assert roundtrip(body_of({"id": "r1", "s": text}))["s"] == text
+    assert roundtrip(body_of({"id": "r1", "s": text}, compact=compact))["s"] == text
 
 
 def test_lone_surrogate_escape_is_kept() -> None:
@@ -191,14 +249,23 @@ json_values = st.recursive(
 )
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
-@given(payload=st.dictionaries(st.text(max_size=8), json_values, max_size=6), pretty=st.booleans())
-def test_any_json_value_round_trips_exactly(payload: dict[str, Any], pretty: bool) -> None:
+@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(
+    payload=st.dictionaries(st.text(max_size=8), json_values, max_size=6),
+    style=st.sampled_from(["compact", "spaced", "pretty"]),
+    cursor=json_values,
+)
+def test_any_json_value_round_trips_exactly(payload: dict[str, Any], style: str, cursor: Any) -> None:
     """For arbitrary JSON data, json.loads(line) equals json.loads(body)["data"], types and signs included."""
     data = {**payload, "id": "r1"}
-    body = json.dumps({"data": data}, indent=2 if pretty else None, ensure_ascii=False).encode(
-        "utf-8", "surrogatepass"
-    )
+    envelope = {"data": data, "cursor": cursor, "limit": 1}
+    layouts: dict[str, dict[str, Any]] = {
+        "compact": {"separators": (",", ":")},
+        "spaced": {},
+        "pretty": {"indent": 2},
+    }
+    layout = layouts[style]
+    body = json.dumps(envelope, ensure_ascii=False, **layout).encode("utf-8", "surrogatepass")
     try:
         served = json.loads(body)["data"]
     except UnicodeDecodeError:

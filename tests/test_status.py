@@ -10,11 +10,11 @@ from pathlib import Path
 
 import pytest
 
-from exporter.archive import Archive, RunRequest
+from exporter.archive import Archive, RunRequest, probe_lock
 from exporter.cli import main
 from exporter.config import ArchiveSettings
 from exporter.digests import DigestSet
-from exporter.status import gather_status, human_bytes, probe_lock, render_text, to_json
+from exporter.status import gather_status, human_bytes, render_text, to_json
 
 T0 = "2026-01-01T00:00:00.000Z"
 REFUSED = "the API refused the token (HTTP 401); set EXPORTER_TOKEN to a valid token and run again"

@@ -18,7 +18,8 @@ from exporter.errors import ManifestError, UsageError
 from exporter.fetcher import FetchStats
 from exporter.plan import PlanCounts
 from exporter.summary import RunFacts, build_summary, run_counts
-from exporter.verify import DETAIL_LIMIT, Problem, Report, print_report, verify_archives
+from exporter.verify import verify_archives
+from exporter.verify_report import DETAIL_LIMIT, Problem, Report, print_report
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -469,27 +470,7 @@ def test_unreadable_manifest_is_a_usage_error(shards: list[Path], tmp_path: Path
         verify_archives(shards, manifest=ManifestSource(path=tmp_path / "none.txt"))
 
 
-# -- the printer and the command -----------------------------------------------------------
-
-
-def test_printer_formats_and_quiet(tmp_path: Path) -> None:
-    """Findings print as `path:line: message`, notes prefixed, then the totals; quiet prints problems only."""
-    report = Report(
-        findings=[Problem("d/records-00001.ndjson", 3, "bad"), Problem("d", None, "tail", "note")],
-        archives=1,
-        files=1,
-        records=5,
-    )
-    out = io.StringIO()
-    print_report(report, out)
-    assert out.getvalue().splitlines() == [
-        "d/records-00001.ndjson:3: bad",
-        "note: d: tail",
-        "verified 1 archive: 5 records in 1 file, 1 problem",
-    ]
-    out = io.StringIO()
-    print_report(report, out, quiet=True)
-    assert out.getvalue() == "d/records-00001.ndjson:3: bad\n"
+# -- the command -----------------------------------------------------------------------------
 
 
 def test_command_exit_codes(rotated: Path, tmp_path: Path) -> None:

@@ -1,0 +1,361 @@
+"""Reading an archive back: the read side of `archive.py`, used by `verify` and `status`.
+
+`archive.py` is the archive's only writer; this module only reads it, trusts
+nothing it reads, and keeps memory bounded (one commit's ids and bytes at a
+time) for archives of millions of records:
+
+    replay_checkpoint   the state checkpoint.ndjson adds up to (`checkpoint.replay` on the file)
+    replay_commits      its commits once more, numbered, one at a time, up to the bytes replayed
+    read_records        every listed records file, read commit by commit: the bytes each commit
+                        appended (with their crc32 checked and decoded on their own, so damage
+                        stays in its commit), then the lines they complete, told to a
+                        `RecordsVisitor`
+    line_id             a records line's id, exactly as the exporter keeps it (any width)
+    Alignment           a file's line ids matched against the ids its commits list, in order
+    line_at             which line of a file starts at a byte offset
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import itertools
+import json
+import zlib
+from collections import deque
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import BinaryIO, Protocol
+
+import orjson
+import zstandard
+
+from . import checkpoint
+from .checkpoint import CheckpointState, Commit, FileState
+from .codecs import codec_of_file, decompressed_lines
+
+#: Ids a file's lines may lag behind its commits before the oldest are given up as missing.
+_ALIGN_WINDOW = 100_000
+_DECODE_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
+
+
+def replay_checkpoint(path: Path) -> CheckpointState:
+    """The state of the checkpoint at `path`; raises OSError, or ArchiveCorrupt (with the line)."""
+    with open(path, "rb") as handle:
+        return checkpoint.replay(handle, name=path.name)
+
+
+def replay_commits(path: Path, valid_bytes: int, on_commit: Callable[[int, Commit], None]) -> None:
+    """Replay a checkpoint's first `valid_bytes` again, handing each commit (numbered from 1) to `on_commit`.
+
+    `valid_bytes` comes from the replay that checked the checkpoint, so this one
+    meets exactly the entries that one accepted (a run still appending cannot
+    change them); one commit's ids are held at a time.
+    """
+    ordinals = itertools.count(1)
+    with open(path, "rb") as handle:
+        checkpoint.replay(
+            _first_bytes(handle, valid_bytes),
+            on_commit=lambda commit: on_commit(next(ordinals), commit),
+            name=path.name,
+        )
+
+
+def _first_bytes(lines: Iterable[bytes], limit: int) -> Iterator[bytes]:
+    """The lines that end within the first `limit` bytes."""
+    read = 0
+    for raw in lines:
+        read += len(raw)
+        if read > limit:
+            return
+        yield raw
+
+
+@dataclass(frozen=True, slots=True)
+class Chunk:
+    """The bytes one commit appended have been read: whether their crc32 holds, whether they decode."""
+
+    ordinal: int  # the Nth commit entry of checkpoint.ndjson
+    commit: Commit
+    crc_ok: bool
+    error: str | None
+
+    def describe(self) -> str:
+        commit = self.commit
+        lines = f"lines {commit.first_line}..{commit.lines}"
+        return f"bytes {commit.start}..{commit.end} (commit {self.ordinal}, {lines})"
+
+
+@dataclass(frozen=True, slots=True)
+class Line:
+    """One committed line of a records file: its number (from 1) and its bytes, newline included."""
+
+    number: int
+    raw: bytes
+
+
+class RecordsReader:
+    """The committed bytes of one records file, fed commit by commit, read back line by line.
+
+    For each commit, in checkpoint order, `read` yields a `Chunk` followed by
+    the lines the commit completed; `finish` yields a last line that has no
+    newline. Each commit is read and decoded on its own (for compressed files
+    it is one gzip member or zstd frame), so damage in one commit does not hide
+    the rest of the file. A line that damage split across commits is joined up
+    again.
+    """
+
+    __slots__ = (
+        "_carry",
+        "_codec",
+        "_handle",
+        "_number",
+        "_sha",
+        "cut_at",
+        "lines",
+        "path",
+        "read_all",
+        "size",
+        "without_crc",
+    )
+
+    def __init__(self, path: Path, size: int) -> None:
+        """Open `path`, which is `size` bytes on disk (read no further, though it may be growing)."""
+        self.path = path
+        self.size = size
+        self._codec = codec_of_file(path.name)
+        self._handle: BinaryIO | None = open(path, "rb")  # noqa: SIM115 (closed by finish or close)
+        self._sha = hashlib.sha256()
+        self._carry = b""
+        self._number = 0
+        #: The first commit whose bytes are not all in the file (truncated), with its ordinal.
+        self.cut_at: tuple[int, Commit] | None = None
+        #: Every commit decoded; with `cut_at` None, `lines` is the file's line count.
+        self.read_all = True
+        #: Commits whose entry has no crc32 (written before it was added).
+        self.without_crc = 0
+        #: Lines yielded so far.
+        self.lines = 0
+
+    def sha256(self) -> str:
+        """The sha256 of the committed bytes read (all of them when `cut_at` is None)."""
+        return self._sha.hexdigest()
+
+    def read(self, ordinal: int, commit: Commit) -> Iterator[Chunk | Line]:
+        """The chunk of `commit` (the `ordinal`th), then the lines it completed; nothing after a cut."""
+        if self.cut_at is not None or self._handle is None:
+            return
+        size = commit.end - commit.start
+        data = self._handle.read(size) if commit.end <= self.size else b""
+        if len(data) != size:
+            self.cut_at = (ordinal, commit)
+            return
+        self._sha.update(data)
+        self.without_crc += commit.crc32 is None
+        crc_ok = commit.crc32 is None or zlib.crc32(data) == commit.crc32
+        try:
+            lines = list(decompressed_lines(io.BytesIO(data), self._codec))
+        except _DECODE_ERRORS as exc:
+            self.read_all = False
+            yield Chunk(ordinal, commit, crc_ok, f"cannot be decompressed ({exc or type(exc).__name__})")
+            self._carry, self._number = b"", commit.lines
+            return
+        yield Chunk(ordinal, commit, crc_ok, None)
+        if self._carry:
+            lines[:1] = [self._carry + lines[0]] if lines else [self._carry]
+            self._carry = b""
+        if lines and not lines[-1].endswith(b"\n"):
+            self._carry = lines.pop()
+        for line in lines:
+            yield self._line(line)
+
+    def finish(self) -> Iterator[Line]:
+        """The last committed line when it has no newline; the file is closed."""
+        self.close()
+        if self._carry:
+            yield self._line(self._carry)
+            self._carry = b""
+
+    def close(self) -> None:
+        if self._handle is not None:
+            self._handle.close()
+            self._handle = None
+
+    def _line(self, raw: bytes) -> Line:
+        self._number += 1
+        self.lines += 1
+        return Line(self._number, raw)
+
+
+class RecordsVisitor(Protocol):
+    """What `read_records` tells as it reads an archive's records files."""
+
+    def start(self, path: Path, state: FileState, size: int | None) -> bool:
+        """A listed file is next (`size` None: it is missing); False skips it."""
+
+    def chunk(self, path: Path, chunk: Chunk) -> None:
+        """One commit's bytes were read."""
+
+    def line(self, path: Path, line: Line) -> None:
+        """One committed line was read."""
+
+    def finish(self, path: Path, state: FileState, reader: RecordsReader) -> None:
+        """The file's last commit and line were read (or it was found cut)."""
+
+
+def read_records(root: Path, state: CheckpointState, visitor: RecordsVisitor) -> None:
+    """Read every listed records file of the archive in `root`, commit by commit, telling `visitor`.
+
+    The checkpoint is replayed once more, up to `state.valid_bytes`, and each
+    file is read as its commits come by: a file's commits are consecutive (only
+    one file is open at a time), so one file is open at a time here too.
+    """
+    walk = _Walk(root, state, visitor)
+    try:
+        replay_commits(root / checkpoint.CHECKPOINT_NAME, state.valid_bytes, walk.commit)
+        walk.end_file()
+    finally:
+        walk.close()
+
+
+class _Walk:
+    """`read_records`' place in the archive: the file whose commits are coming, and its reader."""
+
+    __slots__ = ("file", "reader", "root", "state", "visitor")
+
+    def __init__(self, root: Path, state: CheckpointState, visitor: RecordsVisitor) -> None:
+        self.root = root
+        self.state = state
+        self.visitor = visitor
+        self.file: FileState | None = None
+        self.reader: RecordsReader | None = None
+
+    def commit(self, ordinal: int, commit: Commit) -> None:
+        if self.file is None or self.file.name != commit.file:
+            self.end_file()
+            self._start_file(self.state.files[commit.file])
+        if self.reader is None:
+            return
+        path = self.reader.path
+        for event in self.reader.read(ordinal, commit):
+            if isinstance(event, Chunk):
+                self.visitor.chunk(path, event)
+            else:
+                self.visitor.line(path, event)
+
+    def _start_file(self, state: FileState) -> None:
+        self.file = state
+        path = self.root / state.name
+        try:
+            size: int | None = path.stat().st_size
+        except FileNotFoundError:
+            size = None
+        if self.visitor.start(path, state, size) and size is not None:
+            self.reader = RecordsReader(path, size)
+
+    def end_file(self) -> None:
+        reader, state = self.reader, self.file
+        if reader is None or state is None:
+            return
+        self.reader = None
+        for line in reader.finish():
+            self.visitor.line(reader.path, line)
+        self.visitor.finish(reader.path, state, reader)
+
+    def close(self) -> None:
+        if self.reader is not None:
+            self.reader.close()
+
+
+def line_id(raw: bytes) -> tuple[str | None, str]:
+    """The record's id, or None and what is wrong with the line.
+
+    orjson first; the standard library when orjson refuses valid JSON (`1e400`,
+    integers wider than 64 bits) or turns a very wide integer id into a float.
+    """
+    try:
+        record = orjson.loads(raw)
+        if isinstance(record, dict) and isinstance(record.get("id"), float):
+            raise ValueError("a wide integer id")
+    except ValueError:
+        try:
+            record = json.loads(raw, parse_int=_json_int)
+        except (ValueError, RecursionError) as exc:
+            return None, f"is not JSON ({exc})"
+    if not isinstance(record, dict):
+        return None, f"is a JSON {type(record).__name__}, not an object"
+    value = record.get("id")
+    if isinstance(value, str):
+        return value, ""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value), ""
+    if "id" not in record:
+        return None, 'has no "id"'
+    return None, f'has an "id" that is a {type(value).__name__}, not a string'
+
+
+class Alignment:
+    """Matches a file's line ids against the ids its commits list, in order, resyncing after damage.
+
+    An expected id that is skipped over (a later expected id turned up first),
+    or that never turns up, goes to `on_missing` with its line and its commit's
+    ordinal; a line id that is not pending here does not match, and the caller
+    tells a duplicate from a stranger. At most `_ALIGN_WINDOW` ids are pending,
+    so a file whose lines have all gone costs no more memory than a healthy one.
+    """
+
+    __slots__ = ("_expected", "_on_missing", "_pending")
+
+    def __init__(self, on_missing: Callable[[str, int, int], None]) -> None:
+        self._expected: deque[tuple[str, int, int]] = deque()
+        self._pending: dict[str, int] = {}
+        self._on_missing = on_missing
+
+    def expect(self, ordinal: int, commit: Commit) -> None:
+        """The ids of `commit`, the `ordinal`th, are the next ones the file's lines should have."""
+        for offset, record_id in enumerate(commit.ids):
+            self._expected.append((record_id, commit.first_line + offset, ordinal))
+            self._pending[record_id] = self._pending.get(record_id, 0) + 1
+        while len(self._expected) > _ALIGN_WINDOW:
+            self._on_missing(*self._pop())
+
+    def match(self, record_id: str) -> bool:
+        if record_id not in self._pending:
+            return False
+        while True:
+            entry = self._pop()
+            if entry[0] == record_id:
+                return True
+            self._on_missing(*entry)
+
+    def finish(self) -> None:
+        while self._expected:
+            self._on_missing(*self._pop())
+
+    def _pop(self) -> tuple[str, int, int]:
+        entry = self._expected.popleft()
+        left = self._pending[entry[0]] - 1
+        if left:
+            self._pending[entry[0]] = left
+        else:
+            del self._pending[entry[0]]
+        return entry
+
+
+def _json_int(text: str) -> int | str:
+    """An integer of the records, which the exporter keeps at any width; Python refuses over 4300 digits."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def line_at(path: Path, offset: int) -> int:
+    """The number of the line that starts at byte `offset` of `path` (a torn checkpoint line's)."""
+    newlines = 0
+    with open(path, "rb") as handle:
+        while offset > 0 and (chunk := handle.read(min(offset, 1 << 20))):
+            newlines += chunk.count(b"\n")
+            offset -= len(chunk)
+    return newlines + 1

@@ -1,0 +1,119 @@
+"""archive_reader: the commit stream, records read commit by commit, line ids, and the id alignment."""
+
+from __future__ import annotations
+
+import zlib
+from pathlib import Path
+
+from exporter.archive_reader import (
+    Alignment,
+    Chunk,
+    Line,
+    RecordsReader,
+    line_at,
+    line_id,
+    replay_checkpoint,
+    replay_commits,
+)
+from exporter.checkpoint import Commit, commit_entry, run_entry
+
+R1 = "records-00001.ndjson"
+
+
+def commit(start: int, end: int, lines_before: int, ids: list[str], data: bytes) -> Commit:
+    return Commit(
+        file=R1,
+        start=start,
+        end=end,
+        lines_before=lines_before,
+        lines=lines_before + len(ids),
+        crc32=zlib.crc32(data[start:end]),
+        ids=ids,
+    )
+
+
+def test_replay_commits_numbers_commits_and_stops_at_the_replayed_bytes(tmp_path: Path) -> None:
+    """Commits come numbered from 1, and none past the bytes the first replay accepted."""
+    path = tmp_path / "checkpoint.ndjson"
+    path.write_bytes(
+        run_entry(run=1, at="t", refetch=False, manifest="m", shard=None)
+        + commit_entry(file=R1, end=10, lines=1, crc32=1, ids=["a"])
+        + commit_entry(file=R1, end=20, lines=2, crc32=2, ids=["b"])
+        + b'{"t":"commit","file":"records-00001.ndjson","end":30,"lines":3,"crc32":3,"ids":["c"]}'
+    )
+    state = replay_checkpoint(path)
+    assert state.torn_tail is True
+    seen: list[tuple[int, str, int]] = []
+    replay_commits(path, state.valid_bytes, lambda n, c: seen.append((n, c.ids[0], c.start)))
+    assert seen == [(1, "a", 0), (2, "b", 10)]
+    seen.clear()
+    with open(path, "ab") as handle:  # a run appending meanwhile adds nothing to what is read
+        handle.write(b"\n" + commit_entry(file=R1, end=40, lines=4, crc32=4, ids=["d"]))
+    replay_commits(path, state.valid_bytes, lambda n, c: seen.append((n, c.ids[0], c.start)))
+    assert [n for n, _, _ in seen] == [1, 2]
+
+
+def test_reader_checks_crc_and_joins_a_line_split_across_commits(tmp_path: Path) -> None:
+    """Each commit's bytes are crc-checked on their own; a line cut at a commit boundary is joined up."""
+    data = b'{"id":"a"}\n{"id":' + b'"b"}\n{"id":"c"}'
+    path = tmp_path / R1
+    path.write_bytes(data)
+    first = commit(0, 16, 0, ["a"], data)
+    second = commit(16, len(data), 1, ["b", "c"], data)
+    bad = Commit(second.file, second.start, second.end, 1, 3, (second.crc32 or 0) ^ 1, second.ids)
+    reader = RecordsReader(path, len(data))
+    events = [*reader.read(1, first), *reader.read(2, bad), *reader.finish()]
+    assert events == [
+        Chunk(1, first, True, None),
+        Line(1, b'{"id":"a"}\n'),
+        Chunk(2, bad, False, None),
+        Line(2, b'{"id":"b"}\n'),
+        Line(3, b'{"id":"c"}'),  # no newline: the caller reports it cut off
+    ]
+    assert (reader.lines, reader.cut_at, reader.read_all) == (3, None, True)
+    assert events[2] == Chunk(2, bad, False, None)
+    assert Chunk(2, bad, False, None).describe() == "bytes 16..32 (commit 2, lines 2..3)"
+
+
+def test_reader_stops_at_the_first_commit_the_file_is_too_short_for(tmp_path: Path) -> None:
+    """A file shorter than its commits is cut at the first commit whose bytes are not all there."""
+    data = b'{"id":"a"}\n{"id":"b"}\n'
+    path = tmp_path / R1
+    path.write_bytes(data[:15])
+    first, second = commit(0, 11, 0, ["a"], data), commit(11, 22, 1, ["b"], data)
+    reader = RecordsReader(path, 15)
+    events = [*reader.read(1, first), *reader.read(2, second), *reader.finish()]
+    assert events == [Chunk(1, first, True, None), Line(1, b'{"id":"a"}\n')]
+    assert reader.cut_at == (2, second)
+
+
+def test_line_id() -> None:
+    """Ids are strings or integers of any width (as their digits); anything else says what is wrong."""
+    wide = "1" * 30
+    assert line_id(b'{"id":"a","x":1e400}\n') == ("a", "")
+    assert line_id(b'{"id":' + wide.encode() + b"}\n") == (wide, "")
+    assert line_id(b'{"id":' + b"7" * 5000 + b"}\n") == ("7" * 5000, "")
+    assert line_id(b"[1]\n") == (None, "is a JSON list, not an object")
+    assert line_id(b'{"x":1}\n') == (None, 'has no "id"')
+    assert line_id(b'{"id":true}\n') == (None, 'has an "id" that is a bool, not a string')
+    assert line_id(b"{oops\n")[1].startswith("is not JSON (")
+
+
+def test_alignment_resyncs_and_reports_what_never_turned_up() -> None:
+    """Ids skipped over or never seen go to on_missing with their line and commit; strangers do not match."""
+    missing: list[tuple[str, int, int]] = []
+    align = Alignment(lambda record_id, line, ordinal: missing.append((record_id, line, ordinal)))
+    align.expect(1, Commit(R1, 0, 10, 0, 3, None, ["a", "b", "c"]))
+    align.expect(2, Commit(R1, 10, 20, 3, 4, None, ["d"]))
+    assert align.match("a")
+    assert not align.match("z")
+    assert align.match("c")  # b was skipped over
+    align.finish()  # d never turned up
+    assert missing == [("b", 2, 1), ("d", 4, 2)]
+
+
+def test_line_at(tmp_path: Path) -> None:
+    """The line that starts at a byte offset is one after the newlines before it."""
+    path = tmp_path / "f"
+    path.write_bytes(b"ab\ncd\nef")
+    assert [line_at(path, offset) for offset in (0, 3, 6)] == [1, 2, 3]
