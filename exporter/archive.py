@@ -53,6 +53,8 @@ SUPERSEDE_MARKER = ".superseding"
 # Hash at most this much of a file's backlog per commit when resuming, so a
 # resumed run over a large open file is not held up at start-up (see _RecordsFile).
 _HASH_CATCH_UP_BYTES = 32 << 20
+# Buffers per writev call (POSIX guarantees at least 16; Linux allows 1024).
+_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16)
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -233,16 +235,16 @@ class Archive:
         if not records:
             return
         current = self._writable_file()
-        framed = current.codec.frame(b"".join(line for _, line in records))
+        chunks = current.codec.frame([line for _, line in records])
         try:
-            current.append(framed, len(records))
+            crc = current.append(chunks, len(records))
             os.fdatasync(current.fd)
             self._log(
                 checkpoint.commit_entry(
                     file=current.name,
                     end=current.size,
                     lines=current.lines,
-                    crc32=zlib.crc32(framed),
+                    crc32=crc,
                     ids=[record_id for record_id, _ in records],
                 )
             )
@@ -435,14 +437,21 @@ class _RecordsFile:
             raise ArchiveError(f"cannot reopen {path}: {exc.strerror}") from exc
         return cls(path, fd, codec_of_file(state.name), state.size, state.lines)
 
-    def append(self, framed: bytes, lines: int) -> None:
+    def append(self, chunks: list[bytes], lines: int) -> int:
+        """Write `chunks` (one commit holding `lines` lines); returns their crc32."""
         in_step = self._hashed == self.size
-        _write_all(self.fd, framed)
-        self.size += len(framed)
+        _write_all(self.fd, chunks)
+        crc = 0
+        update = self._hasher.update
+        for chunk in chunks:
+            crc = zlib.crc32(chunk, crc)
+            if in_step:
+                update(chunk)
+            self.size += len(chunk)
         self.lines += lines
         if in_step:
-            self._hasher.update(framed)
             self._hashed = self.size
+        return crc
 
     def catch_up(self, budget: int) -> None:
         """Hash up to `budget` bytes of the part of the file not hashed yet."""
@@ -499,11 +508,17 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes) -> None:
-    view = memoryview(data)
-    while view:
-        written = os.write(fd, view)
-        view = view[written:]
+def _write_all(fd: int, data: bytes | Sequence[bytes]) -> None:
+    """Write every byte of `data` (one buffer, or several with writev), however the kernel splits it."""
+    if isinstance(data, bytes):
+        data = [data]
+    pending = [memoryview(chunk) for chunk in data if chunk]
+    while pending:
+        written = os.writev(fd, pending[:_IOV_MAX])
+        while written and written >= len(pending[0]):
+            written -= len(pending.pop(0))
+        if written:
+            pending[0] = pending[0][written:]
 
 
 def _atomic_write(path: Path, chunks: Any) -> None:

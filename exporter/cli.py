@@ -119,6 +119,15 @@ def resolve_shard(shard: Shard | None, environ: Mapping[str, str]) -> Shard | No
     return Shard(index=index, count=shard.count)
 
 
+def _out_dir(out: Path, shard: Shard | None) -> Path:
+    """--out, with `{shard}` replaced by the shard's index (one archive per shard)."""
+    if "{shard}" not in str(out):
+        return out
+    if shard is None:
+        raise UsageError("--out contains {shard} but no --shard was given")
+    return Path(str(out).replace("{shard}", str(shard.index)))
+
+
 def _positive_int(text: str) -> int:
     try:
         value = int(text)
@@ -399,6 +408,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
                 includes.append(name)
     query = tuple((name, "true") for name in includes) + tuple(args.query)
     burst = args.burst if args.burst is not None else max(1, int(args.rate))
+    shard = resolve_shard(args.shard, environ)
     progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
     return ExportConfig(
         manifest=ManifestSource(
@@ -406,12 +416,12 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
         ),
         http=HttpSettings(base_url=base_url, token=token, timeout_s=args.timeout, query=query),
         archive=ArchiveSettings(
-            out_dir=args.out,
+            out_dir=_out_dir(args.out, shard),
             max_file_bytes=args.max_file_bytes,
             compress=args.compress,
             compress_level=args.compress_level,
         ),
-        shard=resolve_shard(args.shard, environ),
+        shard=shard,
         retry=RetrySettings(max_attempts=args.max_attempts),
         limits=LimitSettings(concurrency=args.concurrency, rate_per_s=args.rate, burst=burst),
         refetch=args.refetch,

@@ -29,14 +29,19 @@ class Codec:
     suffix: str
     level: int | None = None
 
-    def frame(self, data: bytes) -> bytes:
-        """The bytes to append for one commit."""
+    def frame(self, lines: list[bytes]) -> list[bytes]:
+        """The buffers to append for one commit, in order.
+
+        Uncompressed lines are written as they are (one `writev`, no joined
+        copy of the whole batch); a compressed commit is one member or frame.
+        """
         if self.name == "gzip":
-            return gzip.compress(data, compresslevel=6 if self.level is None else self.level, mtime=0)
+            level = 6 if self.level is None else self.level
+            return [gzip.compress(b"".join(lines), compresslevel=level, mtime=0)]
         if self.name == "zstd":
             level = 3 if self.level is None else self.level
-            return zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)
-        return data
+            return [zstandard.ZstdCompressor(level=level, write_content_size=True).compress(b"".join(lines))]
+        return lines
 
     def file_name(self, number: int) -> str:
         """The name of records file number `number` (1-based)."""
