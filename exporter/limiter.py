@@ -13,6 +13,9 @@ requests already booked keep their places and a new one can never start before
 them (booking in time units would let a halved rate open a gap in front of the
 queue: a burst right after a 429).
 
+The bucket starts nearly empty and fills at the rate, so a run's first
+second is not a burst on cold connections; a full burst is for after a pause.
+
 On a 429 the limiter halves its rate (never below `min_rate_per_s`), empties
 the bucket, and climbs back linearly over `recovery_s` seconds. Only a 429 for
 a request that started *after* the last halving counts: the dozens of requests
@@ -76,8 +79,11 @@ class RateLimiter:
         self._clock = clock
         self._sleep = sleep
         # Tokens in the bucket (negative: booked on credit) as of `_updated`,
-        # which may lie in the future while a Retry-After pause lasts.
-        self._tokens = float(burst)
+        # which may lie in the future while a Retry-After pause lasts. The
+        # bucket starts with one token and fills up to `burst` at `rate`
+        # (a slow start): a full burst at start-up would be squeezed further by
+        # connection set-up and reach the API faster than --burst allows.
+        self._tokens = 1.0
         self._updated = -math.inf
         self._last_start = -math.inf
         self._paused_until = -math.inf
@@ -135,8 +141,12 @@ class RateLimiter:
         self._paused_until = until
         rate = self.current_rate(self._clock())
         if rate != math.inf:
-            self._refill(self._clock(), rate)
-            self._tokens = min(self._tokens, 1.0)
+            now = self._clock()
+            self._refill(now, rate)
+            # What the bucket would hold when the pause ends (debts of requests
+            # booked before it are paid by then), but never more than one token:
+            # no tokens pile up while paused.
+            self._tokens = min(1.0, self._tokens + max(0.0, until - max(now, self._updated)) * rate)
             self._updated = max(self._updated, until)
 
     def throttled(self, started_at: float) -> bool:

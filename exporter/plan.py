@@ -48,7 +48,12 @@ class PlanBatch:
 
 
 class Planner:
-    """Sorts manifest entries; `seen` ends up holding every id this run handled."""
+    """Sorts manifest entries.
+
+    `seen` ends up holding every id this run handled that the archive did not
+    already hold; `counts.already_archived` counts manifest lines, so an
+    archived id listed twice counts twice there, not as a duplicate.
+    """
 
     __slots__ = (
         "_archived",
@@ -105,6 +110,12 @@ class Planner:
                 continue
             record_id = entry.value
             digest = id_digest(record_id)
+            if digest in archived:
+                # First, because on a resume most lines are archived: an archived id was
+                # valid and in this shard when it was archived, so nothing else needs checking.
+                counts.already_archived += 1
+                skipped += 1
+                continue
             problem = id_problem(record_id)
             if problem is None and shard is not None and shard_of(digest, shard.count) != shard.index:
                 counts.other_shard += 1
@@ -117,9 +128,6 @@ class Planner:
                 batch.failures.append(
                     Failure(record_id, Reason.INVALID_ID, f"not sent: {problem}", line=entry.line)
                 )
-            elif digest in archived:
-                counts.already_archived += 1
-                skipped += 1
             elif self._check_missing and digest in self._known_missing:
                 counts.known_missing += 1
                 batch.failures.append(

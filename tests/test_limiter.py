@@ -81,15 +81,23 @@ def test_rate_10_burst_1_spaces_starts_by_a_tenth() -> None:
 
 
 def test_burst_5_then_spacing() -> None:
-    """At 10/s with burst 5, five requests start at once and the rest 0.1 s apart."""
+    """At 10/s with burst 5 and a full bucket, five requests start at once and the rest 0.1 s apart."""
     limiter = make_limiter(FakeTime(), rate_per_s=10, burst=5)
+    limiter.reserve(-10.0)  # long ago: the bucket has filled since
     starts = [limiter.reserve(0.0) for _ in range(8)]
     assert starts == pytest.approx([0.0] * 5 + [0.1, 0.2, 0.3])
+
+
+def test_slow_start_no_burst_on_the_first_requests() -> None:
+    """A new limiter lets one request go at once and fills towards the burst at the rate."""
+    limiter = make_limiter(FakeTime(), rate_per_s=10, burst=5)
+    assert [limiter.reserve(0.0) for _ in range(4)] == pytest.approx([0.0, 0.1, 0.2, 0.3])
 
 
 def test_burst_refills_after_idle() -> None:
     """After the bucket has had time to drain, a full burst is available again."""
     limiter = make_limiter(FakeTime(), rate_per_s=10, burst=3)
+    limiter.reserve(-10.0)
     assert [limiter.reserve(0.0) for _ in range(4)] == pytest.approx([0.0, 0.0, 0.0, 0.1])
     assert [limiter.reserve(5.0) for _ in range(4)] == pytest.approx([5.0, 5.0, 5.0, 5.1])
 
@@ -97,6 +105,7 @@ def test_burst_refills_after_idle() -> None:
 def test_partial_refill() -> None:
     """Half-way through draining, only the drained part of the burst is available."""
     limiter = make_limiter(FakeTime(), rate_per_s=10, burst=4)
+    limiter.reserve(-10.0)
     assert [limiter.reserve(0.0) for _ in range(4)] == [0.0] * 4
     # 0.2 s later two slots have drained: two immediate starts, then spacing.
     assert [limiter.reserve(0.2) for _ in range(3)] == pytest.approx([0.2, 0.2, 0.3])
@@ -140,8 +149,11 @@ def test_a_request_waits_only_as_long_as_the_bound_requires(
     limiter = make_limiter(FakeTime(), rate_per_s=rate, burst=burst)
     now = 0.0
     starts: list[float] = []
-    for gap in gaps:
+    for index, gap in enumerate(gaps):
         now += gap
+        if index == 0:
+            # Slow start: the bucket begins with one token, as if burst - 1 requests had just started.
+            starts = [now] * (burst - 1)
         # Starting at s with the m requests before it means m + 1 starts in [starts[-m], s], which
         # the bound allows only when s >= starts[-m] + (m + 1 - burst) * interval.
         earliest = max(
@@ -178,7 +190,7 @@ def test_pause_delays_later_requests_without_a_burst_after_it() -> None:
     """After pause_until(t) the next request starts at t and the ones after it are spaced, not bursted."""
     time = FakeTime()
     limiter = make_limiter(time, rate_per_s=10, burst=5)
-    assert [limiter.reserve(0.0) for _ in range(2)] == [0.0, 0.0]
+    assert [limiter.reserve(0.0) for _ in range(2)] == pytest.approx([0.0, 0.1])
     limiter.pause_until(5.0)
     assert [limiter.reserve(0.0) for _ in range(4)] == pytest.approx([5.0, 5.1, 5.2, 5.3])
     # Once the pause is long over, the bucket drains and bursts again.
@@ -381,9 +393,9 @@ async def test_acquire_sleeps_via_the_injected_sleep() -> None:
     time = FakeTime(100.0)
     limiter = make_limiter(time, rate_per_s=4, burst=2)
     starts = [await limiter.acquire() for _ in range(4)]
-    assert starts == pytest.approx([100.0, 100.0, 100.25, 100.5])
-    assert time.sleeps == pytest.approx([0.25, 0.25])
-    assert time.now == pytest.approx(100.5)
+    assert starts == pytest.approx([100.0, 100.25, 100.5, 100.75])
+    assert time.sleeps == pytest.approx([0.25, 0.25, 0.25])
+    assert time.now == pytest.approx(100.75)
 
 
 async def test_acquire_does_not_sleep_when_a_slot_is_free() -> None:
@@ -413,7 +425,7 @@ def test_repr_shows_live_state() -> None:
         assert part in text
     for _ in range(8):
         limiter.reserve(0.0)
-    assert "booked_ahead=0.300s" in repr(limiter)
+    assert "booked_ahead=0.700s" in repr(limiter)
     limiter.pause_until(3.0)
     assert "paused_for=3.000s" in repr(limiter)
     limiter.throttled(0.0)
