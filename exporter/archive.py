@@ -41,6 +41,7 @@ from .codecs import Codec, codec_for, codec_of_file, file_number
 from .config import ArchiveSettings
 from .digests import DigestSet, id_digest
 from .errors import ArchiveCorrupt, ArchiveError, ArchiveLocked, Reason, UsageError
+from .payload import Record
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
@@ -230,8 +231,8 @@ class Archive:
 
     # -- writing ---------------------------------------------------------------
 
-    def commit(self, records: Sequence[tuple[str, bytes]]) -> None:
-        """Make `records` (id, line) durable and part of the archive, in one group commit."""
+    def commit(self, records: Sequence[tuple[str, Record]]) -> None:
+        """Make `records` (id, line without its newline) durable and part of the archive, in one commit."""
         if not records:
             return
         current = self._writable_file()
@@ -437,7 +438,7 @@ class _RecordsFile:
             raise ArchiveError(f"cannot reopen {path}: {exc.strerror}") from exc
         return cls(path, fd, codec_of_file(state.name), state.size, state.lines)
 
-    def append(self, chunks: list[bytes], lines: int) -> int:
+    def append(self, chunks: Sequence[bytes | memoryview], lines: int) -> int:
         """Write `chunks` (one commit holding `lines` lines); returns their crc32."""
         in_step = self._hashed == self.size
         _write_all(self.fd, chunks)
@@ -508,7 +509,7 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _write_all(fd: int, data: bytes | Sequence[bytes]) -> None:
+def _write_all(fd: int, data: bytes | Sequence[bytes | memoryview]) -> None:
     """Write every byte of `data` (one buffer, or several with writev), however the kernel splits it."""
     if isinstance(data, bytes):
         data = [data]

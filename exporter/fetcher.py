@@ -23,7 +23,7 @@ from .client import RawResponse
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
 from .limiter import RateLimiter
-from .payload import PayloadDecoder
+from .payload import PayloadDecoder, Record
 from .retry import Verdict, backoff_delay, classify_status, rate_limit_wait_s, retry_after_s
 
 log = logging.getLogger(__name__)
@@ -33,10 +33,10 @@ _RATE_LIMIT_REMAINING = "X-RateLimit-Remaining"
 
 @dataclass(slots=True)
 class Success:
-    """A recording fetched and checked: `line` is what goes into the records file."""
+    """A recording fetched and checked: `line` is what goes into the records file (no newline)."""
 
     id: str
-    line: bytes
+    line: Record
     attempts: int
 
 

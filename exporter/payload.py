@@ -1,4 +1,4 @@
-"""From a response body to one exact NDJSON line: the recording, nothing else.
+"""From a response body to one exact line of JSON: the recording, nothing else.
 
 The archive must hold every value exactly as served: integers of any width,
 `-0.0`, `1e308`, strings with NUL or U+2028, deep nesting. The contract is that
@@ -47,8 +47,11 @@ _WS = re.compile(r"[ \t\n\r]*")
 # A JSON string (unrolled-loop form, linear on megabyte strings) or a run of
 # insignificant whitespace; `_minify` keeps the first and drops the second.
 _STRING_OR_WS = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\n\r]+', re.DOTALL)
-_NEWLINE = b"\n"
 _COMPACT_START = b'{"data":{'
+
+#: One archived record: a single line of JSON without its newline. A view into
+#: the response body when the served bytes are kept as they are.
+Record = bytes | memoryview
 
 
 class PayloadDecoder:
@@ -62,16 +65,16 @@ class PayloadDecoder:
     def __init__(self) -> None:
         self._parser = simdjson.Parser()
 
-    def __call__(self, body: bytes, expected_id: str) -> bytes:
-        """The NDJSON line (with its newline) for the recording in `body`, or BadResponse."""
+    def __call__(self, body: bytes, expected_id: str) -> Record:
+        """The recording in `body` as one line of JSON (no newline), or BadResponse."""
         if body.startswith(_COMPACT_START):
             line = self._verbatim_line(body, expected_id)
             if line is not None:
                 return line
         return _reencoded_line(body, expected_id)
 
-    def _verbatim_line(self, body: bytes, expected_id: str) -> bytes | None:
-        """The served bytes of `data` plus a newline, or None to take a slower path."""
+    def _verbatim_line(self, body: bytes, expected_id: str) -> Record | None:
+        """A view of the served bytes of `data`, or None to take a slower path."""
         shape = self._shape(body)
         if shape is None:
             return None
@@ -96,11 +99,10 @@ class PayloadDecoder:
             split = len(body) - 2
         else:
             return None
-        text = body[data_start : split + 1]
-        if b"\n" in text or b"\r" in text:
+        if body.find(b"\n", data_start, split) >= 0 or body.find(b"\r", data_start, split) >= 0:
             return None  # pretty-printed: the line must be made one line
         _check_id(served_id, expected_id)
-        return text + _NEWLINE
+        return memoryview(body)[data_start : split + 1]
 
     def _shape(self, body: bytes) -> tuple[list[str], list[str], object] | None:
         """Top-level keys, `data` keys and `data.id` of a valid body, or None.
@@ -129,17 +131,20 @@ class PayloadDecoder:
             served = data.get("id")
             if isinstance(served, simdjson.Object | simdjson.Array):
                 served = "(not a string)"
-            return list(document.keys()), list(data.keys()), served
+            # Listing data's keys costs more than the parse; it is only needed
+            # when a second `"id":` could be one of them.
+            data_keys = list(data.keys()) if body.count(b'"id":') > 1 else ["id"]
+            return list(document.keys()), data_keys, served
         finally:
             del document
 
 
 def decode_record(body: bytes, expected_id: str) -> bytes:
-    """The NDJSON line (with its newline) for the recording in `body`, or BadResponse.
+    """The recording in `body` as one line of JSON (no newline), or BadResponse.
 
     A convenience for one-off use; the pipeline keeps a PayloadDecoder.
     """
-    return PayloadDecoder()(body, expected_id)
+    return bytes(PayloadDecoder()(body, expected_id))
 
 
 def _reencoded_line(body: bytes, expected_id: str) -> bytes:
@@ -152,7 +157,7 @@ def _reencoded_line(body: bytes, expected_id: str) -> bytes:
         return _exact_line(body, expected_id)
     data = _recording(document, expected_id)
     try:
-        return orjson.dumps(data, option=orjson.OPT_APPEND_NEWLINE)
+        return orjson.dumps(data)
     except orjson.JSONEncodeError:
         return _exact_line(body, expected_id)
 
@@ -202,7 +207,7 @@ def _exact_line(body: bytes, expected_id: str) -> bytes:
     except RecursionError as exc:
         raise BadResponse("body is nested too deeply to read safely") from exc
     _recording({"data": data}, expected_id)
-    return _minify(text[start:end]).encode("utf-8") + _NEWLINE
+    return _minify(text[start:end]).encode("utf-8")
 
 
 def _data_member(text: str, decoder: json.JSONDecoder) -> tuple[int, int, Any]:

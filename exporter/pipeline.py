@@ -6,7 +6,7 @@
                                     (bounded)     (limiter, client,
                                                    retry, payload)
                                                         |
-                                                  result queue (bounded)
+                                                  CommitQueue (bounded)
                                                         |
                                                   write: batch  ->   Archive.commit
                                                                      (append, fsync,
@@ -14,8 +14,9 @@
 
 Both queues are bounded, so memory follows `--concurrency` and record size,
 never the manifest. Only the writer thread touches the archive, and it takes
-whatever results are waiting as one group commit, so fsyncs are per batch, not
-per record, and batches grow by themselves when the disk is slow.
+whatever results piled up during the previous commit as the next group commit
+(batches.py), so fsyncs are per batch, not per record, batches grow by
+themselves when the disk is slow, and workers keep fetching meanwhile.
 
 Stopping: SIGINT/SIGTERM or a refused token set one stop flag; the feeder and
 the workers are cancelled (in-flight requests are abandoned and will be made
@@ -44,12 +45,14 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from .archive import Archive, RunRequest
+from .batches import CommitQueue
 from .client import RecordingsClient
 from .config import ExportConfig
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
 from .fetcher import Failure, Fetcher, FetchStats, Success
 from .limiter import RateLimiter
 from .manifest import estimate_lines, open_manifest
+from .payload import Record
 from .plan import Planner
 from .progress import NullProgress, Progress
 from .summary import RunFacts, build_summary, run_counts, run_status
@@ -57,6 +60,9 @@ from .summary import RunFacts, build_summary, run_counts, run_status
 log = logging.getLogger(__name__)
 
 _PLAN_BATCH = 1024
+# A group commit holds at most this many results (or bytes); more wait for the next one.
+_MIN_BATCH_ITEMS = 64
+_MAX_BATCH_BYTES = 32 << 20
 
 
 class StopReason(enum.Enum):
@@ -104,7 +110,9 @@ class _Run:
         self.handle_signals = handle_signals
         concurrency = config.limits.concurrency
         self.work_q: asyncio.Queue[str | None] = asyncio.Queue(maxsize=2 * concurrency)
-        self.result_q: asyncio.Queue[Success | Failure | None] = asyncio.Queue(maxsize=max(16, concurrency))
+        self.results: CommitQueue[Success | Failure] = CommitQueue(
+            max_items=max(_MIN_BATCH_ITEMS, 2 * concurrency), max_bytes=_MAX_BATCH_BYTES
+        )
         self.stats = FetchStats()
         self.failures: Counter[str] = Counter()
         self.exported = 0
@@ -200,8 +208,7 @@ class _Run:
                     producers.cancel()
                 await asyncio.wait({producers})
                 self._note_crash(producers)
-                if not writer.done():
-                    await self.result_q.put(None)
+                self.results.close()
                 try:
                     await writer
                 except ArchiveError as exc:
@@ -240,7 +247,7 @@ class _Run:
             if batch is None:
                 break
             for failure in batch.failures:
-                await self.result_q.put(failure)
+                await self.results.put(failure)
             if batch.skipped:
                 self.progress.advance(skipped=batch.skipped)
             for record_id in batch.fetch:
@@ -253,30 +260,22 @@ class _Run:
             try:
                 outcome = await fetcher.fetch(record_id)
             except AuthRefused as exc:
-                await self.result_q.put(Failure(record_id, Reason.AUTH, str(exc), attempts=1))
+                await self.results.put(Failure(record_id, Reason.AUTH, str(exc), attempts=1))
                 self.stop(StopReason.AUTH, str(exc))
                 return
-            await self.result_q.put(outcome)
+            await self.results.put(outcome, len(outcome.line) if isinstance(outcome, Success) else 0)
 
     async def _write(self, archive: Archive) -> None:
         loop = asyncio.get_running_loop()
-        finished = False
-        while not finished:
-            items = [await self.result_q.get()]
-            while True:
-                try:
-                    items.append(self.result_q.get_nowait())
-                except asyncio.QueueEmpty:
-                    break
-            records: list[tuple[str, bytes]] = []
+        while items := await self.results.take():
+            records: list[tuple[str, Record]] = []
             failures: list[bytes] = []
-            at = utc_iso(time.time())
+            at = ""
             for item in items:
-                if item is None:
-                    finished = True
-                elif isinstance(item, Success):
+                if isinstance(item, Success):
                     records.append((item.id, item.line))
                 else:
+                    at = at or utc_iso(time.time())
                     self.failures[item.reason] += 1
                     failures.append(item.to_json_line(run=archive.run, at=at))
             try:
@@ -357,7 +356,7 @@ class _Run:
                 loop.remove_signal_handler(signum)
 
 
-def _commit(archive: Archive, records: list[tuple[str, bytes]], failures: list[bytes]) -> None:
+def _commit(archive: Archive, records: list[tuple[str, Record]], failures: list[bytes]) -> None:
     """One group commit, in the writer thread."""
     archive.record_failures(failures)
     archive.commit(records)

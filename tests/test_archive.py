@@ -32,7 +32,7 @@ def settings(out: Path, **changes: object) -> ArchiveSettings:
 
 
 def lines_for(ids: list[str]) -> list[tuple[str, bytes]]:
-    return [(i, json.dumps({"id": i, "v": 1}).encode() + b"\n") for i in ids]
+    return [(i, json.dumps({"id": i, "v": 1}).encode()) for i in ids]
 
 
 def committed(out: Path, ids: list[str], **changes: object) -> None:

@@ -62,6 +62,7 @@ async def test_compressed_rotated_archive_is_readable_everywhere(
     summary = read_summary(out)
     stored = sum(f.stat().st_size for f in files)
     assert summary["archive"]["bytes"] == stored
-    assert sum(f["closed"] for f in summary["archive"]["files"]) == len(files) - 1
+    # Every file but the last is sealed (the last too, if the final commit happened to fill it).
+    assert all(f["closed"] for f in summary["archive"]["files"][:-1])
     raw = sum(len(line) + 1 for f in files for line in lines_of(f))
     assert stored < raw / 2, "compression should at least halve these records"

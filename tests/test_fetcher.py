@@ -42,7 +42,7 @@ async def test_success_is_the_exact_data_line(api: FakeServerHandle) -> None:
     assert isinstance(result, Success)
     assert result.attempts == 1
     served = json.loads(api_body(api, "rec-1"))["data"]
-    assert json.loads(result.line) == served
+    assert json.loads(bytes(result.line)) == served
 
 
 def api_body(api: FakeServerHandle, record_id: str) -> bytes:
@@ -87,7 +87,7 @@ async def test_transient_faults_are_retried_until_success(api: FakeServerHandle,
     result = await fetch(api, "flaky-1")
     assert isinstance(result, Success), result
     assert result.attempts == 3
-    assert json.loads(result.line)["id"] == "flaky-1"
+    assert json.loads(bytes(result.line))["id"] == "flaky-1"
     assert api.stats()["per_id"]["flaky-1"] == 3
 
 
@@ -179,7 +179,7 @@ async def test_ids_are_one_encoded_path_segment(api: FakeServerHandle) -> None:
     for record_id in ["a?b=c", "x#y", "50%", "a+b", "café-ü", "rec;1"]:
         result = await fetch(api, record_id)
         assert isinstance(result, Success), (record_id, result)
-        assert json.loads(result.line)["id"] == record_id
+        assert json.loads(bytes(result.line))["id"] == record_id
     assert set(api.stats()["per_id"]) == {"a?b=c", "x#y", "50%", "a+b", "café-ü", "rec;1"}
 
 
@@ -187,7 +187,7 @@ async def test_query_parameters_are_sent(api: FakeServerHandle) -> None:
     """Include toggles and pass-through parameters arrive with the request."""
     result = await fetch(api, "rec-2", query=(("includePhotos", "true"), ("x-custom", "a b")))
     assert isinstance(result, Success)
-    assert "images" in json.loads(result.line)
+    assert "images" in json.loads(bytes(result.line))
     assert list(api.stats()["queries"]) == ["includePhotos=true&x-custom=a%20b"]
 
 

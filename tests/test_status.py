@@ -37,7 +37,7 @@ def run(
     """One run: commit `batch`, note `failures` (id, reason, at), end with `exit_code` (None: killed)."""
     archive = open_archive(out, max_file_bytes=max_file_bytes)
     try:
-        archive.commit([(i, json.dumps({"id": i}).encode() + b"\n") for i in batch])
+        archive.commit([(i, json.dumps({"id": i}).encode()) for i in batch])
         if exit_code is None:
             return
         archive.record_failures(

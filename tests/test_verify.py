@@ -46,9 +46,9 @@ def export_run(
     archive = Archive.open(settings, RunRequest(started_at=T0, refetch=False, manifest="m.txt", shard=None))
     try:
         for batch in batches:
-            archive.commit([(i, line_of(i)) for i in batch])
+            archive.commit([(i, line_of(i)[:-1]) for i in batch])
         if raw:
-            archive.commit(list(raw))
+            archive.commit([(i, line[:-1]) for i, line in raw])
         if not finish:
             return
         archive.record_failures(
