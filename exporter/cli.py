@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from . import __version__, status, verify
 from .client import check_base_url
 from .config import (
+    DEFAULT_MAX_FILE_BYTES,
     INCLUDE_PARAMS,
     ArchiveSettings,
     ExportConfig,
@@ -126,6 +127,11 @@ def _out_dir(out: Path, shard: Shard | None) -> Path:
     if shard is None:
         raise UsageError("--out contains {shard} but no --shard was given")
     return Path(str(out).replace("{shard}", str(shard.index)))
+
+
+def _size_or_zero(text: str) -> int | None:
+    """A --max-file-bytes value: a size, or 0 for no limit."""
+    return None if text.strip() in ("0", "none") else parse_size(text)
 
 
 def _positive_int(text: str) -> int:
@@ -323,11 +329,11 @@ def _add_export(commands: Any) -> None:
     archive = export.add_argument_group("archive")
     archive.add_argument(
         "--max-file-bytes",
-        type=parse_size,
-        default=None,
+        type=_size_or_zero,
+        default=DEFAULT_MAX_FILE_BYTES,
         metavar="SIZE",
-        help="start a new records file once one holds SIZE bytes (e.g. 512MB, 1GiB); "
-        "a full file is closed, hashed and never written again (default: one growing file)",
+        help="start a new records file once one holds SIZE bytes (e.g. 512MB, 1GiB; default: 1GiB; "
+        "0: never); a full file is closed, hashed and never written again",
     )
     archive.add_argument(
         "--compress",

@@ -13,6 +13,8 @@ from pathlib import Path
 from typing import Literal
 
 ManifestFormat = Literal["auto", "text", "csv", "ndjson"]
+
+DEFAULT_MAX_FILE_BYTES = 1 << 30
 Compression = Literal["none", "gzip", "zstd"]
 ProgressMode = Literal["auto", "on", "off"]
 
@@ -104,10 +106,17 @@ class ArchiveSettings:
 
     out_dir: Path
     #: Close a records file once it holds this many bytes (as stored); None: never.
-    max_file_bytes: int | None = None
+    #: A resumed run re-reads the open file once to continue its sha256, so this
+    #: also bounds what a resume reads.
+    max_file_bytes: int | None = DEFAULT_MAX_FILE_BYTES
     compress: Compression = "none"
     #: Codec level; None takes the codec's default (gzip 6, zstd 3).
     compress_level: int | None = None
+    #: A group commit smaller than `small_commit_records` waits until this long after
+    #: the previous one began, so a slow trickle of records costs a few fsyncs a
+    #: second, not one per record. At full speed commits are larger and never wait.
+    commit_interval_s: float = 0.025
+    small_commit_records: int = 16
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -33,6 +33,7 @@ import contextlib
 import enum
 import itertools
 import logging
+import math
 import os
 import signal
 import sys
@@ -267,7 +268,14 @@ class _Run:
 
     async def _write(self, archive: Archive) -> None:
         loop = asyncio.get_running_loop()
+        settings = self.config.archive
+        last_commit = -math.inf
         while items := await self.results.take():
+            wait_s = last_commit + settings.commit_interval_s - loop.time()
+            if wait_s > 0 and len(items) < settings.small_commit_records:
+                await asyncio.sleep(wait_s)
+                items += self.results.take_nowait()
+            last_commit = loop.time()
             records: list[tuple[str, Record]] = []
             failures: list[bytes] = []
             at = ""
