@@ -13,7 +13,10 @@ Three paths, fastest first:
   was served and nothing is re-encoded. Where `data` ends is found from the
   right: the `},"` after which the rest parses as an object holding exactly the
   body's other members, in order. Only the true end of `data` can do that, so
-  no string content can fool it.
+  no string content can fool it. (One difference from json.loads is left
+  alone: should a recording carry two `id` members, the first is compared with
+  the id asked for, not the last; `exporter verify` reads them the other way
+  and would report the record.)
 * Re-encoded: any other body orjson reads exactly, parsed and `data` dumped
   again. orjson reads every JSON value exactly except integers outside the
   64-bit range, which it turns into floats without a word; any such integer
@@ -78,9 +81,9 @@ class PayloadDecoder:
         shape = self._shape(body)
         if shape is None:
             return None
-        keys, data_keys, served_id = shape
-        if keys[0] != "data" or keys.count("data") != 1 or data_keys.count("id") > 1:
-            return None  # duplicate members: json.loads keeps the last, simdjson finds the first
+        keys, served_id = shape
+        if keys[0] != "data" or keys.count("data") != 1:
+            return None  # a second `data`: json.loads keeps the last, simdjson finds the first
         others = keys[1:]
         data_start = len(_COMPACT_START) - 1
         if others:
@@ -104,8 +107,8 @@ class PayloadDecoder:
         _check_id(served_id, expected_id)
         return memoryview(body)[data_start : split + 1]
 
-    def _shape(self, body: bytes) -> tuple[list[str], list[str], object] | None:
-        """Top-level keys, `data` keys and `data.id` of a valid body, or None.
+    def _shape(self, body: bytes) -> tuple[list[str], object] | None:
+        """Top-level keys and `data.id` of a valid body, or None.
 
         None when simdjson refuses the body (not JSON, or JSON it cannot hold
         such as integers beyond 64 bits) or it is not an object whose `data`
@@ -131,7 +134,7 @@ class PayloadDecoder:
             served = data.get("id")
             if isinstance(served, simdjson.Object | simdjson.Array):
                 served = "(not a string)"
-            return list(document.keys()), list(data.keys()), served
+            return list(document.keys()), served
         finally:
             del document
 
