@@ -64,6 +64,8 @@ _PLAN_BATCH = 1024
 # A group commit holds at most this many results (or bytes); more wait for the next one.
 _MIN_BATCH_ITEMS = 64
 _MAX_BATCH_BYTES = 32 << 20
+# A commit this large is worth its fsync at once, however few records it holds.
+_SMALL_COMMIT_BYTES = 1 << 20
 
 
 class StopReason(enum.Enum):
@@ -272,7 +274,11 @@ class _Run:
         last_commit = -math.inf
         while items := await self.results.take():
             wait_s = last_commit + settings.commit_interval_s - loop.time()
-            if wait_s > 0 and len(items) < settings.small_commit_records:
+            if (
+                wait_s > 0
+                and len(items) < settings.small_commit_records
+                and _size(items) < _SMALL_COMMIT_BYTES
+            ):
                 await asyncio.sleep(wait_s)
                 items += self.results.take_nowait()
             last_commit = loop.time()
@@ -362,6 +368,10 @@ class _Run:
         finally:
             for signum in mapping:
                 loop.remove_signal_handler(signum)
+
+
+def _size(items: list[Success | Failure]) -> int:
+    return sum(len(item.line) for item in items if isinstance(item, Success))
 
 
 def _commit(archive: Archive, records: list[tuple[str, Record]], failures: list[bytes]) -> None:
