@@ -35,7 +35,7 @@ from .config import (
 )
 from .errors import ExitCode, ExporterError, UsageError
 from .pipeline import RunOutcome, run_export
-from .progress import make_progress
+from .progress import BarSafeHandler, make_progress
 
 TOKEN_ENV = "EXPORTER_TOKEN"  # noqa: S105 - the variable's name, not a token
 SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"
@@ -273,7 +273,8 @@ def _add_export(commands: Any) -> None:
         default=10.0,
         metavar="R",
         help="requests per second, all workers together; 0 for no limit (default: 10). "
-        "On a 429 the rate halves by itself and recovers over 10 s",
+        "When the API keeps answering 429 the rate halves by itself and recovers over 10 s; "
+        "a Retry-After pauses every worker",
     )
     pace.add_argument(
         "--burst",
@@ -482,7 +483,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
         level = logging.ERROR
     elif getattr(args, "verbose", False):
         level = logging.DEBUG
-    handler = logging.StreamHandler(sys.stderr)
+    handler = BarSafeHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("exporter: %(message)s"))
     root = logging.getLogger("exporter")
     root.handlers[:] = [handler]

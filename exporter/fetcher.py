@@ -123,8 +123,10 @@ class Fetcher:
                 verdict = Verdict("retry", exc.reason, str(exc))
             else:
                 status = response.status
+                if self._limiter.response(started, rate_limited=status == 429):
+                    log.debug("the API keeps answering 429: lowering the request rate for all workers")
                 if status != 200 or _RATE_LIMIT_REMAINING in response.headers:
-                    wait_s = self._server_wait(response, started)
+                    wait_s = self._server_wait(response)
                 verdict = classify_status(status)
                 if verdict.action == "ok":
                     try:
@@ -169,14 +171,12 @@ class Fetcher:
             )
             await self._sleep(delay)
 
-    def _server_wait(self, response: RawResponse, started: float) -> float | None:
+    def _server_wait(self, response: RawResponse) -> float | None:
         """Apply what the server said about its limits to the whole pool; the wait it asked for."""
         headers = response.headers
         wait_s: float | None = None
         if response.status == 429:
             self.stats.rate_limited += 1
-            if self._limiter.throttled(started):
-                log.info("the API said 429: lowering the request rate for all workers")
             wait_s = retry_after_s(headers.get("Retry-After"), now_epoch=self._now())
         if wait_s is None:
             wait_s = rate_limit_wait_s(headers, now_epoch=self._now())

@@ -16,9 +16,10 @@ queue: a burst right after a 429).
 The bucket starts nearly empty and fills at the rate, so a run's first
 second is not a burst on cold connections; a full burst is for after a pause.
 
-On a 429 the limiter halves its rate (never below `min_rate_per_s`), empties
-the bucket, and climbs back linearly over `recovery_s` seconds. Only a 429 for
-a request that started *after* the last halving counts: the dozens of requests
+On 429s the limiter halves its rate (never below `min_rate_per_s`), empties
+the bucket, and climbs back linearly over `recovery_s` seconds. A lone 429 among
+many successes does not count (see `response`), and only a 429 for a request
+that started *after* the last halving does: the dozens of requests
 already in flight at the old rate would otherwise halve it dozens of times. A
 Retry-After pauses every worker, not only the one that got it.
 
@@ -38,6 +39,8 @@ Clock = Callable[[], float]
 # How many recent start times are kept for `observed_rate`; beyond this many a
 # second the estimate saturates, which only matters for halving above ~2,000/s.
 _RECENT = 4096
+# Responses remembered to tell a real limit from a lone 429.
+_OUTCOMES = 100
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -49,12 +52,15 @@ class RateLimiter:
         "_ceiling",
         "_clock",
         "_last_start",
+        "_limited",
         "_min_rate",
+        "_outcomes",
         "_paused_until",
         "_rate",
         "_recent",
         "_recovery_s",
         "_sleep",
+        "_throttle_fraction",
         "_throttled_at",
         "_tokens",
         "_updated",
@@ -67,6 +73,7 @@ class RateLimiter:
         burst: int = 1,
         recovery_s: float = 10.0,
         min_rate_per_s: float = 0.2,
+        throttle_fraction: float = 0.05,
         clock: Clock = time.monotonic,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -93,6 +100,10 @@ class RateLimiter:
         # Start times of the latest requests, to know what "half" means when
         # there is no configured rate to halve.
         self._recent: collections.deque[float] = collections.deque(maxlen=_RECENT)
+        # Whether each of the latest responses was a 429, and how many were.
+        self._outcomes: collections.deque[bool] = collections.deque(maxlen=_OUTCOMES)
+        self._limited = 0
+        self._throttle_fraction = throttle_fraction
 
     def current_rate(self, now: float) -> float:
         """Requests per second allowed at `now` (math.inf when unlimited and unthrottled)."""
@@ -148,6 +159,25 @@ class RateLimiter:
             # no tokens pile up while paused.
             self._tokens = min(1.0, self._tokens + max(0.0, until - max(now, self._updated)) * rate)
             self._updated = max(self._updated, until)
+
+    def response(self, started_at: float, *, rate_limited: bool) -> bool:
+        """Every response reports here; a 429 that is not a lone one halves the rate.
+
+        An API with quota to spare may still answer an odd 429 (another client
+        spent the shared quota); halving for each of those would pin the rate
+        near nothing. So a 429 lowers the rate only while at least
+        `throttle_fraction` of the recent responses were 429s: a real limit
+        answers many of them at once. A lone 429 still waits out its
+        Retry-After, which pauses every worker.
+        """
+        window = self._outcomes
+        if len(window) == window.maxlen:
+            self._limited -= window[0]
+        window.append(rate_limited)
+        self._limited += rate_limited
+        if not rate_limited or self._limited < max(1.0, len(window) * self._throttle_fraction):
+            return False
+        return self.throttled(started_at)
 
     def throttled(self, started_at: float) -> bool:
         """The request started at `started_at` got a 429: halve the rate, once per round.

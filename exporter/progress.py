@@ -112,6 +112,16 @@ class LogProgress:
         pass
 
 
+class BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
+    """A log handler that writes around an active progress bar instead of through it."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            tqdm.write(self.format(record), file=self.stream)
+        except Exception:  # logging must never raise
+            self.handleError(record)
+
+
 def make_progress(mode: ProgressMode, *, quiet: bool, stream: TextIO | None = None) -> Progress:
     """The reporter for the options and the terminal we run at."""
     stream = stream if stream is not None else sys.stderr

@@ -439,3 +439,48 @@ def test_repr_unlimited() -> None:
     """An unlimited limiter shows an infinite rate."""
     limiter = make_limiter(FakeTime(), rate_per_s=0)
     assert repr(limiter).startswith("<RateLimiter rate=inf/s burst=1 ")
+
+
+# --- response: lone 429s versus a real limit -------------------------------------------------------
+
+
+def test_a_lone_429_among_successes_does_not_lower_the_rate() -> None:
+    """One 429 in a hundred successful responses leaves the rate alone (an API's odd 429)."""
+    time = FakeTime()
+    limiter = make_limiter(time, rate_per_s=100, burst=1)
+    for _ in range(100):
+        assert limiter.response(limiter.reserve(time.now), rate_limited=False) is False
+    assert limiter.response(limiter.reserve(time.now), rate_limited=True) is False
+    assert limiter.current_rate(time.now) == 100
+
+
+def test_many_429s_lower_the_rate() -> None:
+    """When five of the last hundred responses are 429s the next one halves the rate."""
+    time = FakeTime()
+    limiter = make_limiter(time, rate_per_s=100, burst=1, recovery_s=1e9)
+    for _ in range(95):
+        limiter.response(limiter.reserve(time.now), rate_limited=False)
+    lowered = [limiter.response(limiter.reserve(time.now), rate_limited=True) for _ in range(5)]
+    assert lowered == [False, False, False, False, True]
+    assert limiter.current_rate(time.now) == 50
+
+
+def test_a_429_at_the_start_lowers_the_rate_at_once() -> None:
+    """With no successes to weigh it against, the first 429 counts."""
+    time = FakeTime()
+    limiter = make_limiter(time, rate_per_s=100, burst=1, recovery_s=1e9)
+    assert limiter.response(limiter.reserve(time.now), rate_limited=True) is True
+    assert limiter.current_rate(time.now) == 50
+
+
+def test_old_429s_leave_the_window() -> None:
+    """429s older than the last hundred responses no longer count towards lowering the rate."""
+    time = FakeTime()
+    limiter = make_limiter(time, rate_per_s=100, burst=1, recovery_s=1e9)
+    for _ in range(4):
+        limiter.response(limiter.reserve(time.now), rate_limited=True)
+    for _ in range(200):
+        limiter.response(limiter.reserve(time.now), rate_limited=False)
+    rate = limiter.current_rate(time.now)
+    assert limiter.response(limiter.reserve(time.now), rate_limited=True) is False
+    assert limiter.current_rate(time.now) == rate
