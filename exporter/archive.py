@@ -37,7 +37,7 @@ import orjson
 
 from . import checkpoint
 from .checkpoint import CheckpointState, FileState
-from .codecs import Codec, codec_for, codec_of_file, file_number
+from .codecs import Codec, codec_for, codec_of_file, file_number, unlisted_records_files
 from .config import ArchiveSettings
 from .digests import DigestSet, id_digest
 from .errors import ArchiveCorrupt, ArchiveError, ArchiveLocked, Reason, UsageError
@@ -192,19 +192,14 @@ class Archive:
     def _recover_records_files(self) -> None:
         """Cut the open file back to its committed length; check the closed ones; drop strays."""
         known = self.state.files
-        next_number = 1 + max((file_number(n) or 0 for n in known), default=0)
-        for name in sorted(os.listdir(self.root)):
-            number = file_number(name)
-            if number is None or name in known:
-                continue
-            if number == next_number:
-                # Created by a run that died before its first commit to it.
-                (self.root / name).unlink()
-                continue
+        leftover, foreign = unlisted_records_files(os.listdir(self.root), known)
+        if foreign:
             raise ArchiveCorrupt(
-                f"{self.root / name} is not listed in the checkpoint; move it away "
+                f"{self.root / foreign[0]} is not listed in the checkpoint; move it away "
                 "(run `exporter verify` to see what the archive holds)"
             )
+        for name in leftover:  # created by a run that died before its first commit to it
+            (self.root / name).unlink()
         for state in known.values():
             path = self.root / state.name
             try:

@@ -10,7 +10,7 @@ crash leaves a complete, readable file.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
@@ -72,6 +72,26 @@ def file_number(file_name: str) -> int | None:
         return None
     digits = file_name[len(RECORDS_PREFIX) :].split(".", 1)[0]
     return int(digits) if digits.isdigit() else None
+
+
+def unlisted_records_files(names: Iterable[str], listed: Iterable[str]) -> tuple[list[str], list[str]]:
+    """Records files among `names` that the checkpoint does not list, split in two.
+
+    The first list holds the file numbered right after the last listed one:
+    the archive creates it just before its first commit to it, so a run killed
+    in between leaves it behind, uncommitted (the next export removes it). The
+    second holds any other unlisted records file, which is not the archive's.
+    """
+    known = set(listed)
+    next_number = 1 + max((file_number(name) or 0 for name in known), default=0)
+    leftover: list[str] = []
+    foreign: list[str] = []
+    for name in sorted(names):
+        number = file_number(name)
+        if number is None or name in known:
+            continue
+        (leftover if number == next_number else foreign).append(name)
+    return leftover, foreign
 
 
 def decompressed_lines(handle: BinaryIO, codec: Codec) -> Iterator[bytes]:

@@ -67,7 +67,7 @@ from .archive_reader import (
     replay_checkpoint,
 )
 from .checkpoint import CheckpointState, FileState
-from .codecs import file_number
+from .codecs import file_number, unlisted_records_files
 from .completeness import check_manifest
 from .config import ManifestSource
 from .digests import DigestSet, id_digest
@@ -193,28 +193,21 @@ class _Checker(Findings):
         return state
 
     def _check_unlisted(self, archive: _Archive) -> None:
-        known = archive.state.files
-        next_number = 1 + max((file_number(n) or 0 for n in known), default=0)
-        for name in sorted(os.listdir(archive.root)):
-            number = file_number(name)
-            if number is None or name in known:
-                continue
-            if number == next_number:
-                # archive.py creates the next file just before its first commit and
-                # deletes it on open when that commit never made it to the checkpoint.
-                self.note(
-                    archive.root / name,
-                    None,
-                    "not in the checkpoint: created by a run killed before its first commit "
-                    "to it; the next export run removes it",
-                )
-            else:
-                self.problem(
-                    archive.root / name,
-                    None,
-                    "records file not listed in the checkpoint: it is not part of this archive "
-                    "(the next export run refuses to start); move it away",
-                )
+        leftover, foreign = unlisted_records_files(os.listdir(archive.root), archive.state.files)
+        for name in leftover:
+            self.note(
+                archive.root / name,
+                None,
+                "not in the checkpoint: created by a run killed before its first commit "
+                "to it; the next export run removes it",
+            )
+        for name in foreign:
+            self.problem(
+                archive.root / name,
+                None,
+                "records file not listed in the checkpoint: it is not part of this archive "
+                "(the next export run refuses to start); move it away",
+            )
 
     def _report_misplaced(self, misplaced: _Misplaced) -> None:
         """Missing records and stray lines, paired up when one is the other out of place."""

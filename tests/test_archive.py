@@ -376,3 +376,22 @@ def test_write_all_survives_partial_writes() -> None:
         reader.join()
         os.close(read_fd)
     assert bytes(received) == b"".join(chunks)
+
+
+def test_unlisted_records_files_are_split_into_leftover_and_foreign() -> None:
+    """The next-numbered unlisted file is a crash leftover; any other unlisted records file is foreign."""
+    from exporter.codecs import unlisted_records_files
+
+    names = [
+        "records-00001.ndjson",
+        "records-00002.ndjson.zst",
+        "records-00003.ndjson",
+        "records-00009.ndjson",
+        "checkpoint.ndjson",
+        "notes.txt",
+    ]
+    assert unlisted_records_files(names, ["records-00001.ndjson", "records-00002.ndjson.zst"]) == (
+        ["records-00003.ndjson"],
+        ["records-00009.ndjson"],
+    )
+    assert unlisted_records_files(["records-00001.ndjson"], []) == (["records-00001.ndjson"], [])
