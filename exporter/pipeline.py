@@ -165,15 +165,24 @@ class _Run:
                     )
                     await self._export(planner, archive)
                     exit_code = self._exit_code()
-                    summary = await loop.run_in_executor(
-                        self.writer_pool,
-                        self._finish,
-                        archive,
-                        planner,
-                        exit_code,
-                        started_epoch,
-                        time.monotonic() - started,
-                    )
+                    try:
+                        summary = await loop.run_in_executor(
+                            self.writer_pool,
+                            self._finish,
+                            archive,
+                            planner,
+                            exit_code,
+                            started_epoch,
+                            time.monotonic() - started,
+                        )
+                    except (OSError, ArchiveError) as exc:
+                        # The records committed so far are safe; only the reports are missing.
+                        exit_code = int(ExitCode.ARCHIVE)
+                        summary = {}
+                        self.stop(
+                            StopReason.ARCHIVE, f"cannot write the run's reports in {archive.root}: {exc}"
+                        )
+                        self.stop_message = self.stop_message or str(exc)
                 finally:
                     await loop.run_in_executor(self.writer_pool, archive.close)
         finally:
