@@ -284,8 +284,6 @@ async def test_disk_full_stops_with_exit_4_and_loses_nothing(
     """A failing fsync (disk full) ends the run with exit 4 and a clear message; a rerun completes it."""
     import errno
 
-    import exporter.archive as archive_module
-
     ids = [f"rec-{i}" for i in range(200)]
     manifest = write_manifest(tmp_path / "ids.txt", ids)
     real_fdatasync = os.fdatasync
@@ -297,12 +295,12 @@ async def test_disk_full_stops_with_exit_4_and_loses_nothing(
             raise OSError(errno.ENOSPC, "No space left on device")
         real_fdatasync(fd)
 
-    monkeypatch.setattr(archive_module.os, "fdatasync", failing_fdatasync)
+    monkeypatch.setattr(os, "fdatasync", failing_fdatasync)
     outcome = await export(make_config(manifest, tmp_path / "out", api.url))
     assert outcome.exit_code == ExitCode.ARCHIVE
     assert "No space left on device" in (outcome.message or "")
     assert "run the same command again" in (outcome.message or "")
-    monkeypatch.setattr(archive_module.os, "fdatasync", real_fdatasync)
+    monkeypatch.setattr(os, "fdatasync", real_fdatasync)
     outcome = await export(make_config(manifest, tmp_path / "out", api.url))
     assert outcome.exit_code == ExitCode.OK
     assert sorted(r["id"] for r in read_records(tmp_path / "out")) == sorted(ids)
