@@ -18,6 +18,7 @@ import contextlib
 import csv
 import gzip
 import io
+import itertools
 import re
 import sys
 import unicodedata
@@ -171,12 +172,7 @@ def _sniff(
         elif b"," in text or text.lower() in (b"id", b'"id"'):
             fmt = "csv"
         break
-    return fmt, _chain(held, lines)
-
-
-def _chain(first: list[tuple[int, bytes]], rest: Iterator[tuple[int, bytes]]) -> Iterator[tuple[int, bytes]]:
-    yield from first
-    yield from rest
+    return fmt, itertools.chain(held, lines)
 
 
 def _text_entries(lines: Iterator[tuple[int, bytes]]) -> Iterator[Entry]:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 from .config import Shard
 from .digests import DigestSet, id_digest, shard_of
@@ -33,9 +33,6 @@ class PlanCounts:
     invalid: int = 0
     bad_lines: int = 0
     other_shard: int = 0
-
-    def as_dict(self) -> dict[str, int]:
-        return asdict(self)
 
 
 @dataclass(slots=True)

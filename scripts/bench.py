@@ -836,6 +836,27 @@ class Setup:
     cache: Path
     runs: Path
 
+    def workload(
+        self,
+        *,
+        base_url: str,
+        manifest: Path,
+        ids: tuple[str, ...] = (),
+        total_bytes: int = 0,
+        runs_dir: Path | None = None,
+    ) -> Workload:
+        """A workload at the command line's concurrency, with the tools this setup found."""
+        return Workload(
+            base_url=base_url,
+            manifest=manifest,
+            ids=ids,
+            total_bytes=total_bytes,
+            concurrency=self.args.concurrency,
+            runs_dir=runs_dir or self.runs,
+            exporter=self.exporter,
+            tools=self.tools,
+        )
+
 
 def throughput_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     """Floor vs exporter vs other tools, interleaved, medians and the exporter/floor ratio."""
@@ -854,15 +875,11 @@ def throughput_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     print(f"  bodies: {describe_bodies(bodies)}")
     measurements: list[Measurement] = []
     with Nginx(setup.nginx, root=bodies.root, workers=args.nginx_workers) as server:
-        work = Workload(
+        work = setup.workload(
             base_url=server.url,
             manifest=write_manifest(setup.runs / "throughput-ids.txt", bodies.ids),
             ids=bodies.ids,
             total_bytes=bodies.total_bytes,
-            concurrency=args.concurrency,
-            runs_dir=setup.runs,
-            exporter=setup.exporter,
-            tools=setup.tools,
         )
         _warm_up(work)
         for repetition in range(1, args.repeat + 1):
@@ -942,15 +959,11 @@ def rate_scenario(setup: Setup, results: dict[str, Any]) -> bool:
         large_bytes=args.large_bytes,
     )
     with Nginx(setup.nginx, root=bodies.root, access_log=True, workers=args.nginx_workers) as server:
-        work = Workload(
+        work = setup.workload(
             base_url=server.url,
             manifest=write_manifest(setup.runs / "rate-ids.txt", bodies.ids),
             ids=bodies.ids,
             total_bytes=bodies.total_bytes,
-            concurrency=args.concurrency,
-            runs_dir=setup.runs,
-            exporter=setup.exporter,
-            tools=setup.tools,
         )
         out = setup.runs / "rate-out"
         shutil.rmtree(out, ignore_errors=True)
@@ -1066,15 +1079,12 @@ def latency_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     scratch = setup.runs / "latency"
     shutil.rmtree(scratch, ignore_errors=True)
     scratch.mkdir(parents=True)
-    work = Workload(
+    work = setup.workload(
         base_url="",
         manifest=write_manifest(scratch / "ids.txt", ids),
         ids=ids,
         total_bytes=bodies.total_bytes,  # the fake API serves the very same bodies
-        concurrency=args.concurrency,
         runs_dir=scratch,
-        exporter=setup.exporter,
-        tools=setup.tools,
     )
     report: dict[str, Any] = {"latency_ms": args.latency_ms, "ideal_per_s": ideal, "ids": count}
     print(f" server: scripts/fake_api.py --latency-ms {args.latency_ms:g} (its own process)")
@@ -1188,10 +1198,7 @@ def memory_scenario(setup: Setup, results: dict[str, Any]) -> bool:
         assert server.access_log is not None
 
         def export(label: str, manifest: Path, out: Path, expect: int) -> dict[str, Any]:
-            work = Workload(
-                base_url=server.url, manifest=manifest, ids=(), total_bytes=0, concurrency=args.concurrency,
-                runs_dir=scratch, exporter=setup.exporter, tools=setup.tools,
-            )  # fmt: skip
+            work = setup.workload(base_url=server.url, manifest=manifest, runs_dir=scratch)
             offset = server.access_log.stat().st_size if server.access_log else 0
             log = scratch / f"{label}.log"
             result = run_measured(exporter_command(work, out), env=_env(), log_path=log)
