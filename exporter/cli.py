@@ -401,6 +401,8 @@ def read_token(token_file: Path | None, environ: Mapping[str, str]) -> Secret:
         raise UsageError(
             f"{source} holds whitespace or control characters inside the token; it must be one line"
         )
+    if not token.isascii():
+        raise UsageError(f"{source} holds non-ASCII characters, which an HTTP header cannot carry")
     return Secret(token)
 
 

@@ -1,8 +1,9 @@
-"""One GET per id against the API's own origin: the only module that knows aiohttp.
+"""One GET per id against the API's own origin: connections, timeouts, encodings.
 
-Policy (what a status means, whether to retry) is `retry.py`'s; this module
-owns the I/O and translates every aiohttp and socket exception, at this one
-boundary, into a `TransportError` with a reason and a message fit for a user.
+Policy (what a status means, whether to retry) is `retry.py`'s; the wire
+format is `http1.py`'s. This module owns the connections and translates every
+socket, TLS and protocol exception, at this one boundary, into a
+`TransportError` with a reason and a message fit for a user.
 
 The token travels only in the `Authorization` header of requests to the
 configured origin: redirects are never followed (a 3xx comes back as a status
@@ -12,27 +13,27 @@ environment are not used, and no message built here contains it.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import socket
+import ssl
+import zlib
 from types import TracebackType
 from typing import NamedTuple
 from urllib.parse import quote, urlencode, urlsplit
 
-import aiohttp
-from multidict import CIMultiDictProxy
-from yarl import URL
-
 from .config import HttpSettings
 from .errors import Reason, TransportError, UsageError
+from .http1 import Connection, ConnectionClosed, Headers, ProtocolError, Response, head_after_target
 
 RECORDINGS_PATH = "/v1/core/recordings/"
 
 
 class RawResponse(NamedTuple):
-    """A complete response: the body has been read in full."""
+    """A complete response: the body has been read in full and its Content-Encoding undone."""
 
     status: int
-    headers: CIMultiDictProxy[str]
+    headers: Headers
     body: bytes
 
 
@@ -66,10 +67,10 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def recording_url(base_url: str, record_id: str, query: str) -> URL:
+def recording_url(base_url: str, record_id: str, query: str) -> str:
     """The URL for one id: the id percent-encoded as a single path segment."""
     tail = f"?{query}" if query else ""
-    return URL(f"{base_url}{RECORDINGS_PATH}{quote(record_id, safe='')}{tail}", encoded=True)
+    return f"{base_url}{RECORDINGS_PATH}{quote(record_id, safe='')}{tail}"
 
 
 def encode_query(pairs: tuple[tuple[str, str], ...]) -> str:
@@ -77,40 +78,75 @@ def encode_query(pairs: tuple[tuple[str, str], ...]) -> str:
     return urlencode(pairs, quote_via=quote)
 
 
+class Origin(NamedTuple):
+    """Where every request goes, split out of the base URL once."""
+
+    scheme: str
+    host: str
+    port: int
+    #: The `Host` header: the host, and the port unless it is the scheme's default.
+    authority: str
+    #: The base URL's path, percent-encoded, without a trailing slash (often "").
+    path: str
+
+    @classmethod
+    def of(cls, base_url: str) -> Origin:
+        parts = urlsplit(base_url)
+        host = parts.hostname or ""
+        default = 443 if parts.scheme == "https" else 80
+        port = parts.port or default
+        shown = f"[{host}]" if ":" in host else host
+        authority = shown if port == default else f"{shown}:{port}"
+        return cls(
+            parts.scheme, host, port, authority, quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=~")
+        )
+
+
 class RecordingsClient:
-    """An aiohttp session for one origin and one token; use as an async context manager."""
+    """Keep-alive HTTP/1.1 connections to one origin with one token; an async context manager.
 
-    __slots__ = ("_base", "_query", "_session", "_settings", "_timeout_s", "concurrency")
+    Each worker holds at most one connection at a time, so the pool never
+    grows past the concurrency: a connection is taken for a request and put
+    back when its response leaves it reusable.
+    """
 
-    def __init__(self, settings: HttpSettings, *, concurrency: int) -> None:
-        self._settings = settings
-        self._base = settings.base_url
-        self._query = encode_query(settings.query)
+    __slots__ = (
+        "_connect_timeout_s",
+        "_head_tail",
+        "_idle",
+        "_open",
+        "_origin",
+        "_query",
+        "_ssl",
+        "_timeout_s",
+        "concurrency",
+    )
+
+    def __init__(
+        self, settings: HttpSettings, *, concurrency: int, ssl_context: ssl.SSLContext | None = None
+    ) -> None:
+        self._origin = Origin.of(settings.base_url)
+        query = encode_query(settings.query)
+        self._query = f"?{query}" if query else ""
         self._timeout_s = settings.timeout_s
-        self._session: aiohttp.ClientSession | None = None
+        self._connect_timeout_s = min(settings.connect_timeout_s, settings.timeout_s)
+        self._ssl: ssl.SSLContext | None = None
+        if self._origin.scheme == "https":
+            self._ssl = ssl_context or ssl.create_default_context()
+        self._head_tail = head_after_target(
+            {
+                "Host": self._origin.authority,
+                "Authorization": f"Bearer {settings.token.reveal()}",
+                "Accept": "application/json",
+                "Accept-Encoding": "gzip, deflate",
+                "User-Agent": settings.user_agent,
+            }
+        )
+        self._idle: list[Connection] = []
+        self._open: set[Connection] = set()
         self.concurrency = concurrency
 
     async def __aenter__(self) -> RecordingsClient:
-        connector = aiohttp.TCPConnector(
-            limit=self.concurrency,
-            limit_per_host=0,
-            ttl_dns_cache=300,
-            family=socket.AF_UNSPEC,
-        )
-        self._session = aiohttp.ClientSession(
-            connector=connector,
-            headers={
-                "Authorization": f"Bearer {self._settings.token.reveal()}",
-                "Accept": "application/json",
-                "User-Agent": self._settings.user_agent,
-            },
-            timeout=aiohttp.ClientTimeout(
-                total=self._settings.timeout_s, sock_connect=self._settings.connect_timeout_s
-            ),
-            cookie_jar=aiohttp.DummyCookieJar(),
-            trust_env=False,
-            raise_for_status=False,
-        )
         return self
 
     async def __aexit__(
@@ -119,44 +155,123 @@ class RecordingsClient:
         exc: BaseException | None,
         tb: TracebackType | None,
     ) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for connection in list(self._open):
+            connection.close()
+        self._open.clear()
+        self._idle.clear()
+
+    def target(self, record_id: str) -> bytes:
+        """The request target for one id: the id percent-encoded as a single path segment."""
+        return f"{self._origin.path}{RECORDINGS_PATH}{quote(record_id, safe='')}{self._query}".encode("ascii")
 
     async def get(self, record_id: str) -> RawResponse:
         """GET one recording and read its whole body; TransportError if that fails."""
-        session = self._session
-        if session is None:
-            raise RuntimeError("RecordingsClient used outside `async with`")
-        url = recording_url(self._base, record_id, self._query)
+        head = b"GET " + self.target(record_id) + self._head_tail
+        connection: Connection | None = None
         try:
-            async with session.get(url, allow_redirects=False) as response:
-                body = await response.read()
-                return RawResponse(response.status, response.headers, body)
+            async with asyncio.timeout(self._timeout_s):
+                connection, reused = await self._take()
+                try:
+                    response = await connection.request(head)
+                except ConnectionClosed as exc:
+                    if not (reused and exc.nothing_received):
+                        raise
+                    # The server had closed this idle keep-alive connection: the GET
+                    # never reached it, so it is sent again on a new connection.
+                    self._discard(connection)
+                    connection, _ = await self._take(fresh=True)
+                    response = await connection.request(head)
+            body = _decoded(response)
         except TimeoutError as exc:
             raise TransportError(
                 Reason.TIMEOUT, f"no complete response within {self._timeout_s:g}s (--timeout)"
             ) from exc
-        except aiohttp.ClientPayloadError as exc:
-            raise TransportError(Reason.NETWORK, f"the response body was cut off ({_cause(exc)})") from exc
-        except aiohttp.ServerDisconnectedError as exc:
-            raise TransportError(Reason.NETWORK, "the server closed the connection early") from exc
-        except aiohttp.ClientConnectorError as exc:
-            raise TransportError(
-                Reason.NETWORK, f"cannot connect to {exc.host}:{exc.port} ({_cause(exc)})"
-            ) from exc
-        except aiohttp.ClientResponseError as exc:
-            raise TransportError(Reason.NETWORK, f"malformed HTTP response ({exc.message})") from exc
-        except aiohttp.ClientError as exc:
-            raise TransportError(Reason.NETWORK, f"{type(exc).__name__}: {_cause(exc)}") from exc
+        except ConnectionClosed as exc:
+            raise TransportError(Reason.NETWORK, str(exc)) from exc
+        except ProtocolError as exc:
+            raise TransportError(Reason.NETWORK, f"malformed HTTP response ({exc})") from exc
         except OSError as exc:
-            raise TransportError(Reason.NETWORK, f"network error: {exc.strerror or exc}") from exc
+            raise TransportError(Reason.NETWORK, _os_error_message(exc, self._origin)) from exc
+        finally:
+            if connection is not None:
+                self._release(connection)
+        return RawResponse(response.status, response.headers, body)
+
+    async def _take(self, *, fresh: bool = False) -> tuple[Connection, bool]:
+        """An idle connection (reused=True) or a new one."""
+        idle = self._idle
+        while idle and not fresh:
+            connection = idle.pop()
+            if not connection.closed:
+                return connection, True
+            self._open.discard(connection)
+        origin = self._origin
+        loop = asyncio.get_running_loop()
+        async with asyncio.timeout(self._connect_timeout_s):
+            try:
+                _, connection = await loop.create_connection(
+                    Connection,
+                    origin.host,
+                    origin.port,
+                    ssl=self._ssl,
+                    server_hostname=origin.host if self._ssl is not None else None,
+                    happy_eyeballs_delay=0.25,
+                )
+            except TimeoutError:
+                raise
+            except OSError as exc:
+                raise ConnectError(_os_error_message(exc, origin)) from exc
+        self._open.add(connection)
+        return connection, False
+
+    def _release(self, connection: Connection) -> None:
+        """Put a connection back for the next request, or close it."""
+        if connection.reusable:
+            self._idle.append(connection)
+        else:
+            self._discard(connection)
+
+    def _discard(self, connection: Connection) -> None:
+        connection.abort()
+        self._open.discard(connection)
 
 
-def _cause(exc: BaseException) -> str:
-    """A short description of the lowest-level cause of an aiohttp error."""
-    inner: BaseException = exc
-    while inner.__cause__ is not None and inner.__cause__ is not inner:
-        inner = inner.__cause__
-    text = str(inner) or type(inner).__name__
-    return text if len(text) <= 200 else text[:197] + "..."
+class ConnectError(OSError):
+    """No connection to the origin; its message is ready for the user."""
+
+
+def _os_error_message(exc: OSError, origin: Origin) -> str:
+    if isinstance(exc, ConnectError):
+        return str(exc)
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        return f"the TLS certificate of {origin.host} was refused: {exc.verify_message}"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS error with {origin.host}: {exc.reason or exc}"
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve {origin.host} ({exc.strerror})"
+    if isinstance(exc, ConnectionRefusedError):
+        return f"cannot connect to {origin.authority} (connection refused)"
+    return f"network error with {origin.authority}: {exc.strerror or exc}"
+
+
+def _decoded(response: Response) -> bytes:
+    """The body with its Content-Encoding undone; ProtocolError if it cannot be."""
+    encoding = response.headers.get("content-encoding")
+    if encoding is None or encoding.strip().lower() in ("", "identity"):
+        return response.body
+    coding = encoding.strip().lower()
+    if coding not in ("gzip", "x-gzip", "deflate"):
+        raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
+    # 47 = 32 + 15: zlib or gzip framing, detected from the header. Some servers send
+    # raw deflate for "deflate"; that is tried when the zlib header is missing.
+    for wbits in (47, -15) if coding == "deflate" else (47,):
+        decompressor = zlib.decompressobj(wbits)
+        try:
+            body = decompressor.decompress(response.body) + decompressor.flush()
+        except zlib.error as exc:
+            last = exc
+            continue
+        if not decompressor.eof:
+            raise ConnectionClosed("the compressed response was cut off", nothing_received=False)
+        return body
+    raise ProtocolError(f"the {coding} body does not decompress ({last})")

@@ -4,6 +4,9 @@ One command, one run, side by side at the same concurrency over the same ids:
 
     floor      a minimal aiohttp loop (`bench.py floor`, its own process) that GETs each id with
                the Authorization header and throws the body away: what Python plus aiohttp can do
+    client     the same loop over the exporter's own HTTP client (`exporter.client`, `bench.py
+               client`): what the exporter's transport alone costs, so exporter/client is the
+               price of everything else (parsing, the archive, fsyncs, the checkpoint)
     exporter   `.venv/bin/exporter export MANIFEST --base-url URL --out FRESH --rate 0
                --concurrency C --quiet`, exactly as a user runs it (fsync'd group commits, checkpoint)
     curl       `curl --parallel --parallel-max C -K CONFIG`, one file per id (no fsync)
@@ -68,7 +71,9 @@ ROOT: Final = Path(__file__).resolve().parent.parent
 SCRIPTS: Final = ROOT / "scripts"
 API_PATH: Final = "/v1/core/recordings/"
 TOKEN: Final = "bench-token"  # a fake token: the servers here are loopback-only
-CONTENDERS: Final = ("floor", "exporter", "curl", "aria2c")
+CONTENDERS: Final = ("floor", "client", "exporter", "curl", "aria2c")
+#: Contenders that are this script in a minimal loop, reporting one JSON line of counts.
+LOOPS: Final = ("floor", "client")
 NGINX_INSTALL: Final = "apt-get install -y nginx-light"
 MB: Final = 1_000_000
 
@@ -598,9 +603,9 @@ def files_in(directory: Path) -> tuple[int, int]:
     return count, size
 
 
-def floor_command(work: Workload, concurrency: int | None = None) -> list[str]:
+def floor_command(work: Workload, concurrency: int | None = None, *, loop: str = "floor") -> list[str]:
     c = concurrency or work.concurrency
-    return [sys.executable, str(Path(__file__).resolve()), "floor", str(work.manifest), work.base_url, str(c)]
+    return [sys.executable, str(Path(__file__).resolve()), loop, str(work.manifest), work.base_url, str(c)]
 
 
 def exporter_command(work: Workload, out: Path, *, rate: str = "0", extra: Sequence[str] = ()) -> list[str]:
@@ -618,8 +623,8 @@ def run_contender(name: str, work: Workload, repetition: int, server_cpu: Callab
     run_dir.mkdir(parents=True)
     out = run_dir / "out"
     log = run_dir / "output.log"
-    if name == "floor":
-        argv = floor_command(work)
+    if name in LOOPS:
+        argv = floor_command(work, loop=name)
     elif name == "exporter":
         argv = exporter_command(work, out)
     elif name == "curl":
@@ -684,7 +689,7 @@ def _check(
     expected = len(work.ids)
     if result.exit_code != 0:
         return 0, 0, f"{name} exited {result.exit_code}: {tail(log)}"
-    if name == "floor":
+    if name in LOOPS:
         report = json.loads(log.read_text().strip().splitlines()[-1])
         records, size = int(report["ok"]), int(report["bytes"])
     elif name == "exporter":
@@ -726,11 +731,32 @@ async def floor_fetch(base_url: str, ids: Sequence[str], concurrency: int, token
     return counts
 
 
-def floor_main(argv: Sequence[str]) -> int:
-    """`bench.py floor MANIFEST BASE_URL CONCURRENCY`, token from $EXPORTER_TOKEN: one JSON line."""
+async def client_fetch(base_url: str, ids: Sequence[str], concurrency: int, token: str) -> dict[str, int]:
+    """The floor's loop over the exporter's own client (`exporter.client.RecordingsClient`)."""
+    from exporter.client import RecordingsClient
+    from exporter.config import HttpSettings, Secret
+
+    counts = {"ok": 0, "errors": 0, "bytes": 0}
+    pending = iter(ids)
+    settings = HttpSettings(base_url=base_url, token=Secret(token))
+    async with RecordingsClient(settings, concurrency=concurrency) as client:
+
+        async def worker() -> None:
+            for record_id in pending:
+                response = await client.get(record_id)
+                counts["ok" if response.status == 200 else "errors"] += 1
+                counts["bytes"] += len(response.body)
+
+        await asyncio.gather(*(worker() for _ in range(concurrency)))
+    return counts
+
+
+def floor_main(loop: str, argv: Sequence[str]) -> int:
+    """`bench.py floor|client MANIFEST BASE_URL CONCURRENCY`, token from $EXPORTER_TOKEN: one JSON line."""
     manifest, base_url, concurrency = argv
     ids = Path(manifest).read_text(encoding="ascii").split()
-    counts = asyncio.run(floor_fetch(base_url, ids, int(concurrency), os.environ["EXPORTER_TOKEN"]))
+    fetch = floor_fetch if loop == "floor" else client_fetch
+    counts = asyncio.run(fetch(base_url, ids, int(concurrency), os.environ["EXPORTER_TOKEN"]))
     print(json.dumps(counts))
     return 0 if counts["errors"] == 0 else 1
 
@@ -861,7 +887,7 @@ class Setup:
 def throughput_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     """Floor vs exporter vs other tools, interleaved, medians and the exporter/floor ratio."""
     args = setup.args
-    contenders = [c for c in args.contenders if c in ("floor", "exporter") or c in setup.tools]
+    contenders = [c for c in args.contenders if c in (*LOOPS, "exporter") or c in setup.tools]
     for skipped in sorted(set(args.contenders) - set(contenders)):
         print(f"note: {skipped} is not installed, so it is skipped (apt-get install -y {_package(skipped)})")
     print(f"\n== throughput: {args.ids:,} ids, concurrency {args.concurrency}, {args.repeat} repetition(s)")
@@ -911,6 +937,12 @@ def throughput_scenario(setup: Setup, results: dict[str, Any]) -> bool:
             print(
                 f"  throughput exporter/floor {exporter.vs_floor:.2f} >= 0.75: "
                 f"{verdict(exporter.vs_floor >= 0.75)}"
+            )
+        client = by_name.get("client")
+        if client is not None:
+            print(
+                f"  (exporter/client {exporter.records_per_s / client.records_per_s:.2f}: the exporter "
+                "against its own HTTP client with nothing else to do)"
             )
         mean_kb = bodies.total_bytes / len(bodies.ids) / 1000
         mix = "; --large-fraction 0 for ~10 KB records only" if bodies.large_count else ""
@@ -1447,8 +1479,8 @@ def _raise_interrupt(signum: int, frame: object) -> None:
 
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if argv[:1] == ["floor"]:
-        return floor_main(argv[1:])
+    if argv[:1] and argv[0] in LOOPS:
+        return floor_main(argv[0], argv[1:])
     args = build_parser().parse_args(argv)
     # SIGTERM unwinds like Ctrl-C, so nginx and the fake API are stopped on the way out.
     signal.signal(signal.SIGTERM, _raise_interrupt)

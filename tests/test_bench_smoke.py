@@ -28,7 +28,7 @@ def test_smoke_run_prints_a_figure_for_each_contender(tmp_path: Path) -> None:
         check=False,
     )
     assert done.returncode == 0, done.stdout + done.stderr
-    expected = ["floor", "exporter"] + [tool for tool in ("curl", "aria2c") if shutil.which(tool)]
+    expected = ["floor", "client", "exporter"] + [tool for tool in ("curl", "aria2c") if shutil.which(tool)]
     table = done.stdout.split("| contender |", 1)[1]
     for name in expected:
         assert f"| {name} | " in table, f"no figure for {name}:\n{done.stdout}"

@@ -12,7 +12,9 @@ from conftest import TOKEN, cli, cli_env, read_records, read_summary, spawn, wri
 from fake_api import FakeServerHandle
 
 from exporter.archive import Archive, RunRequest
+from exporter.cli import read_token
 from exporter.config import ArchiveSettings
+from exporter.errors import UsageError
 
 
 def export_args(manifest: Path | str, out: Path, url: str, *extra: str) -> list[str]:
@@ -206,3 +208,14 @@ def test_signal_stops_cleanly_and_resumes(
     assert sorted(r["id"] for r in read_records(out)) == sorted(ids)
     last = [json.loads(x) for x in (out / "checkpoint.ndjson").read_text().splitlines() if '"t":"end"' in x]
     assert [e["status"] for e in last] == ["interrupted", "complete"]
+
+
+@pytest.mark.parametrize(
+    ("token", "fragment"),
+    [("ab cd", "whitespace or control"), ("tök-1", "non-ASCII"), ("a\x7fb", "whitespace or control")],
+)
+def test_tokens_no_header_can_carry_are_refused_without_echo(token: str, fragment: str) -> None:
+    """A token that could not go into an HTTP header is a usage error that does not repeat it."""
+    with pytest.raises(UsageError, match=fragment) as caught:
+        read_token(None, {"EXPORTER_TOKEN": token})
+    assert token not in str(caught.value)
