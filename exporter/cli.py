@@ -64,6 +64,9 @@ examples:
 the token:
   from the environment variable {TOKEN_ENV}, or from the file named by --token-file
   (one line; keep it mode 0600). Never on the command line, where `ps` shows it.
+  It is sent only to the --base-url origin: redirects are not followed, proxies
+  are not used, and an https server must present a certificate the system trusts
+  (SSL_CERT_FILE=/path/to/ca.pem adds a private CA).
 
 resuming:
   run the same command again: ids already in the archive are not fetched again;

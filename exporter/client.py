@@ -159,6 +159,7 @@ class RecordingsClient:
             connection.close()
         self._open.clear()
         self._idle.clear()
+        await asyncio.sleep(0)  # let the transports finish closing while the loop still runs
 
     def target(self, record_id: str) -> bytes:
         """The request target for one id: the id percent-encoded as a single path segment."""
@@ -207,8 +208,8 @@ class RecordingsClient:
             self._open.discard(connection)
         origin = self._origin
         loop = asyncio.get_running_loop()
-        async with asyncio.timeout(self._connect_timeout_s):
-            try:
+        try:
+            async with asyncio.timeout(self._connect_timeout_s):
                 _, connection = await loop.create_connection(
                     Connection,
                     origin.host,
@@ -217,10 +218,12 @@ class RecordingsClient:
                     server_hostname=origin.host if self._ssl is not None else None,
                     happy_eyeballs_delay=0.25,
                 )
-            except TimeoutError:
-                raise
-            except OSError as exc:
-                raise ConnectError(_os_error_message(exc, origin)) from exc
+        except TimeoutError as exc:  # this timeout, or the kernel's own (ETIMEDOUT)
+            raise ConnectError(
+                f"cannot connect to {origin.authority} within {self._connect_timeout_s:g}s"
+            ) from exc
+        except OSError as exc:
+            raise ConnectError(_os_error_message(exc, origin)) from exc
         self._open.add(connection)
         return connection, False
 
@@ -237,7 +240,11 @@ class RecordingsClient:
 
 
 class ConnectError(OSError):
-    """No connection to the origin; its message is ready for the user."""
+    """No connection to the origin; its message is ready for the user.
+
+    A connect timeout becomes one of these rather than a TimeoutError, which
+    `get()` reports as --timeout running out.
+    """
 
 
 def _os_error_message(exc: OSError, origin: Origin) -> str:
