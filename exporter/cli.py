@@ -22,6 +22,7 @@ from . import __version__, status, verify
 from .client import check_base_url
 from .config import (
     DEFAULT_MAX_FILE_BYTES,
+    DEFAULT_MAX_RESPONSE_BYTES,
     INCLUDE_PARAMS,
     ArchiveSettings,
     ExportConfig,
@@ -300,6 +301,14 @@ def _add_export(commands: Any) -> None:
         metavar="S",
         help="seconds per request, body included (default: 60)",
     )
+    pace.add_argument(
+        "--max-response-bytes",
+        type=parse_size,
+        default=DEFAULT_MAX_RESPONSE_BYTES,
+        metavar="SIZE",
+        help="fail an id whose response body (decompressed) is larger than SIZE instead of "
+        "reading on (default: 256MiB, far above any recording)",
+    )
 
     what = export.add_argument_group("what to fetch")
     what.add_argument(
@@ -426,7 +435,13 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
         manifest=ManifestSource(
             path=None if args.manifest == "-" else Path(args.manifest), format=args.format
         ),
-        http=HttpSettings(base_url=base_url, token=token, timeout_s=args.timeout, query=query),
+        http=HttpSettings(
+            base_url=base_url,
+            token=token,
+            timeout_s=args.timeout,
+            query=query,
+            max_response_bytes=args.max_response_bytes,
+        ),
         archive=ArchiveSettings(
             out_dir=_out_dir(args.out, shard),
             max_file_bytes=args.max_file_bytes,

@@ -24,7 +24,7 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from .config import HttpSettings
 from .errors import Reason, TransportError, UsageError
-from .http1 import Connection, ConnectionClosed, Headers, ProtocolError, Response, head_after_target
+from .http1 import Connection, ConnectionClosed, Headers, ProtocolError, Response, TooLarge, head_after_target
 
 RECORDINGS_PATH = "/v1/core/recordings/"
 
@@ -114,6 +114,7 @@ class RecordingsClient:
         "_connect_timeout_s",
         "_head_tail",
         "_idle",
+        "_max_body_bytes",
         "_open",
         "_origin",
         "_query",
@@ -130,6 +131,7 @@ class RecordingsClient:
         self._query = f"?{query}" if query else ""
         self._timeout_s = settings.timeout_s
         self._connect_timeout_s = min(settings.connect_timeout_s, settings.timeout_s)
+        self._max_body_bytes = settings.max_response_bytes
         self._ssl: ssl.SSLContext | None = None
         if self._origin.scheme == "https":
             self._ssl = ssl_context or ssl.create_default_context()
@@ -182,7 +184,13 @@ class RecordingsClient:
                     self._discard(connection)
                     connection, _ = await self._take(fresh=True)
                     response = await connection.request(head)
-            body = _decoded(response)
+            body = _decoded(response, self._max_body_bytes)
+        except TooLarge as exc:
+            raise TransportError(
+                Reason.BAD_RESPONSE,
+                f"{exc}; not asked again: raise --max-response-bytes if it is a real recording",
+                retryable=False,
+            ) from exc
         except TimeoutError as exc:
             raise TransportError(
                 Reason.TIMEOUT, f"no complete response within {self._timeout_s:g}s (--timeout)"
@@ -211,7 +219,7 @@ class RecordingsClient:
         try:
             async with asyncio.timeout(self._connect_timeout_s):
                 _, connection = await loop.create_connection(
-                    Connection,
+                    lambda: Connection(self._max_body_bytes),
                     origin.host,
                     origin.port,
                     ssl=self._ssl,
@@ -261,8 +269,11 @@ def _os_error_message(exc: OSError, origin: Origin) -> str:
     return f"network error with {origin.authority}: {exc.strerror or exc}"
 
 
-def _decoded(response: Response) -> bytes:
-    """The body with its Content-Encoding undone; ProtocolError if it cannot be."""
+def _decoded(response: Response, max_bytes: int) -> bytes:
+    """The body with its Content-Encoding undone; ProtocolError if it cannot be.
+
+    The decompressed size is capped too: a small gzip body can expand a thousandfold.
+    """
     encoding = response.headers.get("content-encoding")
     if encoding is None or encoding.strip().lower() in ("", "identity"):
         return response.body
@@ -274,7 +285,10 @@ def _decoded(response: Response) -> bytes:
     for wbits in (47, -15) if coding == "deflate" else (47,):
         decompressor = zlib.decompressobj(wbits)
         try:
-            body = decompressor.decompress(response.body) + decompressor.flush()
+            body = decompressor.decompress(response.body, max_bytes + 1)
+            if len(body) > max_bytes:
+                raise TooLarge(f"the response body is larger than {max_bytes:,} bytes once decompressed")
+            body += decompressor.flush()
         except zlib.error as exc:
             last = exc
             continue

@@ -15,6 +15,8 @@ from typing import Literal
 ManifestFormat = Literal["auto", "text", "csv", "ndjson"]
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30
+#: Far above any recording (the largest are a few MB), low enough that a runaway body cannot eat RAM.
+DEFAULT_MAX_RESPONSE_BYTES = 256 << 20
 Compression = Literal["none", "gzip", "zstd"]
 ProgressMode = Literal["auto", "on", "off"]
 
@@ -72,6 +74,8 @@ class HttpSettings:
     #: Extra query parameters sent with every request, in order, already validated.
     query: tuple[tuple[str, str], ...] = ()
     user_agent: str = "exporter/0.1"
+    #: A larger body (after decompression) fails its id: see DEFAULT_MAX_RESPONSE_BYTES.
+    max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

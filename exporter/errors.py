@@ -100,8 +100,13 @@ class BadResponse(Exception):
 
 
 class TransportError(Exception):
-    """A request that produced no complete response: timeout, reset, truncated body."""
+    """A request that produced no complete response: timeout, reset, truncated body.
 
-    def __init__(self, reason: Reason, message: str) -> None:
+    Most are worth another attempt; `retryable=False` marks those that would
+    fail the same way again (a body over --max-response-bytes).
+    """
+
+    def __init__(self, reason: Reason, message: str, *, retryable: bool = True) -> None:
         super().__init__(message)
         self.reason = reason
+        self.retryable = retryable

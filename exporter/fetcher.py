@@ -120,7 +120,7 @@ class Fetcher:
             try:
                 response = await self._client.get(record_id)
             except TransportError as exc:
-                verdict = Verdict("retry", exc.reason, str(exc))
+                verdict = Verdict("retry" if exc.retryable else "fail", exc.reason, str(exc))
             else:
                 status = response.status
                 if self._limiter.response(started, rate_limited=status == 429):

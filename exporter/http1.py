@@ -79,6 +79,10 @@ class ProtocolError(Exception):
     """The server's bytes are not an HTTP/1.x response."""
 
 
+class TooLarge(Exception):
+    """The response body is larger than the connection accepts (`max_body_bytes`)."""
+
+
 # Statuses whose responses never have a body, whatever their headers say (RFC 9112 §6.3).
 _NO_BODY = frozenset({204, 304})
 
@@ -91,8 +95,10 @@ class Connection(asyncio.Protocol):
     as short as possible.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, max_body_bytes: int) -> None:
         self._parser = httptools.HttpResponseParser(self)
+        self._max_body_bytes = max_body_bytes
+        self._body_bytes = 0
         self._transport: asyncio.Transport | None = None
         self._waiter: asyncio.Future[Response] | None = None
         self._chunks: list[bytes] = []
@@ -123,6 +129,10 @@ class Connection(asyncio.Protocol):
             self._fail(ProtocolError("the server switched protocols"))
         except httptools.HttpParserError as exc:
             self._fail(ProtocolError(str(exc) or type(exc).__name__))
+        if self._body_bytes > self._max_body_bytes:
+            # Checked per read, not per chunk: a body is never kept past one read beyond the
+            # limit, and an endless body ends here instead of in the out-of-memory killer.
+            self._fail(TooLarge(f"the response body is larger than {self._max_body_bytes:,} bytes"))
 
     def eof_received(self) -> bool:
         return False  # close our side too; connection_lost() settles any pending request
@@ -167,6 +177,7 @@ class Connection(asyncio.Protocol):
         )
 
     def on_body(self, body: bytes) -> None:
+        self._body_bytes += len(body)
         self._chunks.append(body)
 
     def on_message_complete(self) -> None:
@@ -214,6 +225,7 @@ class Connection(asyncio.Protocol):
 
     def _start_message(self) -> None:
         self._chunks = []
+        self._body_bytes = 0
         self._headers = Headers()
         self._status = 0
         self._received = False
@@ -221,6 +233,8 @@ class Connection(asyncio.Protocol):
         self._until_eof = False
 
     def _complete(self) -> None:
+        if self._body_bytes > self._max_body_bytes:
+            return  # data_received() fails the request once feed_data() returns
         waiter = self._waiter
         chunks = self._chunks
         body = chunks[0] if len(chunks) == 1 else b"".join(chunks)

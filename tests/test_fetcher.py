@@ -9,7 +9,7 @@ import pytest
 from conftest import TOKEN
 from fake_api import FakeServerHandle
 
-from exporter.client import RecordingsClient, check_base_url, recording_url
+from exporter.client import Origin, RecordingsClient, check_base_url, recording_url
 from exporter.config import HttpSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason, UsageError
 from exporter.fetcher import Failure, Fetcher, Success
@@ -27,8 +27,15 @@ async def fetch(
     limiter: RateLimiter | None = None,
     timeout_s: float = 5.0,
     query: tuple[tuple[str, str], ...] = (),
+    max_response_bytes: int = 1 << 28,
 ) -> Success | Failure:
-    settings = HttpSettings(base_url=api.url, token=Secret(token), timeout_s=timeout_s, query=query)
+    settings = HttpSettings(
+        base_url=api.url,
+        token=Secret(token),
+        timeout_s=timeout_s,
+        query=query,
+        max_response_bytes=max_response_bytes,
+    )
     async with RecordingsClient(settings, concurrency=4) as client:
         # A high floor keeps a lone 429 from slowing these single-id tests to a crawl;
         # test_limiter.py pins the throttling arithmetic itself.
@@ -111,6 +118,15 @@ async def test_attempts_run_out_with_the_last_reason(
     assert result.attempts == FAST_RETRY.max_attempts
     assert "gave up after 4 attempts" in result.error
     assert api.stats()["per_id"]["bad-1"] == 4
+
+
+async def test_a_body_over_the_size_limit_fails_without_retrying(api: FakeServerHandle) -> None:
+    """A response over --max-response-bytes would be as large next time: one attempt, then a Failure."""
+    result = await fetch(api, "rec-1", max_response_bytes=100)
+    assert isinstance(result, Failure)
+    assert (result.reason, result.attempts) == (Reason.BAD_RESPONSE, 1)
+    assert "--max-response-bytes" in result.error
+    assert api.stats()["per_id"]["rec-1"] == 1
 
 
 async def test_redirect_is_not_followed(api: FakeServerHandle) -> None:
@@ -219,3 +235,20 @@ def test_plain_http_is_fine_on_loopback_and_when_insisted() -> None:
     assert check_base_url("http://localhost:1") == "http://localhost:1"
     assert check_base_url("http://[::1]:1") == "http://[::1]:1"
     assert check_base_url("http://api.lan", allow_insecure_http=True) == "http://api.lan"
+
+
+@pytest.mark.parametrize(
+    ("base", "expected"),
+    [
+        ("https://api.example.com", ("api.example.com", 443, "api.example.com", "")),
+        ("http://127.0.0.1:8080/base", ("127.0.0.1", 8080, "127.0.0.1:8080", "/base")),
+        ("https://[2001:db8::1]:8443/a b", ("2001:db8::1", 8443, "[2001:db8::1]:8443", "/a%20b")),
+        ("http://localhost:80", ("localhost", 80, "localhost", "")),
+    ],
+)
+def test_origin_gives_where_to_connect_and_the_host_header(
+    base: str, expected: tuple[str, int, str, str]
+) -> None:
+    """Host and port to connect to, the Host header (port only when not the default), the path prefix."""
+    origin = Origin.of(base)
+    assert (origin.host, origin.port, origin.authority, origin.path) == expected

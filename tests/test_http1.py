@@ -10,6 +10,7 @@ and malformed responses, TLS. Each scripted server is a real TCP server on
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gzip
 import ssl
 import zlib
@@ -332,3 +333,48 @@ async def test_a_certificate_for_another_name_is_refused(authority: trustme.CA) 
                 await client.get("r")
         assert caught.value.reason == Reason.NETWORK
         assert server.requests == []
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ("", b"x" * 5000),
+        ("Content-Encoding: gzip\r\n", gzip.compress(b"x" * 5000)),
+    ],
+)
+async def test_a_body_over_the_limit_fails_for_good(headers: str, body: bytes) -> None:
+    """Over max_response_bytes, as sent or once decompressed: an error that is not retried."""
+
+    async def big(conv: Conversation) -> None:
+        await conv.read_request()
+        await conv.respond(body, headers=headers)
+
+    async with scripted(big) as server:
+        settings = HttpSettings(
+            base_url=f"http://127.0.0.1:{server.port}", token=Secret(TOKEN), max_response_bytes=4096
+        )
+        async with RecordingsClient(settings, concurrency=1) as client:
+            with pytest.raises(TransportError, match="larger than 4,096 bytes") as caught:
+                await client.get("r")
+    assert caught.value.reason == Reason.BAD_RESPONSE
+    assert not caught.value.retryable
+    assert "--max-response-bytes" in str(caught.value)
+
+
+async def test_an_endless_body_is_cut_at_the_limit() -> None:
+    """A body without end (read until close) stops at the limit rather than filling memory."""
+
+    async def endless(conv: Conversation) -> None:
+        await conv.read_request()
+        await conv.send(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n")
+        with contextlib.suppress(ConnectionError):
+            while True:
+                await conv.send(b"y" * 65536)
+
+    async with scripted(endless) as server:
+        settings = HttpSettings(
+            base_url=f"http://127.0.0.1:{server.port}", token=Secret(TOKEN), max_response_bytes=1 << 20
+        )
+        async with RecordingsClient(settings, concurrency=1) as client:
+            with pytest.raises(TransportError, match="larger than 1,048,576 bytes"):
+                await client.get("r")
