@@ -47,9 +47,9 @@ class PlanBatch:
 class Planner:
     """Sorts manifest entries.
 
-    `seen` ends up holding every id this run handled that the archive did not
-    already hold; `counts.already_archived` counts manifest lines, so an
-    archived id listed twice counts twice there, not as a duplicate.
+    `seen` ends up holding every id of this shard the manifest lists, archived
+    or not, so an id listed twice counts once, and its second line as a
+    duplicate, whichever bucket its first line went to.
     """
 
     __slots__ = (
@@ -110,7 +110,10 @@ class Planner:
             if digest in archived:
                 # First, because on a resume most lines are archived: an archived id was
                 # valid and in this shard when it was archived, so nothing else needs checking.
-                counts.already_archived += 1
+                if seen_add(digest):
+                    counts.already_archived += 1
+                else:
+                    counts.duplicates += 1
                 skipped += 1
                 continue
             problem = id_problem(record_id)

@@ -71,6 +71,21 @@ async def test_manifest_duplicates_fetched_once(api: FakeServerHandle, tmp_path:
     assert outcome.summary["counts"]["duplicates"] == 3
 
 
+async def test_a_duplicate_of_an_archived_id_counts_as_a_duplicate(
+    api: FakeServerHandle, tmp_path: Path
+) -> None:
+    """On a rerun, an archived id listed twice is one already_archived and one duplicate."""
+    out = tmp_path / "out"
+    manifest = write_manifest(tmp_path / "ids.txt", ["a1", "a2", "a1", "a3", "a2", "a1"])
+    assert (await export(make_config(manifest, out, api.url))).exit_code == 0
+    outcome = await export(make_config(manifest, out, api.url))
+    counts = outcome.summary["counts"]
+    assert (counts["already_archived"], counts["duplicates"], counts["manifest_entries"]) == (3, 3, 6)
+    assert outcome.summary["archive"]["records"] == 3
+    buckets = ("exported", "already_archived", "duplicates", "not_found", "invalid", "failed")
+    assert sum(counts[name] for name in (*buckets, "other_shard", "not_attempted")) == 6
+
+
 async def test_invalid_ids_are_never_sent(api: FakeServerHandle, tmp_path: Path) -> None:
     """Ids that could escape their path segment are recorded as invalid_id and never requested."""
     bad = ["../admin", "..", "a/b", "with space", "x" * 300]
