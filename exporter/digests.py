@@ -39,13 +39,15 @@ def shard_of(digest: bytes, count: int) -> int:
 class DigestSet:
     """A set of 16-byte digests at 14 bytes each; add and lookup are O(bucket)."""
 
-    __slots__ = ("_buckets", "_len")
+    __slots__ = ("_buckets", "_len", "_visited")
 
     def __init__(self) -> None:
         # One shared empty bytes object until a bucket gets its first key, so an
         # empty set costs a list of 65,536 pointers and nothing more.
         self._buckets: list[bytes | bytearray] = [_EMPTY] * (1 << _BUCKET_BITS)
         self._len = 0
+        # visit()'s marks, one byte per key, made on the first visit to a bucket.
+        self._visited: list[bytearray | None] | None = None
 
     def __len__(self) -> int:
         return self._len
@@ -73,6 +75,42 @@ class DigestSet:
             self._buckets[index] = bytearray(key)
         self._len += 1
         return True
+
+    def visit(self, digest: bytes) -> int:
+        """0 if `digest` is not in the set; else 1 the first time it is visited, 2 after.
+
+        A manifest that lists an archived id twice must count its second line as
+        a duplicate. Adding every archived id to a second set would cost a resume
+        of 900,000 archived ids about a second and 13 MB before its first
+        request; a mark per key costs one byte and no second search.
+        """
+        if not self._len:
+            return 0
+        index = (digest[0] << 8) | digest[1]
+        bucket = self._buckets[index]
+        key = digest[2:]
+        at = bucket.find(key)
+        if at < 0:
+            return 0
+        if at % _KEY_BYTES:
+            at = _find(bucket, key)
+            if at < 0:
+                return 0
+        visited = self._visited
+        if visited is None:
+            visited = self._visited = [None] * (1 << _BUCKET_BITS)
+        marks = visited[index]
+        if marks is None or len(marks) * _KEY_BYTES < len(bucket):
+            # Keys are only ever appended, so marks made so far keep their slots.
+            grown = bytearray(len(bucket) // _KEY_BYTES)
+            if marks is not None:
+                grown[: len(marks)] = marks
+            marks = visited[index] = grown
+        slot = at // _KEY_BYTES
+        if marks[slot]:
+            return 2
+        marks[slot] = 1
+        return 1
 
     def __repr__(self) -> str:
         used = sum(1 for bucket in self._buckets if bucket)

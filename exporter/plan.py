@@ -47,9 +47,10 @@ class PlanBatch:
 class Planner:
     """Sorts manifest entries.
 
-    `seen` ends up holding every id of this shard the manifest lists, archived
-    or not, so an id listed twice counts once, and its second line as a
-    duplicate, whichever bucket its first line went to.
+    `seen` ends up holding every id this run handled that the archive did not
+    already hold; archived ids are told from their repeats by the archived
+    set's own marks (`DigestSet.visit`), so an id listed twice counts once,
+    and its later lines as duplicates, archived or not.
     """
 
     __slots__ = (
@@ -89,7 +90,7 @@ class Planner:
         batch = PlanBatch()
         counts = self.counts
         seen_add = self.seen.add
-        archived = self._archived
+        archived_visit = self._archived.visit
         shard = self._shard
         skipped = taken = 0
         for entry in itertools.islice(self._entries, size):
@@ -107,10 +108,11 @@ class Planner:
                 continue
             record_id = entry.value
             digest = id_digest(record_id)
-            if digest in archived:
+            visits = archived_visit(digest)
+            if visits:
                 # First, because on a resume most lines are archived: an archived id was
                 # valid and in this shard when it was archived, so nothing else needs checking.
-                if seen_add(digest):
+                if visits == 1:
                     counts.already_archived += 1
                 else:
                     counts.duplicates += 1

@@ -67,6 +67,43 @@ def test_empty_set() -> None:
     assert id_digest("") not in digests_set
 
 
+def test_visit_matches_an_oracle_while_keys_keep_arriving() -> None:
+    """visit: 0 for absent digests, 1 on the first visit, 2 after, with adds between visits."""
+    rng = random.Random(11)
+    digests_set = DigestSet()
+    members: list[bytes] = []
+    member_set: set[bytes] = set()
+    visited: set[bytes] = set()
+    for _ in range(20_000):
+        # 64 bucket indexes: buckets of ~100 keys that grow between visits.
+        digest = rng.randrange(64).to_bytes(2, "big") + rng.randbytes(DIGEST_BYTES - 2)
+        if rng.random() < 0.5:
+            digests_set.add(digest)
+            members.append(digest)
+            member_set.add(digest)
+        if members and rng.random() < 0.7:
+            digest = rng.choice(members)
+        expected = 0 if digest not in member_set else (2 if digest in visited else 1)
+        assert digests_set.visit(digest) == expected
+        if expected:
+            visited.add(digest)
+    assert len(digests_set) == len(members)
+
+
+def test_visit_goes_past_a_match_straddling_two_keys() -> None:
+    """A straddling match is not a member, and does not share a mark with a real one."""
+    prefix = b"\x00\x00"
+    straddling = b"A" * 7 + b"B" * 7
+    digests_set = DigestSet()
+    assert digests_set.visit(prefix + straddling) == 0
+    for key in (b"A" * 14, b"B" * 14):
+        digests_set.add(prefix + key)
+    assert digests_set.visit(prefix + straddling) == 0
+    digests_set.add(prefix + straddling)
+    assert [digests_set.visit(prefix + straddling) for _ in range(2)] == [1, 2]
+    assert digests_set.visit(prefix + b"B" * 14) == 1
+
+
 # --- the key-alignment subtlety ------------------------------------------------------------------
 
 
