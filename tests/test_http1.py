@@ -189,6 +189,20 @@ async def test_a_cut_off_body_is_a_network_error_and_not_sent_again() -> None:
         assert len(server.requests) == 1
 
 
+async def test_a_chunked_body_without_its_last_chunk_is_cut_off() -> None:
+    """Chunks, then a close before the terminating zero-length chunk: not a complete body."""
+
+    async def cut_chunked(conv: Conversation) -> None:
+        await conv.read_request()
+        await conv.send(b'HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n7\r\n{"a":1}\r\n')
+        conv.writer.close()
+
+    async with scripted(cut_chunked) as server, client_for(f"http://127.0.0.1:{server.port}") as client:
+        with pytest.raises(TransportError, match="cut off") as caught:
+            await client.get("r")
+        assert caught.value.reason == Reason.NETWORK
+
+
 async def test_interim_responses_are_skipped() -> None:
     async def early_hints(conv: Conversation) -> None:
         await conv.read_request()
