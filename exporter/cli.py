@@ -37,6 +37,7 @@ from .config import (
 from .errors import ExitCode, ExporterError, UsageError
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
+from .tunnel import check_proxy_url
 
 TOKEN_ENV = "EXPORTER_TOKEN"  # noqa: S105 - the variable's name, not a token
 SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"
@@ -66,7 +67,8 @@ the token:
   from the environment variable {TOKEN_ENV}, or from the file named by --token-file
   (one line; keep it mode 0600). Never on the command line, where `ps` shows it.
   It is sent only to the --base-url origin: redirects are not followed, proxies
-  are not used, and an https server must present a certificate the system trusts
+  from the environment are not used (--proxy tunnels TLS through one), and an
+  https server must present a certificate the system trusts
   (SSL_CERT_FILE=/path/to/ca.pem adds a private CA).
 
 resuming:
@@ -381,6 +383,12 @@ def _add_export(commands: Any) -> None:
     output.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (for cron)")
     output.add_argument("-v", "--verbose", action="store_true", help="log every retry")
     output.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="reach the API through this HTTP proxy (http://HOST:PORT; https --base-url only): a "
+        "CONNECT tunnel carries TLS to the API, so the proxy sees its host name, never the token",
+    )
+    output.add_argument(
         "--allow-insecure-http",
         action="store_true",
         help="allow a plain http:// base URL to a host other than this machine (sends the token unencrypted)",
@@ -422,6 +430,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     """Build the run's configuration from parsed arguments and the environment."""
     token = read_token(args.token_file, environ)
     base_url = check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
+    proxy = check_proxy_url(args.proxy, base_url=base_url) if args.proxy is not None else None
     includes: list[str] = []
     for param in args.include:
         for name in INCLUDE_PARAMS.values() if param == "all" else [param]:
@@ -441,6 +450,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
             timeout_s=args.timeout,
             query=query,
             max_response_bytes=args.max_response_bytes,
+            proxy=proxy,
         ),
         archive=ArchiveSettings(
             out_dir=_out_dir(args.out, shard),

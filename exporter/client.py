@@ -8,7 +8,8 @@ socket, TLS and protocol exception, at this one boundary, into a
 The token travels only in the `Authorization` header of requests to the
 configured origin: redirects are never followed (a 3xx comes back as a status
 for `retry.classify_status` to refuse), no cookies are kept, proxies from the
-environment are not used, and no message built here contains it.
+environment are not used (an explicit --proxy only relays TLS, `tunnel.py`),
+and no message built here contains it.
 """
 
 from __future__ import annotations
@@ -19,12 +20,13 @@ import socket
 import ssl
 import zlib
 from types import TracebackType
-from typing import NamedTuple
+from typing import NamedTuple, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 from .config import HttpSettings
 from .errors import Reason, TransportError, UsageError
 from .http1 import Connection, ConnectionClosed, Headers, ProtocolError, Response, TooLarge, head_after_target
+from .tunnel import Proxy, TunnelError, open_tunnel
 
 RECORDINGS_PATH = "/v1/core/recordings/"
 
@@ -89,6 +91,11 @@ class Origin(NamedTuple):
     #: The base URL's path, percent-encoded, without a trailing slash (often "").
     path: str
 
+    @property
+    def host_port(self) -> str:
+        """`host:port` with the port always given, as CONNECT needs it."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
     @classmethod
     def of(cls, base_url: str) -> Origin:
         parts = urlsplit(base_url)
@@ -117,6 +124,7 @@ class RecordingsClient:
         "_max_body_bytes",
         "_open",
         "_origin",
+        "_proxy",
         "_query",
         "_ssl",
         "_timeout_s",
@@ -132,6 +140,7 @@ class RecordingsClient:
         self._timeout_s = settings.timeout_s
         self._connect_timeout_s = min(settings.connect_timeout_s, settings.timeout_s)
         self._max_body_bytes = settings.max_response_bytes
+        self._proxy = Proxy(*settings.proxy) if settings.proxy is not None else None
         self._ssl: ssl.SSLContext | None = None
         if self._origin.scheme == "https":
             self._ssl = ssl_context or ssl.create_default_context()
@@ -216,21 +225,40 @@ class RecordingsClient:
             self._open.discard(connection)
         origin = self._origin
         loop = asyncio.get_running_loop()
+        proxy = self._proxy
         try:
             async with asyncio.timeout(self._connect_timeout_s):
-                _, connection = await loop.create_connection(
-                    lambda: Connection(self._max_body_bytes),
-                    origin.host,
-                    origin.port,
-                    ssl=self._ssl,
-                    server_hostname=origin.host if self._ssl is not None else None,
-                    happy_eyeballs_delay=0.25,
-                )
+                if proxy is not None and self._ssl is not None:
+                    tunnelled = await open_tunnel(
+                        proxy,
+                        host=origin.host,
+                        port=origin.port,
+                        authority=origin.host_port,
+                        ssl_context=self._ssl,
+                        protocol=lambda: Connection(self._max_body_bytes),
+                    )
+                    connection = cast(Connection, tunnelled)
+                else:
+                    _, connection = await loop.create_connection(
+                        lambda: Connection(self._max_body_bytes),
+                        origin.host,
+                        origin.port,
+                        ssl=self._ssl,
+                        server_hostname=origin.host if self._ssl is not None else None,
+                        happy_eyeballs_delay=0.25,
+                    )
         except TimeoutError as exc:  # this timeout, or the kernel's own (ETIMEDOUT)
+            via = f" through the proxy {proxy.authority}" if proxy is not None else ""
             raise ConnectError(
-                f"cannot connect to {origin.authority} within {self._connect_timeout_s:g}s"
+                f"cannot connect to {origin.authority}{via} within {self._connect_timeout_s:g}s"
             ) from exc
+        except TunnelError as exc:
+            raise ConnectError(str(exc)) from exc
         except OSError as exc:
+            if proxy is not None and not isinstance(exc, ssl.SSLError):
+                raise ConnectError(
+                    f"cannot connect to the proxy {proxy.authority} ({exc.strerror or exc})"
+                ) from exc
             raise ConnectError(_os_error_message(exc, origin)) from exc
         self._open.add(connection)
         return connection, False

@@ -76,6 +76,8 @@ class HttpSettings:
     user_agent: str = "exporter/0.1"
     #: A larger body (after decompression) fails its id: see DEFAULT_MAX_RESPONSE_BYTES.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
+    #: An HTTP proxy to tunnel through (CONNECT), as "host:port" checked by `tunnel.check_proxy_url`.
+    proxy: tuple[str, int] | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -64,6 +64,17 @@ def test_missing_token_exits_2_saying_how(tmp_path: Path) -> None:
     assert not (tmp_path / "out").exists()
 
 
+def test_a_proxy_for_plain_http_is_refused_before_anything_is_sent(tmp_path: Path) -> None:
+    """--proxy with an http base URL would show the token to the proxy: exit 2, nothing created."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a"])
+    result = cli(
+        *export_args(manifest, tmp_path / "out", "http://127.0.0.1:9"), "--proxy", "http://127.0.0.1:3128"
+    )
+    assert result.returncode == 2
+    assert "https --base-url only" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_token_on_the_command_line_is_refused(tmp_path: Path) -> None:
     """`--token VALUE` is refused (it would show in ps) and the value is not echoed back."""
     result = cli(

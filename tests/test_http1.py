@@ -3,7 +3,7 @@
 The fake API is an aiohttp server and always answers well-formed HTTP; these
 tests need the wire itself: chunked and read-until-close bodies, interim
 responses, compressed bodies, keep-alive connections the server drops, cut-off
-and malformed responses, TLS. Each scripted server is a real TCP server on
+and malformed responses, TLS, and a CONNECT proxy in between. Each scripted server is a real TCP server on
 127.0.0.1 whose handler writes exact bytes.
 """
 
@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gzip
+import re
 import ssl
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,7 +23,8 @@ import trustme
 
 from exporter.client import RecordingsClient
 from exporter.config import HttpSettings, Secret
-from exporter.errors import Reason, TransportError
+from exporter.errors import Reason, TransportError, UsageError
+from exporter.tunnel import check_proxy_url
 
 TOKEN = "tok-Hq72"
 Handler = Callable[["Conversation"], Awaitable[None]]
@@ -392,3 +394,110 @@ async def test_an_endless_body_is_cut_at_the_limit() -> None:
         async with RecordingsClient(settings, concurrency=1) as client:
             with pytest.raises(TransportError, match="larger than 1,048,576 bytes"):
                 await client.get("r")
+
+
+# --- through a proxy -----------------------------------------------------------------------------
+
+
+class ConnectProxy:
+    """A CONNECT proxy on loopback that relays bytes both ways and keeps a copy of them."""
+
+    def __init__(self, refuse_with: bytes | None = None) -> None:
+        self.refuse_with = refuse_with
+        self.heads: list[bytes] = []
+        self.relayed = bytearray()
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        head = await reader.readuntil(b"\r\n\r\n")
+        self.heads.append(head)
+        if self.refuse_with is not None:
+            writer.write(self.refuse_with)
+            writer.close()
+            return
+        host, port = head.split()[1].decode().rsplit(":", 1)
+        up_reader, up_writer = await asyncio.open_connection(host, int(port))
+        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
+
+        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+            try:
+                while data := await source.read(65536):
+                    self.relayed += data
+                    sink.write(data)
+                    await sink.drain()
+            finally:
+                sink.close()
+
+        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
+
+
+@asynccontextmanager
+async def connect_proxy(proxy: ConnectProxy) -> AsyncIterator[int]:
+    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
+    async with server:
+        yield server.sockets[0].getsockname()[1]
+
+
+def proxied_client(url: str, proxy_port: int, authority: trustme.CA) -> RecordingsClient:
+    settings = HttpSettings(base_url=url, token=Secret(TOKEN), proxy=("127.0.0.1", proxy_port))
+    return RecordingsClient(settings, concurrency=2, ssl_context=_client_tls(authority))
+
+
+async def test_https_through_a_proxy_keeps_the_token_from_it(authority: trustme.CA) -> None:
+    """One CONNECT, then TLS to the API inside the tunnel: the proxy never sees the token."""
+    proxy = ConnectProxy()
+    async with (
+        scripted(keep_answering, ssl_context=_server_tls(authority, "localhost")) as server,
+        connect_proxy(proxy) as proxy_port,
+    ):
+        url = f"https://localhost:{server.port}"
+        async with proxied_client(url, proxy_port, authority) as client:
+            for _ in range(3):
+                assert (await client.get("r")).body == b'{"ok":1}'
+        assert [head.split(b"\r\n")[0] for head in proxy.heads] == [
+            f"CONNECT localhost:{server.port} HTTP/1.1".encode()
+        ]
+        assert server.connections == 1
+        assert len(server.requests) == 3
+        assert f"Authorization: Bearer {TOKEN}" in server.requests[0].decode()
+        assert len(proxy.relayed) > 1000
+        assert TOKEN.encode() not in bytes(proxy.relayed)
+        assert b"Authorization" not in b"".join(proxy.heads)
+
+
+async def test_a_proxy_refusing_the_tunnel_is_named_in_the_error(authority: trustme.CA) -> None:
+    proxy = ConnectProxy(
+        refuse_with=b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
+    )
+    async with connect_proxy(proxy) as proxy_port:
+        async with proxied_client("https://localhost:9", proxy_port, authority) as client:
+            with pytest.raises(TransportError, match=r"refused a tunnel to localhost:9.*407") as caught:
+                await client.get("r")
+        assert caught.value.reason == Reason.NETWORK
+        assert f"127.0.0.1:{proxy_port}" in str(caught.value)
+
+
+async def test_an_unreachable_proxy_is_named_in_the_error(authority: trustme.CA) -> None:
+    async with connect_proxy(ConnectProxy()) as proxy_port:
+        pass
+    async with proxied_client("https://localhost:9", proxy_port, authority) as client:
+        with pytest.raises(TransportError, match=f"cannot connect to the proxy 127.0.0.1:{proxy_port}"):
+            await client.get("r")
+
+
+@pytest.mark.parametrize(
+    ("proxy", "base", "fragment"),
+    [
+        ("http://proxy.example:3128", "http://127.0.0.1:8080", "https --base-url only"),
+        ("http://user:pw@proxy.example:3128", "https://api.example.com", "credentials"),
+        ("http://proxy.example", "https://api.example.com", "needs the proxy's port"),
+        ("https://proxy.example:3128", "https://api.example.com", "http:// proxy URL"),
+        ("http://proxy.example:3128/path", "https://api.example.com", "only http://HOST:PORT"),
+    ],
+)
+def test_proxy_urls_that_would_leak_or_misroute_are_refused(proxy: str, base: str, fragment: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(fragment)):
+        check_proxy_url(proxy, base_url=base)
+
+
+def test_a_proxy_url_gives_host_and_port() -> None:
+    assert check_proxy_url("http://[::1]:3128/", base_url="https://api.example.com") == ("::1", 3128)
