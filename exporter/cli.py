@@ -265,6 +265,18 @@ def _add_export(commands: Any) -> None:
         help="manifest format (default: from the file name, else guessed from the first line)",
     )
 
+    connection = export.add_argument_group("connection")
+    connection.add_argument(
+        "--proxy",
+        metavar="URL",
+        help="reach the API through this HTTP proxy (http://HOST:PORT; https --base-url only): a "
+        "CONNECT tunnel carries TLS to the API, so the proxy sees its host name, never the token",
+    )
+    connection.add_argument(
+        "--allow-insecure-http",
+        action="store_true",
+        help="allow a plain http:// base URL to a host other than this machine (sends the token unencrypted)",
+    )
     pace = export.add_argument_group("pace")
     pace.add_argument(
         "--concurrency",
@@ -382,17 +394,6 @@ def _add_export(commands: Any) -> None:
     )
     output.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (for cron)")
     output.add_argument("-v", "--verbose", action="store_true", help="log every retry")
-    output.add_argument(
-        "--proxy",
-        metavar="URL",
-        help="reach the API through this HTTP proxy (http://HOST:PORT; https --base-url only): a "
-        "CONNECT tunnel carries TLS to the API, so the proxy sees its host name, never the token",
-    )
-    output.add_argument(
-        "--allow-insecure-http",
-        action="store_true",
-        help="allow a plain http:// base URL to a host other than this machine (sends the token unencrypted)",
-    )
     export.set_defaults(handler=_export_command)
 
 
