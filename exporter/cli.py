@@ -485,15 +485,16 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
         return
     counts = outcome.summary.get("counts", {})
     out = config.archive.out_dir
+    exported = counts.get("exported", 0)
     parts = [
-        f"exported {counts.get('exported', 0)} recordings to {out} "
+        f"exported {exported} recording{'' if exported == 1 else 's'} to {out} "
         f"in {outcome.summary.get('elapsed_s', 0):.1f}s ({outcome.summary.get('records_per_s', 0):.1f}/s)"
     ]
     extras = [
         f"{counts[key]} {label}"
         for key, label in (
             ("already_archived", "already archived"),
-            ("duplicates", "duplicates in the manifest"),
+            ("duplicates", "repeated in the manifest"),
             ("not_found", "not found"),
             ("invalid", "invalid"),
             ("failed", "failed"),

@@ -48,7 +48,7 @@ def test_partial_run_exits_1_with_a_closing_line(api: FakeServerHandle, tmp_path
     manifest = write_manifest(tmp_path / "ids.txt", ["a", "missing-1", "../x"])
     result = cli(*export_args(manifest, tmp_path / "out", api.url, "--no-progress"))
     assert result.returncode == 1
-    assert "exported 1 recordings" in result.stderr
+    assert "exported 1 recording to" in result.stderr
     assert "1 not found, 1 invalid" in result.stderr
     assert "failed.ndjson" in result.stderr
 
