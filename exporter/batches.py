@@ -72,6 +72,11 @@ class CommitQueue(Generic[T]):
         self._room.set()
         return items
 
+    @property
+    def closed(self) -> bool:
+        """Whether `close` was called: no more items will come."""
+        return self._closed
+
     def __len__(self) -> int:
         return len(self._items)
 

@@ -21,6 +21,7 @@ from typing import Any, NoReturn
 from . import __version__, status, verify
 from .client import check_base_url
 from .config import (
+    DEFAULT_COMPRESS_BATCH_BYTES,
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     INCLUDE_PARAMS,
@@ -376,6 +377,14 @@ def _add_export(commands: Any) -> None:
         help="compression level (default: gzip 6, zstd 3)",
     )
     archive.add_argument(
+        "--compress-batch",
+        type=parse_size,
+        default=DEFAULT_COMPRESS_BATCH_BYTES,
+        metavar="SIZE",
+        help="with --compress, gather SIZE of records (or 5 s of them) into each gzip member or zstd "
+        "frame (default: 1MiB); larger compresses better, smaller re-fetches less after a kill -9",
+    )
+    archive.add_argument(
         "--shard",
         type=parse_shard,
         default=None,
@@ -458,6 +467,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
             max_file_bytes=args.max_file_bytes,
             compress=args.compress,
             compress_level=args.compress_level,
+            compressed_commit_bytes=args.compress_batch,
         ),
         shard=shard,
         retry=RetrySettings(max_attempts=args.max_attempts),

@@ -33,7 +33,6 @@ import contextlib
 import enum
 import itertools
 import logging
-import math
 import os
 import signal
 import sys
@@ -66,6 +65,8 @@ _MIN_BATCH_ITEMS = 64
 _MAX_BATCH_BYTES = 32 << 20
 # A commit this large is worth its fsync at once, however few records it holds.
 _SMALL_COMMIT_BYTES = 1 << 20
+#: How often a small commit that is waiting for more records looks again.
+_COMMIT_POLL_S = 0.01
 
 
 class StopReason(enum.Enum):
@@ -280,16 +281,31 @@ class _Run:
     async def _write(self, archive: Archive) -> None:
         loop = asyncio.get_running_loop()
         settings = self.config.archive
-        last_commit = -math.inf
+        if settings.compress == "none":
+            interval_s, enough_items, enough_bytes = (
+                settings.commit_interval_s,
+                settings.small_commit_records,
+                _SMALL_COMMIT_BYTES,
+            )
+        else:
+            interval_s, enough_items, enough_bytes = (
+                settings.compressed_commit_interval_s,
+                sys.maxsize,
+                settings.compressed_commit_bytes,
+            )
+        last_commit = loop.time()  # the first commit waits for company too
         while items := await self.results.take():
-            wait_s = last_commit + settings.commit_interval_s - loop.time()
-            if (
-                wait_s > 0
-                and len(items) < settings.small_commit_records
-                and _size(items) < _SMALL_COMMIT_BYTES
-            ):
-                await asyncio.sleep(wait_s)
-                items += self.results.take_nowait()
+            # A small commit waits a little for company (see ArchiveSettings), looking
+            # again every few milliseconds so that it goes as soon as it is big enough.
+            size = _size(items)
+            while len(items) < enough_items and size < enough_bytes and not self.results.closed:
+                wait_s = last_commit + interval_s - loop.time()
+                if wait_s <= 0:
+                    break
+                await asyncio.sleep(min(wait_s, _COMMIT_POLL_S))
+                more = self.results.take_nowait()
+                items += more
+                size += _size(more)
             last_commit = loop.time()
             records: list[tuple[str, Record]] = []
             failures: list[bytes] = []

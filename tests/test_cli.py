@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import io
 import json
 import signal
 import time
 from pathlib import Path
 
 import pytest
+import zstandard
 from conftest import TOKEN, cli, cli_env, read_records, read_summary, spawn, write_manifest
 from fake_api import FakeServerHandle
 
@@ -219,6 +221,31 @@ def test_signal_stops_cleanly_and_resumes(
     assert sorted(r["id"] for r in read_records(out)) == sorted(ids)
     last = [json.loads(x) for x in (out / "checkpoint.ndjson").read_text().splitlines() if '"t":"end"' in x]
     assert [e["status"] for e in last] == ["interrupted", "complete"]
+
+
+def test_sigterm_writes_a_waiting_compressed_batch_at_once(api: FakeServerHandle, tmp_path: Path) -> None:
+    """A compressed batch waiting for company (up to 5 s) is committed as soon as SIGTERM comes."""
+    manifest = write_manifest(tmp_path / "ids.txt", [f"rec-{i}" for i in range(200)])
+    out = tmp_path / "out"
+    args = export_args(manifest, out, api.url, "--rate", "20", "--compress", "zstd")
+    process = spawn(*args)
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline and api.stats()["requests_total"] < 15:
+        time.sleep(0.02)
+    signalled = time.monotonic()
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=30)
+    # Well under the 5 s a batch may wait; the margin is for a busy machine.
+    assert time.monotonic() - signalled < 3.5, "the run waited for its batch instead of stopping"
+    assert process.returncode == 143, stderr
+    summary = read_summary(out)
+    (records_file,) = out.glob("records-*.zst")
+    data = (
+        zstandard.ZstdDecompressor()
+        .stream_reader(io.BytesIO(records_file.read_bytes()), read_across_frames=True)
+        .read()
+    )
+    assert summary["counts"]["exported"] == data.count(b"\n") >= 15
 
 
 @pytest.mark.parametrize(
