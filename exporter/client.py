@@ -26,7 +26,7 @@ from urllib.parse import quote, urlencode, urlsplit
 from .config import HttpSettings
 from .errors import Reason, TransportError, UsageError
 from .http1 import Connection, ConnectionClosed, Headers, ProtocolError, Response, TooLarge, head_after_target
-from .tunnel import Proxy, TunnelError, open_tunnel
+from .tunnel import Proxy, TunnelError, host_port, open_tunnel
 
 RECORDINGS_PATH = "/v1/core/recordings/"
 
@@ -94,7 +94,7 @@ class Origin(NamedTuple):
     @property
     def host_port(self) -> str:
         """`host:port` with the port always given, as CONNECT needs it."""
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
     @classmethod
     def of(cls, base_url: str) -> Origin:
@@ -102,8 +102,9 @@ class Origin(NamedTuple):
         host = parts.hostname or ""
         default = 443 if parts.scheme == "https" else 80
         port = parts.port or default
-        shown = f"[{host}]" if ":" in host else host
-        authority = shown if port == default else f"{shown}:{port}"
+        authority = host_port(host, port)
+        if port == default:
+            authority = authority.rsplit(":", 1)[0]
         return cls(
             parts.scheme, host, port, authority, quote(parts.path.rstrip("/"), safe="/%:@!$&'()*+,;=~")
         )

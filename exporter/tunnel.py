@@ -25,13 +25,18 @@ from .errors import UsageError
 _MAX_HEAD_BYTES = 16 * 1024
 
 
+def host_port(host: str, port: int) -> str:
+    """`host:port`, an IPv6 address in brackets: the form CONNECT and messages use."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 class Proxy(NamedTuple):
     host: str
     port: int
 
     @property
     def authority(self) -> str:
-        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+        return host_port(self.host, self.port)
 
 
 def check_proxy_url(text: str, *, base_url: str) -> Proxy:
