@@ -69,10 +69,13 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
-def recording_url(base_url: str, record_id: str, query: str) -> str:
-    """The URL for one id: the id percent-encoded as a single path segment."""
+def request_target(base_path: str, record_id: str, query: str) -> str:
+    """The request target for one id: the id percent-encoded as a single path segment.
+
+    `query` is already encoded (`encode_query`), and `base_path` is `Origin.path`.
+    """
     tail = f"?{query}" if query else ""
-    return f"{base_url}{RECORDINGS_PATH}{quote(record_id, safe='')}{tail}"
+    return f"{base_path}{RECORDINGS_PATH}{quote(record_id, safe='')}{tail}"
 
 
 def encode_query(pairs: tuple[tuple[str, str], ...]) -> str:
@@ -129,15 +132,11 @@ class RecordingsClient:
         "_query",
         "_ssl",
         "_timeout_s",
-        "concurrency",
     )
 
-    def __init__(
-        self, settings: HttpSettings, *, concurrency: int, ssl_context: ssl.SSLContext | None = None
-    ) -> None:
+    def __init__(self, settings: HttpSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
         self._origin = Origin.of(settings.base_url)
-        query = encode_query(settings.query)
-        self._query = f"?{query}" if query else ""
+        self._query = encode_query(settings.query)
         self._timeout_s = settings.timeout_s
         self._connect_timeout_s = min(settings.connect_timeout_s, settings.timeout_s)
         self._max_body_bytes = settings.max_response_bytes
@@ -156,7 +155,6 @@ class RecordingsClient:
         )
         self._idle: list[Connection] = []
         self._open: set[Connection] = set()
-        self.concurrency = concurrency
 
     async def __aenter__(self) -> RecordingsClient:
         return self
@@ -173,13 +171,10 @@ class RecordingsClient:
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports finish closing while the loop still runs
 
-    def target(self, record_id: str) -> bytes:
-        """The request target for one id: the id percent-encoded as a single path segment."""
-        return f"{self._origin.path}{RECORDINGS_PATH}{quote(record_id, safe='')}{self._query}".encode("ascii")
-
     async def get(self, record_id: str) -> RawResponse:
         """GET one recording and read its whole body; TransportError if that fails."""
-        head = b"GET " + self.target(record_id) + self._head_tail
+        target = request_target(self._origin.path, record_id, self._query)
+        head = b"GET " + target.encode("ascii") + self._head_tail
         connection: Connection | None = None
         try:
             async with asyncio.timeout(self._timeout_s):

@@ -210,7 +210,7 @@ class _Run:
         with self._signals():
             total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
             total.add_done_callback(self._set_total)
-            async with RecordingsClient(config.http, concurrency=limits.concurrency) as client:
+            async with RecordingsClient(config.http) as client:
                 fetcher = Fetcher(client, limiter, config.retry, stats=self.stats)
                 writer = asyncio.create_task(self._write(archive))
                 producers = asyncio.create_task(self._produce(planner, fetcher))

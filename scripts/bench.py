@@ -739,7 +739,7 @@ async def client_fetch(base_url: str, ids: Sequence[str], concurrency: int, toke
     counts = {"ok": 0, "errors": 0, "bytes": 0}
     pending = iter(ids)
     settings = HttpSettings(base_url=base_url, token=Secret(token))
-    async with RecordingsClient(settings, concurrency=concurrency) as client:
+    async with RecordingsClient(settings) as client:
 
         async def worker() -> None:
             for record_id in pending:

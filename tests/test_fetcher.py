@@ -9,7 +9,7 @@ import pytest
 from conftest import TOKEN
 from fake_api import FakeServerHandle
 
-from exporter.client import Origin, RecordingsClient, check_base_url, recording_url
+from exporter.client import Origin, RecordingsClient, check_base_url, request_target
 from exporter.config import HttpSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason, UsageError
 from exporter.fetcher import Failure, Fetcher, Success
@@ -36,7 +36,7 @@ async def fetch(
         query=query,
         max_response_bytes=max_response_bytes,
     )
-    async with RecordingsClient(settings, concurrency=4) as client:
+    async with RecordingsClient(settings) as client:
         # A high floor keeps a lone 429 from slowing these single-id tests to a crawl;
         # test_limiter.py pins the throttling arithmetic itself.
         fetcher = Fetcher(client, limiter or RateLimiter(rate_per_s=0, min_rate_per_s=1000), retry)
@@ -207,10 +207,10 @@ async def test_query_parameters_are_sent(api: FakeServerHandle) -> None:
     assert list(api.stats()["queries"]) == ["includePhotos=true&x-custom=a%20b"]
 
 
-def test_recording_url_encodes_the_id() -> None:
-    """The URL builder percent-encodes everything that could leave the path segment."""
-    url = recording_url("https://api.example.com/base", "../admin?x#y", "a=1")
-    assert url == "https://api.example.com/base/v1/core/recordings/..%2Fadmin%3Fx%23y?a=1"
+def test_request_target_encodes_the_id() -> None:
+    """The target builder percent-encodes everything that could leave the path segment."""
+    target = request_target("/base", "../admin?x#y", "a=1")
+    assert target == "/base/v1/core/recordings/..%2Fadmin%3Fx%23y?a=1"
 
 
 @pytest.mark.parametrize(

@@ -92,7 +92,7 @@ def client_for(
     base_url: str, *, timeout_s: float = 5.0, ssl_context: ssl.SSLContext | None = None
 ) -> RecordingsClient:
     settings = HttpSettings(base_url=base_url, token=Secret(TOKEN), timeout_s=timeout_s, query=(("x", "1"),))
-    return RecordingsClient(settings, concurrency=4, ssl_context=ssl_context)
+    return RecordingsClient(settings, ssl_context=ssl_context)
 
 
 async def keep_answering(conv: Conversation, body: bytes = b'{"ok":1}') -> None:
@@ -369,7 +369,7 @@ async def test_a_body_over_the_limit_fails_for_good(headers: str, body: bytes) -
         settings = HttpSettings(
             base_url=f"http://127.0.0.1:{server.port}", token=Secret(TOKEN), max_response_bytes=4096
         )
-        async with RecordingsClient(settings, concurrency=1) as client:
+        async with RecordingsClient(settings) as client:
             with pytest.raises(TransportError, match="larger than 4,096 bytes") as caught:
                 await client.get("r")
     assert caught.value.reason == Reason.BAD_RESPONSE
@@ -391,7 +391,7 @@ async def test_an_endless_body_is_cut_at_the_limit() -> None:
         settings = HttpSettings(
             base_url=f"http://127.0.0.1:{server.port}", token=Secret(TOKEN), max_response_bytes=1 << 20
         )
-        async with RecordingsClient(settings, concurrency=1) as client:
+        async with RecordingsClient(settings) as client:
             with pytest.raises(TransportError, match="larger than 1,048,576 bytes"):
                 await client.get("r")
 
@@ -439,7 +439,7 @@ async def connect_proxy(proxy: ConnectProxy) -> AsyncIterator[int]:
 
 def proxied_client(url: str, proxy_port: int, authority: trustme.CA) -> RecordingsClient:
     settings = HttpSettings(base_url=url, token=Secret(TOKEN), proxy=("127.0.0.1", proxy_port))
-    return RecordingsClient(settings, concurrency=2, ssl_context=_client_tls(authority))
+    return RecordingsClient(settings, ssl_context=_client_tls(authority))
 
 
 async def test_https_through_a_proxy_keeps_the_token_from_it(authority: trustme.CA) -> None:
