@@ -26,6 +26,7 @@ from .config import (
     DEFAULT_MAX_RESPONSE_BYTES,
     INCLUDE_PARAMS,
     ArchiveSettings,
+    Budgets,
     ExportConfig,
     HttpSettings,
     LimitSettings,
@@ -53,6 +54,9 @@ exit codes:
   2    usage or configuration error (bad option, no token, unreadable manifest)
   3    the API refused the token (401/403); what was fetched before is kept
   4    the archive cannot be used (locked by another run, damaged, disk full)
+  5    a budget was reached (--max-duration, --max-requests): what was fetched is kept;
+       run the same command again to continue
+  6    the API was unavailable for longer than --max-outage: what was fetched is kept
   130  interrupted by SIGINT (Ctrl-C): what was fetched is kept; run the same command to resume
   143  interrupted by SIGTERM: likewise
 """
@@ -100,6 +104,21 @@ def parse_size(text: str) -> int:
     if size < 1:
         raise argparse.ArgumentTypeError("the size must be at least 1 byte")
     return size
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400}
+
+
+def parse_duration(text: str) -> float:
+    """`45s`, `90m`, `6h`, `1d`, `30` (seconds) -> seconds."""
+    match = _DURATION.match(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 45s, 90m or 6h")
+    seconds = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()]
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be more than 0")
+    return seconds
 
 
 def parse_shard(text: str) -> Shard:
@@ -291,9 +310,10 @@ def _add_export(commands: Any) -> None:
         type=_non_negative_float,
         default=10.0,
         metavar="R",
-        help="requests per second, all workers together; 0 for no limit (default: 10). "
-        "When the API keeps answering 429 the rate halves by itself and recovers over 10 s; "
-        "a Retry-After pauses every worker",
+        help="requests per second, all workers together, at most; 0 for no ceiling (default: 10). "
+        "Below it the pool finds and holds the rate the API accepts when it answers 429, spreads "
+        "quotas the API announces (RateLimit / X-RateLimit headers) over their window, and "
+        "waits out a Retry-After longer than 1 s together",
     )
     pace.add_argument(
         "--burst",
@@ -307,7 +327,33 @@ def _add_export(commands: Any) -> None:
         type=_positive_int,
         default=5,
         metavar="N",
-        help="tries per id for 5xx, 429, timeouts, broken or non-JSON bodies (default: 5)",
+        help="tries per id for 5xx, timeouts, broken or non-JSON bodies (default: 5); "
+        "429s and an outage of the whole API do not use them up",
+    )
+    pace.add_argument(
+        "--max-outage",
+        type=parse_duration,
+        default=600.0,
+        metavar="DURATION",
+        help="when the API is down (connections refused, timeouts, 5xx for every id) the pool "
+        "waits together, probing with one request at a time; after this long the run stops "
+        "with exit 6, ids not fetched left for the next run (default: 10m)",
+    )
+    budget = export.add_argument_group("budgets (exit 5 when reached; run again to continue)")
+    budget.add_argument(
+        "--max-duration",
+        type=parse_duration,
+        default=None,
+        metavar="DURATION",
+        help="stop starting requests after this long (45s, 90m, 6h) and end the run cleanly: "
+        "a nightly window",
+    )
+    budget.add_argument(
+        "--max-requests",
+        type=_positive_int,
+        default=None,
+        metavar="N",
+        help="send at most N requests, retries included (a daily quota); the ones in flight finish",
     )
     pace.add_argument(
         "--timeout",
@@ -470,8 +516,9 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
             compressed_commit_bytes=args.compress_batch,
         ),
         shard=shard,
-        retry=RetrySettings(max_attempts=args.max_attempts),
+        retry=RetrySettings(max_attempts=args.max_attempts, max_outage_s=args.max_outage),
         limits=LimitSettings(concurrency=args.concurrency, rate_per_s=args.rate, burst=burst),
+        budgets=Budgets(max_duration_s=args.max_duration, max_requests=args.max_requests),
         refetch=args.refetch,
         retry_failed=args.retry_failed,
         progress=progress,

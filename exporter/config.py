@@ -90,6 +90,8 @@ class RetrySettings:
     backoff_cap_s: float = 30.0
     #: A Retry-After longer than this is not waited for: the id fails as rate_limited.
     retry_after_max_s: float = 900.0
+    #: The API down (refused, timing out, 5xx for everyone) for longer than this ends the run (exit 6).
+    max_outage_s: float = 600.0
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -101,10 +103,18 @@ class LimitSettings:
     rate_per_s: float = 10.0
     #: Requests that may start back to back after an idle spell.
     burst: int = 10
-    #: After a 429 the rate halves, then climbs back linearly over this many seconds.
-    recovery_s: float = 10.0
     #: The rate never drops below this, however many 429s arrive.
     min_rate_per_s: float = 0.2
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class Budgets:
+    """Limits a run sets itself (a nightly window, a daily quota); reaching one ends it with exit 5."""
+
+    #: Seconds from the start after which no request starts and the run ends; None: no limit.
+    max_duration_s: float | None = None
+    #: Requests sent at most, retries included; None: no limit.
+    max_requests: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -154,6 +164,7 @@ class ExportConfig:
     archive: ArchiveSettings
     retry: RetrySettings = RetrySettings()
     limits: LimitSettings = LimitSettings()
+    budgets: Budgets = Budgets()
     #: Fetch ids again even when the archive holds them (starts a new generation).
     refetch: bool = False
     #: Also retry ids an earlier run found missing (404) or invalid.

@@ -30,6 +30,8 @@ class ExitCode(enum.IntEnum):
     USAGE = 2
     AUTH = 3
     ARCHIVE = 4
+    BUDGET = 5
+    API_UNAVAILABLE = 6
     INTERNAL = 70
     SIGINT = 130
     SIGTERM = 143

@@ -1,10 +1,11 @@
 """Fetch one id to a final outcome: the attempt loop around limiter, client and payload.
 
-Each attempt waits for the rate limiter, makes one request, and asks
-`retry.classify_status` and `payload.decode_record` what the answer means. The
-loop ends with a `Success` (the exact NDJSON line), a `Failure` (a reason worth
-recording), or `AuthRefused`, which stops the whole run: with a refused token
-every remaining request would be refused too.
+Each attempt waits for the pool's pacer (`pacing.py`), makes one request, tells
+the pacer what came back, and asks `retry.classify_status` and the payload
+decoder what the answer means. The loop ends with a `Success` (the exact NDJSON
+line), a `Failure` (a reason worth recording), `Unfinished` (the pool may send
+no more: a budget or an outage), or `AuthRefused`, which stops the whole run:
+with a refused token every remaining request would be refused too.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
@@ -22,13 +22,11 @@ import orjson
 from .client import RawResponse
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
-from .limiter import RateLimiter
+from .pacing import Halt, Pacer
 from .payload import PayloadDecoder, Record
-from .retry import Verdict, backoff_delay, classify_status, rate_limit_wait_s, retry_after_s
+from .retry import Verdict, backoff_delay, classify_status
 
 log = logging.getLogger(__name__)
-
-_RATE_LIMIT_REMAINING = "X-RateLimit-Remaining"
 
 
 @dataclass(slots=True)
@@ -76,61 +74,77 @@ class FetchStats:
     rate_limited: int = 0
 
 
+@dataclass(slots=True)
+class Unfinished:
+    """An id left for the next run: no request for it may start any more (`halt` says why)."""
+
+    id: str
+    halt: Halt
+
+
 class Getter(Protocol):
     async def get(self, record_id: str) -> RawResponse: ...
 
 
-class Fetcher:
-    """Turns an id into a Success or a Failure, retrying what is worth retrying."""
+# Failures that, when every request meets them, mean the API is down rather than the id broken.
+_DOWN_REASONS = frozenset({Reason.NETWORK, Reason.TIMEOUT})
 
-    __slots__ = ("_client", "_decode", "_limiter", "_monotonic", "_now", "_rand", "_retry", "_sleep", "stats")
+
+class Fetcher:
+    """Turns an id into a Success, a Failure, or Unfinished, retrying what is worth retrying."""
+
+    __slots__ = ("_client", "_decode", "_pacer", "_rand", "_retry", "_sleep", "stats")
 
     def __init__(
         self,
         client: Getter,
-        limiter: RateLimiter,
+        pacer: Pacer,
         retry: RetrySettings,
         *,
         stats: FetchStats | None = None,
-        now_epoch: Callable[[], float] = time.time,
-        monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
         self._client = client
         self._decode = PayloadDecoder()
-        self._limiter = limiter
+        self._pacer = pacer
         self._retry = retry
-        self._now = now_epoch
-        self._monotonic = monotonic
         self._rand = rand
         self._sleep = sleep
         self.stats = stats if stats is not None else FetchStats()
 
-    async def fetch(self, record_id: str) -> Success | Failure:
-        """Fetch `record_id` until it succeeds, fails for good, or attempts run out."""
+    async def fetch(self, record_id: str) -> Success | Failure | Unfinished:
+        """Fetch `record_id` until it succeeds, fails for good, attempts run out, or the pool halts.
+
+        A 429 is the API pacing us, and an outage of the whole API is not this id's
+        fault: neither uses up one of its --max-attempts.
+        """
         retry = self._retry
-        attempt = 0
+        attempts = 0  # requests sent for this id
+        counted = 0  # of those, the ones that count against --max-attempts
         while True:
-            attempt += 1
-            started = await self._limiter.acquire()
+            ticket = await self._pacer.start()
+            if isinstance(ticket, Halt):
+                return Unfinished(record_id, ticket)
+            attempts += 1
             self.stats.requests += 1
             status: int | None = None
-            wait_s: float | None = None
             try:
                 response = await self._client.get(record_id)
             except TransportError as exc:
                 verdict = Verdict("retry" if exc.retryable else "fail", exc.reason, str(exc))
+                effect = self._pacer.finish(
+                    ticket, status=None, down=exc.retryable and exc.reason in _DOWN_REASONS
+                )
             else:
                 status = response.status
-                if self._limiter.response(started, rate_limited=status == 429):
-                    log.debug("the API keeps answering 429: lowering the request rate for all workers")
-                if status != 200 or _RATE_LIMIT_REMAINING in response.headers:
-                    wait_s = self._server_wait(response)
+                effect = self._pacer.finish(
+                    ticket, status=status, headers=response.headers, down=status in _DOWN_STATUSES
+                )
                 verdict = classify_status(status)
                 if verdict.action == "ok":
                     try:
-                        return Success(record_id, self._decode(response.body, record_id), attempt)
+                        return Success(record_id, self._decode(response.body, record_id), attempts)
                     except BadResponse as exc:
                         verdict = Verdict("retry", Reason.BAD_RESPONSE, str(exc))
             if verdict.action == "auth":
@@ -140,7 +154,8 @@ class Fetcher:
                 )
             reason = verdict.reason or Reason.HTTP_ERROR
             if verdict.action == "fail":
-                return Failure(record_id, reason, verdict.message, status, attempt)
+                return Failure(record_id, reason, verdict.message, status, attempts)
+            wait_s = effect.retry_after_s
             if wait_s is not None and wait_s > retry.retry_after_max_s:
                 return Failure(
                     record_id,
@@ -148,38 +163,35 @@ class Fetcher:
                     f"{verdict.message}; the API asked to wait {wait_s:.0f}s, more than "
                     f"{retry.retry_after_max_s:.0f}s: run again later",
                     status,
-                    attempt,
+                    attempts,
                 )
-            if attempt >= retry.max_attempts:
+            self.stats.retries += 1
+            if status == 429:
+                self.stats.rate_limited += 1
+                # Waiting is the answer: the pacer has slowed the pool; this id waits out its
+                # Retry-After (when the pool is not already waiting it out) and goes again.
+                if own := effect.own_wait_s():
+                    await self._sleep(own)
+                continue
+            if effect.outage:
+                # The pool waits for the API as one (Pacer.start); no attempt is used up.
+                continue
+            counted += 1
+            if counted >= retry.max_attempts:
                 return Failure(
                     record_id,
                     reason,
-                    f"{verdict.message} (gave up after {attempt} attempts; --max-attempts)",
+                    f"{verdict.message} (gave up after {attempts} attempts; --max-attempts)",
                     status,
-                    attempt,
+                    attempts,
                 )
-            self.stats.retries += 1
             delay = backoff_delay(
-                attempt, base_s=retry.backoff_base_s, cap_s=retry.backoff_cap_s, rand=self._rand
+                counted, base_s=retry.backoff_base_s, cap_s=retry.backoff_cap_s, rand=self._rand
             )
             log.debug(
-                "retrying %r in %.2fs after attempt %d: %s",
-                record_id,
-                delay,
-                attempt,
-                verdict.message,
+                "retrying %r in %.2fs after attempt %d: %s", record_id, delay, attempts, verdict.message
             )
-            await self._sleep(delay)
+            await self._sleep(max(delay, effect.own_wait_s()))
 
-    def _server_wait(self, response: RawResponse) -> float | None:
-        """Apply what the server said about its limits to the whole pool; the wait it asked for."""
-        headers = response.headers
-        wait_s: float | None = None
-        if response.status == 429:
-            self.stats.rate_limited += 1
-            wait_s = retry_after_s(headers.get("Retry-After"), now_epoch=self._now())
-        if wait_s is None:
-            wait_s = rate_limit_wait_s(headers, now_epoch=self._now())
-        if wait_s is not None and wait_s <= self._retry.retry_after_max_s:
-            self._limiter.pause_until(self._monotonic() + wait_s)
-        return wait_s
+
+_DOWN_STATUSES = frozenset({500, 502, 503, 504})

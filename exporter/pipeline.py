@@ -49,13 +49,13 @@ from .batches import CommitQueue
 from .client import RecordingsClient
 from .config import ExportConfig
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
-from .fetcher import Failure, Fetcher, FetchStats, Success
-from .limiter import RateLimiter
+from .fetcher import Failure, Fetcher, FetchStats, Success, Unfinished
 from .manifest import estimate_lines, open_manifest
+from .pacing import Halt, Pacer
 from .payload import Record
 from .plan import Planner
 from .progress import NullProgress, Progress
-from .summary import RunFacts, build_summary, run_counts, run_status
+from .summary import RunFacts, build_summary, pacing_report, run_counts, run_status
 
 log = logging.getLogger(__name__)
 
@@ -77,7 +77,22 @@ class StopReason(enum.Enum):
     SIGTERM = ExitCode.SIGTERM
     AUTH = ExitCode.AUTH
     ARCHIVE = ExitCode.ARCHIVE
+    BUDGET = ExitCode.BUDGET
+    API_UNAVAILABLE = ExitCode.API_UNAVAILABLE
     INTERNAL = ExitCode.INTERNAL
+
+
+_HALTS = {
+    Halt.MAX_REQUESTS: (
+        StopReason.BUDGET,
+        "--max-requests reached: no more requests sent; run the same command again to continue",
+    ),
+    Halt.API_UNAVAILABLE: (
+        StopReason.API_UNAVAILABLE,
+        "the API was unavailable for longer than --max-outage; what was fetched is kept: "
+        "run the same command again when it is back",
+    ),
+}
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,6 +138,8 @@ class _Run:
         self.stop_event = asyncio.Event()
         self.stop_reason: StopReason | None = None
         self.stop_message: str | None = None
+        self.feeder: asyncio.Task[None] | None = None
+        self.pacer: Pacer | None = None
         self.writer_pool = ThreadPoolExecutor(1, thread_name_prefix="archive-writer")
         self.reader_pool = ThreadPoolExecutor(1, thread_name_prefix="manifest-reader")
 
@@ -200,33 +217,55 @@ class _Run:
     async def _export(self, planner: Planner, archive: Archive) -> None:
         """Run feeder, workers and writer until the manifest is done or the run is stopped."""
         config = self.config
-        limits = config.limits
-        limiter = RateLimiter(
-            rate_per_s=limits.rate_per_s,
-            burst=limits.burst,
-            recovery_s=limits.recovery_s,
-            min_rate_per_s=limits.min_rate_per_s,
+        self.pacer = Pacer(
+            config.limits, config.retry, max_requests=config.budgets.max_requests, notice=self._notice
         )
         with self._signals():
             total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
             total.add_done_callback(self._set_total)
+            ticker = asyncio.create_task(self._tick())
             async with RecordingsClient(config.http) as client:
-                fetcher = Fetcher(client, limiter, config.retry, stats=self.stats)
+                fetcher = Fetcher(client, self.pacer, config.retry, stats=self.stats)
                 writer = asyncio.create_task(self._write(archive))
-                producers = asyncio.create_task(self._produce(planner, fetcher))
+                self.producers = asyncio.create_task(self._produce(planner, fetcher))
                 stopped = asyncio.create_task(self.stop_event.wait())
-                await asyncio.wait({writer, producers, stopped}, return_when=asyncio.FIRST_COMPLETED)
-                stopped.cancel()
-                if not producers.done():
-                    producers.cancel()
-                await asyncio.wait({producers})
-                self._note_crash(producers)
+                waits = {writer, self.producers, stopped}
+                if config.budgets.max_duration_s is not None:
+                    waits.add(asyncio.create_task(self._deadline(config.budgets.max_duration_s)))
+                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+                for task in waits - {writer, self.producers}:
+                    task.cancel()
+                if not self.producers.done():
+                    self.producers.cancel()
+                await asyncio.wait({self.producers})
+                self._note_crash(self.producers)
                 self.results.close()
                 try:
                     await writer
                 except ArchiveError as exc:
                     self.stop(StopReason.ARCHIVE, str(exc))
+            ticker.cancel()
             total.cancel()
+
+    async def _deadline(self, seconds: float) -> None:
+        """--max-duration: at the deadline no request starts any more; those in flight are abandoned."""
+        await asyncio.sleep(seconds)
+        self.stop(
+            StopReason.BUDGET,
+            f"--max-duration ({seconds:g} s) reached; run the same command again to continue",
+        )
+
+    async def _tick(self) -> None:
+        """Tell the progress display the time passes, so it keeps talking during a long pause."""
+        while True:
+            await asyncio.sleep(1.0)
+            self.progress.tick()
+
+    def _notice(self, message: str, status: str | None) -> None:
+        """A pause, an outage or its end, from the pacer: once on stderr, and on the bar."""
+        if message:
+            log.warning("%s", message)
+        self.progress.status(status)
 
     def _set_total(self, task: asyncio.Task[int | None]) -> None:
         if not task.cancelled() and task.exception() is None:
@@ -249,7 +288,7 @@ class _Run:
 
     async def _produce(self, planner: Planner, fetcher: Fetcher) -> None:
         async with asyncio.TaskGroup() as group:
-            group.create_task(self._feed(planner))
+            self.feeder = group.create_task(self._feed(planner))
             for _ in range(self.config.limits.concurrency):
                 group.create_task(self._work(fetcher))
 
@@ -276,7 +315,26 @@ class _Run:
                 await self.results.put(Failure(record_id, Reason.AUTH, str(exc), attempts=1))
                 self.stop(StopReason.AUTH, str(exc))
                 return
+            if isinstance(outcome, Unfinished):
+                # No request may start any more: the ids still queued stay for the next run,
+                # while the other workers finish what they have in flight.
+                reason, message = _HALTS[outcome.halt]
+                self._end_soon(reason, message)
+                return
             await self.results.put(outcome, len(outcome.line) if isinstance(outcome, Success) else 0)
+
+    def _end_soon(self, reason: StopReason, message: str) -> None:
+        """End after the requests in flight: the first reason given is the one reported."""
+        if self.stop_reason is None:
+            self.stop_reason = reason
+            self.stop_message = message
+        if self.feeder is not None:
+            self.feeder.cancel()
+        # Workers waiting for an id get none: the queued ones stay for the next run.
+        while not self.work_q.empty():
+            self.work_q.get_nowait()
+        for _ in range(self.config.limits.concurrency):
+            self.work_q.put_nowait(None)
 
     async def _write(self, archive: Archive) -> None:
         loop = asyncio.get_running_loop()
@@ -357,7 +415,8 @@ class _Run:
             shard=str(config.shard) if config.shard else None,
             superseded_to=str(archive.superseded_to) if archive.superseded_to else None,
         )
-        summary = build_summary(facts, counts, dict(self.failures), files, failed_lines)
+        pacing = pacing_report(self.pacer) if self.pacer is not None else None
+        summary = build_summary(facts, counts, dict(self.failures), files, failed_lines, pacing)
         archive.write_summary(summary)
         return summary
 

@@ -26,11 +26,23 @@ class Progress(Protocol):
 
     def advance(self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int = 0) -> None: ...
 
+    def status(self, text: str | None) -> None:
+        """A state worth showing beside the counts (a pause and until when); None clears it."""
+
+    def tick(self) -> None:
+        """Time passes (once a second), records or not."""
+
     def close(self) -> None: ...
 
 
 class NullProgress:
     """For --quiet and --no-progress: says nothing."""
+
+    def status(self, text: str | None) -> None:
+        pass
+
+    def tick(self) -> None:
+        pass
 
     def set_total(self, total: int | None) -> None:
         pass
@@ -57,6 +69,20 @@ class BarProgress:
         )
         self._failed = 0
         self._retries = 0
+        self._status: str | None = None
+
+    def status(self, text: str | None) -> None:
+        self._status = text
+        self._postfix()
+
+    def tick(self) -> None:
+        self._bar.refresh()
+
+    def _postfix(self) -> None:
+        fields: dict[str, object] = {"failed": self._failed, "retries": self._retries}
+        if self._status:
+            fields["state"] = self._status
+        self._bar.set_postfix(fields, refresh=False)
 
     def set_total(self, total: int | None) -> None:
         if total is not None:
@@ -67,7 +93,7 @@ class BarProgress:
         if failed or retries != self._retries:
             self._failed += failed
             self._retries = retries
-            self._bar.set_postfix(failed=self._failed, retries=self._retries, refresh=False)
+            self._postfix()
         self._bar.update(exported + failed + skipped)
 
     def close(self) -> None:
@@ -83,9 +109,16 @@ class LogProgress:
         self._last = self._start
         self._total: int | None = None
         self._exported = self._failed = self._skipped = self._retries = 0
+        self._status: str | None = None
 
     def set_total(self, total: int | None) -> None:
         self._total = total
+
+    def status(self, text: str | None) -> None:
+        self._status = text
+
+    def tick(self) -> None:
+        self.advance()
 
     def advance(self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int = 0) -> None:
         self._exported += exported
@@ -99,13 +132,14 @@ class LogProgress:
             of = f" of ~{self._total}" if self._total else ""
             rate = self._exported / max(now - self._start, 1e-9)
             log.info(
-                "progress: %d%s done, %d exported (%.1f/s), %d failed, %d retries",
+                "progress: %d%s done, %d exported (%.1f/s), %d failed, %d retries%s",
                 done,
                 of,
                 self._exported,
                 rate,
                 self._failed,
                 self._retries,
+                f"; {self._status}" if self._status else "",
             )
 
     def close(self) -> None:

@@ -1,7 +1,7 @@
 """What to do with a response, and how long to wait before trying again.
 
 Plain functions with no I/O and no event loop: the fetcher asks `classify` for a
-verdict, `backoff_delay` for a wait, and `retry_after_s` / `rate_limit_wait_s`
+verdict, `backoff_delay` for a wait, and `retry_after_s`
 for what the server asked for. Time and randomness come in as arguments.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import email.utils
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from http import HTTPStatus
 from typing import Literal, NamedTuple
 
@@ -98,26 +98,3 @@ def retry_after_s(value: str | None, *, now_epoch: float) -> float | None:
     if when.tzinfo is None:
         return None
     return max(0.0, when.timestamp() - now_epoch)
-
-
-def rate_limit_wait_s(headers: Mapping[str, str], *, now_epoch: float) -> float | None:
-    """Seconds until the window resets when `X-RateLimit-Remaining` says none are left.
-
-    `X-RateLimit-Reset` is read as epoch seconds when it is that large, and as
-    seconds from now otherwise: both conventions are common.
-    """
-    remaining = headers.get("X-RateLimit-Remaining")
-    reset = headers.get("X-RateLimit-Reset")
-    if remaining is None or reset is None:
-        return None
-    try:
-        if float(remaining) > 0:
-            return None
-        value = float(reset)
-    except ValueError:
-        return None
-    if not math.isfinite(value) or value < 0:
-        return None
-    if value > 1_000_000_000:
-        return max(0.0, value - now_epoch)
-    return value

@@ -7,12 +7,14 @@ included.
 
 from __future__ import annotations
 
+import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from .errors import ExitCode, Reason
 from .fetcher import FetchStats
+from .pacing import Pacer
 from .plan import PlanCounts
 
 SUMMARY_VERSION = 1
@@ -22,6 +24,8 @@ _STATUS = {
     ExitCode.INCOMPLETE: "incomplete",
     ExitCode.AUTH: "auth_refused",
     ExitCode.ARCHIVE: "archive_error",
+    ExitCode.BUDGET: "budget_reached",
+    ExitCode.API_UNAVAILABLE: "api_unavailable",
     ExitCode.SIGINT: "interrupted",
     ExitCode.SIGTERM: "interrupted",
 }
@@ -74,12 +78,24 @@ def run_counts(
     }
 
 
+def pacing_report(pacer: Pacer) -> dict[str, Any]:
+    """How the API's limits shaped the run: seconds held by reason, rate cuts, the pace at the end."""
+    rate = pacer.rate_now()
+    return {
+        "paused_s": pacer.paused_s(),
+        "rate_cuts": pacer.rate_cuts,
+        "rate_per_s_at_end": None if math.isinf(rate) else round(rate, 3),
+        "outages": pacer.breaker.outages,
+    }
+
+
 def build_summary(
     facts: RunFacts,
     counts: Mapping[str, int],
     failures: Mapping[str, int],
     files: list[dict[str, Any]],
     failed_lines: int,
+    pacing: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """The summary.json document."""
     elapsed = max(facts.elapsed_s, 1e-9)
@@ -97,6 +113,7 @@ def build_summary(
         "shard": facts.shard,
         "counts": dict(counts),
         "failed_by_reason": {str(k): v for k, v in sorted(failures.items()) if v},
+        "pacing": dict(pacing) if pacing is not None else {"paused_s": {}, "rate_cuts": 0},
         "archive": {
             "records": sum(int(f["lines"]) for f in files),
             "bytes": sum(int(f["bytes"]) for f in files),

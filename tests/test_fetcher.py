@@ -10,10 +10,10 @@ from conftest import TOKEN
 from fake_api import FakeServerHandle
 
 from exporter.client import Origin, RecordingsClient, check_base_url, request_target
-from exporter.config import HttpSettings, RetrySettings, Secret
+from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason, UsageError
-from exporter.fetcher import Failure, Fetcher, Success
-from exporter.limiter import RateLimiter
+from exporter.fetcher import Failure, Fetcher, Success, Unfinished
+from exporter.pacing import Halt, Pacer
 
 FAST_RETRY = RetrySettings(max_attempts=4, backoff_base_s=0.001, backoff_cap_s=0.005)
 
@@ -24,11 +24,11 @@ async def fetch(
     *,
     token: str = TOKEN,
     retry: RetrySettings = FAST_RETRY,
-    limiter: RateLimiter | None = None,
+    pacer: Pacer | None = None,
     timeout_s: float = 5.0,
     query: tuple[tuple[str, str], ...] = (),
     max_response_bytes: int = 1 << 28,
-) -> Success | Failure:
+) -> Success | Failure | Unfinished:
     settings = HttpSettings(
         base_url=api.url,
         token=Secret(token),
@@ -37,9 +37,8 @@ async def fetch(
         max_response_bytes=max_response_bytes,
     )
     async with RecordingsClient(settings) as client:
-        # A high floor keeps a lone 429 from slowing these single-id tests to a crawl;
-        # test_limiter.py pins the throttling arithmetic itself.
-        fetcher = Fetcher(client, limiter or RateLimiter(rate_per_s=0, min_rate_per_s=1000), retry)
+        pacer = pacer or Pacer(LimitSettings(rate_per_s=0), retry)
+        fetcher = Fetcher(client, pacer, retry)
         return await fetcher.fetch(record_id)
 
 
@@ -104,7 +103,6 @@ async def test_transient_faults_are_retried_until_success(api: FakeServerHandle,
         ("503", Reason.HTTP_ERROR),
         ("reset", Reason.NETWORK),
         ("html", Reason.BAD_RESPONSE),
-        ("429", Reason.RATE_LIMITED),
     ],
 )
 async def test_attempts_run_out_with_the_last_reason(
@@ -118,6 +116,19 @@ async def test_attempts_run_out_with_the_last_reason(
     assert result.attempts == FAST_RETRY.max_attempts
     assert "gave up after 4 attempts" in result.error
     assert api.stats()["per_id"]["bad-1"] == 4
+
+
+async def test_nothing_but_429s_ends_as_unavailable_not_failed(api: FakeServerHandle) -> None:
+    """An API that refuses everything with 429 for --max-outage halts the pool; the id is not failed."""
+    api.configure(fail_first={"bad-": ["429", 10_000]}, retry_after_s=0)
+    retry = RetrySettings(max_attempts=2, backoff_base_s=0.001, max_outage_s=1.0)
+    started = time.monotonic()
+    result = await fetch(api, "bad-1", retry=retry, pacer=Pacer(LimitSettings(rate_per_s=50), retry))
+    assert isinstance(result, Unfinished)
+    assert result.halt is Halt.API_UNAVAILABLE
+    # --max-outage, plus at most one spacing of the pace the 429s cut down to.
+    assert 1.0 <= time.monotonic() - started < 10.0
+    assert api.stats()["per_id"]["bad-1"] >= retry.max_attempts
 
 
 async def test_a_body_over_the_size_limit_fails_without_retrying(api: FakeServerHandle) -> None:
@@ -168,16 +179,26 @@ async def test_revoked_token_403_raises(api: FakeServerHandle) -> None:
 
 
 async def test_retry_after_pauses_the_whole_pool(api: FakeServerHandle) -> None:
-    """A 429 with Retry-After pauses the shared limiter and lowers its rate for every worker."""
-    api.configure(fail_first={"busy-": ["429", 1]}, retry_after_s=1)
-    limiter = RateLimiter(rate_per_s=100, burst=1)
+    """A 429 with a Retry-After over a second holds every worker (the shared limiter) that long."""
+    api.configure(fail_first={"busy-": ["429", 1]}, retry_after_s=2)
+    pacer = Pacer(LimitSettings(rate_per_s=100, burst=1), FAST_RETRY)
     started = time.monotonic()
-    result = await fetch(api, "busy-1", limiter=limiter)
+    result = await fetch(api, "busy-1", pacer=pacer)
     elapsed = time.monotonic() - started
     assert isinstance(result, Success)
     assert result.attempts == 2
-    assert elapsed >= 0.9
-    assert limiter.current_rate(time.monotonic()) < 100
+    assert elapsed >= 1.9
+    assert pacer.limiter.paused_until() >= started + 1.9
+    # The fake API's 429 also says the quota is spent (X-RateLimit-Remaining: 0) until then.
+    assert sum(pacer.paused_s().values()) >= 1.9
+
+
+async def test_429s_do_not_use_up_attempts(api: FakeServerHandle) -> None:
+    """An id refused with 429 more often than --max-attempts still arrives: waiting is the answer."""
+    api.configure(fail_first={"busy-": ["429", 6]}, retry_after_s=0)
+    result = await fetch(api, "busy-1", retry=RetrySettings(max_attempts=2, backoff_base_s=0.001))
+    assert isinstance(result, Success)
+    assert result.attempts == 7
 
 
 async def test_retry_after_beyond_the_maximum_fails_now(api: FakeServerHandle) -> None:

@@ -5,14 +5,12 @@ from __future__ import annotations
 import pytest
 
 from exporter.errors import Reason
-from exporter.http1 import Headers
 from exporter.retry import (
     OK,
     Action,
     Verdict,
     backoff_delay,
     classify_status,
-    rate_limit_wait_s,
     retry_after_s,
 )
 
@@ -141,65 +139,3 @@ def test_retry_after_date_is_relative_to_the_given_now() -> None:
     """The same HTTP-date means a shorter wait for a later now_epoch: the wall clock is not read."""
     date = "Tue, 14 Nov 2023 22:15:20 GMT"
     assert retry_after_s(date, now_epoch=NOW + 100) == 20.0
-
-
-# --- rate_limit_wait_s ----------------------------------------------------------------------------
-
-
-def _headers(remaining: str | None, reset: str | None) -> dict[str, str]:
-    headers = {}
-    if remaining is not None:
-        headers["X-RateLimit-Remaining"] = remaining
-    if reset is not None:
-        headers["X-RateLimit-Reset"] = reset
-    return headers
-
-
-@pytest.mark.parametrize(
-    ("remaining", "reset", "expected"),
-    [
-        ("0", "30", 30.0),
-        ("0", "0", 0.0),
-        ("0", "2.5", 2.5),
-        ("0", str(int(NOW) + 45), 45.0),
-        ("0", str(int(NOW) - 45), 0.0),
-        ("0.0", "10", 10.0),
-    ],
-)
-def test_rate_limit_wait_when_exhausted(remaining: str, reset: str, expected: float) -> None:
-    """With nothing remaining, a small Reset is seconds from now and a huge one is an epoch time."""
-    assert rate_limit_wait_s(_headers(remaining, reset), now_epoch=NOW) == expected
-
-
-@pytest.mark.parametrize(
-    ("remaining", "reset"),
-    [
-        ("1", "30"),
-        ("250", str(int(NOW) + 45)),
-        (None, "30"),
-        ("0", None),
-        (None, None),
-        ("none", "30"),
-        ("0", "later"),
-        ("0", "-5"),
-        ("0", "inf"),
-        ("0", "nan"),
-    ],
-)
-def test_rate_limit_no_wait(remaining: str | None, reset: str | None) -> None:
-    """Requests left, a missing header, or an unreadable or negative value ask for no wait."""
-    assert rate_limit_wait_s(_headers(remaining, reset), now_epoch=NOW) is None
-
-
-def test_rate_limit_headers_are_matched_case_insensitively() -> None:
-    """The client's headers are case-insensitive, so lower-case names from a server work."""
-    headers = Headers()
-    headers.add("x-ratelimit-remaining", "0")
-    headers.add("X-RATELIMIT-RESET", "7")
-    assert rate_limit_wait_s(headers, now_epoch=NOW) == 7.0
-
-
-def test_rate_limit_reset_switches_to_epoch_above_one_billion() -> None:
-    """Reset up to 1e9 is delta-seconds; above it, an epoch time (here long past, so no wait)."""
-    assert rate_limit_wait_s(_headers("0", "1000000000"), now_epoch=NOW) == 1e9
-    assert rate_limit_wait_s(_headers("0", "1000000001"), now_epoch=NOW) == 0.0
