@@ -596,12 +596,18 @@ def _lock(directory: SafeDir) -> int:
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            holder = "unknown"
         os.close(fd)
         raise ArchiveLocked(
             f"another exporter (pid {holder}) is writing to {directory.path}; wait for it to finish, "
             "or stop it: it can be resumed later by running the same command"
         ) from None
+    except OSError as exc:  # e.g. ENOLCK: a file system without locks
+        os.close(fd)
+        raise os_error(path, exc, "lock") from exc
     try:
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
