@@ -52,7 +52,8 @@ exit codes:
        (listed with the reason in DIR/failed.ndjson)
   2    usage or configuration error (bad option, no token, unreadable manifest)
   3    the API refused the token (401/403); what was fetched before is kept
-  4    the archive cannot be used (locked by another run, damaged, disk full)
+  4    the archive cannot be used (locked by another run, damaged, a link or another
+       user's directory where the archive writes, read-only, disk full)
   130  interrupted by SIGINT (Ctrl-C): what was fetched is kept; run the same command to resume
   143  interrupted by SIGTERM: likewise
 """
