@@ -190,32 +190,26 @@ class SafeDir:
 
     def subdir(self, name: str) -> SafeDir:
         """The directory `name` in this one, made (mode 0700) if missing; never through a link."""
-        opened = self._subdir(name, create=True)
-        assert opened is not None
-        return opened
-
-    def existing_subdir(self, name: str) -> SafeDir | None:
-        """The directory `name` in this one, or None when there is none; never through a link."""
-        return self._subdir(name, create=False)
-
-    def _subdir(self, name: str, *, create: bool) -> SafeDir | None:
         path = self.path / name
         st = self.lstat(name)
+        if st is not None and not stat.S_ISDIR(st.st_mode):
+            raise refused(path, f"is {kind_of(st.st_mode)}, not a directory")
         try:
             if st is None:
-                if not create:
-                    return None
                 with contextlib.suppress(FileExistsError):
                     os.mkdir(name, DIR_MODE, dir_fd=self.fd)
-            elif not stat.S_ISDIR(st.st_mode):
-                raise refused(path, f"is {kind_of(st.st_mode)}, not a directory")
             fd = os.open(name, _DIR_FLAGS | os.O_NOFOLLOW, dir_fd=self.fd)
         except OSError as exc:
             raise _dir_error(path, exc) from exc
+        opened = SafeDir(fd, path)
         if st is None:
-            os.fchmod(fd, DIR_MODE)
+            try:
+                os.fchmod(fd, DIR_MODE)  # umask may have narrowed it
+            except OSError as exc:
+                opened.close()
+                raise os_error(path, exc, "make private") from exc
             self.fsync()
-        return SafeDir(fd, path)
+        return opened
 
     def lstat(self, name: str) -> os.stat_result | None:
         """`name`'s own status (a link's, not its target's); None when there is no such entry."""
