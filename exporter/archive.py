@@ -9,6 +9,11 @@ Layout of `--out DIR`:
     superseded/<stamp>/              earlier generations set aside by --refetch
     .lock                            held while a run writes
 
+Nothing here opens a path: every file is opened, created, renamed and removed
+through one `SafeDir` (safe_fs.py), relative to the directory's descriptor and
+never through a link; before anything is written, `unsafe_entries` turns away
+a link, FIFO, device or hard link in any place an archive file goes.
+
 Exactly-once is this module's job alone. A commit appends a batch of lines to
 the current records file, fsyncs it, then appends one checkpoint entry listing
 those ids and the file's new length, and fsyncs that. Opening the archive cuts
@@ -27,8 +32,9 @@ import contextlib
 import fcntl
 import hashlib
 import os
+import re
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -42,15 +48,19 @@ from .config import ArchiveSettings
 from .digests import DigestSet, id_digest
 from .errors import ArchiveCorrupt, ArchiveError, ArchiveLocked, Reason, UsageError
 from .payload import Record
+from .safe_fs import SafeDir, entry_problem, is_temp_of, open_regular_fd, os_error, refused
 
-FILE_MODE = 0o600
-DIR_MODE = 0o700
 LOCK_NAME = ".lock"
 FAILED_NAME = "failed.ndjson"
 SUMMARY_NAME = "summary.json"
 JOURNAL_NAME = ".failed.partial"
 SUPERSEDED_DIR = "superseded"
 SUPERSEDE_MARKER = ".superseding"
+#: Files rewritten whole, through a temporary file renamed over them.
+_REPLACED = (FAILED_NAME, SUMMARY_NAME, SUPERSEDE_MARKER)
+#: Files appended to or truncated in place: they must have no other link.
+_WRITTEN_IN_PLACE = (LOCK_NAME, JOURNAL_NAME, checkpoint.CHECKPOINT_NAME)
+_GENERATION = re.compile(r"[A-Za-z0-9_-]{1,100}")
 # Hash at most this much of a file's backlog per commit when resuming, so a
 # resumed run over a large open file is not held up at start-up (see _RecordsFile).
 _HASH_CATCH_UP_BYTES = 32 << 20
@@ -75,6 +85,7 @@ class Archive:
         "_checkpoint_fd",
         "_codec",
         "_current",
+        "_dir",
         "_journal_fd",
         "_lock_fd",
         "_settings",
@@ -87,8 +98,9 @@ class Archive:
         "superseded_to",
     )
 
-    def __init__(self, settings: ArchiveSettings, lock_fd: int) -> None:
+    def __init__(self, settings: ArchiveSettings, directory: SafeDir, lock_fd: int) -> None:
         self._settings = settings
+        self._dir = directory
         self._lock_fd = lock_fd
         self._codec = codec_for(settings.compress, settings.compress_level)
         self._current: _RecordsFile | None = None
@@ -109,12 +121,13 @@ class Archive:
     @classmethod
     def open(cls, settings: ArchiveSettings, request: RunRequest) -> Archive:
         """Lock, recover and open the archive in `settings.out_dir` for one run."""
-        root = settings.out_dir
+        directory = SafeDir.open_archive(settings.out_dir)
         try:
-            _make_private_dirs(root)
-        except OSError as exc:
-            raise ArchiveError(f"cannot create archive directory {root}: {exc.strerror}") from exc
-        archive = cls(settings, _lock(root))
+            lock_fd = _lock(directory)
+        except BaseException:
+            directory.close()
+            raise
+        archive = cls(settings, directory, lock_fd)
         try:
             archive._recover(request)
         except BaseException:
@@ -123,33 +136,46 @@ class Archive:
         return archive
 
     def _recover(self, request: RunRequest) -> None:
-        marker = self.root / SUPERSEDE_MARKER
-        if marker.exists():
-            _finish_superseding(self.root, self.root / marker.read_text().strip())
-        ckpt_path = self.root / checkpoint.CHECKPOINT_NAME
-        if ckpt_path.exists() and request.refetch and not _resumes_refetch(self._peek_runs(ckpt_path)):
-            self.superseded_to = _supersede(self.root, request.started_at)
-        self.state = self._replay(ckpt_path)
+        directory = self._dir
+        # Refuse a planted link before anything is written, not at the first write through it.
+        unsafe = unsafe_entries(directory)
+        if unsafe:
+            name, why = unsafe[0]
+            raise refused(self.root / name, why)
+        for name in directory.names():  # left by a run killed while it replaced a report
+            if any(is_temp_of(name, report) for report in _REPLACED):
+                directory.unlink(name)
+        generation = _marker_target(directory)
+        if generation is not None:
+            _finish_superseding(directory, generation)
+        ckpt = checkpoint.CHECKPOINT_NAME
+        exists = directory.lstat(ckpt) is not None
+        if exists and request.refetch and not _resumes_refetch(self._peek_runs()):
+            self.superseded_to = _supersede(directory, request.started_at)
+        self.state = self._replay()
         self._check_same_shard(request)
         self._recover_records_files()
         self._load_known_missing()
-        try:
-            self._checkpoint_fd = _open_private(ckpt_path, os.O_WRONLY | os.O_APPEND)
-            if self.state.torn_tail:
+        self._checkpoint_fd = directory.open(ckpt, os.O_WRONLY | os.O_APPEND, create=True)
+        if self.state.torn_tail:
+            try:
                 os.ftruncate(self._checkpoint_fd, self.state.valid_bytes)
-            self.run = self.state.next_run
-            self._log(
-                checkpoint.run_entry(
-                    run=self.run,
-                    at=request.started_at,
-                    refetch=request.refetch,
-                    manifest=request.manifest,
-                    shard=request.shard,
-                )
+            except OSError as exc:
+                raise os_error(self.root / ckpt, exc, "cut the torn last line of") from exc
+        self.run = self.state.next_run
+        self._log(
+            checkpoint.run_entry(
+                run=self.run,
+                at=request.started_at,
+                refetch=request.refetch,
+                manifest=request.manifest,
+                shard=request.shard,
             )
-            self._journal_fd = _open_private(self.root / JOURNAL_NAME, os.O_WRONLY | os.O_TRUNC | os.O_APPEND)
-        except OSError as exc:
-            raise ArchiveError(f"cannot write the checkpoint in {self.root}: {exc.strerror}") from exc
+        )
+        directory.unlink(JOURNAL_NAME)
+        self._journal_fd = directory.open(
+            JOURNAL_NAME, os.O_WRONLY | os.O_APPEND, create=True, exclusive=True
+        )
 
     def _check_same_shard(self, request: RunRequest) -> None:
         """One archive holds one slice: mixing shards would break `verify` across the N archives."""
@@ -162,14 +188,24 @@ class Archive:
                 f"{request.shard or 'none (all ids)'}; use the same --shard, or another --out"
             )
 
-    def _peek_runs(self, ckpt_path: Path) -> list[checkpoint.RunState]:
+    def _peek_runs(self) -> list[checkpoint.RunState]:
         """The runs of the current generation, without loading its ids."""
-        with open(ckpt_path, "rb") as handle:
-            return checkpoint.replay(handle, lambda ids: None).runs
+        return self._read_checkpoint(lambda ids: None).runs
 
-    def _replay(self, ckpt_path: Path) -> CheckpointState:
-        if not ckpt_path.exists():
-            leftovers = [n for n in os.listdir(self.root) if file_number(n) is not None]
+    def _read_checkpoint(self, on_ids: Callable[[list[str]], None]) -> CheckpointState:
+        name = checkpoint.CHECKPOINT_NAME
+        handle = self._dir.reader(name)
+        if handle is None:
+            return CheckpointState()
+        try:
+            with handle:
+                return checkpoint.replay(handle, on_ids)
+        except OSError as exc:
+            raise os_error(self.root / name, exc, "read") from exc
+
+    def _replay(self) -> CheckpointState:
+        if self._dir.lstat(checkpoint.CHECKPOINT_NAME) is None:
+            leftovers = [n for n in self._dir.names() if file_number(n) is not None]
             if leftovers:
                 raise ArchiveCorrupt(
                     f"{self.root} holds {sorted(leftovers)[0]} but no {checkpoint.CHECKPOINT_NAME}: "
@@ -183,33 +219,32 @@ class Archive:
             for record_id in ids:
                 add(id_digest(record_id))
 
-        try:
-            with open(ckpt_path, "rb") as handle:
-                return checkpoint.replay(handle, remember)
-        except OSError as exc:
-            raise ArchiveError(f"cannot read {ckpt_path}: {exc.strerror}") from exc
+        return self._read_checkpoint(remember)
 
     def _recover_records_files(self) -> None:
         """Cut the open file back to its committed length; check the closed ones; drop strays."""
         known = self.state.files
-        leftover, foreign = unlisted_records_files(os.listdir(self.root), known)
+        leftover, foreign = unlisted_records_files(self._dir.names(), known)
         if foreign:
             raise ArchiveCorrupt(
                 f"{self.root / foreign[0]} is not listed in the checkpoint; move it away "
                 "(run `exporter verify` to see what the archive holds)"
             )
         for name in leftover:  # created by a run that died before its first commit to it
-            (self.root / name).unlink()
+            self._dir.unlink(name)
         for state in known.values():
             path = self.root / state.name
-            try:
-                size = path.stat().st_size
-            except FileNotFoundError:
+            st = self._dir.lstat(state.name)
+            if st is None:
                 raise ArchiveCorrupt(
                     f"{path} is missing but the checkpoint lists {state.lines} records in it; "
                     "restore it from a backup, or start over with --refetch "
                     "(the current files are kept under superseded/)"
-                ) from None
+                )
+            problem = entry_problem(st)
+            if problem is not None:
+                raise refused(path, problem)
+            size = st.st_size
             if size < state.size or (state.closed and size != state.size):
                 raise ArchiveCorrupt(
                     f"{path} is {size} bytes but {state.size} were committed to it; restore it "
@@ -217,10 +252,10 @@ class Archive:
                 )
         open_state = self.state.open_file
         if open_state is not None:
-            self._current = _RecordsFile.reopen(self.root, open_state)
+            self._current = _RecordsFile.reopen(self._dir, open_state)
 
     def _load_known_missing(self) -> None:
-        for entry in _failed_entries(self.root / FAILED_NAME):
+        for entry in _failed_entries(self._dir):
             if entry.get("reason") == Reason.NOT_FOUND and isinstance(entry.get("id"), str):
                 self.known_missing.add(id_digest(entry["id"]))
 
@@ -257,7 +292,10 @@ class Archive:
     def record_failures(self, lines: Sequence[bytes]) -> None:
         """Note ids that did not export in this run (merged into failed.ndjson at the end)."""
         if lines:
-            _write_all(self._journal_fd, b"".join(lines))
+            try:
+                _write_all(self._journal_fd, b"".join(lines))
+            except OSError as exc:
+                raise os_error(self.root / JOURNAL_NAME, exc, "write") from exc
 
     def _writable_file(self) -> _RecordsFile:
         current = self._current
@@ -267,7 +305,7 @@ class Archive:
         if current is None:
             number = 1 + max((file_number(n) or 0 for n in self.state.files), default=0)
             name = self._codec.file_name(number)
-            current = _RecordsFile.create(self.root, name, self._codec)
+            current = _RecordsFile.create(self._dir, name, self._codec)
             self.state.files[name] = FileState(name)
             self._current = current
         return current
@@ -295,8 +333,11 @@ class Archive:
         self._current = None
 
     def _log(self, entry: bytes) -> None:
-        _write_all(self._checkpoint_fd, entry)
-        os.fdatasync(self._checkpoint_fd)
+        try:
+            _write_all(self._checkpoint_fd, entry)
+            os.fdatasync(self._checkpoint_fd)
+        except OSError as exc:
+            raise os_error(self.root / checkpoint.CHECKPOINT_NAME, exc, "write") from exc
 
     # -- the end of a run ------------------------------------------------------
 
@@ -329,12 +370,11 @@ class Archive:
         too, since they name a line of an earlier manifest, not an id.
         Returns the number of lines written.
         """
-        path = self.root / FAILED_NAME
         count = 0
 
         def lines() -> Iterator[bytes]:
             nonlocal count
-            for entry in _failed_entries(path):
+            for entry in _failed_entries(self._dir):
                 record_id = entry.get("id")
                 if entry.get("reason") == Reason.BAD_MANIFEST_LINE or not isinstance(record_id, str):
                     continue
@@ -343,12 +383,18 @@ class Archive:
                     continue
                 count += 1
                 yield orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
-            with open(self.root / JOURNAL_NAME, "rb") as journal:
-                for line in journal:
-                    count += 1
-                    yield line
+            journal = self._dir.reader(JOURNAL_NAME)
+            if journal is None:
+                raise ArchiveError(f"{self.root / JOURNAL_NAME} was removed while the run wrote it")
+            try:
+                with journal:
+                    for line in journal:
+                        count += 1
+                        yield line
+            except OSError as exc:
+                raise os_error(self.root / JOURNAL_NAME, exc, "read") from exc
 
-        _atomic_write(path, lines())
+        _atomic_write(self._dir, FAILED_NAME, lines())
         return count
 
     def end_run(
@@ -363,7 +409,7 @@ class Archive:
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """Replace summary.json atomically."""
-        _atomic_write(self.root / SUMMARY_NAME, [orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"])
+        _atomic_write(self._dir, SUMMARY_NAME, [orjson.dumps(summary, option=orjson.OPT_INDENT_2) + b"\n"])
 
     def close(self) -> None:
         """Close every file and release the lock; safe to call twice."""
@@ -376,11 +422,13 @@ class Archive:
         self._checkpoint_fd = self._journal_fd = -1
         # The journal only matters until write_failed has merged it; a run that
         # dies before that retries its failed ids next time anyway.
-        with contextlib.suppress(OSError):
-            (self.root / JOURNAL_NAME).unlink()
+        if self._dir.fd >= 0:
+            with contextlib.suppress(ArchiveError):
+                self._dir.unlink(JOURNAL_NAME)
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
+        self._dir.close()
 
     def __repr__(self) -> str:
         current = self._current
@@ -413,24 +461,21 @@ class _RecordsFile:
         self._hashed = 0
 
     @classmethod
-    def create(cls, root: Path, name: str, codec: Codec) -> _RecordsFile:
-        path = root / name
-        try:
-            fd = _open_private(path, os.O_RDWR | os.O_APPEND | os.O_TRUNC)
-        except OSError as exc:
-            raise ArchiveError(f"cannot create {path}: {exc.strerror}") from exc
-        return cls(path, fd, codec, 0, 0)
+    def create(cls, directory: SafeDir, name: str, codec: Codec) -> _RecordsFile:
+        fd = directory.open(name, os.O_RDWR | os.O_APPEND, create=True, exclusive=True)
+        return cls(directory.path / name, fd, codec, 0, 0)
 
     @classmethod
-    def reopen(cls, root: Path, state: FileState) -> _RecordsFile:
-        path = root / state.name
+    def reopen(cls, directory: SafeDir, state: FileState) -> _RecordsFile:
+        path = directory.path / state.name
+        fd = directory.open(state.name, os.O_RDWR | os.O_APPEND)
         try:
-            fd = os.open(path, os.O_RDWR | os.O_APPEND)
             if os.fstat(fd).st_size != state.size:
                 os.ftruncate(fd, state.size)
                 os.fsync(fd)
         except OSError as exc:
-            raise ArchiveError(f"cannot reopen {path}: {exc.strerror}") from exc
+            os.close(fd)
+            raise os_error(path, exc, "cut back to its committed length") from exc
         return cls(path, fd, codec_of_file(state.name), state.size, state.lines)
 
     def append(self, chunks: Sequence[bytes | memoryview], lines: int) -> int:
@@ -452,7 +497,10 @@ class _RecordsFile:
     def catch_up(self, budget: int) -> None:
         """Hash up to `budget` bytes of the part of the file not hashed yet."""
         while self._hashed < self.size and budget > 0:
-            chunk = os.pread(self.fd, min(budget, 1 << 20, self.size - self._hashed), self._hashed)
+            try:
+                chunk = os.pread(self.fd, min(budget, 1 << 20, self.size - self._hashed), self._hashed)
+            except OSError as exc:
+                raise os_error(self.path, exc, "read") from exc
             if not chunk:
                 raise ArchiveCorrupt(f"{self.path} is shorter than the {self.size} bytes committed")
             self._hasher.update(chunk)
@@ -472,36 +520,36 @@ class _RecordsFile:
 # -- file system helpers -------------------------------------------------------
 
 
-def _make_private_dirs(path: Path) -> None:
-    """Create `path` and any missing parents with mode 0700 (umask cannot widen it)."""
-    missing = []
-    probe = path
-    while not probe.exists():
-        missing.append(probe)
-        probe = probe.parent
-    for directory in reversed(missing):
-        directory.mkdir(mode=DIR_MODE)
-        os.chmod(directory, DIR_MODE)
-    if not path.is_dir():
-        raise NotADirectoryError(f"{path} is not a directory")
+def entry_kind(name: str) -> str | None:
+    """What the archive keeps under `name`: "dir", "written" (in place), "file", or None (not its)."""
+    if name == SUPERSEDED_DIR:
+        return "dir"
+    if name in _WRITTEN_IN_PLACE:
+        return "written"
+    if name in _REPLACED or file_number(name) is not None or any(is_temp_of(name, r) for r in _REPLACED):
+        return "file"
+    return None
 
 
-def _open_private(path: Path, flags: int) -> int:
-    """Open (creating with mode 0600 if needed) and make a new file's name durable."""
-    existed = path.exists()
-    fd = os.open(path, flags | os.O_CREAT, FILE_MODE)
-    if not existed:
-        os.fchmod(fd, FILE_MODE)
-        _fsync_dir(path.parent)
-    return fd
+def unsafe_entries(directory: SafeDir) -> list[tuple[str, str]]:
+    """(name, what is wrong) for each entry where the archive keeps a file but finds a link, FIFO, ...
 
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    Checked before a run writes anything, and reported by `verify` and
+    `status`; the opens themselves check again (O_NOFOLLOW, fstat), so an entry
+    swapped in after this look is refused too.
+    """
+    found = []
+    for name in sorted(directory.names()):
+        kind = entry_kind(name)
+        if kind is None:
+            continue
+        st = directory.lstat(name)
+        if st is None:
+            continue
+        problem = entry_problem(st, directory=kind == "dir", written=kind == "written")
+        if problem is not None:
+            found.append((name, problem))
+    return found
 
 
 def _write_all(fd: int, data: bytes | Sequence[bytes | memoryview]) -> None:
@@ -517,36 +565,55 @@ def _write_all(fd: int, data: bytes | Sequence[bytes | memoryview]) -> None:
             pending[0] = pending[0][written:]
 
 
-def _atomic_write(path: Path, chunks: Any) -> None:
-    """Replace `path` with the concatenated `chunks`: all of it or none of it, mode 0600."""
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, FILE_MODE)
+def _atomic_write(directory: SafeDir, name: str, chunks: Iterable[bytes]) -> None:
+    """Replace `name` with the concatenated `chunks`: all of it or none of it, mode 0600.
+
+    Written to a new file of an unpredictable name first (created exclusively,
+    so nothing planted there is written through), then renamed over `name`.
+    """
+    temp, fd = directory.create_temp(name)
     try:
-        os.fchmod(fd, FILE_MODE)
-        for chunk in chunks:
-            _write_all(fd, chunk)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
+        try:
+            for chunk in chunks:
+                _write_all(fd, chunk)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        directory.replace(temp, name)
+    except OSError as exc:
+        directory.unlink(temp)
+        raise os_error(directory.path / name, exc, "write") from exc
+    except BaseException:
+        directory.unlink(temp)
+        raise
+    directory.fsync()
 
 
-def _lock(root: Path) -> int:
+def _lock(directory: SafeDir) -> int:
     """Hold the archive's lock for this process's lifetime (released on close or exit)."""
-    path = root / LOCK_NAME
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, FILE_MODE)
+    path = directory.path / LOCK_NAME
+    fd = directory.open(LOCK_NAME, os.O_RDWR, create=True)
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
-        holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        try:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "unknown"
+        except OSError:
+            holder = "unknown"
         os.close(fd)
         raise ArchiveLocked(
-            f"another exporter (pid {holder}) is writing to {root}; wait for it to finish, "
+            f"another exporter (pid {holder}) is writing to {directory.path}; wait for it to finish, "
             "or stop it: it can be resumed later by running the same command"
         ) from None
-    os.ftruncate(fd, 0)
-    os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:  # e.g. ENOLCK: a file system without locks
+        os.close(fd)
+        raise os_error(path, exc, "lock") from exc
+    try:
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+    except OSError as exc:
+        os.close(fd)
+        raise os_error(path, exc, "write") from exc
     return fd
 
 
@@ -568,11 +635,12 @@ def probe_lock(root: Path) -> LockState:
     flock locks belong to the open file, so this works in the holder's own
     process too.
     """
-    try:
-        fd = os.open(root / LOCK_NAME, os.O_RDONLY)
-    except FileNotFoundError:
+    path = root / LOCK_NAME
+    if not os.path.lexists(path):
         return LockState(held=False)
-    except OSError:
+    try:
+        fd = open_regular_fd(path)
+    except ArchiveError:
         return LockState(held=None)
     try:
         try:
@@ -588,20 +656,22 @@ def probe_lock(root: Path) -> LockState:
         os.close(fd)
 
 
-def _failed_entries(path: Path) -> Iterator[dict[str, Any]]:
+def _failed_entries(directory: SafeDir) -> Iterator[dict[str, Any]]:
     """The entries of an existing failed.ndjson; unreadable lines are skipped."""
-    try:
-        handle = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
+    handle = directory.reader(FAILED_NAME)
+    if handle is None:
         return
-    with handle:
-        for line in handle:
-            try:
-                entry = orjson.loads(line)
-            except orjson.JSONDecodeError:
-                continue
-            if isinstance(entry, dict):
-                yield entry
+    try:
+        with handle:
+            for line in handle:
+                try:
+                    entry = orjson.loads(line)
+                except orjson.JSONDecodeError:
+                    continue
+                if isinstance(entry, dict):
+                    yield entry
+    except OSError as exc:
+        raise os_error(directory.path / FAILED_NAME, exc, "read") from exc
 
 
 def _resumes_refetch(runs: list[checkpoint.RunState]) -> bool:
@@ -617,35 +687,60 @@ def _resumes_refetch(runs: list[checkpoint.RunState]) -> bool:
     return last.refetch and last.status not in ("complete", "incomplete")
 
 
-def _supersede(root: Path, stamp: str) -> Path:
+def _supersede(directory: SafeDir, stamp: str) -> Path:
     """Move the current generation aside into superseded/<stamp>/; crash-safe via a marker."""
-    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in stamp)
-    target = root / SUPERSEDED_DIR / safe
-    suffix = 1
-    while target.exists():
-        suffix += 1
-        target = root / SUPERSEDED_DIR / f"{safe}-{suffix}"
-    _make_private_dirs(target)
-    marker = root / SUPERSEDE_MARKER
-    _atomic_write(marker, [str(target.relative_to(root)).encode() + b"\n"])
-    _finish_superseding(root, target)
-    return target
+    safe = "".join(ch if ch.isalnum() or ch in "-_" else "-" for ch in stamp)[:80] or "generation"
+    with directory.subdir(SUPERSEDED_DIR) as superseded:
+        name = safe
+        suffix = 1
+        while superseded.lstat(name) is not None:
+            suffix += 1
+            name = f"{safe}-{suffix}"
+        superseded.subdir(name).close()
+    _atomic_write(directory, SUPERSEDE_MARKER, [f"{SUPERSEDED_DIR}/{name}\n".encode()])
+    _finish_superseding(directory, name)
+    return directory.path / SUPERSEDED_DIR / name
 
 
-def _finish_superseding(root: Path, target: Path) -> None:
-    """Move every generation file into `target`, the checkpoint last, then drop the marker.
+def _marker_target(directory: SafeDir) -> str | None:
+    """The generation a stopped --refetch was moving into (`superseded/<name>`), or None.
+
+    Only a plain name under superseded/ is accepted: the marker is a file in a
+    directory others may have prepared, and it decides where files are moved.
+    """
+    handle = directory.reader(SUPERSEDE_MARKER)
+    if handle is None:
+        return None
+    with handle:
+        text = handle.read(512).decode("utf-8", "replace").strip()
+    prefix = SUPERSEDED_DIR + "/"
+    name = text[len(prefix) :] if text.startswith(prefix) else ""
+    if not _GENERATION.fullmatch(name):
+        raise ArchiveCorrupt(
+            f"{directory.path / SUPERSEDE_MARKER} names {text[:100]!r}, not a directory under "
+            f"{SUPERSEDED_DIR}/: this exporter did not write it; remove it and check the archive "
+            "with `exporter verify`"
+        )
+    return name
+
+
+def _finish_superseding(directory: SafeDir, generation: str) -> None:
+    """Move every generation file into superseded/`generation`, the checkpoint last, then drop the marker.
 
     Idempotent: after a crash part-way, the next open calls it again with the
     marker's target and it moves what is left.
     """
-    _make_private_dirs(target)
-    names = sorted(os.listdir(root))
-    movable = [n for n in names if file_number(n) is not None or n in (FAILED_NAME, SUMMARY_NAME)]
-    if checkpoint.CHECKPOINT_NAME in names:
-        movable.append(checkpoint.CHECKPOINT_NAME)
-    for name in movable:
-        os.replace(root / name, target / name)
-    _fsync_dir(target)
-    _fsync_dir(root)
-    (root / SUPERSEDE_MARKER).unlink()
-    _fsync_dir(root)
+    with (
+        directory.subdir(SUPERSEDED_DIR) as superseded,
+        superseded.subdir(generation) as target,
+    ):
+        names = sorted(directory.names())
+        movable = [n for n in names if file_number(n) is not None or n in (FAILED_NAME, SUMMARY_NAME)]
+        if checkpoint.CHECKPOINT_NAME in names:
+            movable.append(checkpoint.CHECKPOINT_NAME)
+        for name in movable:
+            directory.replace(name, name, into=target)
+        target.fsync()
+        directory.fsync()
+    directory.unlink(SUPERSEDE_MARKER)
+    directory.fsync()

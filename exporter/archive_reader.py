@@ -1,7 +1,8 @@
 """Reading an archive back: the read side of `archive.py`, used by `verify` and `status`.
 
 `archive.py` is the archive's only writer; this module only reads it, trusts
-nothing it reads, and keeps memory bounded (one commit's ids and bytes at a
+nothing it reads (every file is opened with `safe_fs.open_regular`: never
+through a link, never a FIFO or device), and keeps memory bounded (one commit's ids and bytes at a
 time) for archives of millions of records:
 
     replay_checkpoint   the state checkpoint.ndjson adds up to (`checkpoint.replay` on the file)
@@ -21,6 +22,7 @@ import hashlib
 import io
 import itertools
 import json
+import os
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -34,6 +36,7 @@ import zstandard
 from . import checkpoint
 from .checkpoint import CheckpointState, Commit, FileState
 from .codecs import codec_of_file, decompressed_lines
+from .safe_fs import entry_problem, open_regular
 
 #: Ids a file's lines may lag behind its commits before the oldest are given up as missing.
 _ALIGN_WINDOW = 100_000
@@ -41,8 +44,8 @@ _DECODE_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
 
 
 def replay_checkpoint(path: Path) -> CheckpointState:
-    """The state of the checkpoint at `path`; raises OSError, or ArchiveCorrupt (with the line)."""
-    with open(path, "rb") as handle:
+    """The state of the checkpoint at `path`; raises OSError, ArchiveCorrupt (with the line), ArchiveError."""
+    with open_regular(path) as handle:
         return checkpoint.replay(handle, name=path.name)
 
 
@@ -54,7 +57,7 @@ def replay_commits(path: Path, valid_bytes: int, on_commit: Callable[[int, Commi
     change them); one commit's ids are held at a time.
     """
     ordinals = itertools.count(1)
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         checkpoint.replay(
             _first_bytes(handle, valid_bytes),
             on_commit=lambda commit: on_commit(next(ordinals), commit),
@@ -125,7 +128,7 @@ class RecordsReader:
         self.path = path
         self.size = size
         self._codec = codec_of_file(path.name)
-        self._handle: BinaryIO | None = open(path, "rb")  # noqa: SIM115 (closed by finish or close)
+        self._handle: BinaryIO | None = open_regular(path)
         self._sha = hashlib.sha256()
         self._carry = b""
         self._number = 0
@@ -194,6 +197,9 @@ class RecordsVisitor(Protocol):
     def start(self, path: Path, state: FileState, size: int | None) -> bool:
         """A listed file is next (`size` None: it is missing); False skips it."""
 
+    def refused(self, path: Path, state: FileState, why: str) -> None:
+        """A listed file is not read: it is not a regular file (`why`: "is a symbolic link, ...")."""
+
     def chunk(self, path: Path, chunk: Chunk) -> None:
         """One commit's bytes were read."""
 
@@ -248,9 +254,14 @@ class _Walk:
         self.file = state
         path = self.root / state.name
         try:
-            size: int | None = path.stat().st_size
+            st: os.stat_result | None = os.lstat(path)
         except FileNotFoundError:
-            size = None
+            st = None
+        problem = None if st is None else entry_problem(st)
+        if problem is not None:
+            self.visitor.refused(path, state, problem)
+            return
+        size = None if st is None else st.st_size
         if self.visitor.start(path, state, size) and size is not None:
             self.reader = RecordsReader(path, size)
 
@@ -354,7 +365,7 @@ def _json_int(text: str) -> int | str:
 def line_at(path: Path, offset: int) -> int:
     """The number of the line that starts at byte `offset` of `path` (a torn checkpoint line's)."""
     newlines = 0
-    with open(path, "rb") as handle:
+    with open_regular(path) as handle:
         while offset > 0 and (chunk := handle.read(min(offset, 1 << 20))):
             newlines += chunk.count(b"\n")
             offset -= len(chunk)

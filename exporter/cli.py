@@ -53,7 +53,8 @@ exit codes:
        (listed with the reason in DIR/failed.ndjson)
   2    usage or configuration error (bad option, no token, unreadable manifest)
   3    the API refused the token (401/403); what was fetched before is kept
-  4    the archive cannot be used (locked by another run, damaged, disk full)
+  4    the archive cannot be used (locked by another run, damaged, a link or another
+       user's directory where the archive writes, read-only, disk full)
   5    a budget was reached (--max-duration, --max-requests): what was fetched is kept;
        run the same command again to continue
   6    the API was unavailable for longer than --max-outage: what was fetched is kept

@@ -19,6 +19,7 @@ ids are streamed from each checkpoint again.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -29,8 +30,9 @@ from .archive_reader import replay_commits
 from .checkpoint import CHECKPOINT_NAME, CheckpointState, Commit
 from .config import ManifestSource
 from .digests import DigestSet, id_digest
-from .errors import Reason
+from .errors import ArchiveError, Reason
 from .manifest import id_problem, open_manifest
+from .safe_fs import open_regular
 from .verify_report import Findings
 
 #: Notes about bad or invalid manifest lines listed before the rest are only counted.
@@ -40,15 +42,17 @@ _MANIFEST_NOTES = 20
 def check_manifest(
     findings: Findings,
     source: ManifestSource,
-    archives: Sequence[tuple[Path, CheckpointState]],
+    archives: Sequence[tuple[Path, CheckpointState, frozenset[str]]],
     archived: DigestSet,
 ) -> None:
     """Every valid id of `source` archived or not_found; nothing archived outside it.
 
-    `archives` are the (root, replayed checkpoint) of every archive checked, and
-    `archived` the digests of the ids their records lines hold.
+    `archives` are the (root, replayed checkpoint, names not to be read) of every
+    archive checked, and `archived` the digests of the ids their records lines hold.
     """
-    not_found, other_reasons = _failures(findings, [root for root, _ in archives])
+    not_found, other_reasons = _failures(
+        findings, [root for root, _, unsafe in archives if FAILED_NAME not in unsafe]
+    )
     listed = DigestSet()
     display = source.display
     skipped = {"bad": 0, "invalid": 0}
@@ -74,7 +78,7 @@ def check_manifest(
         if count > _MANIFEST_NOTES:
             what = "bad lines" if kind == "bad" else "invalid ids"
             findings.note(display, None, f"{count - _MANIFEST_NOTES} more {what} are not listed")
-    for root, state in archives:
+    for root, state, _ in archives:
         _check_listed(findings, root, state, listed)
 
 
@@ -107,9 +111,12 @@ def _failures(findings: Findings, roots: Sequence[Path]) -> tuple[DigestSet, dic
     others: dict[str, DigestSet] = {}
     for root in roots:
         path = root / FAILED_NAME
+        if not os.path.lexists(path):
+            continue
         try:
-            handle = open(path, "rb")  # noqa: SIM115
-        except FileNotFoundError:
+            handle = open_regular(path)
+        except ArchiveError as exc:  # verify reports links and FIFOs itself; this is a race or an I/O error
+            findings.problem(path, None, f"cannot be read: {exc}")
             continue
         with handle:
             for number, raw in enumerate(handle, 1):

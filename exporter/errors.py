@@ -6,7 +6,8 @@
     ├── AuthRefused         (3)    the API refused the token (401/403)
     └── ArchiveError        (4)    the archive directory cannot be used
         ├── ArchiveLocked   (4)    another run holds the archive
-        └── ArchiveCorrupt  (4)    the checkpoint or a records file is damaged
+        ├── ArchiveCorrupt  (4)    the checkpoint or a records file is damaged
+        └── ArchiveUnsafe   (4)    a link or a foreign file where an archive file belongs
 
 Per-request problems (a 404, a 503, an HTML page with status 200) are not
 exceptions that reach the user: they become `Failure` results with a `Reason`
@@ -81,6 +82,10 @@ class ArchiveCorrupt(ArchiveError):
         super().__init__(message)
         self.line = line
         self.damage = damage
+
+
+class ArchiveUnsafe(ArchiveError):
+    """The archive directory or an entry in it could redirect writes: a link, a FIFO, another's directory."""
 
 
 class Reason(enum.StrEnum):

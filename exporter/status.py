@@ -2,7 +2,8 @@
 
 Read-only and quick: it replays the checkpoint (never the records), stats the
 records files, reads failed.ndjson and summary.json, and asks whether a run
-holds the archive's lock right now. `exporter verify` is the one that reads
+holds the archive's lock right now. A link, FIFO or device where the archive
+keeps a file is listed as refused and never opened. `exporter verify` is the one that reads
 every byte.
 
 `gather_status` builds an `ArchiveStatus`; `render_text` and `to_json` show it.
@@ -11,6 +12,7 @@ every byte.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -19,11 +21,12 @@ from typing import Any
 import orjson
 
 from . import checkpoint
-from .archive import FAILED_NAME, SUMMARY_NAME, SUPERSEDED_DIR, LockState, probe_lock
+from .archive import FAILED_NAME, SUMMARY_NAME, SUPERSEDED_DIR, LockState, probe_lock, unsafe_entries
 from .archive_reader import replay_checkpoint
 from .checkpoint import RunState
 from .codecs import file_number
 from .errors import ArchiveError, UsageError
+from .safe_fs import SafeDir, entry_problem, open_regular, refused
 
 #: Failed ids shown per reason.
 FIRST_IDS = 3
@@ -78,6 +81,8 @@ class ArchiveStatus:
     superseded: list[Generation] = field(default_factory=list)
     #: The last checkpoint line is torn: the last run was killed mid-commit.
     torn_tail: bool = False
+    #: (name, what it is) of links, FIFOs, ... where the archive keeps a file: not read.
+    refused: list[tuple[str, str]] = field(default_factory=list)
 
     @property
     def bytes(self) -> int:
@@ -91,20 +96,26 @@ class ArchiveStatus:
 def gather_status(root: Path) -> ArchiveStatus:
     """Read what `exporter status` shows about the archive in `root`."""
     ckpt = root / checkpoint.CHECKPOINT_NAME
-    if not ckpt.is_file():
+    if not root.is_dir() or not os.path.lexists(ckpt):
         raise UsageError(
             f"{root} is not an archive (it has no {checkpoint.CHECKPOINT_NAME}); "
             "give the --out directory of an export"
         )
+    with SafeDir.open_existing(root) as directory:
+        unsafe = unsafe_entries(directory)
+    skipped = {name for name, _ in unsafe}
+    if checkpoint.CHECKPOINT_NAME in skipped:
+        raise refused(ckpt, dict(unsafe)[checkpoint.CHECKPOINT_NAME])
     try:
         state = replay_checkpoint(ckpt)
     except OSError as exc:
         raise ArchiveError(f"cannot read {ckpt}: {exc.strerror}") from exc
-    summary_files = _summary_files(root / SUMMARY_NAME)
+    summary_files = {} if SUMMARY_NAME in skipped else _summary_files(root / SUMMARY_NAME)
     files = []
     for fs in state.files.values():
         try:
-            disk: int | None = (root / fs.name).stat().st_size
+            st = os.lstat(root / fs.name)
+            disk: int | None = None if entry_problem(st) else st.st_size
         except FileNotFoundError:
             disk = None
         sha = fs.sha256
@@ -116,7 +127,7 @@ def gather_status(root: Path) -> ArchiveStatus:
                 name=fs.name, bytes=fs.size, lines=fs.lines, closed=fs.closed, sha256=sha, disk_bytes=disk
             )
         )
-    failures, newest_error = _failures(root / FAILED_NAME)
+    failures, newest_error = ([], None) if FAILED_NAME in skipped else _failures(root / FAILED_NAME)
     last_message = state.runs[-1].message if state.runs else None
     return ArchiveStatus(
         root=root,
@@ -126,16 +137,18 @@ def gather_status(root: Path) -> ArchiveStatus:
         records=state.ids,
         failures=failures,
         last_error=last_message or newest_error,
-        superseded=_generations(root / SUPERSEDED_DIR),
+        superseded=[] if SUPERSEDED_DIR in skipped else _generations(root / SUPERSEDED_DIR),
         torn_tail=state.torn_tail,
+        refused=unsafe,
     )
 
 
 def _summary_files(path: Path) -> dict[str, dict[str, Any]]:
     try:
-        summary = orjson.loads(path.read_bytes())
+        with open_regular(path) as handle:
+            summary = orjson.loads(handle.read())
         return {f["name"]: f for f in summary["archive"]["files"]}
-    except (OSError, ValueError, KeyError, TypeError):
+    except (OSError, ArchiveError, ValueError, KeyError, TypeError):
         return {}
 
 
@@ -144,11 +157,9 @@ def _failures(path: Path) -> tuple[list[FailureGroup], str | None]:
     counts: dict[str, int] = {}
     first: dict[str, list[str]] = {}
     newest: tuple[str, str] | None = None
-    try:
-        handle = open(path, "rb")  # noqa: SIM115
-    except FileNotFoundError:
+    if not os.path.lexists(path):
         return [], None
-    with handle:
+    with open_regular(path) as handle:
         for raw in handle:
             try:
                 entry = orjson.loads(raw)
@@ -170,14 +181,14 @@ def _generations(path: Path) -> list[Generation]:
     if not path.is_dir():
         return []
     generations = []
-    for directory in sorted(p for p in path.iterdir() if p.is_dir()):
+    for directory in sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink()):
         records_files = [p for p in directory.iterdir() if file_number(p.name) is not None]
         records = _summary_records(directory / SUMMARY_NAME)
         generations.append(
             Generation(
                 name=str(directory.relative_to(path.parent)),
                 files=len(records_files),
-                bytes=sum(p.stat().st_size for p in records_files),
+                bytes=sum(p.lstat().st_size for p in records_files),
                 records=records,
             )
         )
@@ -186,8 +197,9 @@ def _generations(path: Path) -> list[Generation]:
 
 def _summary_records(path: Path) -> int | None:
     try:
-        records = orjson.loads(path.read_bytes())["archive"]["records"]
-    except (OSError, ValueError, KeyError, TypeError):
+        with open_regular(path) as handle:
+            records = orjson.loads(handle.read())["archive"]["records"]
+    except (OSError, ArchiveError, ValueError, KeyError, TypeError):
         return None
     return records if isinstance(records, int) else None
 
@@ -239,6 +251,7 @@ def to_json(status: ArchiveStatus) -> dict[str, Any]:
             for g in status.superseded
         ],
         "torn_tail": status.torn_tail,
+        "refused": [{"name": name, "problem": why} for name, why in status.refused],
     }
 
 
@@ -253,19 +266,23 @@ def render_text(status: ArchiveStatus) -> str:
         out.append("  no run in progress")
     if status.torn_tail:
         out.append("  the last run was killed mid-commit; the next export run drops its torn checkpoint line")
+    for name, why in status.refused:
+        out.append(f"  REFUSED {name} {why}: not read, and an export refuses to run until it is removed")
 
     out.append(f"runs: {len(status.runs)}")
     out += _hidden(len(status.runs), "runs")
     for run in status.runs[-TEXT_ROWS:]:
         out += _run_lines(run, running=bool(status.lock.held) and run is status.runs[-1])
 
+    refused_names = {name for name, _ in status.refused}
     out.append(f"files: {len(status.files)}")
     out += _hidden(len(status.files), "files")
     for f in status.files[-TEXT_ROWS:]:
         sha = f"sha256 {f.sha256[:12]}" if f.sha256 else "sha256 -"
         state = "closed" if f.closed else "open"
         lines = f"{f.lines} line{'' if f.lines == 1 else 's'}"
-        out.append(f"  {f.name}  {human_bytes(f.bytes)}  {lines}  {state}  {sha}{_disk_note(f)}")
+        note = "  REFUSED (see above)" if f.name in refused_names else _disk_note(f)
+        out.append(f"  {f.name}  {human_bytes(f.bytes)}  {lines}  {state}  {sha}{note}")
     files = f"{len(status.files)} file{'' if len(status.files) == 1 else 's'}"
     out.append(f"total: {status.records} records, {human_bytes(status.bytes)} in {files}")
 
@@ -338,7 +355,8 @@ examples:
 exit codes:
   0    the status was shown
   2    DIR is not an archive
-  4    the checkpoint is damaged (run `exporter verify DIR` to see where)
+  4    the checkpoint is damaged (run `exporter verify DIR` to see where), or is
+       a symbolic link, FIFO or device (never followed)
 """
 
 

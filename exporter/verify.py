@@ -15,6 +15,9 @@ killed run is a note, not damage: the next export cuts it):
     summary.json        agrees with the checkpoint (files, lines, hashes, records);
                         when a killed run left it older than the checkpoint, only the
                         files whose sizes agree are compared
+    every entry         where the archive keeps a file (or superseded/), a symbolic
+                        link, FIFO, device or hard-linked file written in place is
+                        a problem, and is never opened
     all archives        no id is archived twice, anywhere (both places are named)
     --manifest M        every valid id of M is archived, or listed as `not_found` in
                         some failed.ndjson, and no archived id is missing from M
@@ -55,7 +58,7 @@ from typing import NamedTuple
 import orjson
 
 from . import checkpoint
-from .archive import SUMMARY_NAME, SUPERSEDE_MARKER, SUPERSEDED_DIR, probe_lock
+from .archive import SUMMARY_NAME, SUPERSEDE_MARKER, SUPERSEDED_DIR, probe_lock, unsafe_entries
 from .archive_reader import (
     Alignment,
     Chunk,
@@ -71,7 +74,8 @@ from .codecs import file_number, unlisted_records_files
 from .completeness import check_manifest
 from .config import ManifestSource
 from .digests import DigestSet, id_digest
-from .errors import ArchiveCorrupt, UsageError
+from .errors import ArchiveCorrupt, ArchiveError, UsageError
+from .safe_fs import SafeDir, open_regular
 from .verify_report import DETAIL_LIMIT, Findings, Report, print_report
 
 #: Missing records and stray lines kept per archive to pair them up; the rest are counted.
@@ -106,6 +110,8 @@ class _Archive(NamedTuple):
 
     root: Path
     state: CheckpointState
+    #: Names of entries that are links, FIFOs, ...: reported once, never read.
+    unsafe: frozenset[str]
 
 
 class _Checker(Findings):
@@ -130,11 +136,12 @@ class _Checker(Findings):
                 f"a run is in progress (pid {lock.pid or 'unknown'}): what it commits while verify "
                 "reads is not checked, and its open file has an uncommitted tail",
             )
-        self._note_generations(root)
-        state = self._replay(root)
+        unsafe = self._check_entries(root)
+        self._note_generations(root, unsafe)
+        state = None if checkpoint.CHECKPOINT_NAME in unsafe else self._replay(root)
         if state is None:
             return
-        archive = _Archive(root, state)
+        archive = _Archive(root, state, unsafe)
         self.archives.append(archive)
         self._check_unlisted(archive)
         records = _RecordsCheck(self)
@@ -142,8 +149,21 @@ class _Checker(Findings):
         self._report_misplaced(records.misplaced)
         self._check_summary(archive, records.hashes)
 
-    def _note_generations(self, root: Path) -> None:
-        if (root / SUPERSEDE_MARKER).exists():
+    def _check_entries(self, root: Path) -> frozenset[str]:
+        """Report every link, FIFO, ... where the archive keeps a file; their names, not to be read."""
+        with SafeDir.open_existing(root) as directory:
+            unsafe = unsafe_entries(directory)
+        for name, why in unsafe:
+            self.problem(
+                root / name,
+                None,
+                f"{why}: not read (the exporter refuses to run until it is removed); a link in an "
+                "archive could make a run write anywhere",
+            )
+        return frozenset(name for name, _ in unsafe)
+
+    def _note_generations(self, root: Path, unsafe: frozenset[str]) -> None:
+        if os.path.lexists(root / SUPERSEDE_MARKER):
             self.note(
                 root,
                 None,
@@ -151,8 +171,8 @@ class _Checker(Findings):
                 "the next export run finishes moving it (files may be missing until then)",
             )
         superseded = root / SUPERSEDED_DIR
-        if superseded.is_dir():
-            for generation in sorted(p for p in superseded.iterdir() if p.is_dir()):
+        if SUPERSEDED_DIR not in unsafe and superseded.is_dir():
+            for generation in sorted(p for p in superseded.iterdir() if p.is_dir() and not p.is_symlink()):
                 self.note(
                     generation,
                     None,
@@ -183,6 +203,9 @@ class _Checker(Findings):
             return None
         except OSError as exc:
             self.problem(path, None, f"cannot be read: {exc.strerror or exc}")
+            return None
+        except ArchiveError as exc:  # replaced by a link or a FIFO since it was looked at
+            self.problem(path, None, str(exc))
             return None
         if state.torn_tail:
             self.note(
@@ -271,8 +294,13 @@ class _Checker(Findings):
     def _check_summary(self, archive: _Archive, hashes: dict[str, str]) -> None:
         path = archive.root / SUMMARY_NAME
         state = archive.state
+        if SUMMARY_NAME in archive.unsafe:
+            return
         try:
-            summary = orjson.loads(path.read_bytes())
+            if not os.path.lexists(path):
+                raise FileNotFoundError(path)
+            with open_regular(path) as handle:
+                summary = orjson.loads(handle.read())
             files = {f["name"]: f for f in summary["archive"]["files"]}
             records = summary["archive"]["records"]
         except FileNotFoundError:
@@ -283,6 +311,9 @@ class _Checker(Findings):
             self.problem(
                 path, None, f"is not a summary this exporter writes ({exc}); the next run rewrites it"
             )
+            return
+        except (OSError, ArchiveError) as exc:
+            self.problem(path, None, f"cannot be read: {exc}")
             return
         last_run = state.runs[-1].run if state.runs else None
         current = summary.get("run") == last_run
@@ -374,6 +405,9 @@ class _RecordsCheck:
             lambda record_id, line, ordinal: misplaced.add_missing(path, record_id, line, ordinal)
         )
         return True
+
+    def refused(self, path: Path, state: FileState, why: str) -> None:
+        pass  # reported with every other such entry by `_check_entries`
 
     def chunk(self, path: Path, chunk: Chunk) -> None:
         if chunk.error is None:
@@ -482,6 +516,9 @@ class _FirstPlaces:
     def start(self, path: Path, state: FileState, size: int | None) -> bool:
         return True
 
+    def refused(self, path: Path, state: FileState, why: str) -> None:
+        pass
+
     def chunk(self, path: Path, chunk: Chunk) -> None:
         pass
 
@@ -499,7 +536,7 @@ class _FirstPlaces:
 def _require_archive(root: Path) -> None:
     if not root.is_dir():
         raise UsageError(f"{root} is not a directory; give the --out directory of an export")
-    if (root / checkpoint.CHECKPOINT_NAME).exists():
+    if os.path.lexists(root / checkpoint.CHECKPOINT_NAME):
         return
     if any(file_number(name) is not None for name in os.listdir(root)):
         return  # records without a checkpoint: damage, reported as a problem
