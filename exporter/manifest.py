@@ -33,6 +33,7 @@ import contextlib
 import csv
 import gzip
 import io
+import itertools
 import os
 import re
 import shutil
@@ -331,20 +332,27 @@ def _lines(chunks: Iterable[bytes], display: str, limit: int) -> Iterator[Line]:
         for chunk in chunks:
             pieces = chunk.split(b"\n")
             tail = pieces.pop()
-            for piece in pieces:
+            if pieces:
+                # The first piece ends the line that was held or is being skipped.
                 number += 1
                 if over is not None:
-                    yield number, over._replace(size=over.size + len(piece))
+                    yield number, over._replace(size=over.size + len(pieces[0]))
                     over = None
-                    continue
-                if held:
-                    held.append(piece)
-                    piece = b"".join(held)
+                else:
+                    held.append(pieces[0])
+                    first = b"".join(held)
                     held.clear()
                     held_bytes = 0
-                if number == 1:
-                    piece = piece.removeprefix(_BOM)
-                yield number, _bounded(piece, limit)
+                    yield number, _bounded(first.removeprefix(_BOM) if number == 1 else first, limit)
+                rest = pieces[1:]
+                if rest and max(map(len, rest)) <= limit:
+                    # The common case, kept out of Python bytecode: millions of short lines.
+                    yield from zip(itertools.count(number + 1), rest)
+                    number += len(rest)
+                else:
+                    for piece in rest:
+                        number += 1
+                        yield number, _bounded(piece, limit)
             if not tail:
                 continue
             if over is not None:
