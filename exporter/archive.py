@@ -367,7 +367,9 @@ class Archive:
 
         An earlier failure is dropped when this run handled its id (`handled`)
         or the archive holds it; earlier bad-manifest-line reports are dropped
-        too, since they name a line of an earlier manifest, not an id.
+        too, since they name a line of an earlier manifest, not an id, and so
+        are reports of an id cut to its first KiB (`id_bytes`), which cannot
+        be matched to this run's ids: a manifest that lists it reports it again.
         Returns the number of lines written.
         """
         count = 0
@@ -376,7 +378,11 @@ class Archive:
             nonlocal count
             for entry in _failed_entries(self._dir):
                 record_id = entry.get("id")
-                if entry.get("reason") == Reason.BAD_MANIFEST_LINE or not isinstance(record_id, str):
+                if (
+                    entry.get("reason") == Reason.BAD_MANIFEST_LINE
+                    or "id_bytes" in entry
+                    or not isinstance(record_id, str)
+                ):
                     continue
                 digest = id_digest(record_id)
                 if digest in handled or digest in self.archived:

@@ -65,7 +65,12 @@ def check_manifest(
             why = id_problem(entry.value)
             if why is not None:
                 _manifest_note(
-                    findings, skipped, "invalid", display, entry.line, f"invalid id {entry.value!r} ({why})"
+                    findings,
+                    skipped,
+                    "invalid",
+                    display,
+                    entry.line,
+                    f"invalid id {_shown(entry.value)} ({why})",
                 )
                 continue
             digest = id_digest(entry.value)
@@ -133,3 +138,8 @@ def _failures(findings: Findings, roots: Sequence[Path]) -> tuple[DigestSet, dic
                 else:
                     others.setdefault(reason, DigestSet()).add(id_digest(record_id))
     return not_found, others
+
+
+def _shown(value: str) -> str:
+    """An id as a report quotes it: whole, or its start when a manifest line held a very long one."""
+    return repr(value) if len(value) <= 80 else f"{value[:77]!r}... ({len(value)} characters)"

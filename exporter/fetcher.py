@@ -11,6 +11,7 @@ with a refused token every remaining request would be refused too.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import random
 from collections.abc import Awaitable, Callable
@@ -52,7 +53,7 @@ class Failure:
 
     def to_json_line(self, *, run: int, at: str) -> bytes:
         entry: dict[str, object] = {
-            "id": self.id,
+            **reported_id(self.id),
             "reason": self.reason.value,
             "status": self.status,
             "attempts": self.attempts,
@@ -63,6 +64,28 @@ class Failure:
         if self.line is not None:
             entry["line"] = self.line
         return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+
+
+#: failed.ndjson holds at most this many bytes of an id (a manifest line may hold a MiB).
+REPORTED_ID_BYTES = 1024
+
+
+def reported_id(record_id: str) -> dict[str, object]:
+    """How failed.ndjson names an id: `{"id": ...}`, or, for one over 1 KiB, its start and who it is.
+
+    A longer id (never a valid one: ids have at most 256 characters) is cut to
+    its first 1 KiB, at a character boundary, with `id_bytes` (its length in
+    UTF-8) and `id_sha256` (of those bytes) to tell it apart; that `id_bytes`
+    is present says the `id` is cut.
+    """
+    raw = record_id.encode("utf-8", "surrogatepass")
+    if len(raw) <= REPORTED_ID_BYTES:
+        return {"id": record_id}
+    return {
+        "id": raw[:REPORTED_ID_BYTES].decode("utf-8", "ignore"),
+        "id_bytes": len(raw),
+        "id_sha256": hashlib.sha256(raw).hexdigest(),
+    }
 
 
 @dataclass(slots=True)
