@@ -39,7 +39,7 @@ _MIN_WINDOW_S = 2.0
 # Start spreading a little after the announced reset: its rounding may be ours to absorb.
 RESET_MARGIN_S = 0.25
 _NUMBER = re.compile(r"^\s*(\d+(?:\.\d+)?)")
-_PARAM = re.compile(r";\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)")
+_PARAM = re.compile(r";\s*([a-z]+)\s*=\s*(\d+(?:\.\d+)?)\s*(?=;|$)")
 
 
 @dataclass(frozen=True, slots=True)

