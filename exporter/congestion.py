@@ -39,14 +39,25 @@ from typing import NamedTuple
 # How far back the accepted rate is measured.
 _MEASURE_S = 1.0
 # ...or over at least this many answers, when a second holds fewer, up to this long.
-_MEASURE_ANSWERS = 10
-_MEASURE_MAX_S = 5.0
+_MEASURE_ANSWERS = 20
+_MEASURE_MAX_S = 8.0
 # The shortest span the accepted rate is measured over, just after start.
 _MIN_SPAN_S = 0.05
 # A round after a cut is judged after this long (or `round_responses` answers)...
 _ROUND_S = 2.5
 # ...if it has at least this many answers.
 _MIN_ROUND = 5
+# A round must have been answered for this long before most of it refused cuts at once: a
+# burst of workers waking together from their Retry-Afters says little about the rate.
+_CASCADE_AFTER_S = 0.25
+# A share of 429s above this is a limit, whatever slowing down seemed to do: never noise.
+_MAX_NOISE = 0.3
+# After a cut: seconds back up to just under the measured limit, what "just under" is,
+# and how long to hold there before probing above it (at least `_CYCLE_REQUESTS` requests).
+_RISE_S = 2.0
+_HOLD = 0.97
+_PLATEAU_S = 3.0
+_CYCLE_REQUESTS = 60
 # Responses kept to measure rates and shares (at 400/s that is 10 s of them).
 _KEEP = 4096
 
@@ -78,9 +89,9 @@ class AdaptiveRate:
         "_floor",
         "_noise",
         "_outcomes",
-        "_plateau_s",
         "_probe_gain",
         "_round",
+        "_round_first",
         "_round_limited",
         "_round_responses",
         "_share_before",
@@ -105,8 +116,6 @@ class AdaptiveRate:
         self._floor = floor_per_s
         self._backoff = backoff
         self._probe_gain = probe_gain
-        # When the curve reaches the measured limit again (CUBIC's K).
-        self._plateau_s = ((1.0 - backoff) / probe_gain) ** (1.0 / 3.0)
         self._round_responses = round_responses
         # (time, accepted) of the latest responses, to measure the accepted rate.
         self._accepted: collections.deque[tuple[float, bool]] = collections.deque(maxlen=_KEEP)
@@ -124,6 +133,7 @@ class AdaptiveRate:
         # Answers (and how many were 429s) to requests started after the last cut.
         self._round = 0
         self._round_limited = 0
+        self._round_first = -math.inf
         # The share of 429s that slowing down did not reduce.
         self._noise = 0.0
         self.cuts = 0
@@ -133,11 +143,20 @@ class AdaptiveRate:
         base = self._base
         if base is None:
             return RateNow(self._ceiling, False)
-        # CUBIC's curve through the limit measured at the last cut: up from backoff * limit,
-        # flat around the limit for a while, then probing above it, steeper the longer no 429
-        # comes. `base` is that limit; the curve is at backoff * base right after the cut.
+        # Back up from backoff * limit to just under the limit within `_RISE_S`, hold there
+        # for a plateau, then probe above it on a cubic curve: flat at first, steeper the
+        # longer no 429 comes (TCP CUBIC's shape, with the plateau made explicit). A slow
+        # API's plateau and probe are stretched to span `_CYCLE_REQUESTS` requests, not
+        # seconds: at 3/s every probe above the limit costs a 429 or two, which must come
+        # rarely enough to stay a small share.
         since = max(0.0, now - self._cut_at)
-        per_s = base * (1.0 + self._probe_gain * (since - self._plateau_s) ** 3)
+        hold = base * _HOLD
+        if since < _RISE_S:
+            per_s = base * self._backoff + (hold - base * self._backoff) * since / _RISE_S
+        else:
+            stretch = max(1.0, _CYCLE_REQUESTS / (base * _PLATEAU_S))
+            probe = max(0.0, since - _RISE_S - _PLATEAU_S * stretch) / stretch
+            per_s = hold * (1.0 + self._probe_gain * probe**3)
         if per_s >= self._ceiling:
             return RateNow(self._ceiling, False)
         return RateNow(per_s, True)
@@ -152,10 +171,17 @@ class AdaptiveRate:
         if booked_at <= self._cut_at:
             # Booked at the old rate: already accounted for by the last cut.
             return None
+        if self._round == 0:
+            self._round_first = now
         self._round += 1
         self._round_limited += limited
         if self._base is not None and self._round <= self._round_responses:
-            if limited and self._round >= 2 and self._round_limited * 2 > self._round:
+            if (
+                limited
+                and self._round >= 2
+                and self._round_limited * 2 > self._round
+                and now - self._round_first >= _CASCADE_AFTER_S
+            ):
                 # Most of the new round is still refused: nowhere near the limit yet.
                 return self._cut(now, fresh=False)
             if self._round == self._round_responses or (
@@ -174,11 +200,12 @@ class AdaptiveRate:
         """A round after a cut is in, `after` of it 429s: did slowing down end them?"""
         if after <= max(0.02, self._noise * 1.2 + 0.01):
             self._strikes = 0
-            if after < 0.5 * self._noise:
-                self._noise *= 0.5
+            # The noise floor fades slowly, and never below the share of the latest answers:
+            # one clean round among random 429s is chance, not the noise gone.
+            self._noise = max(0.8 * self._noise, self._share()) if self._noise else 0.0
             return None
         self._strikes += 1
-        if self._strikes < 2 or after < 0.6 * self._share_before:
+        if self._strikes < 2 or after < 0.6 * self._share_before or after > _MAX_NOISE:
             # Fewer 429s but not none: the cut was not deep enough (a burst from the API's
             # bucket inflated the measure). Once more, from what this round measured.
             return self._cut(now, fresh=False)
@@ -186,7 +213,12 @@ class AdaptiveRate:
         self._strikes = 0
         self._noise = max(self._noise, after)
         self._base = None if self._cut_from >= self._ceiling else self._cut_from
-        self._cut_at = now - self._plateau_s
+        # Straight to probing from where the rate was.
+        self._cut_at = (
+            -math.inf
+            if self._base is None
+            else now - _RISE_S - _PLATEAU_S * max(1.0, _CYCLE_REQUESTS / (self._base * _PLATEAU_S))
+        )
         return Change.UNDONE
 
     def _share(self) -> float:
@@ -194,7 +226,11 @@ class AdaptiveRate:
 
     def _noise_bar(self) -> float:
         """The share of 429s that counts as a limit: clearly above the known noise."""
-        return 0.0 if self._noise == 0 else self._noise * 1.5 + 0.02
+        if self._noise == 0:
+            return 0.0
+        # Three standard deviations of the share over the window: a limit, not chance.
+        spread = 3.0 * math.sqrt(self._noise * (1.0 - self._noise) / max(1, len(self._outcomes)))
+        return self._noise + max(0.02, spread)
 
     def _cut(self, now: float, *, fresh: bool) -> Change:
         current = self.rate(now).per_s

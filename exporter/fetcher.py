@@ -3,18 +3,19 @@
 Each attempt waits for the pool's pacer (`pacing.py`), makes one request, tells
 the pacer what came back, and asks `retry.classify_status` and the payload
 decoder what the answer means. The loop ends with a `Success` (the exact NDJSON
-line), a `Failure` (a reason worth recording), `Unfinished` (the pool may send
-no more: a budget or an outage), or `AuthRefused`, which stops the whole run:
-with a refused token every remaining request would be refused too.
+line), a `Failure` (a reason worth recording), `Later` (try again after a wait),
+`Unfinished` (the pool may send no more: a budget or an outage), or
+`AuthRefused`, which stops the whole run: with a refused token every remaining
+request would be refused too.
 """
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
 import logging
 import random
-from collections.abc import Awaitable, Callable
+import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -105,6 +106,26 @@ class Unfinished:
     halt: Halt
 
 
+@dataclass(slots=True)
+class Tries:
+    """What an id has used so far: requests sent, and those that count against --max-attempts."""
+
+    sent: int = 0
+    counted: int = 0
+
+
+@dataclass(slots=True)
+class Later:
+    """An id to try again no sooner than `not_before` (monotonic seconds)."""
+
+    id: str
+    not_before: float
+    tries: Tries
+
+
+Outcome = Success | Failure | Unfinished | Later
+
+
 class Getter(Protocol):
     async def get(self, record_id: str) -> RawResponse: ...
 
@@ -116,7 +137,7 @@ _DOWN_REASONS = frozenset({Reason.NETWORK, Reason.TIMEOUT})
 class Fetcher:
     """Turns an id into a Success, a Failure, or Unfinished, retrying what is worth retrying."""
 
-    __slots__ = ("_client", "_decode", "_pacer", "_rand", "_retry", "_sleep", "stats")
+    __slots__ = ("_client", "_clock", "_decode", "_pacer", "_rand", "_retry", "stats")
 
     def __init__(
         self,
@@ -126,30 +147,32 @@ class Fetcher:
         *,
         stats: FetchStats | None = None,
         rand: Callable[[], float] = random.random,
-        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self._client = client
         self._decode = PayloadDecoder()
         self._pacer = pacer
         self._retry = retry
         self._rand = rand
-        self._sleep = sleep
+        self._clock = clock
         self.stats = stats if stats is not None else FetchStats()
 
-    async def fetch(self, record_id: str) -> Success | Failure | Unfinished:
-        """Fetch `record_id` until it succeeds, fails for good, attempts run out, or the pool halts.
+    async def fetch(self, record_id: str, tries: Tries | None = None) -> Outcome:
+        """Try `record_id` until it succeeds, fails for good, must wait (`Later`), or the pool halts.
 
         A 429 is the API pacing us, and an outage of the whole API is not this id's
-        fault: neither uses up one of its --max-attempts.
+        fault: neither uses up one of its --max-attempts. An id that must wait before
+        its next try comes back as `Later`, so its worker takes other ids meanwhile
+        instead of sleeping: a pool whose workers all sat out their Retry-Afters would
+        send in bursts, once a second, and learn nothing about the rate in between.
         """
         retry = self._retry
-        attempts = 0  # requests sent for this id
-        counted = 0  # of those, the ones that count against --max-attempts
+        tries = tries if tries is not None else Tries()
         while True:
             ticket = await self._pacer.start()
             if isinstance(ticket, Halt):
                 return Unfinished(record_id, ticket)
-            attempts += 1
+            tries.sent += 1
             self.stats.requests += 1
             status: int | None = None
             try:
@@ -167,7 +190,7 @@ class Fetcher:
                 verdict = classify_status(status)
                 if verdict.action == "ok":
                     try:
-                        return Success(record_id, self._decode(response.body, record_id), attempts)
+                        return Success(record_id, self._decode(response.body, record_id), tries.sent)
                     except BadResponse as exc:
                         verdict = Verdict("retry", Reason.BAD_RESPONSE, str(exc))
             if verdict.action == "auth":
@@ -177,7 +200,7 @@ class Fetcher:
                 )
             reason = verdict.reason or Reason.HTTP_ERROR
             if verdict.action == "fail":
-                return Failure(record_id, reason, verdict.message, status, attempts)
+                return Failure(record_id, reason, verdict.message, status, tries.sent)
             wait_s = effect.retry_after_s
             if wait_s is not None and wait_s > retry.retry_after_max_s:
                 return Failure(
@@ -186,35 +209,35 @@ class Fetcher:
                     f"{verdict.message}; the API asked to wait {wait_s:.0f}s, more than "
                     f"{retry.retry_after_max_s:.0f}s: run again later",
                     status,
-                    attempts,
+                    tries.sent,
                 )
             self.stats.retries += 1
             if status == 429:
                 self.stats.rate_limited += 1
                 # Waiting is the answer: the pacer has slowed the pool; this id waits out its
-                # Retry-After (when the pool is not already waiting it out) and goes again.
+                # Retry-After (unless the whole pool is waiting it out) and goes again.
                 if own := effect.own_wait_s():
-                    await self._sleep(own)
+                    return Later(record_id, self._clock() + own, tries)
                 continue
             if effect.outage:
                 # The pool waits for the API as one (Pacer.start); no attempt is used up.
                 continue
-            counted += 1
-            if counted >= retry.max_attempts:
+            tries.counted += 1
+            if tries.counted >= retry.max_attempts:
                 return Failure(
                     record_id,
                     reason,
-                    f"{verdict.message} (gave up after {attempts} attempts; --max-attempts)",
+                    f"{verdict.message} (gave up after {tries.sent} attempts; --max-attempts)",
                     status,
-                    attempts,
+                    tries.sent,
                 )
             delay = backoff_delay(
-                counted, base_s=retry.backoff_base_s, cap_s=retry.backoff_cap_s, rand=self._rand
+                tries.counted, base_s=retry.backoff_base_s, cap_s=retry.backoff_cap_s, rand=self._rand
             )
             log.debug(
-                "retrying %r in %.2fs after attempt %d: %s", record_id, delay, attempts, verdict.message
+                "retrying %r in %.2fs after attempt %d: %s", record_id, delay, tries.sent, verdict.message
             )
-            await self._sleep(max(delay, effect.own_wait_s()))
+            return Later(record_id, self._clock() + max(delay, effect.own_wait_s()), tries)
 
 
 _DOWN_STATUSES = frozenset({500, 502, 503, 504})

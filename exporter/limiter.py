@@ -107,15 +107,35 @@ class RateLimiter:
 
     def reserve(self, now: float) -> float:
         """Reserve the next request slot and return the time it may start (>= now)."""
+        start = self.try_reserve(now, horizon_s=math.inf)
+        assert start is not None
+        return start
+
+    def try_reserve(self, now: float, *, horizon_s: float | None = None) -> float | None:
+        """Reserve a slot that starts within `horizon_s` of now; None (nothing booked) if none does.
+
+        A slot booked far ahead keeps the rate of the moment it was booked: a quota that
+        leaves 1 request for the last half second would push 32 workers' slots 16 s out,
+        and a pause would hold them past its end. So a worker books only what is near and
+        asks again later (by default within a second, or two slots at a slow rate).
+        """
         rate = self.current_rate(now)
+        if horizon_s is None:
+            horizon_s = 1.0 if rate == math.inf else max(1.0, 2.0 / rate)
         if rate == math.inf:
-            start = max(now, self._paused_until)
+            start = max(now, self._paused_until, self._last_start)
+            if start - now > horizon_s:
+                return None
         else:
             self._refill(now, rate)
+            # Never before a request booked earlier, even when the rate just went up.
+            start = max(
+                max(now, self._updated, self._paused_until) + max(0.0, 1.0 - self._tokens) / rate,
+                self._last_start,
+            )
+            if start - now > horizon_s:
+                return None
             self._tokens -= 1.0
-            start = max(now, self._updated, self._paused_until) + max(0.0, -self._tokens) / rate
-        # Never before a request booked earlier, even when the rate just went up.
-        start = max(start, self._last_start)
         self._last_start = start
         return start
 

@@ -43,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Holds longer than this are told to the user.
 NOTICE_S = 5.0
+#: How soon a worker that found no slot near asks again.
+_ASK_AGAIN_S = 0.5
 #: A Retry-After longer than this holds every worker, not only the request that got it.
 POOL_RETRY_AFTER_S = 1.0
 
@@ -148,9 +150,15 @@ class Pacer:
             if isinstance(admitted, float):
                 await self._wait(admitted)
                 continue
-            if isinstance(admitted, Ticket) and admitted.started_at > now:
-                await self._sleep(admitted.started_at - now)
+            if isinstance(admitted, Ticket):
+                if admitted.started_at > now:
+                    await self._sleep(admitted.started_at - now)
+                self.going(admitted)
             return admitted
+
+    def going(self, ticket: Ticket) -> None:
+        """The request of `ticket` leaves now: from here on it spends the announced quota."""
+        self.quota.started()
 
     def reserve(self, now: float) -> Ticket | Halt | float:
         """A request that wants to start at `now`: its ticket (it may start at `started_at`),
@@ -172,11 +180,15 @@ class Pacer:
             return self.halted
         if not admission.go:
             return admission.wait_s
-        self.sent += 1
-        self.quota.started()
         if admission.probe:
+            self.sent += 1
             return Ticket(now, now, probe=True)
-        return Ticket(self.limiter.reserve(now), now)
+        start = self.limiter.try_reserve(now)
+        if start is None:
+            # Nothing near: ask again a little later, when the pace or the pause may differ.
+            return _ASK_AGAIN_S
+        self.sent += 1
+        return Ticket(start, now)
 
     async def _wait(self, seconds: float) -> None:
         """Sleep `seconds`, or until the breaker changes (a probe answered), whichever is first."""

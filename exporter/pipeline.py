@@ -49,7 +49,8 @@ from .batches import CommitQueue
 from .client import RecordingsClient
 from .config import ExportConfig
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
-from .fetcher import Failure, Fetcher, FetchStats, Success, Unfinished
+from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
+from .jobs import Job, JobSource
 from .manifest import estimate_lines, open_manifest
 from .pacing import Halt, Pacer
 from .payload import Record
@@ -128,7 +129,7 @@ class _Run:
         self.progress = progress
         self.handle_signals = handle_signals
         concurrency = config.limits.concurrency
-        self.work_q: asyncio.Queue[str | None] = asyncio.Queue(maxsize=2 * concurrency)
+        self.jobs = JobSource(queue_size=2 * concurrency, max_parked=max(64, 4 * concurrency))
         self.results: CommitQueue[Success | Failure] = CommitQueue(
             max_items=max(_MIN_BATCH_ITEMS, 2 * concurrency), max_bytes=_MAX_BATCH_BYTES
         )
@@ -303,25 +304,27 @@ class _Run:
             if batch.skipped:
                 self.progress.advance(skipped=batch.skipped)
             for record_id in batch.fetch:
-                await self.work_q.put(record_id)
-        for _ in range(self.config.limits.concurrency):
-            await self.work_q.put(None)
+                await self.jobs.put(record_id)
+        self.jobs.fed_all()
 
     async def _work(self, fetcher: Fetcher) -> None:
-        while (record_id := await self.work_q.get()) is not None:
+        while (job := await self.jobs.next()) is not None:
             try:
-                outcome = await fetcher.fetch(record_id)
+                outcome = await fetcher.fetch(job.id, job.tries)
             except AuthRefused as exc:
-                await self.results.put(Failure(record_id, Reason.AUTH, str(exc), attempts=1))
+                await self.results.put(Failure(job.id, Reason.AUTH, str(exc), attempts=1))
                 self.stop(StopReason.AUTH, str(exc))
                 return
-            if isinstance(outcome, Unfinished):
+            if isinstance(outcome, Later):
+                self.jobs.park(Job(outcome.id, outcome.tries), outcome.not_before)
+            elif isinstance(outcome, Unfinished):
                 # No request may start any more: the ids still queued stay for the next run,
                 # while the other workers finish what they have in flight.
                 reason, message = _HALTS[outcome.halt]
                 self._end_soon(reason, message)
-                return
-            await self.results.put(outcome, len(outcome.line) if isinstance(outcome, Success) else 0)
+            else:
+                await self.results.put(outcome, len(outcome.line) if isinstance(outcome, Success) else 0)
+            self.jobs.done()
 
     def _end_soon(self, reason: StopReason, message: str) -> None:
         """End after the requests in flight: the first reason given is the one reported."""
@@ -330,11 +333,8 @@ class _Run:
             self.stop_message = message
         if self.feeder is not None:
             self.feeder.cancel()
-        # Workers waiting for an id get none: the queued ones stay for the next run.
-        while not self.work_q.empty():
-            self.work_q.get_nowait()
-        for _ in range(self.config.limits.concurrency):
-            self.work_q.put_nowait(None)
+        # Workers waiting for an id get none: the queued and parked ones stay for the next run.
+        self.jobs.close()
 
     async def _write(self, archive: Archive) -> None:
         loop = asyncio.get_running_loop()

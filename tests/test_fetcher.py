@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 
@@ -12,7 +13,7 @@ from fake_api import FakeServerHandle
 from exporter.client import Origin, RecordingsClient, check_base_url, request_target
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason, UsageError
-from exporter.fetcher import Failure, Fetcher, Success, Unfinished
+from exporter.fetcher import Failure, Fetcher, Later, Success, Unfinished
 from exporter.pacing import Halt, Pacer
 
 FAST_RETRY = RetrySettings(max_attempts=4, backoff_base_s=0.001, backoff_cap_s=0.005)
@@ -39,7 +40,12 @@ async def fetch(
     async with RecordingsClient(settings) as client:
         pacer = pacer or Pacer(LimitSettings(rate_per_s=0), retry)
         fetcher = Fetcher(client, pacer, retry)
-        return await fetcher.fetch(record_id)
+        outcome = await fetcher.fetch(record_id)
+        while isinstance(outcome, Later):
+            # What the pipeline does with other ids meanwhile, done here by waiting.
+            await asyncio.sleep(max(0.0, outcome.not_before - time.monotonic()))
+            outcome = await fetcher.fetch(outcome.id, outcome.tries)
+        return outcome
 
 
 async def test_success_is_the_exact_data_line(api: FakeServerHandle) -> None:

@@ -55,15 +55,15 @@ def test_the_rate_never_exceeds_the_ceiling() -> None:
 
 
 def test_random_429s_do_not_collapse_the_rate() -> None:
-    """7% of answers are 429 whatever the rate (a flaky gateway): slowing down is undone.
+    """7% of answers are 429 whatever the rate (a flaky gateway): slowing down is undone, not repeated.
 
-    8 workers, 20 ms answers, each 429 waited out for its 1 s Retry-After by its own
-    worker: about 8 / (0.02 + 0.07 * 1) = 89 requests a second is all there is.
+    8 workers and 20 ms answers can make 400 requests a second; refused ids wait out
+    their Retry-After parked, while their workers go on with other ids.
     """
-    outcome = simulate(RandomRefusals(0.07), duration_s=120.0, rate_per_s=0, concurrency=8, latency_s=0.02)
-    assert outcome.rate(10.0, 120.0) >= 0.9 * 8 / (0.02 + 0.07)
+    outcome = simulate(RandomRefusals(0.07), duration_s=300.0, rate_per_s=0, concurrency=8, latency_s=0.02)
+    assert outcome.rate(10.0, 300.0) >= 0.85 * 8 / 0.02
     assert outcome.pacer is not None
-    assert outcome.pacer.rate_cuts <= 5
+    assert outcome.pacer.rate_cuts <= 6
 
 
 # --- announced quotas --------------------------------------------------------------------------
