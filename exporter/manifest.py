@@ -60,9 +60,12 @@ _READ_BYTES = 1 << 16
 _SNIPPET_CHARS = 80
 _HEAD_BYTES = 4 * _SNIPPET_CHARS
 #: zstd input fed to the decompressor at a time. A zstd block of 4 bytes can stand for
-#: 128 KiB, so 128 bytes in give at most about 4 MiB out, whatever the file holds.
-_ZSTD_SLICE_BYTES = 128
+#: 128 KiB, so 32 bytes in give at most about 1 MiB out, whatever the file holds.
+_ZSTD_SLICE_BYTES = 32
 _ZSTD_HEADER_MAX_BYTES = 18
+#: The largest zstd window a manifest may ask the decompressor to hold: `zstd -19` uses 8 MiB,
+#: `--long` and `--ultra` up to 128 MiB, which a hostile frame would make us fill.
+_ZSTD_WINDOW_MAX_BYTES = 32 << 20
 #: estimate_lines reads this much of a file, and extrapolates beyond it.
 _ESTIMATE_BYTES = 64 << 20
 
@@ -229,7 +232,7 @@ def _check_whole(source: BinaryIO, kind: str, display: str) -> None:
     """Decompress all of `source`, discarding the output, so damage is found before any id is used.
 
     gzip ends each member with a CRC-32 and the length; a zstd frame's XXH64
-    is checked as it ends (`_zstd_chunks` refuses frames without one). No line
+    is checked as it ends (frames without one are refused). No line
     is split or parsed here: the pass costs one decompression.
     """
     try:
@@ -256,14 +259,14 @@ def _gzip_chunks(source: BinaryIO) -> Iterator[bytes]:
 
 
 def _zstd_chunks(source: BinaryIO, display: str) -> Iterator[bytes]:
-    """Decompressed chunks of concatenated zstd frames, each at most about 4 MiB.
+    """Decompressed chunks of concatenated zstd frames, each at most about 1 MiB.
 
     zstandard's one-shot and object decompressors return everything an input
     chunk expands to, and its stream reader takes a frame cut short for a
     complete one; so the input is fed in small slices, and a frame still open
     at the end of the input is an error.
     """
-    decompressor = zstandard.ZstdDecompressor()
+    decompressor = zstandard.ZstdDecompressor(max_window_size=_ZSTD_WINDOW_MAX_BYTES)
     frame: Any = None
     data = b""
     at = 0
@@ -276,7 +279,7 @@ def _zstd_chunks(source: BinaryIO, display: str) -> Iterator[bytes]:
                 raise ValueError("the zstd data ends in the middle of a frame (the file is truncated)")
             return
         if frame is None:
-            _require_checksum(data[at : at + _ZSTD_HEADER_MAX_BYTES], display)
+            _check_frame_header(data[at : at + _ZSTD_HEADER_MAX_BYTES], display)
             frame = decompressor.decompressobj()
         piece = data[at : at + _ZSTD_SLICE_BYTES]
         at += len(piece)
@@ -288,15 +291,21 @@ def _zstd_chunks(source: BinaryIO, display: str) -> Iterator[bytes]:
             yield out
 
 
-def _require_checksum(header: bytes, display: str) -> None:
-    """Refuse a zstd frame without a content checksum: damage inside it could not be detected."""
+def _check_frame_header(header: bytes, display: str) -> None:
+    """Refuse a zstd frame without a content checksum (damage inside it could not be detected)
+    or one that needs a window over `_ZSTD_WINDOW_MAX_BYTES` of memory."""
     if header[1:4] == b"\x2a\x4d\x18" and header[:1] and header[0] & 0xF0 == 0x50:
         return  # a skippable frame (magic 0x184D2A5?): it holds no ids
     try:
-        has_checksum = zstandard.get_frame_parameters(header).has_checksum
+        frame = zstandard.get_frame_parameters(header)
     except zstandard.ZstdError:
         return  # not a frame header: decompressing it fails with the reason
-    if not has_checksum:
+    if frame.window_size > _ZSTD_WINDOW_MAX_BYTES:
+        raise ManifestError(
+            f"manifest {display} is zstd-compressed with a {frame.window_size >> 20} MiB window, over the "
+            f"{_ZSTD_WINDOW_MAX_BYTES >> 20} MiB allowed; compress it again without --long or --ultra"
+        )
+    if not frame.has_checksum:
         raise ManifestError(
             f"manifest {display} is zstd-compressed without checksums, so damage in it could not be "
             "detected before its ids are used; compress it with the zstd command (it adds them by "

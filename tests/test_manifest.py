@@ -469,6 +469,16 @@ def test_zstd_without_checksums_is_refused(tmp_path: Path) -> None:
         read_file(path)
 
 
+def test_zstd_with_a_window_over_32_mib_is_refused() -> None:
+    """A frame may ask the decompressor to hold up to 128 MiB (`--long`): over 32 MiB is refused."""
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=26, write_checksum=True)
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(out, closefd=False) as writer:
+        writer.write(b"a\nb\n")  # streamed: the frame keeps its 64 MiB window whatever it holds
+    with pytest.raises(ManifestError, match=r"with a 64 MiB window, over the 32 MiB allowed"):
+        read_stdin(out.getvalue())
+
+
 def test_zstd_skippable_frames_are_read_past() -> None:
     """A skippable frame between frames (metadata some tools add) holds no ids and needs no checksum."""
     skippable = b"\x5e\x2a\x4d\x18" + (4).to_bytes(4, "little") + b"meta"
