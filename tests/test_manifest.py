@@ -23,13 +23,13 @@ from exporter.errors import ManifestError, Reason
 from exporter.fetcher import REPORTED_ID_BYTES, Failure, reported_id
 from exporter.manifest import (
     MAX_ID_CHARS,
-    MAX_LINE_BYTES,
     Entry,
     estimate_lines,
     id_problem,
     open_manifest,
     read_entries,
 )
+from exporter.manifest_stream import MAX_LINE_BYTES
 
 
 def read_stdin(data: bytes, fmt: ManifestFormat = "auto") -> list[Entry]:
