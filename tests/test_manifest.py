@@ -23,13 +23,13 @@ from exporter.errors import ManifestError, Reason
 from exporter.fetcher import REPORTED_ID_BYTES, Failure, reported_id
 from exporter.manifest import (
     MAX_ID_CHARS,
-    MAX_LINE_BYTES,
     Entry,
     estimate_lines,
     id_problem,
     open_manifest,
     read_entries,
 )
+from exporter.manifest_stream import MAX_LINE_BYTES
 
 
 def read_stdin(data: bytes, fmt: ManifestFormat = "auto") -> list[Entry]:
@@ -467,6 +467,16 @@ def test_zstd_without_checksums_is_refused(tmp_path: Path) -> None:
     path.write_bytes(zstandard.ZstdCompressor(write_checksum=False).compress(b"a\nb\n"))
     with pytest.raises(ManifestError, match=r"without checksums.*zstd command"):
         read_file(path)
+
+
+def test_zstd_with_a_window_over_32_mib_is_refused() -> None:
+    """A frame may ask the decompressor to hold up to 128 MiB (`--long`): over 32 MiB is refused."""
+    params = zstandard.ZstdCompressionParameters.from_level(3, window_log=26, write_checksum=True)
+    out = io.BytesIO()
+    with zstandard.ZstdCompressor(compression_params=params).stream_writer(out, closefd=False) as writer:
+        writer.write(b"a\nb\n")  # streamed: the frame keeps its 64 MiB window whatever it holds
+    with pytest.raises(ManifestError, match=r"with a 64 MiB window, over the 32 MiB allowed"):
+        read_stdin(out.getvalue())
 
 
 def test_zstd_skippable_frames_are_read_past() -> None:
