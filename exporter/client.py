@@ -25,10 +25,29 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from .config import HttpSettings
 from .errors import Reason, TransportError, UsageError
-from .http1 import Connection, ConnectionClosed, Headers, ProtocolError, Response, TooLarge, head_after_target
+from .http1 import (
+    Connection,
+    ConnectionClosed,
+    Headers,
+    ProtocolError,
+    Refused,
+    Response,
+    TooLarge,
+    head_after_target,
+)
 from .tunnel import Proxy, TunnelError, host_port, open_tunnel
 
 RECORDINGS_PATH = "/v1/core/recordings/"
+
+#: The content codings `_decoded` undoes, and so the only ones `Accept-Encoding` offers.
+#: (No br or zstd: the standard library decodes neither.)
+DECODED_CODINGS = ("gzip", "deflate")
+#: Codings stacked on one body (RFC 9110 §8.4.1); urllib3 stops at 5 too. Each is capped
+#: at max_response_bytes, so a chain costs at most this many times that in CPU.
+_MAX_CODINGS = 5
+#: gzip members in one body. Each costs a pass of the loop in `_inflate`, on the event
+#: loop: without a cap, a body of empty 20-byte members would stall it for seconds.
+_MAX_GZIP_MEMBERS = 1024
 
 
 class RawResponse(NamedTuple):
@@ -149,7 +168,7 @@ class RecordingsClient:
                 "Host": self._origin.authority,
                 "Authorization": f"Bearer {settings.token.reveal()}",
                 "Accept": "application/json",
-                "Accept-Encoding": "gzip, deflate",
+                "Accept-Encoding": ", ".join(DECODED_CODINGS),
                 "User-Agent": settings.user_agent,
             }
         )
@@ -194,6 +213,12 @@ class RecordingsClient:
             raise TransportError(
                 Reason.BAD_RESPONSE,
                 f"{exc}; not asked again: raise --max-response-bytes if it is a real recording",
+                retryable=False,
+            ) from exc
+        except Refused as exc:
+            raise TransportError(
+                Reason.BAD_RESPONSE,
+                f"{exc}; not asked again, as the server would answer the same",
                 retryable=False,
             ) from exc
         except TimeoutError as exc:
@@ -294,29 +319,71 @@ def _os_error_message(exc: OSError, origin: Origin) -> str:
 
 
 def _decoded(response: Response, max_bytes: int) -> bytes:
-    """The body with its Content-Encoding undone; ProtocolError if it cannot be.
+    """The body with its Content-Encoding undone.
 
-    The decompressed size is capped too: a small gzip body can expand a thousandfold.
+    Refused for a coding this client does not decode (it never offered one),
+    ProtocolError for a body that does not decompress, ConnectionClosed for one
+    cut short. The decompressed size is capped too: a small gzip body can
+    expand a thousandfold.
     """
-    encoding = response.headers.get("content-encoding")
-    if encoding is None or encoding.strip().lower() in ("", "identity"):
-        return response.body
-    coding = encoding.strip().lower()
-    if coding not in ("gzip", "x-gzip", "deflate"):
-        raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
-    # 47 = 32 + 15: zlib or gzip framing, detected from the header. Some servers send
-    # raw deflate for "deflate"; that is tried when the zlib header is missing.
-    for wbits in (47, -15) if coding == "deflate" else (47,):
+    body = response.body
+    if "content-encoding" not in response.headers or not body:
+        return body
+    encoding = response.headers["content-encoding"]
+    # RFC 9110 §8.4: codings are listed in the order they were applied; identity is none.
+    codings = [c for c in (part.strip().lower() for part in encoding.split(",")) if c and c != "identity"]
+    if len(codings) > _MAX_CODINGS:
+        raise Refused(f"{len(codings)} stacked content codings in {encoding[:80]!r}")
+    for coding in reversed(codings):
+        if coding in ("gzip", "x-gzip"):  # RFC 9110 §8.4.1.3: x-gzip is the same coding
+            body = _inflate(body, 47, max_bytes, members=True)
+        elif coding == "deflate":
+            body = _inflate_deflate(body, max_bytes)
+        else:
+            raise Refused(
+                f"unsupported Content-Encoding {encoding[:80]!r}: only "
+                f"{', '.join(DECODED_CODINGS)} are decoded (and offered in Accept-Encoding)"
+            )
+    return body
+
+
+def _inflate_deflate(body: bytes, max_bytes: int) -> bytes:
+    """A "deflate" body: zlib-wrapped as RFC 9110 §8.4.1.2 says, or raw, as some servers send it."""
+    try:
+        return _inflate(body, 47, max_bytes, members=False)
+    except ProtocolError as wrapped:
+        try:
+            return _inflate(body, -15, max_bytes, members=False)
+        except ProtocolError:
+            raise wrapped from None  # the zlib reading's complaint says more
+
+
+def _inflate(body: bytes, wbits: int, max_bytes: int, *, members: bool) -> bytes:
+    """One zlib/gzip stream decompressed, or, with `members`, every gzip member in turn.
+
+    A gzip body may be several members one after another (RFC 1952 §2.2;
+    urllib3 and gzip.decompress read them all); the cap holds for their sum.
+    47 = 32 + 15: zlib or gzip framing, told apart by the header.
+    """
+    pieces: list[bytes] = []
+    size = 0
+    rest = body
+    while len(pieces) < _MAX_GZIP_MEMBERS:
         decompressor = zlib.decompressobj(wbits)
         try:
-            body = decompressor.decompress(response.body, max_bytes + 1)
-            if len(body) > max_bytes:
-                raise TooLarge(f"the response body is larger than {max_bytes:,} bytes once decompressed")
-            body += decompressor.flush()
+            piece = decompressor.decompress(rest, max_bytes - size + 1)
         except zlib.error as exc:
-            last = exc
-            continue
+            raise ProtocolError(f"the compressed body does not decompress ({exc})") from exc
+        size += len(piece)
+        if size > max_bytes:
+            raise TooLarge(f"the response body is larger than {max_bytes:,} bytes once decompressed")
+        pieces.append(piece)
         if not decompressor.eof:
+            # Under the cap decompress() used all its input: the stream stops short of its end.
             raise ConnectionClosed("the compressed response was cut off", nothing_received=False)
-        return body
-    raise ProtocolError(f"the {coding} body does not decompress ({last})")
+        rest = decompressor.unused_data
+        if not rest:
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if not members:
+            raise ProtocolError(f"{len(rest):,} bytes after the end of the compressed body")
+    raise Refused(f"a gzip body of more than {_MAX_GZIP_MEMBERS} members")
