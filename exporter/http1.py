@@ -59,14 +59,11 @@ MAX_CHUNK_LINE_BYTES = 4096
 # RFC 9112 §4: status-line = HTTP-version SP status-code SP [ reason-phrase ]; h11 also
 # accepts it without the second SP. HTTP/1.0 and 1.1 only; RFC 9110 §15: codes 100-599.
 _STATUS_LINE = re.compile(r"HTTP/1\.([01]) ([1-5][0-9][0-9])(?: [\t\x20-\x7e\x80-\xff]*)?(?=\r\n|\Z)")
-# RFC 9110 §5.1 field-name = token; §5.5 field-value = *field-content, field-content =
-# field-vchar [ 1*( SP / HTAB / field-vchar ) field-vchar ]: the value without the optional
-# whitespace around it, and no NUL, CR, LF or other control character in it (§5.5 lets a
-# recipient reject those, and h11 does). Matched on the head decoded as Latin-1.
-_FIELD_LINE = re.compile(
-    r"\r\n([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*"
-    r"((?:[!-~\x80-\xff]+(?:[ \t]+[!-~\x80-\xff]+)*)?)[ \t]*(?=\r\n|\Z)"
-)
+# RFC 9112 §5.1: field-line = field-name ":" OWS field-value OWS, no whitespace before the
+# colon; RFC 9110 §5.1 field-name = token; §5.5 field-value: VCHAR, obs-text, SP and HTAB,
+# so no NUL, CR, LF or other control character (§5.5 lets a recipient reject those, and h11
+# does). Matched on the head decoded as Latin-1; the value's trailing OWS is stripped after.
+_FIELD_LINE = re.compile(r"\r\n([!#$%&'*+\-.^_`|~0-9A-Za-z]+):[ \t]*([^\x00-\x08\x0a-\x1f\x7f]*)(?=\r\n|\Z)")
 # RFC 9112 §5.2: obs-fold = OWS CRLF RWS, which a user agent MUST replace with SP.
 _OBS_FOLD = re.compile(r"[ \t]*\r\n[ \t]+")
 # RFC 9112 §7.1: chunk-size [ chunk-ext ] CRLF; extensions are ignored (§7.1.1).
@@ -216,6 +213,8 @@ def _fields(text: str, section: str) -> Headers:
         pairs = _FIELD_LINE.findall(unfolded)
         if not unfolded.startswith("\r\n") or len(pairs) != unfolded.count("\r\n"):
             raise ProtocolError(_first_bad_line(text, section))
+    if " \r\n" in text or "\t\r\n" in text or text.endswith((" ", "\t")):
+        pairs = [(name, value.rstrip(" \t")) for name, value in pairs]  # trailing OWS (rare)
     fields = {name.lower(): [value] for name, value in pairs}
     if len(fields) < len(pairs):  # a repeated field: its values go in one list, in order
         fields = {}
@@ -468,10 +467,9 @@ class Connection(asyncio.Protocol):
                     return position
                 position = after
             elif state is State.CHUNK_SIZE:
-                after = self._read_chunk_size(data, position)
-                if after < 0:
-                    return position
-                position = after
+                position = self._read_chunks(data, position)
+                if self._state is State.CHUNK_SIZE:
+                    return position  # a chunk-size line continues in the next read
             elif state is State.CHUNK_END:
                 # RFC 9112 §7.1: chunk-data CRLF.
                 if data.startswith(b"\r\n", position):
@@ -550,25 +548,43 @@ class Connection(asyncio.Protocol):
             self._complete(None)
         return text_end + 4
 
-    def _read_chunk_size(self, data: bytes | bytearray, position: int) -> int:
-        """Reads a chunk-size line if it is all there: where the next step starts, or -1."""
-        match = _CHUNK_LINE.match(data, position, position + MAX_CHUNK_LINE_BYTES)
-        if match is None:
-            line_end = data.find(b"\r\n", position, position + MAX_CHUNK_LINE_BYTES)
-            if line_end >= 0:
-                raise ProtocolError(f"invalid chunk-size line {bytes(data[position:line_end])[:60]!r}")
-            if len(data) - position >= MAX_CHUNK_LINE_BYTES:
-                raise ProtocolError(f"a chunk-size line longer than {MAX_CHUNK_LINE_BYTES} bytes")
-            return -1
-        size = int(match[1], 16)
-        if size == 0:
-            self._state = State.TRAILERS  # RFC 9112 §7.1: last-chunk, then the trailer section
-        elif size > self._max_body_bytes - self._body_bytes:
-            raise TooLarge(f"the response body is larger than {self._max_body_bytes:,} bytes")
-        else:
-            self._remaining = size
-            self._state = State.CHUNK_DATA
-        return match.end()
+    def _read_chunks(self, data: bytes | bytearray, position: int) -> int:
+        """Reads chunk-size lines and the chunks wholly in `data`, a loop pass per chunk; where it stopped.
+
+        Stops in CHUNK_DATA inside a chunk that goes on in the next read, in
+        TRAILERS after the last chunk, or in CHUNK_SIZE before a size line that does.
+        """
+        end = len(data)
+        budget = self._max_body_bytes - self._body_bytes
+        chunks = self._chunks
+        while True:
+            match = _CHUNK_LINE.match(data, position, position + MAX_CHUNK_LINE_BYTES)
+            if match is None:
+                line_end = data.find(b"\r\n", position, position + MAX_CHUNK_LINE_BYTES)
+                if line_end >= 0:
+                    raise ProtocolError(f"invalid chunk-size line {bytes(data[position:line_end])[:60]!r}")
+                if end - position >= MAX_CHUNK_LINE_BYTES:
+                    raise ProtocolError(f"a chunk-size line longer than {MAX_CHUNK_LINE_BYTES} bytes")
+                break
+            size = int(match[1], 16)
+            position = match.end()
+            if size == 0:
+                self._state = State.TRAILERS  # RFC 9112 §7.1: last-chunk, then the trailer section
+                break
+            if size > budget:
+                raise TooLarge(f"the response body is larger than {self._max_body_bytes:,} bytes")
+            stop = position + size
+            if stop + 2 > end:  # the chunk, or the CRLF after it, goes on in the next read
+                self._remaining = size
+                self._state = State.CHUNK_DATA
+                break
+            if not data.startswith(b"\r\n", stop):  # RFC 9112 §7.1: chunk-data CRLF
+                raise ProtocolError("a chunk is longer than its chunk-size line says")
+            chunks.append(bytes(data[position:stop]))
+            budget -= size
+            position = stop + 2
+        self._body_bytes = self._max_body_bytes - budget
+        return position
 
     def _read_trailers(self, data: bytes | bytearray, position: int) -> int:
         """Reads the trailer section if it is all there, completing the response; where it ended."""

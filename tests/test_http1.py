@@ -919,7 +919,23 @@ async def test_a_response_in_pieces_split_at_every_awkward_place_is_read() -> No
         + b"Transfer-Encoding: chunked\r\nX-A: 1\r\n\r\n"
         + chunked(b'{"pieces":"' + b"p" * 20 + b'"}', b"X-T: t\r\n")
     )
-    cuts = [2, 20, 39, 44, 60, 71, 73, 91, 92, 93, 95, 100, 102, 103, 104, len(message) - 9, len(message) - 1]
+    size_line = message.index(b'7\r\n{"piece')  # the first chunk-size line
+    data_end = size_line + 3 + 7  # where the first chunk's data ends and its CRLF begins
+    cuts = [
+        2,  # inside "HTTP/"
+        message.index(b"\r\n\r\n") + 3,  # between the CR and LF of the interim's blank line
+        message.index(OK_HEAD) + 3,
+        message.index(b"X-A") + 3,  # inside a field line
+        size_line - 1,  # between the blank line's CR and LF
+        size_line + 1,  # inside a chunk-size line, before its CRLF
+        size_line + 2,  # between that line's CR and LF
+        size_line + 5,  # inside chunk data
+        data_end,  # the chunk's data complete, its CRLF not
+        data_end + 1,  # between that CR and LF
+        message.index(b"X-T") + 2,  # inside the trailer section
+        len(message) - 1,  # before the last LF
+    ]
+    assert cuts == sorted(set(cuts))
 
     async def in_pieces(conv: Conversation) -> None:
         await conv.read_request()
