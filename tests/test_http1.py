@@ -24,7 +24,7 @@ import trustme
 from exporter.client import DECODED_CODINGS, RecordingsClient
 from exporter.config import HttpSettings, Secret
 from exporter.errors import Reason, TransportError, UsageError
-from exporter.http1 import Connection, Response
+from exporter.http1 import Connection, Framing, Response, State, body_framing, parse_head
 from exporter.tunnel import check_proxy_url
 
 TOKEN = "tok-Hq72"
@@ -953,3 +953,22 @@ async def test_a_response_in_pieces_split_at_every_awkward_place_is_read() -> No
 def test_accept_encoding_offers_exactly_what_is_decoded() -> None:
     """The codings offered are those `_decoded` undoes (each tested above), nothing more."""
     assert DECODED_CODINGS == ("gzip", "deflate")
+
+
+@pytest.mark.parametrize(
+    ("head", "framing"),
+    [
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 5", (State.BODY, 5, True)),
+        (b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked", (State.CHUNK_SIZE, 0, True)),
+        (b"HTTP/1.1 200 OK", (State.UNTIL_CLOSE, 0, False)),
+        (b"HTTP/1.1 204 No Content\r\nContent-Length: 5", (State.IDLE, 0, True)),
+        (b"HTTP/1.1 304 Not Modified\r\nTransfer-Encoding: chunked", (State.IDLE, 0, True)),
+        (b"HTTP/1.0 200 OK\r\nContent-Length: 5", (State.BODY, 5, False)),
+        (b"HTTP/1.1 200 OK\r\nConnection: Close\r\nContent-Length: 5", (State.BODY, 5, False)),
+        (b"HTTP/1.1 200 OK\r\nConnection: closed-captions\r\nContent-Length: 5", (State.BODY, 5, True)),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 00007", (State.BODY, 7, True)),
+    ],
+)
+def test_body_framing_follows_rfc_9112_section_6_3(head: bytes, framing: Framing) -> None:
+    """The body's end, in RFC 9112 §6.3's order, and persistence by §9.3's `close` token only."""
+    assert body_framing(*parse_head(head)) == framing
