@@ -3,8 +3,9 @@
 The fake API is an aiohttp server and always answers well-formed HTTP; these
 tests need the wire itself: chunked and read-until-close bodies, interim
 responses, compressed bodies, keep-alive connections the server drops, cut-off
-and malformed responses, TLS, and a CONNECT proxy in between. Each scripted server is a real TCP server on
-127.0.0.1 whose handler writes exact bytes.
+and malformed responses, TLS, and a CONNECT proxy in between, and every cap and refusal a hostile
+server meets (issue 12). Each scripted server is a real TCP server on 127.0.0.1 whose handler writes
+exact bytes.
 """
 
 from __future__ import annotations
@@ -22,9 +23,11 @@ import pytest
 import trustme
 
 from exporter.client import DECODED_CODINGS, RecordingsClient
-from exporter.config import HttpSettings, Secret
+from exporter.config import HttpSettings, RetrySettings, Secret
 from exporter.errors import Reason, TransportError, UsageError
+from exporter.fetcher import Failure, Fetcher
 from exporter.http1 import Connection, Framing, Response, State, body_framing, parse_head
+from exporter.limiter import RateLimiter
 from exporter.tunnel import check_proxy_url
 
 TOKEN = "tok-Hq72"
@@ -972,3 +975,27 @@ def test_accept_encoding_offers_exactly_what_is_decoded() -> None:
 def test_body_framing_follows_rfc_9112_section_6_3(head: bytes, framing: Framing) -> None:
     """The body's end, in RFC 9112 §6.3's order, and persistence by §9.3's `close` token only."""
     assert body_framing(*parse_head(head)) == framing
+
+
+@pytest.mark.parametrize(
+    ("message", "reason", "requests"),
+    [
+        (OK_HEAD + b"Content-Encoding: br\r\nContent-Length: 2\r\n\r\n{}", Reason.BAD_RESPONSE, 1),
+        (OK_HEAD + b"Transfer-Encoding: gzip\r\n\r\n" + gzip.compress(b"{}"), Reason.BAD_RESPONSE, 1),
+        (OK_HEAD + b"X-A: \x00\r\nContent-Length: 2\r\n\r\n{}", Reason.NETWORK, 3),
+    ],
+)
+async def test_a_refused_response_is_asked_once_and_a_malformed_one_again(
+    message: bytes, reason: Reason, requests: int
+) -> None:
+    """Through the attempt loop: an unsupported coding is one request, not --max-attempts of them."""
+
+    async def every_time(conv: Conversation) -> None:
+        while await conv.read_request() is not None:
+            await conv.send(message)
+
+    retry = RetrySettings(max_attempts=3, backoff_base_s=0.001, backoff_cap_s=0.002)
+    async with scripted(every_time) as server, client_for(f"http://127.0.0.1:{server.port}") as client:
+        result = await Fetcher(client, RateLimiter(rate_per_s=0, min_rate_per_s=1000), retry).fetch("r")
+    assert isinstance(result, Failure)
+    assert (result.reason, result.attempts, len(server.requests)) == (reason, requests, requests)
