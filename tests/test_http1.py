@@ -999,3 +999,23 @@ async def test_a_refused_response_is_asked_once_and_a_malformed_one_again(
         result = await Fetcher(client, RateLimiter(rate_per_s=0, min_rate_per_s=1000), retry).fetch("r")
     assert isinstance(result, Failure)
     assert (result.reason, result.attempts, len(server.requests)) == (reason, requests, requests)
+
+
+@pytest.mark.parametrize(
+    ("coding", "encode"),
+    [
+        ("gzip", lambda data: gzip.compress(data[:1000]) + gzip.compress(data[1000:])),
+        ("deflate", zlib.compress),
+        ("gzip, deflate", lambda data: zlib.compress(gzip.compress(data))),
+    ],
+)
+async def test_a_body_decompressed_in_many_steps_is_exact(
+    coding: str, encode: Callable[[bytes], bytes]
+) -> None:
+    """Over 1 MiB decompressed, so decoded a step at a time with the event loop running between."""
+    body = b'{"data":{"id":"r","text":"' + bytes(range(32, 127)) * 40_000 + b'"}}'
+    payload = encode(body)
+    fields = f"Content-Encoding: {coding}\r\nContent-Length: {len(payload)}\r\n\r\n"
+    message = OK_HEAD + fields.encode() + payload
+    async with scripted(answer(message)) as server, client_for(f"http://127.0.0.1:{server.port}") as client:
+        assert (await client.get("r")).body == body
