@@ -25,10 +25,31 @@ from urllib.parse import quote, urlencode, urlsplit
 
 from .config import HttpSettings
 from .errors import Reason, TransportError, UsageError
-from .http1 import Connection, ConnectionClosed, Headers, ProtocolError, Response, TooLarge, head_after_target
+from .http1 import (
+    Connection,
+    ConnectionClosed,
+    Headers,
+    ProtocolError,
+    Refused,
+    TooLarge,
+    head_after_target,
+)
 from .tunnel import Proxy, TunnelError, host_port, open_tunnel
 
 RECORDINGS_PATH = "/v1/core/recordings/"
+
+#: The content codings `_decoded` undoes, and so the only ones `Accept-Encoding` offers.
+#: (No br or zstd: the standard library decodes neither.)
+DECODED_CODINGS = ("gzip", "deflate")
+#: Codings stacked on one body (RFC 9110 §8.4.1); urllib3 stops at 5 too. Each is capped
+#: at max_response_bytes, so a chain costs at most this many times that in CPU.
+_MAX_CODINGS = 5
+#: gzip members in one body. Each costs a pass of the loop in `_inflate`, on the event
+#: loop: without a cap, a body of empty 20-byte members would stall it for seconds.
+_MAX_GZIP_MEMBERS = 1024
+#: Decompressed bytes between two yields to the event loop (a few ms of zlib): a 261 KB gzip
+#: body that expands to 256 MiB took 0.8 s of CPU in one piece, stalling every other worker.
+_INFLATE_STEP_BYTES = 1 << 20
 
 
 class RawResponse(NamedTuple):
@@ -149,7 +170,7 @@ class RecordingsClient:
                 "Host": self._origin.authority,
                 "Authorization": f"Bearer {settings.token.reveal()}",
                 "Accept": "application/json",
-                "Accept-Encoding": "gzip, deflate",
+                "Accept-Encoding": ", ".join(DECODED_CODINGS),
                 "User-Agent": settings.user_agent,
             }
         )
@@ -189,11 +210,19 @@ class RecordingsClient:
                     self._discard(connection)
                     connection, _ = await self._take(fresh=True)
                     response = await connection.request(head)
-            body = _decoded(response, self._max_body_bytes)
+            body = response.body
+            if "content-encoding" in response.headers and body:
+                body = await _decoded(response.headers["content-encoding"], body, self._max_body_bytes)
         except TooLarge as exc:
             raise TransportError(
                 Reason.BAD_RESPONSE,
                 f"{exc}; not asked again: raise --max-response-bytes if it is a real recording",
+                retryable=False,
+            ) from exc
+        except Refused as exc:
+            raise TransportError(
+                Reason.BAD_RESPONSE,
+                f"{exc}; not asked again, as the server would answer the same",
                 retryable=False,
             ) from exc
         except TimeoutError as exc:
@@ -293,30 +322,78 @@ def _os_error_message(exc: OSError, origin: Origin) -> str:
     return f"network error with {origin.authority}: {exc.strerror or exc}"
 
 
-def _decoded(response: Response, max_bytes: int) -> bytes:
-    """The body with its Content-Encoding undone; ProtocolError if it cannot be.
+async def _decoded(encoding: str, body: bytes, max_bytes: int) -> bytes:
+    """The body with its Content-Encoding (`encoding`) undone.
 
-    The decompressed size is capped too: a small gzip body can expand a thousandfold.
+    Refused for a coding this client does not decode (it never offered one),
+    ProtocolError for a body that does not decompress, ConnectionClosed for one
+    cut short. The decompressed size is capped too: a small gzip body can
+    expand a thousandfold.
     """
-    encoding = response.headers.get("content-encoding")
-    if encoding is None or encoding.strip().lower() in ("", "identity"):
-        return response.body
-    coding = encoding.strip().lower()
-    if coding not in ("gzip", "x-gzip", "deflate"):
-        raise ProtocolError(f"unsupported Content-Encoding {encoding!r}")
-    # 47 = 32 + 15: zlib or gzip framing, detected from the header. Some servers send
-    # raw deflate for "deflate"; that is tried when the zlib header is missing.
-    for wbits in (47, -15) if coding == "deflate" else (47,):
-        decompressor = zlib.decompressobj(wbits)
+    # RFC 9110 §8.4: codings are listed in the order they were applied; identity is none.
+    codings = [c for c in (part.strip().lower() for part in encoding.split(",")) if c and c != "identity"]
+    if len(codings) > _MAX_CODINGS:
+        raise Refused(f"{len(codings)} stacked content codings in {encoding[:80]!r}")
+    for coding in reversed(codings):
+        if coding in ("gzip", "x-gzip"):  # RFC 9110 §8.4.1.3: x-gzip is the same coding
+            body = await _inflate(body, 47, max_bytes, members=True)
+        elif coding == "deflate":
+            body = await _inflate_deflate(body, max_bytes)
+        else:
+            raise Refused(
+                f"unsupported Content-Encoding {encoding[:80]!r}: only "
+                f"{', '.join(DECODED_CODINGS)} are decoded (and offered in Accept-Encoding)"
+            )
+    return body
+
+
+async def _inflate_deflate(body: bytes, max_bytes: int) -> bytes:
+    """A "deflate" body: zlib-wrapped as RFC 9110 §8.4.1.2 says, or raw, as some servers send it."""
+    try:
+        return await _inflate(body, 47, max_bytes, members=False)
+    except ProtocolError as wrapped:
         try:
-            body = decompressor.decompress(response.body, max_bytes + 1)
-            if len(body) > max_bytes:
-                raise TooLarge(f"the response body is larger than {max_bytes:,} bytes once decompressed")
-            body += decompressor.flush()
+            return await _inflate(body, -15, max_bytes, members=False)
+        except ProtocolError:
+            raise wrapped from None  # the zlib reading's complaint says more
+
+
+async def _inflate(body: bytes, wbits: int, max_bytes: int, *, members: bool) -> bytes:
+    """One zlib/gzip stream decompressed, or, with `members`, every gzip member in turn.
+
+    A gzip body may be several members one after another (RFC 1952 §2.2;
+    urllib3 and gzip.decompress read them all); the cap holds for their sum.
+    47 = 32 + 15: zlib or gzip framing, told apart by the header. Output comes
+    _INFLATE_STEP_BYTES at a time, the event loop running between steps.
+    """
+    pieces: list[bytes] = []
+    size = 0
+    rest = body
+    count = 1
+    decompressor = zlib.decompressobj(wbits)
+    while True:
+        limit = min(max_bytes - size + 1, _INFLATE_STEP_BYTES)
+        try:
+            piece = decompressor.decompress(rest, limit)
         except zlib.error as exc:
-            last = exc
+            raise ProtocolError(f"the compressed body does not decompress ({exc})") from exc
+        size += len(piece)
+        if size > max_bytes:
+            raise TooLarge(f"the response body is larger than {max_bytes:,} bytes once decompressed")
+        pieces.append(piece)
+        if len(piece) == limit:  # stopped by the limit: more input, or more output held back
+            rest = decompressor.unconsumed_tail
+            await asyncio.sleep(0)
             continue
         if not decompressor.eof:
+            # Under its limit decompress() used all its input: the stream stops short of its end.
             raise ConnectionClosed("the compressed response was cut off", nothing_received=False)
-        return body
-    raise ProtocolError(f"the {coding} body does not decompress ({last})")
+        rest = decompressor.unused_data
+        if not rest:
+            return pieces[0] if len(pieces) == 1 else b"".join(pieces)
+        if not members:
+            raise ProtocolError(f"{len(rest):,} bytes after the end of the compressed body")
+        count += 1
+        if count > _MAX_GZIP_MEMBERS:
+            raise Refused(f"a gzip body of more than {_MAX_GZIP_MEMBERS} members")
+        decompressor = zlib.decompressobj(wbits)
