@@ -29,6 +29,8 @@ from .retry import Verdict, backoff_delay, classify_status, rate_limit_wait_s, r
 log = logging.getLogger(__name__)
 
 _RATE_LIMIT_REMAINING = "X-RateLimit-Remaining"
+#: Token renewals one id may go through (a token file flapping between refused tokens ends here).
+_MAX_TOKEN_RENEWALS = 2
 
 
 @dataclass(slots=True)
@@ -83,7 +85,18 @@ class Getter(Protocol):
 class Fetcher:
     """Turns an id into a Success or a Failure, retrying what is worth retrying."""
 
-    __slots__ = ("_client", "_decode", "_limiter", "_monotonic", "_now", "_rand", "_retry", "_sleep", "stats")
+    __slots__ = (
+        "_client",
+        "_decode",
+        "_limiter",
+        "_monotonic",
+        "_now",
+        "_rand",
+        "_renew_token",
+        "_retry",
+        "_sleep",
+        "stats",
+    )
 
     def __init__(
         self,
@@ -96,8 +109,12 @@ class Fetcher:
         monotonic: Callable[[], float] = time.monotonic,
         rand: Callable[[], float] = random.random,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        renew_token: Callable[[int], bool] | None = None,
     ) -> None:
         self._client = client
+        #: Given the refused token's generation, True if another token is there to try
+        #: (`credentials.TokenSource.renew`).
+        self._renew_token = renew_token
         self._decode = PayloadDecoder()
         self._limiter = limiter
         self._retry = retry
@@ -110,7 +127,7 @@ class Fetcher:
     async def fetch(self, record_id: str) -> Success | Failure:
         """Fetch `record_id` until it succeeds, fails for good, or attempts run out."""
         retry = self._retry
-        attempt = 0
+        attempt = renewals = 0
         while True:
             attempt += 1
             started = await self._limiter.acquire()
@@ -134,6 +151,13 @@ class Fetcher:
                     except BadResponse as exc:
                         verdict = Verdict("retry", Reason.BAD_RESPONSE, str(exc))
             if verdict.action == "auth":
+                if (
+                    self._renew_token is not None
+                    and renewals < _MAX_TOKEN_RENEWALS
+                    and self._renew_token(response.token_generation)
+                ):
+                    renewals += 1  # the token was rotated: the same request, with the new one
+                    continue
                 raise AuthRefused(
                     f"the API refused the token ({verdict.message} for id {record_id!r}); "
                     "check EXPORTER_TOKEN or --token-file: the token may be wrong, expired or revoked"
