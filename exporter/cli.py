@@ -56,8 +56,10 @@ exit codes:
   0    every id of the manifest is in the archive
   1    the run finished, but some ids failed, were not found or were invalid
        (listed with the reason in DIR/failed.ndjson)
-  2    usage or configuration error (bad option, no token, unreadable manifest)
-  3    the API refused the token (401/403); what was fetched before is kept
+  2    usage or configuration error (bad option, no token, unreadable manifest,
+       a proxy wanting credentials (407), an API wanting a client certificate)
+  3    the API refused the token (401/403) and --token-file, read again, holds
+       no other; what was fetched before is kept
   4    the archive cannot be used (locked by another run, damaged, disk full)
   130  interrupted by SIGINT (Ctrl-C): what was fetched is kept; run the same command to resume
   143  interrupted by SIGTERM: likewise
@@ -270,7 +272,8 @@ def _add_export(commands: Any) -> None:
         "--token-file",
         type=Path,
         metavar="PATH",
-        help=f"read the API token from this file instead of ${TOKEN_ENV}",
+        help=f"read the API token from this file instead of ${TOKEN_ENV}; read again when the API "
+        "refuses it (401/403) and on SIGHUP, so a rotated token (a Kubernetes Secret) is picked up",
     )
     export.add_argument("--token", nargs="?", action=_RefuseToken, help=argparse.SUPPRESS)
     export.add_argument(
