@@ -224,6 +224,8 @@ class RecordingsClient:
                     connection, _ = await self._take(fresh=True)
                     response = await connection.request(head)
             body = _decoded(response, self._max_body_bytes)
+            if self._asked is not None and self._asked.watching:
+                self._asked.watch(on=False)  # the server answers without a client certificate
         except TooLarge as exc:
             raise TransportError(
                 Reason.BAD_RESPONSE,
@@ -235,13 +237,11 @@ class RecordingsClient:
                 Reason.TIMEOUT, f"no complete response within {self._timeout_s:g}s (--timeout)"
             ) from exc
         except ConnectionClosed as exc:
-            if (
-                exc.nothing_received
-                and connection is not None
-                and self._asked is not None
-                and self._asked.asked(connection.ssl_object)
-            ):
-                raise demanded_certificate(self._origin.host) from exc
+            asked = self._asked
+            if exc.nothing_received and connection is not None and asked is not None:
+                if asked.asked(connection.ssl_object):
+                    raise demanded_certificate(self._origin.host) from exc
+                asked.watch(on=True)  # is the next connection refused for want of a certificate?
             raise TransportError(Reason.NETWORK, str(exc)) from exc
         except ProtocolError as exc:
             raise TransportError(Reason.NETWORK, f"malformed HTTP response ({exc})") from exc
