@@ -1,7 +1,8 @@
 """The command line: argv and the environment in, one ExportConfig out, an exit code back.
 
-The only module that reads the environment (`EXPORTER_TOKEN`) or argv; the
-library below it takes an `ExportConfig` and nothing else. Library errors
+The only module that reads the environment (`EXPORTER_TOKEN`, `HTTPS_PROXY`,
+`NO_PROXY`, `JOB_COMPLETION_INDEX`) or argv; the library below it takes an
+`ExportConfig` and nothing else. Library errors
 become one line on stderr and the exit code their type carries.
 """
 
@@ -12,13 +13,12 @@ import asyncio
 import logging
 import os
 import re
-import stat
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, status, verify
+from . import __version__, status, tls, verify
 from .client import check_base_url
 from .config import (
     DEFAULT_COMPRESS_BATCH_BYTES,
@@ -32,17 +32,23 @@ from .config import (
     LimitSettings,
     ManifestSource,
     ProgressMode,
+    ProxySettings,
     RetrySettings,
     Secret,
     Shard,
+    TlsSettings,
 )
+from .credentials import check_token, read_proxy_auth_file, read_token_file, warn_if_shared
 from .errors import ExitCode, ExporterError, UsageError
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
-from .tunnel import check_proxy_url
+from .proxy_env import ProxyChoice, choose_proxy, with_credentials
 
 TOKEN_ENV = "EXPORTER_TOKEN"  # noqa: S105 - the variable's name, not a token
 SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"
+#: As curl reads them: the lower-case name first.
+HTTPS_PROXY_ENV = ("https_proxy", "HTTPS_PROXY")
+NO_PROXY_ENV = ("no_proxy", "NO_PROXY")
 
 log = logging.getLogger("exporter")
 
@@ -51,8 +57,10 @@ exit codes:
   0    every id of the manifest is in the archive
   1    the run finished, but some ids failed, were not found or were invalid
        (listed with the reason in DIR/failed.ndjson)
-  2    usage or configuration error (bad option, no token, unreadable manifest)
-  3    the API refused the token (401/403); what was fetched before is kept
+  2    usage or configuration error (bad option, no token, unreadable manifest,
+       a proxy wanting credentials (407), an API wanting a client certificate)
+  3    the API refused the token (401/403) and --token-file, read again, holds
+       no other; what was fetched before is kept
   4    the archive cannot be used (locked by another run, damaged, a link or another
        user's directory where the archive writes, read-only, disk full)
   5    a budget was reached (--max-duration, --max-requests): what was fetched is kept;
@@ -72,10 +80,18 @@ examples:
 the token:
   from the environment variable {TOKEN_ENV}, or from the file named by --token-file
   (one line; keep it mode 0600). Never on the command line, where `ps` shows it.
-  It is sent only to the --base-url origin: redirects are not followed, proxies
-  from the environment are not used (--proxy tunnels TLS through one), and an
-  https server must present a certificate the system trusts
-  (SSL_CERT_FILE=/path/to/ca.pem adds a private CA).
+  It is sent only to the --base-url origin: redirects are not followed, a proxy
+  only relays TLS it cannot read, and an https server must present a
+  certificate the system (or --ca-cert) trusts. When the API refuses it
+  (401/403), --token-file is read again once: a new token there is used and the
+  refused requests are made again; SIGHUP re-reads it too.
+
+in a company network:
+  with no --proxy, https_proxy/HTTPS_PROXY and no_proxy/NO_PROXY are used as
+  curl uses them, for an https --base-url only; --proxy none ignores them.
+  Proxy credentials: http://USER:PASSWORD@HOST:PORT in HTTPS_PROXY, or
+  --proxy-auth-file. A private CA: --ca-cert. Mutual TLS: --client-cert and
+  --client-key.
 
 resuming:
   run the same command again: ids already in the archive are not fetched again;
@@ -276,7 +292,8 @@ def _add_export(commands: Any) -> None:
         "--token-file",
         type=Path,
         metavar="PATH",
-        help=f"read the API token from this file instead of ${TOKEN_ENV}",
+        help=f"read the API token from this file instead of ${TOKEN_ENV}; read again when the API "
+        "refuses it (401/403) and on SIGHUP, so a rotated token (a Kubernetes Secret) is picked up",
     )
     export.add_argument("--token", nargs="?", action=_RefuseToken, help=argparse.SUPPRESS)
     export.add_argument(
@@ -291,7 +308,40 @@ def _add_export(commands: Any) -> None:
         "--proxy",
         metavar="URL",
         help="reach the API through this HTTP proxy (http://HOST:PORT; https --base-url only): a "
-        "CONNECT tunnel carries TLS to the API, so the proxy sees its host name, never the token",
+        "CONNECT tunnel carries TLS to the API, so the proxy sees its host name, never the token. "
+        "Default: $https_proxy/$HTTPS_PROXY unless $no_proxy/$NO_PROXY matches the host (as curl); "
+        "'none': no proxy, whatever the environment says",
+    )
+    connection.add_argument(
+        "--proxy-auth-file",
+        type=Path,
+        metavar="PATH",
+        help="the proxy's credentials, user:password on one line (keep it mode 0600), sent as Basic "
+        "Proxy-Authorization on the CONNECT only; overrides credentials in $HTTPS_PROXY",
+    )
+    connection.add_argument(
+        "--ca-cert",
+        type=Path,
+        metavar="PATH",
+        help="also trust the CA certificates in this PEM file (a company's private CA)",
+    )
+    connection.add_argument(
+        "--ca-cert-only",
+        action="store_true",
+        help="trust only --ca-cert, not the system's CA store",
+    )
+    connection.add_argument(
+        "--client-cert",
+        type=Path,
+        metavar="PATH",
+        help="mutual TLS: present this PEM client certificate (with its chain) to the API",
+    )
+    connection.add_argument(
+        "--client-key",
+        type=Path,
+        metavar="PATH",
+        help="the unencrypted PEM key of --client-cert (keep it mode 0600), unless the certificate "
+        "file holds it",
     )
     connection.add_argument(
         "--allow-insecure-http",
@@ -456,38 +506,65 @@ def _add_export(commands: Any) -> None:
 def read_token(token_file: Path | None, environ: Mapping[str, str]) -> Secret:
     """The token from --token-file or $EXPORTER_TOKEN; UsageError saying how to give it."""
     if token_file is not None:
-        try:
-            mode = token_file.stat().st_mode
-            text = token_file.read_text(encoding="utf-8")
-        except (OSError, UnicodeDecodeError) as exc:
-            raise UsageError(
-                f"cannot read --token-file {token_file}: {getattr(exc, 'strerror', None) or exc}"
-            ) from exc
-        if mode & (stat.S_IRWXG | stat.S_IRWXO):
-            log.warning("token file %s can be read by other users; chmod 600 it", token_file)
-        source = f"--token-file {token_file}"
-    else:
-        text = environ.get(TOKEN_ENV, "")
-        source = TOKEN_ENV
-        if not text.strip():
-            raise UsageError(f"no API token: set {TOKEN_ENV}, or pass --token-file PATH")
-    token = text.strip()
-    if not token:
-        raise UsageError(f"{source} is empty: it must hold the API token")
-    if any(ch.isspace() or ord(ch) < 32 or ord(ch) == 127 for ch in token):
-        raise UsageError(
-            f"{source} holds whitespace or control characters inside the token; it must be one line"
-        )
-    if not token.isascii():
-        raise UsageError(f"{source} holds non-ASCII characters, which an HTTP header cannot carry")
-    return Secret(token)
+        token = read_token_file(token_file)
+        warn_if_shared(token_file, "--token-file")
+        return token
+    text = environ.get(TOKEN_ENV, "")
+    if not text.strip():
+        raise UsageError(f"no API token: set {TOKEN_ENV}, or pass --token-file PATH")
+    return check_token(text, TOKEN_ENV)
+
+
+def _first_set(environ: Mapping[str, str], names: Sequence[str]) -> tuple[str, str] | None:
+    """The first of `names` set to something, with its value."""
+    for name in names:
+        value = environ.get(name, "").strip()
+        if value:
+            return name, value
+    return None
+
+
+def proxy_from(args: argparse.Namespace, environ: Mapping[str, str], base_url: str) -> ProxyChoice:
+    """--proxy, else $HTTPS_PROXY minus $NO_PROXY (`proxy_env`), with --proxy-auth-file's credentials."""
+    if args.proxy_auth_file is not None and args.proxy is not None and args.proxy.strip().lower() == "none":
+        raise UsageError("--proxy-auth-file is for a proxy, but --proxy none says not to use one")
+    choice = choose_proxy(
+        base_url=base_url,
+        option=args.proxy,
+        environment=_first_set(environ, HTTPS_PROXY_ENV),
+        no_proxy=_first_set(environ, NO_PROXY_ENV),
+    )
+    if args.proxy_auth_file is None:
+        return choice
+    credentials = read_proxy_auth_file(args.proxy_auth_file)
+    warn_if_shared(args.proxy_auth_file, "--proxy-auth-file")
+    if choice.proxy is None:
+        return choice
+    proxy = with_credentials(choice.proxy, credentials, f"--proxy-auth-file {args.proxy_auth_file}")
+    return ProxyChoice(proxy, choice.note)
+
+
+def tls_from(args: argparse.Namespace) -> TlsSettings:
+    """--ca-cert, --client-cert and --client-key, checked now so that a bad file stops nothing half-done."""
+    settings = TlsSettings(
+        ca_cert=args.ca_cert,
+        ca_cert_only=args.ca_cert_only,
+        client_cert=args.client_cert,
+        client_key=args.client_key,
+    )
+    tls.client_context(settings)
+    if settings.client_key is not None:
+        warn_if_shared(settings.client_key, "--client-key")
+    return settings
 
 
 def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> ExportConfig:
     """Build the run's configuration from parsed arguments and the environment."""
     token = read_token(args.token_file, environ)
     base_url = check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
-    proxy = check_proxy_url(args.proxy, base_url=base_url) if args.proxy is not None else None
+    proxy = proxy_from(args, environ, base_url)
+    if proxy.note:
+        log.info("%s", proxy.note)
     includes: list[str] = []
     for param in args.include:
         for name in INCLUDE_PARAMS.values() if param == "all" else [param]:
@@ -504,10 +581,12 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
         http=HttpSettings(
             base_url=base_url,
             token=token,
+            token_file=args.token_file,
             timeout_s=args.timeout,
             query=query,
             max_response_bytes=args.max_response_bytes,
-            proxy=proxy,
+            proxy=proxy.proxy,
+            tls=tls_from(args),
         ),
         archive=ArchiveSettings(
             out_dir=_out_dir(args.out, shard),
@@ -529,10 +608,20 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
 
 def _export_command(args: argparse.Namespace) -> int:
     config = config_from_args(args, os.environ)
+    if config.http.proxy is not None:
+        log.info("%s", _proxy_line(config.http.proxy))
     progress = make_progress(config.progress, quiet=config.quiet)
     outcome = asyncio.run(run_export(config, progress=progress))
     _report(outcome, config)
     return outcome.exit_code
+
+
+def _proxy_line(proxy: ProxySettings) -> str:
+    """Which proxy the run goes through, once, without its credentials."""
+    via = f"through the proxy {proxy.url} (from {proxy.source})"
+    if proxy.credentials_from is not None:
+        via += f", with credentials from {proxy.credentials_from}"
+    return via
 
 
 def _report(outcome: RunOutcome, config: ExportConfig) -> None:

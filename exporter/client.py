@@ -7,9 +7,14 @@ socket, TLS and protocol exception, at this one boundary, into a
 
 The token travels only in the `Authorization` header of requests to the
 configured origin: redirects are never followed (a 3xx comes back as a status
-for `retry.classify_status` to refuse), no cookies are kept, proxies from the
-environment are not used (an explicit --proxy only relays TLS, `tunnel.py`),
-and no message built here contains it.
+for `retry.classify_status` to refuse), no cookies are kept, a proxy only
+relays TLS (`tunnel.py`), and no message built here contains it. Each request
+carries the current token of a `credentials.TokenSource` and says which one in
+its response, so a rotated token is picked up by the next request.
+
+A proxy that wants other credentials (407) or an API that refuses our client
+certificate (`tls.py`) raises `ConnectionSetupError`: every attempt would
+fail the same way, so the run stops instead of retrying.
 """
 
 from __future__ import annotations
@@ -24,6 +29,7 @@ from typing import NamedTuple, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 from .config import HttpSettings
+from .credentials import TokenSource
 from .errors import Reason, TransportError, UsageError
 from .http1 import (
     Connection,
@@ -34,7 +40,8 @@ from .http1 import (
     TooLarge,
     head_after_target,
 )
-from .tunnel import Proxy, TunnelError, host_port, open_tunnel
+from .tls import CertificateRequests, certificate_refusal, client_context, demanded_certificate
+from .tunnel import TunnelError, host_port, open_tunnel
 
 RECORDINGS_PATH = "/v1/core/recordings/"
 
@@ -58,6 +65,8 @@ class RawResponse(NamedTuple):
     status: int
     headers: Headers
     body: bytes
+    #: `TokenSource.generation` of the token the request carried.
+    token_generation: int = 0
 
 
 def check_base_url(text: str, *, allow_insecure_http: bool = False) -> str:
@@ -143,7 +152,10 @@ class RecordingsClient:
     """
 
     __slots__ = (
+        "_asked",
+        "_client_cert",
         "_connect_timeout_s",
+        "_head_generation",
         "_head_tail",
         "_idle",
         "_max_body_bytes",
@@ -153,29 +165,36 @@ class RecordingsClient:
         "_query",
         "_ssl",
         "_timeout_s",
+        "_tokens",
+        "_user_agent",
     )
 
-    def __init__(self, settings: HttpSettings, *, ssl_context: ssl.SSLContext | None = None) -> None:
+    def __init__(
+        self,
+        settings: HttpSettings,
+        *,
+        ssl_context: ssl.SSLContext | None = None,
+        tokens: TokenSource | None = None,
+    ) -> None:
         self._origin = Origin.of(settings.base_url)
         self._query = encode_query(settings.query)
         self._timeout_s = settings.timeout_s
         self._connect_timeout_s = min(settings.connect_timeout_s, settings.timeout_s)
         self._max_body_bytes = settings.max_response_bytes
-        self._proxy = Proxy(*settings.proxy) if settings.proxy is not None else None
+        self._proxy = settings.proxy
+        self._tokens = tokens if tokens is not None else TokenSource(settings.token, settings.token_file)
+        self._user_agent = settings.user_agent
+        self._client_cert = settings.tls.client_cert is not None
         self._ssl: ssl.SSLContext | None = None
+        self._asked: CertificateRequests | None = None
         if self._origin.scheme == "https":
-            self._ssl = ssl_context or ssl.create_default_context()
-        self._head_tail = head_after_target(
-            {
-                "Host": self._origin.authority,
-                "Authorization": f"Bearer {settings.token.reveal()}",
-                "Accept": "application/json",
-                "Accept-Encoding": ", ".join(DECODED_CODINGS),
-                "User-Agent": settings.user_agent,
-            }
-        )
-        self._idle: list[Connection] = []
-        self._open: set[Connection] = set()
+            self._ssl = ssl_context or client_context(settings.tls)
+            if not self._client_cert:
+                self._asked = CertificateRequests(self._ssl)
+        self._head_generation = -1
+        self._head_tail = b""
+        self._idle: list[_ApiConnection] = []
+        self._open: set[_ApiConnection] = set()
 
     async def __aenter__(self) -> RecordingsClient:
         return self
@@ -192,11 +211,26 @@ class RecordingsClient:
         self._idle.clear()
         await asyncio.sleep(0)  # let the transports finish closing while the loop still runs
 
+    def _head(self, target: str) -> tuple[bytes, int]:
+        """The request head with the current token, and that token's generation."""
+        generation = self._tokens.generation
+        if generation != self._head_generation:
+            self._head_tail = head_after_target(
+                {
+                    "Host": self._origin.authority,
+                    "Authorization": f"Bearer {self._tokens.token.reveal()}",
+                    "Accept": "application/json",
+                    "Accept-Encoding": ", ".join(DECODED_CODINGS),
+                    "User-Agent": self._user_agent,
+                }
+            )
+            self._head_generation = generation
+        return b"GET " + target.encode("ascii") + self._head_tail, generation
+
     async def get(self, record_id: str) -> RawResponse:
         """GET one recording and read its whole body; TransportError if that fails."""
-        target = request_target(self._origin.path, record_id, self._query)
-        head = b"GET " + target.encode("ascii") + self._head_tail
-        connection: Connection | None = None
+        head, generation = self._head(request_target(self._origin.path, record_id, self._query))
+        connection: _ApiConnection | None = None
         try:
             async with asyncio.timeout(self._timeout_s):
                 connection, reused = await self._take()
@@ -213,6 +247,8 @@ class RecordingsClient:
             body = response.body
             if "content-encoding" in response.headers and body:
                 body = await _decoded(response.headers["content-encoding"], body, self._max_body_bytes)
+            if self._asked is not None and self._asked.watching:
+                self._asked.watch(on=False)  # the server answers without a client certificate
         except TooLarge as exc:
             raise TransportError(
                 Reason.BAD_RESPONSE,
@@ -230,6 +266,11 @@ class RecordingsClient:
                 Reason.TIMEOUT, f"no complete response within {self._timeout_s:g}s (--timeout)"
             ) from exc
         except ConnectionClosed as exc:
+            asked = self._asked
+            if exc.nothing_received and connection is not None and asked is not None:
+                if asked.asked(connection.ssl_object):
+                    raise demanded_certificate(self._origin.host) from exc
+                asked.watch(on=True)  # is the next connection refused for want of a certificate?
             raise TransportError(Reason.NETWORK, str(exc)) from exc
         except ProtocolError as exc:
             raise TransportError(Reason.NETWORK, f"malformed HTTP response ({exc})") from exc
@@ -238,9 +279,9 @@ class RecordingsClient:
         finally:
             if connection is not None:
                 self._release(connection)
-        return RawResponse(response.status, response.headers, body)
+        return RawResponse(response.status, response.headers, body, generation)
 
-    async def _take(self, *, fresh: bool = False) -> tuple[Connection, bool]:
+    async def _take(self, *, fresh: bool = False) -> tuple[_ApiConnection, bool]:
         """An idle connection (reused=True) or a new one."""
         idle = self._idle
         while idle and not fresh:
@@ -260,12 +301,12 @@ class RecordingsClient:
                         port=origin.port,
                         authority=origin.host_port,
                         ssl_context=self._ssl,
-                        protocol=lambda: Connection(self._max_body_bytes),
+                        protocol=lambda: _ApiConnection(self._max_body_bytes),
                     )
-                    connection = cast(Connection, tunnelled)
+                    connection = cast(_ApiConnection, tunnelled)
                 else:
                     _, connection = await loop.create_connection(
-                        lambda: Connection(self._max_body_bytes),
+                        lambda: _ApiConnection(self._max_body_bytes),
                         origin.host,
                         origin.port,
                         ssl=self._ssl,
@@ -280,6 +321,10 @@ class RecordingsClient:
         except TunnelError as exc:
             raise ConnectError(str(exc)) from exc
         except OSError as exc:
+            if isinstance(exc, ssl.SSLError) and (
+                refusal := certificate_refusal(exc, origin.host, have_certificate=self._client_cert)
+            ):
+                raise refusal from exc
             if proxy is not None and not isinstance(exc, ssl.SSLError):
                 raise ConnectError(
                     f"cannot connect to the proxy {proxy.authority} ({exc.strerror or exc})"
@@ -288,16 +333,26 @@ class RecordingsClient:
         self._open.add(connection)
         return connection, False
 
-    def _release(self, connection: Connection) -> None:
+    def _release(self, connection: _ApiConnection) -> None:
         """Put a connection back for the next request, or close it."""
         if connection.reusable:
             self._idle.append(connection)
         else:
             self._discard(connection)
 
-    def _discard(self, connection: Connection) -> None:
+    def _discard(self, connection: _ApiConnection) -> None:
         connection.abort()
         self._open.discard(connection)
+
+
+class _ApiConnection(Connection):
+    """A connection that remembers its TLS object, to ask `tls.CertificateRequests` about once it closed."""
+
+    ssl_object: object = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.ssl_object = transport.get_extra_info("ssl_object")
+        super().connection_made(transport)
 
 
 class ConnectError(OSError):

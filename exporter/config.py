@@ -65,11 +65,49 @@ class ManifestSource:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class ProxySettings:
+    """An HTTP proxy to tunnel through (CONNECT), from --proxy or $HTTPS_PROXY."""
+
+    host: str
+    port: int
+    #: `user:password` for Basic `Proxy-Authorization`, sent on the CONNECT only.
+    credentials: Secret | None = None
+    #: Where the proxy came from (`--proxy`, `HTTPS_PROXY`, ...), for the log line.
+    source: str = "--proxy"
+    #: Where the credentials came from (the proxy URL's variable, `--proxy-auth-file PATH`).
+    credentials_from: str | None = None
+
+    @property
+    def authority(self) -> str:
+        """`host:port`, an IPv6 address in brackets; never the credentials."""
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+    @property
+    def url(self) -> str:
+        """The proxy as a URL without credentials: what summary.json records."""
+        return f"http://{self.authority}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class TlsSettings:
+    """Whom to trust and who we are on https connections (PEM files, checked by `tls.py`)."""
+
+    #: A CA bundle trusted in addition to the system store (instead of it with `ca_cert_only`).
+    ca_cert: Path | None = None
+    ca_cert_only: bool = False
+    #: A client certificate (and its key, unless the certificate file holds it) for mutual TLS.
+    client_cert: Path | None = None
+    client_key: Path | None = None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class HttpSettings:
     """How to reach the API: one origin, one token, one per-request timeout."""
 
     base_url: str
     token: Secret
+    #: The file the token came from: read again on a 401/403 and on SIGHUP (`credentials.py`).
+    token_file: Path | None = None
     timeout_s: float = 60.0
     connect_timeout_s: float = 15.0
     #: Extra query parameters sent with every request, in order, already validated.
@@ -77,8 +115,9 @@ class HttpSettings:
     user_agent: str = "exporter/0.1"
     #: A larger body (after decompression) fails its id: see DEFAULT_MAX_RESPONSE_BYTES.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
-    #: An HTTP proxy to tunnel through (CONNECT), as "host:port" checked by `tunnel.check_proxy_url`.
-    proxy: tuple[str, int] | None = None
+    #: An HTTP proxy to tunnel through (CONNECT), chosen by `proxy_env.choose_proxy`.
+    proxy: ProxySettings | None = None
+    tls: TlsSettings = TlsSettings()
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

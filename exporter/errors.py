@@ -2,7 +2,8 @@
 
     ExporterError                  base; carries the process exit code
     ├── UsageError          (2)    bad option, missing token, unusable manifest
-    │   └── ManifestError   (2)    the manifest cannot be read at all
+    │   ├── ManifestError   (2)    the manifest cannot be read at all
+    │   └── ConnectionSetupError (2)  the proxy wants credentials, the API a client certificate
     ├── AuthRefused         (3)    the API refused the token (401/403)
     └── ArchiveError        (4)    the archive directory cannot be used
         ├── ArchiveLocked   (4)    another run holds the archive
@@ -52,6 +53,15 @@ class UsageError(ExporterError):
 
 class ManifestError(UsageError):
     """The manifest cannot be read at all (missing file, CSV without an `id` column)."""
+
+
+class ConnectionSetupError(UsageError):
+    """The proxy or the API refuses the connection as configured: retrying cannot help.
+
+    A 407 from the proxy, or an API that demands a client certificate we lack
+    (or refuses ours). Raised at the first request, so the run stops with exit 2
+    and no id is marked failed.
+    """
 
 
 class AuthRefused(ExporterError):

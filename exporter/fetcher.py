@@ -30,6 +30,9 @@ from .retry import Verdict, backoff_delay, classify_status
 
 log = logging.getLogger(__name__)
 
+#: Token renewals one id may go through (a token file flapping between refused tokens ends here).
+_MAX_TOKEN_RENEWALS = 2
+
 
 @dataclass(slots=True)
 class Success:
@@ -135,9 +138,9 @@ _DOWN_REASONS = frozenset({Reason.NETWORK, Reason.TIMEOUT})
 
 
 class Fetcher:
-    """Turns an id into a Success, a Failure, or Unfinished, retrying what is worth retrying."""
+    """Turns an id into a Success, a Failure, Later or Unfinished, retrying what is worth retrying."""
 
-    __slots__ = ("_client", "_clock", "_decode", "_pacer", "_rand", "_retry", "stats")
+    __slots__ = ("_client", "_clock", "_decode", "_pacer", "_rand", "_renew_token", "_retry", "stats")
 
     def __init__(
         self,
@@ -148,8 +151,12 @@ class Fetcher:
         stats: FetchStats | None = None,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        renew_token: Callable[[int], bool] | None = None,
     ) -> None:
         self._client = client
+        #: Given the refused token's generation, True if another token is there to try
+        #: (`credentials.TokenSource.renew`).
+        self._renew_token = renew_token
         self._decode = PayloadDecoder()
         self._pacer = pacer
         self._retry = retry
@@ -168,6 +175,7 @@ class Fetcher:
         """
         retry = self._retry
         tries = tries if tries is not None else Tries()
+        renewals = 0
         while True:
             ticket = await self._pacer.start()
             if isinstance(ticket, Halt):
@@ -194,6 +202,13 @@ class Fetcher:
                     except BadResponse as exc:
                         verdict = Verdict("retry", Reason.BAD_RESPONSE, str(exc))
             if verdict.action == "auth":
+                if (
+                    self._renew_token is not None
+                    and renewals < _MAX_TOKEN_RENEWALS
+                    and self._renew_token(response.token_generation)
+                ):
+                    renewals += 1  # the token was rotated: the same request, with the new one
+                    continue
                 raise AuthRefused(
                     f"the API refused the token ({verdict.message} for id {record_id!r}); "
                     "check EXPORTER_TOKEN or --token-file: the token may be wrong, expired or revoked"

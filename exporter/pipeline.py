@@ -48,6 +48,7 @@ from .archive import Archive, RunRequest
 from .batches import CommitQueue
 from .client import RecordingsClient
 from .config import ExportConfig
+from .credentials import TokenSource
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
 from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
 from .jobs import Job, JobSource
@@ -134,6 +135,7 @@ class _Run:
             max_items=max(_MIN_BATCH_ITEMS, 2 * concurrency), max_bytes=_MAX_BATCH_BYTES
         )
         self.stats = FetchStats()
+        self.tokens = TokenSource(config.http.token, config.http.token_file)
         self.failures: Counter[str] = Counter()
         self.exported = 0
         self.stop_event = asyncio.Event()
@@ -225,8 +227,10 @@ class _Run:
             total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
             total.add_done_callback(self._set_total)
             ticker = asyncio.create_task(self._tick())
-            async with RecordingsClient(config.http) as client:
-                fetcher = Fetcher(client, self.pacer, config.retry, stats=self.stats)
+            async with RecordingsClient(config.http, tokens=self.tokens) as client:
+                fetcher = Fetcher(
+                    client, self.pacer, config.retry, stats=self.stats, renew_token=self.tokens.renew
+                )
                 writer = asyncio.create_task(self._write(archive))
                 self.producers = asyncio.create_task(self._produce(planner, fetcher))
                 stopped = asyncio.create_task(self.stop_event.wait())
@@ -412,6 +416,7 @@ class _Run:
             exit_code=exit_code,
             manifest=config.manifest.display,
             base_url=config.http.base_url,
+            proxy=config.http.proxy.url if config.http.proxy is not None else None,
             shard=str(config.shard) if config.shard else None,
             superseded_to=str(archive.superseded_to) if archive.superseded_to else None,
         )
@@ -422,7 +427,7 @@ class _Run:
 
     @contextlib.contextmanager
     def _signals(self) -> Any:
-        """SIGINT/SIGTERM stop the run cleanly; a second one exits at once."""
+        """SIGINT/SIGTERM stop the run cleanly; a second one exits at once. SIGHUP re-reads --token-file."""
         if not self.handle_signals:
             yield
             return
@@ -445,13 +450,22 @@ class _Run:
                 f"interrupted by {signum.name}; run the same command again to continue",
             )
 
+        def on_hangup() -> None:
+            # A rotated --token-file: take the new token before the API refuses the old one.
+            outcome = self.tokens.reload()
+            log.info("SIGHUP: read --token-file %s again: %s", self.tokens.path, outcome.value)
+
         for signum in mapping:
             loop.add_signal_handler(signum, on_signal, signum)
+        if self.tokens.path is not None:
+            loop.add_signal_handler(signal.SIGHUP, on_hangup)
         try:
             yield
         finally:
             for signum in mapping:
                 loop.remove_signal_handler(signum)
+            if self.tokens.path is not None:
+                loop.remove_signal_handler(signal.SIGHUP)
 
 
 def _size(items: list[Success | Failure]) -> int:

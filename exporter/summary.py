@@ -51,6 +51,8 @@ class RunFacts:
     manifest: str
     base_url: str
     shard: str | None
+    #: The proxy the run went through, without credentials (`http://host:port`), or None.
+    proxy: str | None = None
     superseded_to: str | None
 
 
@@ -110,6 +112,7 @@ def build_summary(
         "records_per_s": round(counts.get("exported", 0) / elapsed, 2),
         "manifest": facts.manifest,
         "base_url": facts.base_url,
+        "proxy": facts.proxy,
         "shard": facts.shard,
         "counts": dict(counts),
         "failed_by_reason": {str(k): v for k, v in sorted(failures.items()) if v},

@@ -5,24 +5,31 @@ exporter asks the proxy for a tunnel to the API's host and port and then
 speaks TLS to the API through it, verifying the API's certificate as on a
 direct connection: the proxy relays bytes it cannot read, so it sees the
 host name, never the token or a recording. Plain http through a proxy would
-hand it the token, so `check_proxy_url` refuses that combination.
+hand it the token, so `proxy_env.choose_proxy` never allows that.
 
-Proxy credentials are not supported: they would have to come from the
-command line, where `ps` shows them.
+A proxy that wants credentials gets them as Basic `Proxy-Authorization` on
+the CONNECT request only (RFC 9110 §11.7.2): nothing inside the tunnel carries
+them. They come from `$HTTPS_PROXY`'s URL or `--proxy-auth-file`, never from
+`--proxy` on the command line, where `ps` shows them. A 407 is a
+`ConnectionSetupError`: retrying with the same credentials cannot help.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import re
 import ssl
 from collections.abc import Callable
-from typing import NamedTuple
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
-from .errors import UsageError
+from .config import ProxySettings, Secret
+from .credentials import check_proxy_credentials
+from .errors import ConnectionSetupError, UsageError
 
 #: The proxy's answer to CONNECT is a status line and headers; anything longer is not a proxy.
 _MAX_HEAD_BYTES = 16 * 1024
+_SCHEME_NAME = re.compile(r"[A-Za-z0-9_-]{1,32}")
 
 
 def host_port(host: str, port: int) -> str:
@@ -30,36 +37,88 @@ def host_port(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
-class Proxy(NamedTuple):
-    host: str
-    port: int
-
-    @property
-    def authority(self) -> str:
-        return host_port(self.host, self.port)
+def _shown(text: str) -> str:
+    """The URL for a message, unless it may hold credentials: those are never echoed."""
+    return "(not shown: it holds credentials)" if "@" in text else repr(text.strip())
 
 
-def check_proxy_url(text: str, *, base_url: str) -> Proxy:
-    """The proxy of `--proxy http://HOST:PORT`, or UsageError saying what to fix."""
-    parts = urlsplit(text.strip())
+def parse_proxy_url(text: str, *, source: str) -> ProxySettings:
+    """`http://[user:password@]HOST:PORT` (`http://` may be left out, as curl allows), or UsageError.
+
+    Credentials are accepted only from the environment (`source` other than
+    `--proxy`); a `--proxy` holding some is refused without echoing it.
+    """
+    raw = text.strip()
+    parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+    if "@" in parts.netloc and source == "--proxy":
+        raise UsageError(
+            "--proxy must not contain credentials (`ps` would show them): give the proxy's user:password "
+            "in a file named by --proxy-auth-file, or in HTTPS_PROXY"
+        )
     if parts.scheme != "http" or not parts.hostname:
-        raise UsageError(f"--proxy {text!r} is not an http:// proxy URL such as http://proxy.example:3128")
-    if parts.username or parts.password:
-        raise UsageError("--proxy must not contain credentials: proxies that need them are not supported")
+        raise UsageError(
+            f"{source} {_shown(text)} is not an http:// proxy URL such as http://proxy.example:3128 "
+            "(https:// and socks proxies are not supported; TLS to the API runs inside the tunnel)"
+        )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
-        raise UsageError(f"--proxy {text!r} must be only http://HOST:PORT")
+        raise UsageError(f"{source} {_shown(text)} must be only http://HOST:PORT")
     try:
         port = parts.port
     except ValueError:
         port = None
     if port is None:
-        raise UsageError(f"--proxy {text!r} needs the proxy's port, e.g. http://{parts.hostname}:3128")
-    if urlsplit(base_url).scheme != "https":
-        raise UsageError(
-            "--proxy works with an https --base-url only: through a proxy, plain http would show "
-            "the token to the proxy"
+        raise UsageError(f"{source} {_shown(text)} needs the proxy's port, e.g. http://{parts.hostname}:3128")
+    credentials: Secret | None = None
+    if parts.username is not None or parts.password is not None:
+        user, password = unquote(parts.username or ""), unquote(parts.password or "")
+        credentials = check_proxy_credentials(f"{user}:{password}", f"the credentials in {source}")
+    return ProxySettings(
+        host=parts.hostname,
+        port=port,
+        credentials=credentials,
+        source=source,
+        credentials_from=source if credentials is not None else None,
+    )
+
+
+def connect_request(proxy: ProxySettings, authority: str) -> bytes:
+    """The CONNECT request head; `Proxy-Authorization` is on it, and on nothing else."""
+    lines = [f"CONNECT {authority} HTTP/1.1", f"Host: {authority}"]
+    if proxy.credentials is not None:
+        basic = base64.b64encode(proxy.credentials.reveal().encode("utf-8")).decode("ascii")
+        lines.append(f"Proxy-Authorization: Basic {basic}")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("ascii")
+
+
+def _auth_schemes(head: bytes) -> list[str]:
+    """The schemes a 407's `Proxy-Authenticate` headers offer (names only, a few at most)."""
+    schemes: list[str] = []
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"proxy-authenticate":
+            word = value.strip().split(b" ", 1)[0].decode("latin-1")
+            if _SCHEME_NAME.fullmatch(word) and word not in schemes and len(schemes) < 4:
+                schemes.append(word)
+    return schemes
+
+
+def _refused_credentials(proxy: ProxySettings, head: bytes) -> ConnectionSetupError:
+    """The one line for a 407, saying where credentials go or which ones were refused."""
+    schemes = _auth_schemes(head)
+    if proxy.credentials is None:
+        message = (
+            f"the proxy {proxy.authority} (from {proxy.source}) requires credentials (407): give them as "
+            f"http://USER:PASSWORD@{proxy.authority} in HTTPS_PROXY, or as user:password in a file "
+            "named by --proxy-auth-file"
         )
-    return Proxy(parts.hostname, port)
+    else:
+        message = (
+            f"the proxy {proxy.authority} refused the credentials from {proxy.credentials_from} "
+            "(407 Proxy Authentication Required)"
+        )
+    if schemes and not any(scheme.lower() == "basic" for scheme in schemes):
+        message += f"; it asks for {', '.join(schemes)}, and the exporter speaks only Basic"
+    return ConnectionSetupError(message)
 
 
 class _ConnectReply(asyncio.Protocol):
@@ -94,7 +153,7 @@ class TunnelError(OSError):
 
 
 async def open_tunnel(
-    proxy: Proxy,
+    proxy: ProxySettings,
     *,
     host: str,
     port: int,
@@ -110,11 +169,16 @@ async def open_tunnel(
     loop = asyncio.get_running_loop()
     transport, reply = await loop.create_connection(_ConnectReply, proxy.host, proxy.port)
     try:
-        transport.write(f"CONNECT {authority} HTTP/1.1\r\nHost: {authority}\r\n\r\n".encode("ascii"))
-        status_line = (await reply.head).split(b"\r\n", 1)[0].decode("latin-1")
+        transport.write(connect_request(proxy, authority))
+        head = await reply.head
+        status_line = head.split(b"\r\n", 1)[0].decode("latin-1")
         fields = status_line.split(" ", 2)
+        if len(fields) >= 2 and fields[0].startswith("HTTP/1.") and fields[1] == "407":
+            raise _refused_credentials(proxy, head)
         if len(fields) < 2 or not fields[0].startswith("HTTP/1.") or fields[1] != "200":
-            raise TunnelError(f"the proxy {proxy.authority} refused a tunnel to {authority}: {status_line!r}")
+            raise TunnelError(
+                f"the proxy {proxy.authority} refused a tunnel to {authority}: {status_line[:200]!r}"
+            )
         app = protocol()
         tls = await loop.start_tls(transport, app, ssl_context, server_hostname=host)
     except BaseException:

@@ -134,7 +134,9 @@ class ServerConfig:
     """
 
     token: str = "test-token"
-    """The only bearer token accepted; anything else gets 401."""
+    """The bearer token accepted; anything else (but previous_token) gets 401."""
+    previous_token: str | None = None
+    """Also accepted while a rotation overlaps (set it to the old token, then back to None)."""
     path_prefix: str = ""
     """Base path before /v1/..., '' or like '/api' (leading slash, no trailing slash)."""
     seed: int = 0
@@ -276,6 +278,7 @@ def _as_prefix(name: str, value: object) -> str:
 
 _FIELD_READERS: Final[Mapping[str, Callable[[str, object], Any]]] = {
     "token": _as_str,
+    "previous_token": _optional(_as_str),
     "path_prefix": _as_prefix,
     "seed": _as_int,
     "revoke_after": _optional(_as_int),
@@ -1168,7 +1171,10 @@ def _limiter_headers(bucket: TokenBucket) -> dict[str, str]:
 
 def _gate(request: web.Request, state: ServerState, config: ServerConfig) -> web.Response | None:
     """Auth, revocation and the rate limiter, in that order; None lets the request on."""
-    if request.headers.get("Authorization") != f"Bearer {config.token}":
+    authorization = request.headers.get("Authorization")
+    if authorization != f"Bearer {config.token}" and (
+        config.previous_token is None or authorization != f"Bearer {config.previous_token}"
+    ):
         state.stats.bad_auth += 1
         return _error(401, "missing or invalid bearer token")
     if config.revoke_after is not None and state.stats.requests_total > config.revoke_after:
@@ -1636,6 +1642,11 @@ def build_parser() -> argparse.ArgumentParser:
     add("--port", type=int, default=8080, help="port; 0 picks a free one (default: %(default)s)")
     add("--port-file", type=Path, help="also write the base URL to this file once listening")
     add("--token", help="the accepted bearer token (default: $FAKE_API_TOKEN; one is required)")
+    add(
+        "--previous-token",
+        help="also accept this token, as during a rotation's overlap; "
+        'POST /_config {"previous_token": null} ends it (default: none)',
+    )
     add("--path-prefix", default="", help="base path before /v1, e.g. /api (default: none)")
     add(
         "--seed",
@@ -1735,6 +1746,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         raise ValueError("no token: pass --token TOKEN or set FAKE_API_TOKEN")
     return ServerConfig(
         token=token,
+        previous_token=args.previous_token,
         path_prefix=normalize_prefix(args.path_prefix),
         seed=args.seed,
         revoke_after=args.revoke_after,

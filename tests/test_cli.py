@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import io
 import json
 import signal
@@ -10,11 +11,11 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import TOKEN, cli, cli_env, read_records, read_summary, spawn, write_manifest
+from conftest import ROOT, TOKEN, cli, cli_env, read_records, read_summary, spawn, write_manifest
 from fake_api import FakeServerHandle
 
 from exporter.archive import Archive, RunRequest
-from exporter.cli import read_token
+from exporter.cli import build_parser, read_token
 from exporter.config import ArchiveSettings
 from exporter.errors import UsageError
 
@@ -23,18 +24,34 @@ def export_args(manifest: Path | str, out: Path, url: str, *extra: str) -> list[
     return ["export", str(manifest), "--base-url", url, "--out", str(out), "--rate", "0", *extra]
 
 
+def _export_options() -> list[str]:
+    """Every option of `exporter export`, from the parser itself (hidden ones excepted)."""
+    commands = next(a for a in build_parser()._actions if isinstance(a, argparse._SubParsersAction))
+    export = commands.choices["export"]
+    return [
+        max(action.option_strings, key=len)
+        for action in export._actions
+        if action.option_strings and action.help != argparse.SUPPRESS and action.dest != "help"
+    ]
+
+
 def test_help_documents_every_option() -> None:
-    """`export --help` names every option, the token variable and every exit code."""
+    """`export --help` names every option of the parser, the token variable and every exit code."""
     result = cli("export", "--help")
     assert result.returncode == 0
-    for option in (
-        "--base-url", "--out", "--token-file", "--format", "--concurrency", "--rate", "--burst",
-        "--max-attempts", "--timeout", "--include", "--query", "--refetch", "--retry-failed",
-        "--progress", "--no-progress", "--quiet", "--verbose", "EXPORTER_TOKEN",
-    ):  # fmt: skip
+    options = _export_options()
+    assert {"--proxy", "--proxy-auth-file", "--ca-cert", "--client-key", "--token-file"} <= set(options)
+    for option in (*options, "--no-progress", "EXPORTER_TOKEN", "HTTPS_PROXY", "NO_PROXY"):
         assert option in result.stdout, option
     for code in ("0 ", "1 ", "2 ", "3 ", "4 ", "130", "143"):
         assert f"\n  {code}" in result.stdout, code
+
+
+def test_readme_options_table_lists_every_option() -> None:
+    """Each option of the parser has a row in the README's options table."""
+    rows = [line for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("| `-")]
+    for option in _export_options():
+        assert any(f"`{option}" in row or f"/{option}" in row for row in rows), option
 
 
 def test_all_exported_exits_0_and_quiet_prints_nothing(api: FakeServerHandle, tmp_path: Path) -> None:

@@ -15,20 +15,22 @@ import contextlib
 import gzip
 import re
 import ssl
+import time
 import zlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
 import pytest
 import trustme
+from loopback import ConnectProxy, connect_proxy
 
 from exporter.client import DECODED_CODINGS, RecordingsClient
-from exporter.config import HttpSettings, RetrySettings, Secret
+from exporter.config import HttpSettings, LimitSettings, ProxySettings, RetrySettings, Secret
 from exporter.errors import Reason, TransportError, UsageError
-from exporter.fetcher import Failure, Fetcher
+from exporter.fetcher import Failure, Fetcher, Later
 from exporter.http1 import Connection, Framing, Response, State, body_framing, parse_head
-from exporter.limiter import RateLimiter
-from exporter.tunnel import check_proxy_url
+from exporter.pacing import Pacer
+from exporter.tunnel import parse_proxy_url
 
 TOKEN = "tok-Hq72"
 Handler = Callable[["Conversation"], Awaitable[None]]
@@ -406,46 +408,10 @@ async def test_an_endless_body_is_cut_at_the_limit() -> None:
 # --- through a proxy -----------------------------------------------------------------------------
 
 
-class ConnectProxy:
-    """A CONNECT proxy on loopback that relays bytes both ways and keeps a copy of them."""
-
-    def __init__(self, refuse_with: bytes | None = None) -> None:
-        self.refuse_with = refuse_with
-        self.heads: list[bytes] = []
-        self.relayed = bytearray()
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        head = await reader.readuntil(b"\r\n\r\n")
-        self.heads.append(head)
-        if self.refuse_with is not None:
-            writer.write(self.refuse_with)
-            writer.close()
-            return
-        host, port = head.split()[1].decode().rsplit(":", 1)
-        up_reader, up_writer = await asyncio.open_connection(host, int(port))
-        writer.write(b"HTTP/1.1 200 Connection established\r\n\r\n")
-
-        async def pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
-            try:
-                while data := await source.read(65536):
-                    self.relayed += data
-                    sink.write(data)
-                    await sink.drain()
-            finally:
-                sink.close()
-
-        await asyncio.gather(pipe(reader, up_writer), pipe(up_reader, writer), return_exceptions=True)
-
-
-@asynccontextmanager
-async def connect_proxy(proxy: ConnectProxy) -> AsyncIterator[int]:
-    server = await asyncio.start_server(proxy.handle, "127.0.0.1", 0)
-    async with server:
-        yield server.sockets[0].getsockname()[1]
-
-
 def proxied_client(url: str, proxy_port: int, authority: trustme.CA) -> RecordingsClient:
-    settings = HttpSettings(base_url=url, token=Secret(TOKEN), proxy=("127.0.0.1", proxy_port))
+    settings = HttpSettings(
+        base_url=url, token=Secret(TOKEN), proxy=ProxySettings(host="127.0.0.1", port=proxy_port)
+    )
     return RecordingsClient(settings, ssl_context=_client_tls(authority))
 
 
@@ -472,12 +438,10 @@ async def test_https_through_a_proxy_keeps_the_token_from_it(authority: trustme.
 
 
 async def test_a_proxy_refusing_the_tunnel_is_named_in_the_error(authority: trustme.CA) -> None:
-    proxy = ConnectProxy(
-        refuse_with=b"HTTP/1.1 407 Proxy Authentication Required\r\nContent-Length: 0\r\n\r\n"
-    )
+    proxy = ConnectProxy(refuse_with=b"HTTP/1.1 403 Forbidden\r\nContent-Length: 0\r\n\r\n")
     async with connect_proxy(proxy) as proxy_port:
         async with proxied_client("https://localhost:9", proxy_port, authority) as client:
-            with pytest.raises(TransportError, match=r"refused a tunnel to localhost:9.*407") as caught:
+            with pytest.raises(TransportError, match=r"refused a tunnel to localhost:9.*403") as caught:
                 await client.get("r")
         assert caught.value.reason == Reason.NETWORK
         assert f"127.0.0.1:{proxy_port}" in str(caught.value)
@@ -492,22 +456,37 @@ async def test_an_unreachable_proxy_is_named_in_the_error(authority: trustme.CA)
 
 
 @pytest.mark.parametrize(
-    ("proxy", "base", "fragment"),
+    ("proxy", "fragment"),
     [
-        ("http://proxy.example:3128", "http://127.0.0.1:8080", "https --base-url only"),
-        ("http://user:pw@proxy.example:3128", "https://api.example.com", "credentials"),
-        ("http://proxy.example", "https://api.example.com", "needs the proxy's port"),
-        ("https://proxy.example:3128", "https://api.example.com", "http:// proxy URL"),
-        ("http://proxy.example:3128/path", "https://api.example.com", "only http://HOST:PORT"),
+        ("http://user:pw@proxy.example:3128", "credentials"),
+        ("http://proxy.example", "needs the proxy's port"),
+        ("https://proxy.example:3128", "http:// proxy URL"),
+        ("socks5://proxy.example:1080", "http:// proxy URL"),
+        ("http://proxy.example:3128/path", "only http://HOST:PORT"),
     ],
 )
-def test_proxy_urls_that_would_leak_or_misroute_are_refused(proxy: str, base: str, fragment: str) -> None:
-    with pytest.raises(UsageError, match=re.escape(fragment)):
-        check_proxy_url(proxy, base_url=base)
+def test_proxy_urls_that_would_leak_or_misroute_are_refused(proxy: str, fragment: str) -> None:
+    with pytest.raises(UsageError, match=re.escape(fragment)) as caught:
+        parse_proxy_url(proxy, source="--proxy")
+    assert "pw" not in str(caught.value)
 
 
 def test_a_proxy_url_gives_host_and_port() -> None:
-    assert check_proxy_url("http://[::1]:3128/", base_url="https://api.example.com") == ("::1", 3128)
+    parsed = parse_proxy_url("http://[::1]:3128/", source="--proxy")
+    assert (parsed.host, parsed.port, parsed.credentials) == ("::1", 3128, None)
+    assert parse_proxy_url("proxy.corp:8080", source="HTTPS_PROXY").url == "http://proxy.corp:8080"
+
+
+def test_credentials_in_an_environment_proxy_url_are_decoded_and_never_shown() -> None:
+    """`http://user:p%40ss@host:port` from the environment: Basic credentials, percent-decoded, hidden."""
+    parsed = parse_proxy_url("http://ops:p%40ss%3Aw0rd@proxy.corp:3128", source="HTTPS_PROXY")
+    assert parsed.credentials is not None
+    assert parsed.credentials.reveal() == "ops:p@ss:w0rd"
+    assert (parsed.url, parsed.credentials_from) == ("http://proxy.corp:3128", "HTTPS_PROXY")
+    assert "w0rd" not in repr(parsed)
+    with pytest.raises(UsageError) as caught:
+        parse_proxy_url("https://ops:s3cr3t@proxy.corp:3128", source="HTTPS_PROXY")
+    assert "s3cr3t" not in str(caught.value)
 
 
 # --- hostile servers (issue 12): every cap, every refusal, on the wire -----------------------------
@@ -996,7 +975,11 @@ async def test_a_refused_response_is_asked_once_and_a_malformed_one_again(
 
     retry = RetrySettings(max_attempts=3, backoff_base_s=0.001, backoff_cap_s=0.002)
     async with scripted(every_time) as server, client_for(f"http://127.0.0.1:{server.port}") as client:
-        result = await Fetcher(client, RateLimiter(rate_per_s=0, min_rate_per_s=1000), retry).fetch("r")
+        fetcher = Fetcher(client, Pacer(LimitSettings(rate_per_s=0), retry), retry)
+        result = await fetcher.fetch("r")
+        while isinstance(result, Later):
+            await asyncio.sleep(max(0.0, result.not_before - time.monotonic()))
+            result = await fetcher.fetch(result.id, result.tries)
     assert isinstance(result, Failure)
     assert (result.reason, result.attempts, len(server.requests)) == (reason, requests, requests)
 
