@@ -2021,7 +2021,8 @@ limits and outages:
       RateLimit: "default";r=LEFT;t=SECONDS; over it: 429, Retry-After = seconds to reset
   --outage-s S [--outage-after-s A] [--outage-mode 503|refuse]
       for S seconds every API request gets 503, or the port refuses connections (the
-      listening socket is closed, then reopened on the same port); live: POST /_config
+      listening socket is closed, the control endpoints' too, and open connections are
+      closed; it reopens on the same port); live: POST /_config
       {"outage_s": 30, "outage_mode": "refuse"} starts one now
 
 control endpoints (no auth): GET /_stats, GET /_stats/responses?since=N ((clock, status)
@@ -2032,6 +2033,8 @@ examples:
   python scripts/fake_api.py --token t --fail-first flaky-=503:2 --fail-first cut-=reset:1
   python scripts/fake_api.py --token t --fault-rate 0.05 --fault-kinds 503,reset,429 \\
       --rate-limit-rps 200 --latency-ms 20 --jitter-ms 10 --large-fraction 0.01
+  python scripts/fake_api.py --token t --quota-limit 100 --quota-window-s 10 \
+      --outage-s 30 --outage-after-s 15 --outage-mode refuse
 """
 
 

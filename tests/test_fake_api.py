@@ -42,6 +42,7 @@ from fake_api import (  # noqa: E402
     TokenBucket,
     build_parser,
     choose_fault,
+    config_from_args,
     config_to_json,
     deep_record,
     edge_body,
@@ -863,6 +864,17 @@ def test_help_documents_every_config_field() -> None:
         assert f"--{field.replace('_', '-')} " in text, field
     for kind in FAULT_KINDS:
         assert f" {kind} " in text, kind
+
+
+def test_limit_and_outage_flags_reach_the_config() -> None:
+    """The quota, 429bare and outage flags land in the ServerConfig the server runs with."""
+    argv = ["--token", "t", "--quota-limit", "100", "--quota-window-s", "10", "--quota-reset-style", "epoch",
+            "--fault-kinds", "429bare,503", "--outage-s", "30", "--outage-after-s", "15",
+            "--outage-mode", "refuse"]  # fmt: skip
+    config = config_from_args(build_parser().parse_args(argv), {})
+    assert (config.quota_limit, config.quota_window_s, config.quota_reset_style) == (100, 10, "epoch")
+    assert config.fault_kinds == ("429bare", "503")
+    assert (config.outage_s, config.outage_after_s, config.outage_mode) == (30.0, 15.0, "refuse")
 
 
 def test_command_line_server_announces_serves_and_stops(tmp_path: Path) -> None:
