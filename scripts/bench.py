@@ -29,12 +29,22 @@ Scenarios, each printing its figures and the issue's target:
     memory    a 1,000,000-id manifest, fresh, then resumed with 900,000 archived: peak RSS and
               the time from start to the resume's first request (access log); nginx serves
               1,000 template bodies with the requested id written in by sub_filter
+    pacing    the exporter, run as a user runs it, against `scripts/fake_api.py` limits (issue 9):
+              (a) a token bucket of 3/s, exporter defaults; (b) 40/s burst 5, --rate 10000
+              --concurrency 32; (c) 400/s burst 40, --rate 10000 --concurrency 64; (d) 7% random
+              429s with only Retry-After plus 3% 503s and resets, --rate 0, 500 ids; (e) a quota
+              of 100 per 10 s, --rate 10000; (f) a 30 s outage, 503 and then refused connections,
+              in the middle of a --rate 20 run. From the fake API's (time, status) timeline:
+              accepted/s in the steady state, of L, 429 share, time until the 5 s accepted rate
+              stays >= 90% of L; quota used per window; every id exactly once after an outage;
+              paused seconds from summary.json. About 7 minutes (--pacing-scale); no nginx
 
     .venv/bin/python scripts/bench.py                      # 20,000 ids, concurrency 64, 3 repeats
     .venv/bin/python scripts/bench.py --smoke              # 2,000 ids, once (CI; asserts no timings)
     .venv/bin/python scripts/bench.py --scenario rate      # --rate 500 --burst 50, ~30 s
     .venv/bin/python scripts/bench.py --scenario latency   # 100 ms latency, vs 640/s
     .venv/bin/python scripts/bench.py --scenario memory    # 1,000,000 ids, then a 900k resume
+    .venv/bin/python scripts/bench.py --scenario pacing    # limits, quotas, outages, ~7 min
     .venv/bin/python scripts/bench.py --scenario all --json bench-out/results.json
 
 Scratch files (body cache, archives, logs) go under `--workdir` (default `bench-out/`,
@@ -46,11 +56,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import fcntl
 import itertools
 import json
+import math
 import os
 import platform
 import resource
@@ -63,15 +75,17 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, Final
+from typing import Any, Final, Literal
 
 ROOT: Final = Path(__file__).resolve().parent.parent
 SCRIPTS: Final = ROOT / "scripts"
 API_PATH: Final = "/v1/core/recordings/"
 TOKEN: Final = "bench-token"  # a fake token: the servers here are loopback-only
 CONTENDERS: Final = ("floor", "client", "exporter", "curl", "aria2c")
+SCENARIOS: Final = ("throughput", "rate", "latency", "memory", "pacing")
 #: Contenders that are this script in a minimal loop, reporting one JSON line of counts.
 LOOPS: Final = ("floor", "client")
 NGINX_INSTALL: Final = "apt-get install -y nginx-light"
@@ -1063,14 +1077,26 @@ def max_in_window(starts: Sequence[float], window_s: float) -> tuple[int, float]
 
 
 @contextlib.contextmanager
-def fake_api_server(args: argparse.Namespace, workdir: Path) -> Iterator[tuple[str, int]]:
-    """`scripts/fake_api.py --latency-ms L` in its own process: (base URL, pid)."""
+def fake_api_server(
+    args: argparse.Namespace,
+    workdir: Path,
+    *,
+    latency_ms: float | None = None,
+    large_fraction: float | None = None,
+    extra: Sequence[str] = (),
+) -> Iterator[tuple[str, int]]:
+    """`scripts/fake_api.py --latency-ms L [extra flags]` in its own process: (base URL, pid).
+
+    latency_ms and large_fraction default to the command line's.
+    """
     port_file = workdir / "fake-api.url"
     port_file.unlink(missing_ok=True)
+    latency = args.latency_ms if latency_ms is None else latency_ms
+    large = args.large_fraction if large_fraction is None else large_fraction
     argv = [
         sys.executable, str(SCRIPTS / "fake_api.py"), "--port", "0", "--port-file", str(port_file),
-        "--token", TOKEN, "--latency-ms", f"{args.latency_ms:g}", "--seed", str(args.seed),
-        "--large-fraction", f"{args.large_fraction:g}", "--large-bytes", str(args.large_bytes),
+        "--token", TOKEN, "--latency-ms", f"{latency:g}", "--seed", str(args.seed),
+        "--large-fraction", f"{large:g}", "--large-bytes", str(args.large_bytes), *extra,
     ]  # fmt: skip
     with open(workdir / "fake-api.log", "wb") as log:
         proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT)
@@ -1284,6 +1310,560 @@ def memory_scenario(setup: Setup, results: dict[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Pacing: the exporter against the limits real APIs have (issue 9)
+# ---------------------------------------------------------------------------------------------
+
+PacingKind = Literal["limit", "faults", "quota", "outage"]
+PACING_CASES: Final = "abcdef"
+#: The convergence rule: the accepted rate over a trailing window of this many seconds...
+CONVERGE_WINDOW_S: Final = 5.0
+#: ... stays at or above this share of the limit from then on.
+CONVERGE_SHARE: Final = 0.9
+#: Where the steady state starts when the rate never converges: the issue's "after at most 10 s".
+STEADY_FALLBACK_S: Final = 10.0
+#: How often the bench polls the fake API's response timeline during a run.
+TIMELINE_POLL_S: Final = 2.0
+#: A run given --max-duration (or stopped by SIGTERM) gets this long to finish cleanly.
+STOP_GRACE_S: Final = 30.0
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PacingCase:
+    """One run of the pacing scenario: the fake API's flags, the exporter's options, a budget."""
+
+    key: str
+    title: str
+    kind: PacingKind
+    server: tuple[str, ...]
+    exporter: tuple[str, ...]
+    seconds: float
+    """The time budget: --max-duration when the exporter has it, else SIGTERM at this point."""
+    ids: int
+    limit_rps: float | None = None
+    quota: tuple[int, int] | None = None
+    """(requests, window seconds) of a fixed-window quota case."""
+    outage_s: float | None = None
+    budgeted: bool = True
+    """False when the run is expected to finish on its own (random faults, outages)."""
+    slack_s: float = 0.0
+    """Of seconds, how much is slack for a run that should finish sooner (the outage cases)."""
+
+
+def pacing_cases(scale: float) -> list[PacingCase]:
+    """The issue's cases, their durations (and the outage's) multiplied by scale.
+
+    Manifests are twice what the limit allows in the budget, so a run that holds the limit
+    is still busy when the budget ends, and the achieved rate is the exporter's, not the end
+    of its manifest.
+    """
+    outage_s, before_s, after_s, outage_rate = 30 * scale, 15 * scale, 20 * scale, 20
+
+    def seconds(base: float) -> float:
+        return max(10.0, base * scale)
+
+    def limit_case(key: str, limit: int, burst: int, options: tuple[str, ...], base_s: float) -> PacingCase:
+        s = seconds(base_s)
+        return PacingCase(
+            key=key,
+            title=f"token bucket {limit}/s, burst {burst}",
+            kind="limit",
+            server=("--rate-limit-rps", str(limit), "--rate-limit-burst", str(burst)),
+            exporter=options,
+            seconds=s,
+            ids=int(2 * limit * s) + 100,
+            limit_rps=float(limit),
+        )
+
+    faults = ["429bare"] * 14 + ["503"] * 3 + ["reset"] * 3  # at a 10% rate: 7%, 1.5%, 1.5%
+    outage = [
+        PacingCase(
+            key=f"f-{mode}",
+            title=f"{outage_s:g} s outage ({mode}) after {before_s:g} s",
+            kind="outage",
+            server=(
+                "--outage-s",
+                f"{outage_s:g}",
+                "--outage-after-s",
+                f"{before_s:g}",
+                "--outage-mode",
+                mode,
+            ),
+            exporter=("--rate", str(outage_rate)),
+            seconds=before_s + outage_s + after_s + 60,
+            ids=int(outage_rate * (before_s + after_s)),
+            outage_s=outage_s,
+            budgeted=False,
+            slack_s=60,
+        )
+        for mode in ("503", "refuse")
+    ]
+    return [
+        limit_case("a", 3, 3, (), 75),
+        limit_case("b", 40, 5, ("--rate", "10000", "--concurrency", "32"), 60),
+        limit_case("c", 400, 40, ("--rate", "10000", "--concurrency", "64"), 30),
+        PacingCase(
+            key="d",
+            title="random faults: 7% 429bare (Retry-After: 1), 1.5% 503, 1.5% reset",
+            kind="faults",
+            server=("--fault-rate", "0.1", "--fault-kinds", ",".join(faults), "--retry-after-s", "1"),
+            exporter=("--rate", "0"),
+            seconds=seconds(90),
+            ids=500,
+            budgeted=False,
+        ),
+        PacingCase(
+            key="e",
+            title="fixed-window quota 100 per 10 s",
+            kind="quota",
+            server=("--quota-limit", "100", "--quota-window-s", "10"),
+            exporter=("--rate", "10000"),
+            seconds=seconds(60),
+            ids=int(2 * 10 * seconds(60)) + 100,
+            quota=(100, 10),
+        ),
+        *outage,
+    ]
+
+
+def _pacing_keys(text: str) -> str:
+    keys = "".join(part.strip() for part in text.split(","))
+    if not keys or any(key not in PACING_CASES for key in keys):
+        raise argparse.ArgumentTypeError(f"{text!r}: choose cases from {','.join(PACING_CASES)}")
+    return keys
+
+
+Timeline = list[tuple[float, int]]
+
+
+def accepted_rates(
+    ok_times: Sequence[float], start: float, end: float, window_s: float, step_s: float = 0.5
+) -> list[tuple[float, float]]:
+    """(t, accepted per second over (t - window_s, t]) at every step from start + window_s to end.
+
+    ok_times must be sorted.
+    """
+    rates: list[tuple[float, float]] = []
+    low = high = 0
+    t = start + window_s
+    while t <= end + 1e-9:
+        while high < len(ok_times) and ok_times[high] <= t:
+            high += 1
+        while low < high and ok_times[low] <= t - window_s:
+            low += 1
+        rates.append((t, (high - low) / window_s))
+        t += step_s
+    return rates
+
+
+def convergence_s(
+    ok_times: Sequence[float],
+    start: float,
+    end: float,
+    limit: float,
+    *,
+    window_s: float = CONVERGE_WINDOW_S,
+    share: float = CONVERGE_SHARE,
+) -> float | None:
+    """Seconds from start until the accepted rate over the trailing window stays >= share x limit.
+
+    None when it is below at the end (or the run is shorter than one window).
+    """
+    rates = accepted_rates(ok_times, start, end, window_s)
+    if not rates or rates[-1][1] < share * limit:
+        return None
+    last_low = next((i for i in range(len(rates) - 1, -1, -1) if rates[i][1] < share * limit), None)
+    first_good = rates[0 if last_low is None else last_low + 1][0]
+    return first_good - start
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class SteadyState:
+    """What a stretch of the timeline shows: accepted rate and the share of 429s."""
+
+    start_s: float
+    """Seconds after the run's start where the stretch begins."""
+    seconds: float
+    accepted_per_s: float
+    share_429: float
+    responses: int
+
+
+def steady_state(timeline: Timeline, start: float, end: float, from_s: float) -> SteadyState:
+    """The timeline from start + from_s to end: accepted (200) per second and the 429 share."""
+    low = start + from_s
+    window = [(t, status) for t, status in timeline if low <= t <= end]
+    span = max(end - low, 1e-9)
+    ok = sum(status == 200 for _, status in window)
+    limited = sum(status == 429 for _, status in window)
+    return SteadyState(
+        start_s=from_s,
+        seconds=span,
+        accepted_per_s=ok / span,
+        share_429=limited / len(window) if window else 0.0,
+        responses=len(window),
+    )
+
+
+def quota_windows(
+    timeline: Timeline, origin: float, window_s: float, start: float, end: float
+) -> list[tuple[int, int, int]]:
+    """(window index, accepted, 429s) for each quota window wholly inside [start, end]."""
+    first = math.ceil((start - origin) / window_s - 1e-9)
+    last = math.floor((end - origin) / window_s + 1e-9)  # windows [first, last) are whole
+    counts = {k: [0, 0] for k in range(first, last)}
+    for t, status in timeline:
+        k = math.floor((t - origin) / window_s)
+        if k in counts:
+            counts[k][0] += status == 200
+            counts[k][1] += status == 429
+    return [(k, ok, limited) for k, (ok, limited) in sorted(counts.items())]
+
+
+def archived_id_counts(out: Path) -> collections.Counter[str]:
+    """How often each id is in the archive's records files (plain NDJSON, one record a line)."""
+    counts: collections.Counter[str] = collections.Counter()
+    for path in sorted(out.glob("records-*.ndjson")):
+        with open(path, "rb") as handle:
+            for line in handle:
+                counts[str(json.loads(line)["id"])] += 1
+    return counts
+
+
+def paused_text(paused: dict[str, float] | None) -> str:
+    """`12.0 (retry_after 9.0, outage 3.0)`, or `n/a` when summary.json has no pacing.paused_s."""
+    if paused is None:
+        return "n/a"
+    total = sum(paused.values())
+    parts = ", ".join(f"{reason} {seconds:.1f}" for reason, seconds in sorted(paused.items()) if seconds)
+    return f"{total:.1f}" + (f" ({parts})" if parts else "")
+
+
+class TimelineReader:
+    """Polls the fake API's GET /_stats/responses?since=N, keeping everything it has seen."""
+
+    def __init__(self, root_url: str) -> None:
+        self.root_url = root_url
+        self.timeline: Timeline = []
+        self.total = 0
+        self.lost = 0
+        self._opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
+
+    def _get(self, path: str) -> dict[str, Any] | None:
+        try:
+            with self._opener.open(f"{self.root_url}{path}", timeout=10) as response:
+                data: dict[str, Any] = json.loads(response.read())
+                return data
+        except (OSError, ValueError):  # refused during an outage in refuse mode: try later
+            return None
+
+    def poll(self) -> None:
+        data = self._get(f"/_stats/responses?since={self.total}")
+        if data is None:
+            return
+        self.lost += int(data["first"]) - self.total
+        self.timeline.extend((float(t), int(status)) for t, status in data["responses"])
+        self.total = int(data["total"])
+
+    def stats(self) -> dict[str, Any]:
+        return self._get("/_stats") or {}
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class PacingRun:
+    """One exporter run of a pacing case: what it printed, its summary and what the server saw."""
+
+    exit_code: int
+    started: float
+    """time.monotonic() at launch: the fake API's timeline uses the same clock."""
+    wall_s: float
+    stopped_by_bench: bool
+    summary: dict[str, Any]
+    timeline: Timeline
+    stats: dict[str, Any]
+    log: Path
+    out: Path
+
+    @property
+    def paused(self) -> dict[str, float] | None:
+        value = self.summary.get("pacing", {}).get("paused_s")
+        return {str(k): float(v) for k, v in value.items()} if isinstance(value, dict) else None
+
+    end: float
+    """Where the run's figures end: when the bench stopped it at its budget, else its exit."""
+
+
+def exporter_has_option(exporter: str, option: str) -> bool:
+    """Whether `exporter export --help` lists option (for options newer than some exporters)."""
+    done = subprocess.run(
+        [exporter, "export", "--help"], capture_output=True, text=True, timeout=60, check=False
+    )
+    return option in done.stdout
+
+
+def run_pacing_case(
+    setup: Setup, case: PacingCase, scratch: Path, manifest: Path, max_duration: bool
+) -> PacingRun:
+    """Start the fake API with the case's flags and run the exporter against it as a user would."""
+    args = setup.args
+    out = scratch / f"out-{case.key}"
+    shutil.rmtree(out, ignore_errors=True)
+    log = scratch / f"exporter-{case.key}.log"
+    options = list(case.exporter)
+    deadline_s = case.seconds
+    if case.budgeted and max_duration:
+        options += ["--max-duration", f"{case.seconds:.0f}s"]
+        deadline_s += STOP_GRACE_S
+    server_dir = scratch / f"server-{case.key}"
+    server_dir.mkdir(parents=True, exist_ok=True)
+    with fake_api_server(
+        args, server_dir, latency_ms=args.pacing_latency_ms, large_fraction=0.0, extra=case.server
+    ) as (url, _pid):
+        reader = TimelineReader(url)
+        argv = [setup.exporter, "export", str(manifest), "--base-url", url, "--out", str(out), *options]
+        print(
+            f"  $ {shlex.join(['exporter', *argv[1:3], '--base-url', 'URL', '--out', 'OUT', *options])}",
+            flush=True,
+        )
+        print(f"    fake API: {' '.join(case.server) or '(no limit)'}", flush=True)
+        with open(log, "wb") as handle:
+            started = time.monotonic()
+            proc = subprocess.Popen(
+                argv, env=_env(), stdout=handle, stderr=subprocess.STDOUT, start_new_session=True
+            )
+            stopped = False
+            end = 0.0
+            try:
+                while proc.poll() is None:
+                    elapsed = time.monotonic() - started
+                    if not stopped and elapsed >= deadline_s:
+                        proc.send_signal(signal.SIGTERM)  # the exporter stops cleanly and writes summary.json
+                        stopped, end = True, time.monotonic()
+                    if stopped and elapsed >= deadline_s + STOP_GRACE_S:
+                        proc.kill()
+                    with contextlib.suppress(subprocess.TimeoutExpired):
+                        proc.wait(TIMELINE_POLL_S)
+                    reader.poll()
+            except BaseException:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+                raise
+            wall_s = time.monotonic() - started
+            end = end or started + wall_s
+        time.sleep(0.2)
+        reader.poll()
+        stats = reader.stats()
+    if reader.lost:
+        print(
+            f"    note: {reader.lost:,} responses fell out of the fake API's timeline before they were read"
+        )
+    summary_path = out / "summary.json"
+    summary = json.loads(summary_path.read_text()) if summary_path.exists() else {}
+    return PacingRun(
+        exit_code=proc.returncode if proc.returncode >= 0 else 128 - proc.returncode,
+        started=started,
+        wall_s=wall_s,
+        stopped_by_bench=stopped,
+        end=end,
+        summary=summary,
+        timeline=sorted(reader.timeline),
+        stats=stats,
+        log=log,
+        out=out,
+    )
+
+
+def _exit_text(run: PacingRun) -> str:
+    return f"{run.exit_code}" + (" (stopped at the budget)" if run.stopped_by_bench else "")
+
+
+def _table(header: Sequence[str], rows: Sequence[Sequence[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _options(case: PacingCase) -> str:
+    return " ".join(case.exporter) or "defaults (--rate 10 --concurrency 8)"
+
+
+def report_limit_case(case: PacingCase, run: PacingRun) -> tuple[list[str], dict[str, Any]]:
+    """Accepted rate, achieved/L and the 429 share in the steady state; time to converge."""
+    assert case.limit_rps is not None
+    limit = case.limit_rps
+    ok_times = [t for t, status in run.timeline if status == 200]
+    converged = convergence_s(ok_times, run.started, run.end, limit)
+    steady = steady_state(
+        run.timeline, run.started, run.end, converged if converged is not None else STEADY_FALLBACK_S
+    )
+    exported = int(run.summary.get("counts", {}).get("exported", len(ok_times)))
+    row = [
+        case.key, f"{limit:g}/s", _options(case), f"{steady.accepted_per_s:,.2f}/s",
+        f"{100 * steady.accepted_per_s / limit:.0f}%", f"{100 * steady.share_429:.1f}%",
+        "never" if converged is None else f"{converged:.1f} s",
+        paused_text(run.paused), f"{exported:,} in {run.wall_s:.0f} s", _exit_text(run),
+    ]  # fmt: skip
+    since = (
+        "after convergence" if converged is not None else f"from {STEADY_FALLBACK_S:g} s on (never converged)"
+    )
+    print(
+        f"    steady state {since}: {steady.accepted_per_s:,.2f} accepted/s over {steady.seconds:.0f} s "
+        f"= {100 * steady.accepted_per_s / limit:.0f}% of L; {100 * steady.share_429:.1f}% of "
+        f"{steady.responses:,} answers were 429"
+    )
+    return row, {
+        "limit_rps": limit,
+        "converged_s": converged,
+        "steady": dataclasses.asdict(steady),
+        "exported": exported,
+        "rates_5s": accepted_rates(ok_times, run.started, run.end, CONVERGE_WINDOW_S, step_s=5.0),
+    }
+
+
+def report_faults_case(case: PacingCase, run: PacingRun) -> tuple[list[str], dict[str, Any]]:
+    """Completion time, records/s, failed ids and the 429 share over the whole run."""
+    counts = run.summary.get("counts", {})
+    exported, failed = int(counts.get("exported", 0)), int(counts.get("failed", 0))
+    statuses = collections.Counter(status for _, status in run.timeline)
+    complete = exported == case.ids
+    done = f"{run.wall_s:.1f} s" if complete else f"not complete after {run.wall_s:.0f} s"
+    row = [
+        case.key, f"{case.ids:,}", _options(case), f"{exported:,}", done, f"{exported / run.wall_s:,.1f}",
+        f"{failed:,} {run.summary.get('failed_by_reason', {}) or ''}".strip(),
+        f"{100 * statuses[429] / max(1, len(run.timeline)):.1f}%", paused_text(run.paused), _exit_text(run),
+    ]  # fmt: skip
+    return row, {"exported": exported, "failed": failed, "complete": complete, "statuses": dict(statuses)}
+
+
+def report_quota_case(case: PacingCase, run: PacingRun) -> tuple[list[str], dict[str, Any]]:
+    """Share of the quota used in each whole window, and 429s after the first window."""
+    origin = run.stats.get("quota_origin")
+    if origin is None:
+        raise BenchError("the fake API reported no quota_origin: is --quota-limit supported?")
+    assert case.quota is not None
+    limit, window_s = case.quota[0], float(case.quota[1])
+    first_t = run.timeline[0][0] if run.timeline else run.started
+    windows = quota_windows(run.timeline, origin, window_s, first_t, run.end)
+    first_end = origin + (math.floor((first_t - origin) / window_s) + 1) * window_s
+    after_first = sum(status == 429 for t, status in run.timeline if t >= first_end)
+    shares = [ok / limit for _, ok, _ in windows]
+    print("    per whole window: " + ", ".join(f"{ok}/{limit} ({limited}x429)" for _, ok, limited in windows))
+    mean = f"{100 * statistics.mean(shares):.0f}%" if shares else "n/a"
+    low = f"{100 * min(shares):.0f}%" if shares else "n/a"
+    row = [
+        case.key, f"{limit} per {window_s:g} s", _options(case), str(len(windows)), mean, low,
+        f"{after_first:,}", paused_text(run.paused), _exit_text(run),
+    ]  # fmt: skip
+    return row, {
+        "windows": windows,
+        "mean_share": statistics.mean(shares) if shares else None,
+        "after_first_429": after_first,
+    }
+
+
+def report_outage_case(
+    case: PacingCase, run: PacingRun, manifest_ids: Sequence[str], verify_code: int
+) -> tuple[list[str], dict[str, Any]]:
+    """Exit code, every id exactly once, paused seconds, and how soon records flowed after the outage."""
+    counts = archived_id_counts(run.out)
+    expected = set(manifest_ids)
+    missing = len(expected - set(counts))
+    repeated = sum(1 for n in counts.values() if n > 1)
+    foreign = len(set(counts) - expected)
+    once = not missing and not repeated and not foreign
+    failed = int(run.summary.get("counts", {}).get("failed", 0))
+    outage_start = run.stats.get("outage_start")
+    lag = None
+    if outage_start is not None and case.outage_s is not None:
+        outage_end = float(outage_start) + case.outage_s
+        lag = next((t - outage_end for t, status in run.timeline if t >= outage_end and status == 200), None)
+    row = [
+        case.key, case.title, _options(case), f"{len(counts):,} of {len(expected):,}",
+        "yes" if once else f"NO ({missing} missing, {repeated} repeated, {foreign} foreign)",
+        str(failed), str(verify_code), paused_text(run.paused), "n/a" if lag is None else f"{lag:.1f} s",
+        f"{run.wall_s:.0f} s", _exit_text(run),
+    ]  # fmt: skip
+    return row, {
+        "archived": len(counts),
+        "every_id_once": once,
+        "missing": missing,
+        "repeated": repeated,
+        "failed": failed,
+        "verify_exit": verify_code,
+        "recovery_lag_s": lag,
+    }
+
+
+PACING_HEADERS: Final[dict[PacingKind, tuple[str, ...]]] = {
+    "limit": ("case", "L", "exporter options", "accepted (steady)", "of L", "429s (steady)",
+              "converged after", "paused s", "exported", "exit"),
+    "faults": ("case", "ids", "exporter options", "exported", "completed in", "records/s", "failed",
+               "429s", "paused s", "exit"),
+    "quota": ("case", "quota", "exporter options", "whole windows", "quota used (mean)", "(lowest)",
+              "429s after the first window", "paused s", "exit"),
+    "outage": ("case", "outage", "exporter options", "archived", "every id once", "failed",
+               "verify exit", "paused s", "first record after", "wall", "exit"),
+}  # fmt: skip
+
+
+def pacing_scenario(setup: Setup, results: dict[str, Any]) -> bool:
+    """The exporter against a token bucket, random 429s, a quota and outages (issue 9)."""
+    args = setup.args
+    cases = [c for c in pacing_cases(args.pacing_scale) if c.key[0] in args.pacing_cases]
+    budget = sum(c.seconds - c.slack_s for c in cases)
+    print(f"\n== pacing: cases {', '.join(c.key for c in cases)}, about {budget / 60:.0f} min")
+    scratch = setup.runs / "pacing"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    max_duration = exporter_has_option(setup.exporter, "--max-duration")
+    how = "--max-duration" if max_duration else "SIGTERM (the exporter has no --max-duration)"
+    print(f"  budgets end by {how}; the fake API adds {args.pacing_latency_ms:g} ms per answer")
+    rows: dict[PacingKind, list[list[str]]] = {kind: [] for kind in PACING_HEADERS}
+    report: dict[str, Any] = {}
+    ok = True
+    for case in cases:
+        print(f"\n case {case.key}: {case.title}; {case.ids:,} ids, budget {case.seconds:.0f} s", flush=True)
+        ids = recording_ids(case.ids, f"{case.key.replace('-', '')}-")
+        manifest = write_manifest(scratch / f"ids-{case.key}.txt", ids)
+        run = run_pacing_case(setup, case, scratch, manifest, max_duration)
+        if not run.summary:
+            print(f"    no summary.json (exit {run.exit_code}): {tail(run.log)}")
+            ok = False
+        verify_code = -1
+        if case.kind == "outage":
+            verify = subprocess.run(
+                [setup.exporter, "verify", str(run.out), "--manifest", str(manifest)],
+                capture_output=True,
+                text=True,
+                check=False,
+            )
+            verify_code = verify.returncode
+        figures: dict[str, Any]
+        if case.kind == "limit":
+            row, figures = report_limit_case(case, run)
+        elif case.kind == "faults":
+            row, figures = report_faults_case(case, run)
+        elif case.kind == "quota":
+            row, figures = report_quota_case(case, run)
+        else:
+            row, figures = report_outage_case(case, run, ids, verify_code)
+        print(_table(PACING_HEADERS[case.kind], [row]))
+        rows[case.kind].append(row)
+        report[case.key] = {
+            "title": case.title, "server": list(case.server), "exporter": list(case.exporter),
+            "ids": case.ids, "budget_s": case.seconds, "exit_code": run.exit_code,
+            "stopped_by_bench": run.stopped_by_bench, "wall_s": run.wall_s, "paused_s": run.paused,
+            "summary_counts": run.summary.get("counts"), **figures,
+        }  # fmt: skip
+        shutil.rmtree(run.out, ignore_errors=True)
+    print("\n markdown (README):")
+    for kind, kind_rows in rows.items():
+        if kind_rows:
+            print("\n" + _table(PACING_HEADERS[kind], kind_rows))
+    results["pacing"] = report
+    return ok
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
@@ -1306,9 +1886,9 @@ def build_parser() -> argparse.ArgumentParser:
     add = parser.add_argument
     add(
         "--scenario",
-        choices=["throughput", "rate", "latency", "memory", "all"],
+        choices=[*SCENARIOS, "all"],
         default="throughput",
-        help="what to measure (default: %(default)s; all = the four in turn)",
+        help="what to measure (default: %(default)s; all = every one in turn)",
     )
     add("--ids", type=int, default=20_000, help="ids per throughput run (default: %(default)s)")
     add(
@@ -1383,6 +1963,26 @@ def build_parser() -> argparse.ArgumentParser:
     memory.add_argument(
         "--memory-limit-mb", type=int, default=150, help="the target, in MB (default: %(default)s)"
     )
+    pacing = parser.add_argument_group("--scenario pacing")
+    pacing.add_argument(
+        "--pacing-cases",
+        type=_pacing_keys,
+        default=PACING_CASES,
+        help="which cases, e.g. a,b or abc (default: all, a-f, about 7 minutes)",
+    )
+    pacing.add_argument(
+        "--pacing-scale",
+        type=float,
+        default=1.0,
+        help="multiply every case's duration (and the outage's) by this; at least 10 s a case "
+        "(default: %(default)s)",
+    )
+    pacing.add_argument(
+        "--pacing-latency-ms",
+        type=float,
+        default=20.0,
+        help="the fake API's latency per answer in the pacing cases (default: %(default)s)",
+    )
     return parser  # fmt: skip
 
 
@@ -1425,8 +2025,9 @@ def _versions(tools: dict[str, str], nginx: str) -> dict[str, str]:
         "machine": f"{os.cpu_count()} CPUs, {cpu}, Linux {platform.release()}",
         "python": platform.python_version(),
         "exporter": exporter_revision(),
-        "nginx": first_line([nginx, "-v"]),
     }
+    if nginx:
+        versions["nginx"] = first_line([nginx, "-v"])
     for name, path in tools.items():
         versions[name] = first_line([path, "--version"])
     return versions
@@ -1434,7 +2035,7 @@ def _versions(tools: dict[str, str], nginx: str) -> dict[str, str]:
 
 def resolve_setup(args: argparse.Namespace) -> Setup:
     nginx = find_nginx()
-    if nginx is None:
+    if nginx is None and args.scenario != "pacing":  # pacing needs only the fake API
         raise BenchError(f"nginx is not installed; install it with: {NGINX_INSTALL}", 2)
     exporter = args.exporter or next(
         (
@@ -1464,7 +2065,7 @@ def resolve_setup(args: argparse.Namespace) -> Setup:
         ) from None
     return Setup(
         args=args,
-        nginx=nginx,
+        nginx=nginx or "",
         exporter=exporter,
         tools=tools,
         workdir=workdir,
@@ -1486,6 +2087,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     signal.signal(signal.SIGTERM, _raise_interrupt)
     if args.smoke:
         args.ids, args.repeat, args.scenario = 2_000, 1, "throughput"
+    if not (args.pacing_scale > 0 and args.pacing_latency_ms >= 0):
+        print("bench.py: --pacing-scale must be > 0 and --pacing-latency-ms >= 0", file=sys.stderr)
+        return 2
     if min(args.ids, args.concurrency, args.repeat, args.memory_ids, args.burst) < 1 or args.rate <= 0:
         print(
             "bench.py: --ids, --concurrency, --repeat, --memory-ids, --burst and --rate must be > 0",
@@ -1521,8 +2125,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         "rate": rate_scenario,
         "latency": latency_scenario,
         "memory": memory_scenario,
+        "pacing": pacing_scenario,
     }
-    chosen = list(scenarios) if args.scenario == "all" else [args.scenario]
+    chosen = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True
     try:
         for name in chosen:

@@ -11,6 +11,8 @@ Layout, pure core first and the aiohttp shell last:
     edge_record / edge_body     the values an archive must keep exactly (big ints, -0.0, U+2028)
     choose_fault                which fault, if any, a request gets (a pure function)
     TokenBucket                 the server-side rate limit (arithmetic on an injectable clock)
+    FixedWindowQuota            a quota per fixed window, announced by quota_headers (pure)
+    OutageSchedule              when the API is down (pure)
     Stats                       what the tests assert on (GET /_stats)
     build_app / running_server  the aiohttp app; an in-process server on its own thread
     main                        the command line
@@ -29,11 +31,24 @@ for load tests): 500 502 503; 429 (Retry-After seconds + X-RateLimit-*); 429date
 body, then a clean close, short of Content-Length); html (200 text/html error page);
 badjson (200, invalid JSON); empty (200, no body); wrongid (200, data.id is another id);
 redirect (302 to another origin, http://127.0.0.2:PORT/...); slow (sleep slow_s first);
-nodata (200, JSON without "data").
+nodata (200, JSON without "data"); 429bare (Retry-After seconds only, no X-RateLimit-*: a
+flaky gateway). A kind listed twice in fault_kinds is drawn twice as often.
+
+Limits real APIs have, each optional: a token bucket (rate_limit_rps, rate_limit_burst: 429
+with Retry-After and X-RateLimit-*); a fixed-window quota (quota_limit per quota_window_s,
+windows aligned to the start or the last reset) that the API's own answers (200, 404, its 429s)
+announce with X-RateLimit-Limit/-Remaining/-Reset (reset as delta seconds or a Unix time,
+quota_reset_style) and the IETF draft's RateLimit-Policy and RateLimit fields, and refuses with
+429 and Retry-After until the window resets; and an outage (outage_s, from now or
+outage_after_s after the next API request) during which every API request gets 503 or, in
+outage_mode "refuse", connections are refused (the listening socket is closed and reopened on
+the same port; open connections are closed).
 
 Control endpoints, no auth, at the root whatever the path prefix: ``GET /_stats``,
-``POST /_reset`` (clears stats, fail_first counts and the rate limiter; keeps config),
-``GET /_config`` and ``POST /_config`` (a JSON object merged into the current config).
+``GET /_stats/responses?since=N`` (the (clock, status) timeline, for polling), ``POST /_reset``
+(clears stats, fail_first counts, the rate limiter and the quota, schedules the outage anew;
+keeps config), ``GET /_config`` and ``POST /_config`` (a JSON object merged into the current
+config).
 
 Run ``python scripts/fake_api.py --help`` for the command line.
 """
@@ -48,6 +63,7 @@ import dataclasses
 import email.utils
 import functools
 import hashlib
+import itertools
 import json
 import math
 import os
@@ -60,7 +76,7 @@ import threading
 import time
 import types
 import urllib.parse
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Collection, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any, Final, Literal, TypeVar, get_args
 
@@ -77,6 +93,7 @@ FaultKind = Literal[
     "503",
     "429",
     "429date",
+    "429bare",
     "reset",
     "truncate",
     "html",
@@ -88,6 +105,11 @@ FaultKind = Literal[
     "nodata",
 ]
 FAULT_KINDS: Final[tuple[FaultKind, ...]] = get_args(FaultKind)
+
+ResetStyle = Literal["delta", "epoch"]
+RESET_STYLES: Final[tuple[ResetStyle, ...]] = get_args(ResetStyle)
+OutageMode = Literal["503", "refuse"]
+OUTAGE_MODES: Final[tuple[OutageMode, ...]] = get_args(OutageMode)
 
 _T = TypeVar("_T")
 
@@ -108,13 +130,18 @@ TOGGLES: Final[Mapping[str, str]] = types.MappingProxyType(
     }
 )
 
-#: How many request timestamps, distinct query strings and unknown paths /_stats keeps.
+#: How many request timestamps (and as many (time, status) responses), distinct query strings
+#: and unknown paths /_stats keeps.
 REQUEST_TIMES_LIMIT: Final = 100_000
 QUERIES_LIMIT: Final = 1_000
 UNKNOWN_PATHS_LIMIT: Final = 1_000
 
 #: X-RateLimit-Limit sent with a 429 *fault* when no rate limiter is configured.
 NOMINAL_RATE_LIMIT: Final = 60
+#: The longest outage (and delay before one) a config may ask for: a day.
+MAX_OUTAGE_S: Final = 86_400.0
+#: The name of the quota policy in the IETF RateLimit-Policy and RateLimit fields.
+QUOTA_POLICY: Final = "default"
 
 
 def parse_fault_kind(text: str) -> FaultKind:
@@ -168,6 +195,22 @@ class ServerConfig:
     """Server-side token bucket refill rate in requests per second; None disables it."""
     rate_limit_burst: int | None = None
     """Token bucket capacity in requests; None means one second's worth, ceil(rps)."""
+    quota_limit: int | None = None
+    """Fixed-window quota: requests accepted per window; None disables it. Every API answer
+    then announces it (X-RateLimit-* and the IETF RateLimit-Policy / RateLimit fields)."""
+    quota_window_s: int = 10
+    """The quota's window in whole seconds; windows are aligned to the server's start (or reset)."""
+    quota_reset_style: ResetStyle = "delta"
+    """X-RateLimit-Reset of the quota: "delta" (seconds until the window resets) or "epoch"
+    (the Unix time it resets, as GitHub sends it)."""
+    outage_s: float = 0.0
+    """Length of an outage in seconds; 0 for none. Setting it (flag, POST /_config) schedules one."""
+    outage_after_s: float | None = None
+    """Start the outage this long after the first API request that follows the setting (or a
+    reset); None starts it at once."""
+    outage_mode: OutageMode = "503"
+    """During an outage: "503" to every API request, or "refuse": the listening socket is
+    closed, so connect() gets ECONNREFUSED, and open connections are closed."""
 
     def __post_init__(self) -> None:
         """Reject impossible settings early, with the fix in the message."""
@@ -176,6 +219,17 @@ class ServerConfig:
         _check_range("fault_rate", self.fault_rate, 0.0, 1.0)
         for name in ("large_bytes", "latency_ms", "jitter_ms", "retry_after_s", "slow_s"):
             _check_range(name, getattr(self, name), 0.0, math.inf)
+        if self.quota_limit is not None and self.quota_limit < 1:
+            raise ValueError("quota_limit must be >= 1; use None to disable the quota")
+        if self.quota_window_s < 1:
+            raise ValueError(
+                f"quota_window_s must be a whole number of seconds >= 1, got {self.quota_window_s}"
+            )
+        _check_choice("quota_reset_style", self.quota_reset_style, RESET_STYLES)
+        _check_choice("outage_mode", self.outage_mode, OUTAGE_MODES)
+        _check_range("outage_s", self.outage_s, 0.0, MAX_OUTAGE_S)
+        if self.outage_after_s is not None:
+            _check_range("outage_after_s", self.outage_after_s, 0.0, MAX_OUTAGE_S)
         if self.revoke_after is not None:
             _check_range("revoke_after", self.revoke_after, 0.0, math.inf)
         if self.rate_limit_rps is not None and not self.rate_limit_rps > 0:
@@ -203,6 +257,12 @@ def _check_range(name: str, value: float, low: float, high: float) -> None:
     """Raise a ValueError naming the field when value is outside [low, high]."""
     if not low <= value <= high:
         raise ValueError(f"{name} must be between {low} and {high}, got {value}")
+
+
+def _check_choice(name: str, value: str, choices: Sequence[str]) -> None:
+    """Raise a ValueError naming the field and the valid values when value is not one."""
+    if value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}, got {value!r}")
 
 
 def _check_prefix(prefix: str) -> None:
@@ -239,6 +299,13 @@ def _as_str(name: str, value: object) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{name} must be a string, got {value!r}")
     return value
+
+
+def _as_text(name: str, value: object) -> str:
+    """Read a JSON string, or an integer as its digits (so outage_mode may be 503 or "503")."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        return str(value)
+    return _as_str(name, value)
 
 
 def _as_kinds(name: str, value: object) -> tuple[FaultKind, ...]:
@@ -293,7 +360,16 @@ _FIELD_READERS: Final[Mapping[str, Callable[[str, object], Any]]] = {
     "slow_s": _as_float,
     "rate_limit_rps": _optional(_as_float),
     "rate_limit_burst": _optional(_as_int),
+    "quota_limit": _optional(_as_int),
+    "quota_window_s": _as_int,
+    "quota_reset_style": _as_str,
+    "outage_s": _as_float,
+    "outage_after_s": _optional(_as_float),
+    "outage_mode": _as_text,
 }
+
+#: Fields whose setting schedules the outage anew (from now, or from the next API request).
+OUTAGE_FIELDS: Final = frozenset({"outage_s", "outage_after_s"})
 
 
 def merge_config(base: ServerConfig, changes: Mapping[str, object]) -> ServerConfig:
@@ -1008,6 +1084,117 @@ class TokenBucket:
         return f"<TokenBucket rate={self.rate}/s capacity={self.capacity} tokens={self.tokens:.3f}>"
 
 
+class FixedWindowQuota:
+    """limit requests per window_s, in windows aligned to when the quota was made (the server's start).
+
+    The common API quota ("100 requests per 10 seconds"): unlike a token bucket it does not
+    refill gradually, so a client that spends it early waits for the window to end. Requests
+    it refuses do not count against it.
+    """
+
+    __slots__ = ("_clock", "_used", "_window", "limit", "origin", "window_s")
+
+    def __init__(self, limit: int, window_s: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.limit = limit
+        self.window_s = window_s
+        self._clock = clock
+        self.origin = clock()
+        self._window = 0
+        self._used = 0
+
+    def _roll(self) -> float:
+        """Start a fresh count when a new window has begun; returns now."""
+        now = self._clock()
+        window = math.floor((now - self.origin) / self.window_s)
+        if window != self._window:
+            self._window, self._used = window, 0
+        return now
+
+    def try_acquire(self) -> bool:
+        """Count one request and return True, or return False (counting nothing) when spent."""
+        self._roll()
+        if self._used >= self.limit:
+            return False
+        self._used += 1
+        return True
+
+    @property
+    def remaining(self) -> int:
+        """Requests left in the current window."""
+        self._roll()
+        return self.limit - self._used
+
+    def reset_in_s(self) -> float:
+        """Seconds until the current window ends and the quota is whole again (in (0, window_s])."""
+        now = self._roll()
+        return self.origin + (self._window + 1) * self.window_s - now
+
+    def __repr__(self) -> str:
+        left = f"{self.remaining}/{self.limit}"
+        return f"<FixedWindowQuota {left} per {self.window_s} s, reset in {self.reset_in_s():.3f} s>"
+
+
+def quota_headers(
+    *, limit: int, remaining: int, reset_in_s: float, window_s: int, style: ResetStyle, now_epoch_s: float
+) -> dict[str, str]:
+    """A fixed-window quota announced both ways: X-RateLimit-* and the IETF draft's fields.
+
+    draft-ietf-httpapi-ratelimit-headers: `RateLimit-Policy: "default";q=100;w=10` (quota q per
+    w seconds) and `RateLimit: "default";r=37;t=4` (r left, t seconds until it resets). Reset
+    times are rounded up, so a client that waits them out is never early.
+    """
+    reset_s = math.ceil(reset_in_s)
+    reset = str(reset_s) if style == "delta" else str(math.ceil(now_epoch_s + reset_in_s))
+    remaining = max(0, remaining)
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": reset,
+        "RateLimit-Policy": f'"{QUOTA_POLICY}";q={limit};w={window_s}',
+        "RateLimit": f'"{QUOTA_POLICY}";r={remaining};t={reset_s}',
+    }
+
+
+class OutageSchedule:
+    """The one outage window, [start, start + duration_s), on the injectable clock.
+
+    Scheduled with a start of now, or with a delay counted from the next API request (so a
+    benchmark can put an outage in the middle of a run without knowing when the run starts).
+    """
+
+    __slots__ = ("after_s", "duration_s", "start")
+
+    def __init__(self, duration_s: float, after_s: float | None, now: float) -> None:
+        self.duration_s = duration_s
+        self.after_s = after_s
+        self.start: float | None = now if duration_s > 0 and after_s is None else None
+
+    def on_request(self, now: float) -> bool:
+        """Note an API request; True when it is the one that fixes the start."""
+        if self.start is None and self.after_s is not None and self.duration_s > 0:
+            self.start = now + self.after_s
+            return True
+        return False
+
+    def remaining_s(self, now: float) -> float:
+        """Seconds of outage left at now; 0.0 outside the window."""
+        if self.start is None or now < self.start:
+            return 0.0
+        return max(0.0, self.start + self.duration_s - now)
+
+    def next_change_s(self, now: float) -> float | None:
+        """Seconds until the outage begins or ends; None when neither is still to come."""
+        if self.start is None:
+            return None
+        if now < self.start:
+            return self.start - now
+        end = self.start + self.duration_s
+        return end - now if now < end else None
+
+    def __repr__(self) -> str:
+        return f"<OutageSchedule {self.duration_s} s start={self.start} after_s={self.after_s}>"
+
+
 # ---------------------------------------------------------------------------------------------
 # Stats and server state
 # ---------------------------------------------------------------------------------------------
@@ -1024,9 +1211,12 @@ class Stats:
         "max_in_flight",
         "per_id",
         "queries",
+        "quota_limited",
         "rate_limited",
         "request_times",
         "requests_total",
+        "responses",
+        "responses_total",
         "unknown_path_requests",
         "unknown_paths",
     )
@@ -1039,9 +1229,14 @@ class Stats:
         self.max_in_flight = 0
         self.bad_auth = 0
         self.rate_limited = 0
+        self.quota_limited = 0
         self.faults: collections.Counter[str] = collections.Counter()
         self.queries: collections.Counter[str] = collections.Counter()
         self.request_times: collections.deque[float] = collections.deque(maxlen=REQUEST_TIMES_LIMIT)
+        # (clock, status) per API response, so a benchmark can see accepted rate and 429 share
+        # over time; responses_total numbers them, for GET /_stats/responses?since=N.
+        self.responses: collections.deque[tuple[float, int]] = collections.deque(maxlen=REQUEST_TIMES_LIMIT)
+        self.responses_total = 0
         self.unknown_path_requests = 0
         self.unknown_paths: collections.deque[str] = collections.deque(maxlen=UNKNOWN_PATHS_LIMIT)
 
@@ -1055,6 +1250,19 @@ class Stats:
         self.in_flight += 1
         self.max_in_flight = max(self.max_in_flight, self.in_flight)
 
+    def on_response(self, status: int, now: float) -> None:
+        """Count an API response as it leaves."""
+        self.by_status[status] += 1
+        self.responses.append((now, status))
+        self.responses_total += 1
+
+    def responses_since(self, since: int) -> dict[str, Any]:
+        """The timeline from response number since on (those still kept): for polling."""
+        first = self.responses_total - len(self.responses)
+        skip = min(len(self.responses), max(0, since - first))
+        kept = list(itertools.islice(self.responses, skip, None))
+        return {"total": self.responses_total, "first": first + skip, "responses": kept}
+
     def snapshot(self) -> dict[str, Any]:
         """The JSON served by GET /_stats (status codes become string keys)."""
         return {
@@ -1065,9 +1273,12 @@ class Stats:
             "max_in_flight": self.max_in_flight,
             "bad_auth": self.bad_auth,
             "rate_limited": self.rate_limited,
+            "quota_limited": self.quota_limited,
             "faults": dict(self.faults),
             "queries": dict(self.queries),
             "request_times": list(self.request_times),
+            "responses": [list(entry) for entry in self.responses],
+            "responses_total": self.responses_total,
             "unknown_path_requests": self.unknown_path_requests,
             "unknown_paths": list(self.unknown_paths),
         }
@@ -1076,7 +1287,7 @@ class Stats:
 class ServerState:
     """The live config plus everything that changes per request; one per app."""
 
-    __slots__ = ("attempts", "bucket", "clock", "config", "jitter_rng", "stats")
+    __slots__ = ("attempts", "bucket", "changed", "clock", "config", "jitter_rng", "outage", "quota", "stats")
 
     def __init__(self, config: ServerConfig, clock: Callable[[], float] = time.monotonic) -> None:
         self.clock = clock
@@ -1087,6 +1298,33 @@ class ServerState:
         self.attempts: collections.Counter[str] = collections.Counter()
         self.jitter_rng = random.Random(config.seed)
         self.bucket = self._new_bucket(config)
+        self.quota = self._new_quota(config)
+        self.outage = OutageSchedule(config.outage_s, config.outage_after_s, clock())
+        # Set whenever the outage schedule may have moved, to wake the listener's driver.
+        self.changed = asyncio.Event()
+
+    def _new_quota(self, config: ServerConfig) -> FixedWindowQuota | None:
+        """A fresh quota whose windows start now, or None when the quota is off."""
+        if config.quota_limit is None:
+            return None
+        return FixedWindowQuota(config.quota_limit, config.quota_window_s, self.clock)
+
+    def on_api_request(self) -> None:
+        """An API request arrived: it may fix the start of an outage scheduled 'after'."""
+        if self.outage.on_request(self.clock()):
+            self.changed.set()
+
+    def outage_remaining_s(self) -> float:
+        """Seconds of the outage left now (0.0 when the API is up)."""
+        return self.outage.remaining_s(self.clock())
+
+    def snapshot(self) -> dict[str, Any]:
+        """GET /_stats: the counters, plus the clock the timelines use and where windows start."""
+        out = self.stats.snapshot()
+        out["clock"] = self.clock()
+        out["quota_origin"] = None if self.quota is None else self.quota.origin
+        out["outage_start"] = self.outage.start
+        return out
 
     def _new_bucket(self, config: ServerConfig) -> TokenBucket | None:
         """A full bucket for the config's limit, or None when the limit is off."""
@@ -1094,21 +1332,35 @@ class ServerState:
             return None
         return TokenBucket(config.rate_limit_rps, config.effective_burst, self.clock)
 
-    def apply(self, config: ServerConfig) -> None:
-        """Switch to a new config; the bucket restarts full only if its settings changed."""
+    def apply(self, config: ServerConfig, changed: Collection[str] = ()) -> None:
+        """Switch to a new config; changed names the fields the caller set.
+
+        The bucket restarts full and the quota's windows restart only if their settings
+        changed; naming outage_s or outage_after_s schedules the outage anew, even with the
+        same values (that is how a test starts a second one).
+        """
         old = self.config
         self.config = config
         limits = (config.rate_limit_rps, config.effective_burst)
         if limits != (old.rate_limit_rps, old.effective_burst):
             self.bucket = self._new_bucket(config)
+        if (config.quota_limit, config.quota_window_s) != (old.quota_limit, old.quota_window_s):
+            self.quota = self._new_quota(config)
         if config.seed != old.seed:
             self.jitter_rng = random.Random(config.seed)
+        if OUTAGE_FIELDS & set(changed):
+            self.outage = OutageSchedule(config.outage_s, config.outage_after_s, self.clock())
+        self.changed.set()  # a change of outage_mode alone matters to the driver too
 
     def reset(self) -> None:
-        """Forget all traffic: stats, fail_first counts, revocation and the bucket's level."""
+        """As if just started with this config: stats, fail_first counts, revocation, the
+        bucket's level and the quota's windows are fresh, and the outage is scheduled anew."""
         self.stats = Stats()
         self.attempts.clear()
         self.bucket = self._new_bucket(self.config)
+        self.quota = self._new_quota(self.config)
+        self.outage = OutageSchedule(self.config.outage_s, self.config.outage_after_s, self.clock())
+        self.changed.set()
 
 
 # ---------------------------------------------------------------------------------------------
@@ -1169,24 +1421,55 @@ def _limiter_headers(bucket: TokenBucket) -> dict[str, str]:
     )
 
 
-def _gate(request: web.Request, state: ServerState, config: ServerConfig) -> web.Response | None:
-    """Auth, revocation and the rate limiter, in that order; None lets the request on."""
+def _quota_headers(quota: FixedWindowQuota, config: ServerConfig) -> dict[str, str]:
+    """The quota's announcement for the live window, after this request was counted (or not)."""
+    return quota_headers(
+        limit=quota.limit,
+        remaining=quota.remaining,
+        reset_in_s=quota.reset_in_s(),
+        window_s=quota.window_s,
+        style=config.quota_reset_style,
+        now_epoch_s=time.time(),
+    )
+
+
+def _gate(
+    request: web.Request, state: ServerState, config: ServerConfig
+) -> tuple[web.Response | None, dict[str, str]]:
+    """Outage, auth, revocation, the quota and the rate limiter, in that order.
+
+    Returns the refusal (None lets the request on) and the quota's headers, which every
+    answer of the API proper carries. A request either limit refuses counts against neither.
+    """
+    if config.outage_mode == "503" and state.outage_remaining_s() > 0:
+        return _error(503, "service unavailable"), {}
     authorization = request.headers.get("Authorization")
     if authorization != f"Bearer {config.token}" and (
         config.previous_token is None or authorization != f"Bearer {config.previous_token}"
     ):
         state.stats.bad_auth += 1
-        return _error(401, "missing or invalid bearer token")
+        return _error(401, "missing or invalid bearer token"), {}
     if config.revoke_after is not None and state.stats.requests_total > config.revoke_after:
-        return _error(403, "token revoked")
+        return _error(403, "token revoked"), {}
+    quota = state.quota
+    if quota is not None and quota.remaining <= 0:
+        state.stats.quota_limited += 1
+        headers = _quota_headers(quota, config)
+        headers["Retry-After"] = str(math.ceil(quota.reset_in_s()))
+        return _error(429, "quota exceeded", headers), {}
     if state.bucket is not None:
         wait_s = state.bucket.try_acquire()
         if wait_s > 0:
             state.stats.rate_limited += 1
             headers = _limiter_headers(state.bucket)
+            if quota is not None:  # X-RateLimit-* describe the quota when there is one
+                headers.update(_quota_headers(quota, config))
             headers["Retry-After"] = str(math.ceil(wait_s))
-            return _error(429, "rate limit exceeded", headers)
-    return None
+            return _error(429, "rate limit exceeded", headers), {}
+    if quota is None:
+        return None, {}
+    quota.try_acquire()
+    return None, _quota_headers(quota, config)
 
 
 async def _sleep_latency(state: ServerState, config: ServerConfig) -> None:
@@ -1239,6 +1522,13 @@ async def _fault_429(
     headers = rate_limit_headers(limit=limit, remaining=0, reset_in_s=config.retry_after_s, now_epoch_s=now)
     headers["Retry-After"] = retry_after_value(config.retry_after_s, as_date=as_date, now_epoch_s=now)
     return _error(429, f"too many requests (injected for {rid})", headers)
+
+
+async def _fault_429bare(
+    request: web.Request, config: ServerConfig, rid: str, kind: FaultKind
+) -> web.StreamResponse:
+    """429 with Retry-After seconds and nothing else, as a flaky gateway sends it."""
+    return _error(429, "too many requests", {"Retry-After": str(config.retry_after_s)})
 
 
 async def _fault_reset(
@@ -1325,6 +1615,7 @@ _FAULTS: Final[Mapping[FaultKind, _Fault]] = {
     "503": _fault_status,
     "429": _fault_429,
     "429date": _fault_429,
+    "429bare": _fault_429bare,
     "reset": _fault_reset,
     "truncate": _fault_truncate,
     "html": _fault_html,
@@ -1348,7 +1639,7 @@ async def _answer(
     """Decide and build the answer to one API request that has arrived."""
     if request.method != "GET":
         return _error(405, "only GET is supported", {"Allow": "GET"})
-    refusal = _gate(request, state, config)
+    refusal, announce = _gate(request, state, config)
     await _sleep_latency(state, config)
     if refusal is not None:
         return refusal
@@ -1358,10 +1649,11 @@ async def _answer(
         state.stats.faults[fault] += 1
         return await _FAULTS[fault](request, config, rid, fault)
     if rid.startswith("missing-"):
-        return _error(404, f"recording {rid!r} not found")
+        return _error(404, f"recording {rid!r} not found", announce)
     response = web.Response(body=_ok_body(request, config, rid), content_type="application/json")
     if state.bucket is not None:
         response.headers.update(_limiter_headers(state.bucket))
+    response.headers.update(announce)  # the quota's X-RateLimit-* win over the bucket's
     return response
 
 
@@ -1379,17 +1671,27 @@ async def _handle_any(request: web.Request) -> web.StreamResponse:
         )
     stats = state.stats  # reset mid-request must not make in_flight negative
     stats.on_arrival(rid, request.rel_url.raw_query_string, state.clock())
+    state.on_api_request()
     try:
         response = await _answer(request, state, config, rid)
     finally:
         stats.in_flight -= 1
-    stats.by_status[response.status] += 1
+    stats.on_response(response.status, state.clock())
     return response
 
 
 async def _handle_stats(request: web.Request) -> web.Response:
     """GET /_stats."""
-    return _json_response(200, request.app[STATE_KEY].stats.snapshot())
+    return _json_response(200, request.app[STATE_KEY].snapshot())
+
+
+async def _handle_responses(request: web.Request) -> web.Response:
+    """GET /_stats/responses?since=N: the (clock, status) timeline from response N on."""
+    try:
+        since = int(request.query.get("since", "0"))
+    except ValueError:
+        return _error(400, "since must be a whole number (a responses_total seen before)")
+    return _json_response(200, request.app[STATE_KEY].stats.responses_since(since))
 
 
 async def _handle_reset(request: web.Request) -> web.Response:
@@ -1410,7 +1712,7 @@ async def _handle_post_config(request: web.Request) -> web.Response:
         changes = orjson.loads(await request.read())
         if not isinstance(changes, dict):
             raise ValueError("the body must be a JSON object of config fields")
-        state.apply(merge_config(state.config, changes))
+        state.apply(merge_config(state.config, changes), changes.keys())
     except (ValueError, TypeError) as exc:
         return _error(400, str(exc))
     return _json_response(200, config_to_json(state.config))
@@ -1425,6 +1727,7 @@ def build_app(state: ServerState) -> web.Application:
     app = web.Application()
     app[STATE_KEY] = state
     app.router.add_get("/_stats", _handle_stats)
+    app.router.add_get("/_stats/responses", _handle_responses)
     app.router.add_post("/_reset", _handle_reset)
     app.router.add_get("/_config", _handle_get_config)
     app.router.add_post("/_config", _handle_post_config)
@@ -1432,10 +1735,88 @@ def build_app(state: ServerState) -> web.Application:
     return app
 
 
-async def start_server(
-    state: ServerState, host: str = "127.0.0.1", port: int = 0
-) -> tuple[web.AppRunner, int]:
-    """Bind and start serving; returns the runner (to clean up) and the bound port."""
+class Listener:
+    """The listening socket, which a refuse-mode outage closes and reopens on the same port."""
+
+    __slots__ = ("_runner", "_site", "host", "port")
+
+    def __init__(self, runner: web.AppRunner, host: str, port: int) -> None:
+        self._runner = runner
+        self._site: web.TCPSite | None = None
+        self.host = host
+        self.port = port
+
+    @property
+    def is_open(self) -> bool:
+        return self._site is not None
+
+    async def open(self) -> None:
+        """Listen on host:port (the first time port 0 picks one, kept from then on)."""
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        self._site = site
+        if self.port == 0:
+            self.port = int(self._runner.addresses[-1][1])
+
+    async def close(self) -> None:
+        """Stop listening (connect() is refused from now on) and close every open connection."""
+        site, self._site = self._site, None
+        if site is not None:
+            await site.stop()
+        server = self._runner.server
+        if server is not None:
+            for handler in server.connections:
+                handler.force_close()
+
+
+async def _drive_outages(state: ServerState, listener: Listener) -> None:
+    """Keep the listener closed exactly while a refuse-mode outage lasts.
+
+    Sleeps until the schedule's next start or end, or until the state says it moved
+    (a POST /_config, a reset, the request that fixes an 'after' start).
+    """
+    while True:
+        state.changed.clear()
+        now = state.clock()
+        refusing = state.config.outage_mode == "refuse" and state.outage.remaining_s(now) > 0
+        delay = state.outage.next_change_s(now)
+        try:
+            if refusing and listener.is_open:
+                await listener.close()
+            elif not refusing and not listener.is_open:
+                await listener.open()
+        except OSError as exc:  # the port was taken meanwhile: say so and try again soon
+            print(f"fake_api: cannot listen again on port {listener.port}: {exc}", file=sys.stderr)
+            delay = 0.5
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(state.changed.wait(), delay)
+
+
+class Serving:
+    """A started server: its runner, its listener and the task that drives outages."""
+
+    __slots__ = ("_driver", "listener", "runner")
+
+    def __init__(self, runner: web.AppRunner, listener: Listener, driver: asyncio.Task[None]) -> None:
+        self.runner = runner
+        self.listener = listener
+        self._driver = driver
+
+    @property
+    def port(self) -> int:
+        """The bound port, the same across outages."""
+        return self.listener.port
+
+    async def cleanup(self) -> None:
+        """Stop the driver, then the server (sites, connections, handlers)."""
+        self._driver.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._driver
+        await self.runner.cleanup()
+
+
+async def start_server(state: ServerState, host: str = "127.0.0.1", port: int = 0) -> Serving:
+    """Bind and start serving; the returned Serving knows the bound port and how to stop."""
     runner = web.AppRunner(
         build_app(state),
         access_log=None,  # an access line per request would halve throughput
@@ -1443,8 +1824,14 @@ async def start_server(
         shutdown_timeout=1.0,
     )
     await runner.setup()
-    await web.TCPSite(runner, host, port).start()
-    return runner, int(runner.addresses[0][1])
+    listener = Listener(runner, host, port)
+    try:
+        await listener.open()
+    except BaseException:
+        await runner.cleanup()
+        raise
+    driver = asyncio.get_running_loop().create_task(_drive_outages(state, listener), name="fake-api-outages")
+    return Serving(runner, listener, driver)
 
 
 def base_url(host: str, port: int, prefix: str) -> str:
@@ -1472,16 +1859,28 @@ class FakeServerHandle:
 
     __slots__ = ("_loop", "_runner", "_state", "_thread", "host", "port")
 
-    def __init__(self, config: ServerConfig, *, host: str = "127.0.0.1", port: int = 0) -> None:
-        """Start serving; returns once the socket accepts connections."""
+    def __init__(
+        self,
+        config: ServerConfig,
+        *,
+        host: str = "127.0.0.1",
+        port: int = 0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        """Start serving; returns once the socket accepts connections.
+
+        clock drives the limits, the quota and outages (a test may pass a virtual one; a
+        refuse-mode outage's reopening then waits for the next configure() or reset()).
+        """
         self.host = host
-        self._state = ServerState(config)
+        self._state = ServerState(config, clock)
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._run_loop, name="fake-api", daemon=True)
         self._thread.start()
-        self._runner: web.AppRunner | None = None
+        self._runner: Serving | None = None
         try:
-            self._runner, self.port = self._call(start_server(self._state, host, port))
+            self._runner = self._call(start_server(self._state, host, port))
+            self.port = self._runner.port
         except BaseException:
             self.stop()  # e.g. the port is taken: do not leave the thread behind
             raise
@@ -1527,7 +1926,7 @@ class FakeServerHandle:
         """A snapshot of GET /_stats (same shape, status codes as string keys)."""
 
         async def snapshot() -> dict[str, Any]:
-            return self._state.stats.snapshot()
+            return self._state.snapshot()
 
         return self._call(snapshot())
 
@@ -1543,7 +1942,7 @@ class FakeServerHandle:
         """Like POST /_config: merge changes (JSON-shaped values) and return the new config."""
 
         async def apply() -> ServerConfig:
-            self._state.apply(merge_config(self._state.config, changes))
+            self._state.apply(merge_config(self._state.config, changes), changes.keys())
             return self._state.config
 
         return self._call(apply())
@@ -1563,10 +1962,14 @@ class FakeServerHandle:
 
 @contextlib.contextmanager
 def running_server(
-    config: ServerConfig | None = None, *, host: str = "127.0.0.1", port: int = 0
+    config: ServerConfig | None = None,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    clock: Callable[[], float] = time.monotonic,
 ) -> Iterator[FakeServerHandle]:
     """Serve the fake API on a background thread for the duration of a with block."""
-    handle = FakeServerHandle(config or ServerConfig(), host=host, port=port)
+    handle = FakeServerHandle(config or ServerConfig(), host=host, port=port, clock=clock)
     try:
         yield handle
     finally:
@@ -1608,7 +2011,8 @@ special ids (by prefix):
 
 fault kinds:
   500 502 503  JSON error        429      Retry-After seconds + X-RateLimit-*
-  429date      Retry-After date  reset    half the body, then TCP RST
+  429date      Retry-After date  429bare  Retry-After seconds only (a flaky gateway)
+  reset        half the body, then TCP RST
   truncate     half the body, then close (short of Content-Length)
   html         200 text/html     badjson  200 invalid JSON
   empty        200 empty body    wrongid  200, data.id is another id
@@ -1616,13 +2020,27 @@ fault kinds:
   slow         sleep --slow-s, then answer
   nodata       200 JSON without "data"
 
-control endpoints (no auth): GET /_stats, POST /_reset, GET|POST /_config
+limits and outages:
+  --rate-limit-rps/--rate-limit-burst   token bucket: 429 + Retry-After + X-RateLimit-*
+  --quota-limit N --quota-window-s S    N per S-second window; every answer carries
+      X-RateLimit-Limit/-Remaining/-Reset, RateLimit-Policy: "default";q=N;w=S and
+      RateLimit: "default";r=LEFT;t=SECONDS; over it: 429, Retry-After = seconds to reset
+  --outage-s S [--outage-after-s A] [--outage-mode 503|refuse]
+      for S seconds every API request gets 503, or the port refuses connections (the
+      listening socket is closed, the control endpoints' too, and open connections are
+      closed; it reopens on the same port); live: POST /_config
+      {"outage_s": 30, "outage_mode": "refuse"} starts one now
+
+control endpoints (no auth): GET /_stats, GET /_stats/responses?since=N ((clock, status)
+  per response, from response N on), POST /_reset, GET|POST /_config
 
 examples:
   FAKE_API_TOKEN=t python scripts/fake_api.py --port 0 --port-file /tmp/fake-url
   python scripts/fake_api.py --token t --fail-first flaky-=503:2 --fail-first cut-=reset:1
   python scripts/fake_api.py --token t --fault-rate 0.05 --fault-kinds 503,reset,429 \\
       --rate-limit-rps 200 --latency-ms 20 --jitter-ms 10 --large-fraction 0.01
+  python scripts/fake_api.py --token t --quota-limit 100 --quota-window-s 10 \
+      --outage-s 30 --outage-after-s 15 --outage-mode refuse
 """
 
 
@@ -1736,6 +2154,44 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="N",
         help="token bucket capacity (default: ceil(RPS))",
     )
+    add(
+        "--quota-limit",
+        type=int,
+        metavar="N",
+        help="fixed-window quota: N requests per --quota-window-s, announced in every answer (default: off)",
+    )
+    add(
+        "--quota-window-s",
+        type=int,
+        default=d.quota_window_s,
+        metavar="S",
+        help="the quota's window, aligned to the server's start (default: %(default)s)",
+    )
+    add(
+        "--quota-reset-style",
+        choices=RESET_STYLES,
+        default=d.quota_reset_style,
+        help="X-RateLimit-Reset as seconds (delta) or a Unix time (epoch) (default: %(default)s)",
+    )
+    add(
+        "--outage-s",
+        type=float,
+        default=d.outage_s,
+        metavar="S",
+        help="an outage this long, from the start or --outage-after-s (default: none)",
+    )
+    add(
+        "--outage-after-s",
+        type=float,
+        metavar="S",
+        help="start the outage S seconds after the first API request (default: at once)",
+    )
+    add(
+        "--outage-mode",
+        choices=OUTAGE_MODES,
+        default=d.outage_mode,
+        help="503 to every API request, or refuse connections (default: %(default)s)",
+    )
     return parser  # fmt: skip
 
 
@@ -1761,6 +2217,12 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         slow_s=args.slow_s,
         rate_limit_rps=args.rate_limit_rps,
         rate_limit_burst=args.rate_limit_burst,
+        quota_limit=args.quota_limit,
+        quota_window_s=args.quota_window_s,
+        quota_reset_style=args.quota_reset_style,
+        outage_s=args.outage_s,
+        outage_after_s=args.outage_after_s,
+        outage_mode=args.outage_mode,
     )
 
 
@@ -1778,15 +2240,15 @@ async def serve(config: ServerConfig, host: str, port: int, port_file: Path | No
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, stop.set)
-    runner, bound_port = await start_server(ServerState(config), host, port)
-    url = base_url(host, bound_port, config.path_prefix)
+    serving = await start_server(ServerState(config), host, port)
+    url = base_url(host, serving.port, config.path_prefix)
     if port_file is not None:
         _write_atomically(port_file, url + "\n")
     print(f"listening on {url}", flush=True)
     try:
         await stop.wait()
     finally:
-        await runner.cleanup()
+        await serving.cleanup()
 
 
 def main(argv: Sequence[str] | None = None) -> int:

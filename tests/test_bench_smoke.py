@@ -1,4 +1,5 @@
-"""The benchmark keeps working: `scripts/bench.py --smoke` runs end to end (no timings asserted)."""
+"""The benchmark keeps working: `scripts/bench.py --smoke` runs end to end (no timings asserted),
+and the pacing scenario's figures are computed right (pure arithmetic on made-up timelines)."""
 
 from __future__ import annotations
 
@@ -32,3 +33,84 @@ def test_smoke_run_prints_a_figure_for_each_contender(tmp_path: Path) -> None:
     table = done.stdout.split("| contender |", 1)[1]
     for name in expected:
         assert f"| {name} | " in table, f"no figure for {name}:\n{done.stdout}"
+
+
+# --- the pacing scenario's arithmetic (pure) ------------------------------------------------
+
+_SCRIPTS = str(ROOT / "scripts")
+if _SCRIPTS not in sys.path:
+    sys.path.insert(0, _SCRIPTS)
+
+from bench import (  # noqa: E402
+    accepted_rates,
+    convergence_s,
+    pacing_cases,
+    paused_text,
+    quota_windows,
+    steady_state,
+)
+
+
+def _evenly(rate: float, start: float, end: float) -> list[float]:
+    """Accepted-response times at rate per second over [start, end)."""
+    count = round((end - start) * rate)
+    return [start + n / rate for n in range(count)]
+
+
+def test_convergence_is_when_the_5s_rate_reaches_90_percent_and_stays() -> None:
+    """Slow for 12 s, then at the limit: converges at 12 s + the 4.5 s the window needs to fill to 90%."""
+    ok = _evenly(1.0, 0.0, 12.0) + _evenly(10.0, 12.0, 60.0)
+    converged = convergence_s(ok, 0.0, 60.0, 10.0)
+    assert converged is not None
+    assert 16.0 <= converged <= 17.0
+    steady = steady_state([(t, 200) for t in ok], 0.0, 60.0, converged)
+    assert steady.accepted_per_s == pytest.approx(10.0, rel=0.03)
+
+
+def test_a_dip_late_in_the_run_moves_convergence_past_it() -> None:
+    """At the limit, then 5 s of silence at 40 s: converged only after the dip, not at the start."""
+    ok = _evenly(10.0, 0.0, 40.0) + _evenly(10.0, 45.0, 60.0)
+    converged = convergence_s(ok, 0.0, 60.0, 10.0)
+    assert converged is not None
+    assert converged > 45.0
+
+
+def test_a_rate_that_never_reaches_90_percent_never_converges() -> None:
+    """0.46/s against L = 3 (the issue's case a) never converges, and a too-short run neither."""
+    assert convergence_s(_evenly(0.46, 0.0, 90.0), 0.0, 90.0, 3.0) is None
+    assert convergence_s(_evenly(8.9, 0.0, 90.0), 0.0, 90.0, 10.0) is None
+    assert convergence_s(_evenly(10.0, 0.0, 4.0), 0.0, 4.0, 10.0) is None
+
+
+def test_accepted_rates_count_a_trailing_window() -> None:
+    """The rate at t counts accepted responses in (t - window, t]."""
+    rates = accepted_rates([0.5, 1.0, 1.5, 2.0, 2.5], 0.0, 3.0, 2.0, step_s=1.0)
+    assert rates == [(2.0, 2.0), (3.0, 1.5)]
+
+
+def test_steady_state_share_of_429s() -> None:
+    """The 429 share counts every answer in the stretch, the accepted rate only 200s."""
+    timeline = [(float(t), 200) for t in range(20)] + [(t + 0.5, 429) for t in range(10, 20)]
+    steady = steady_state(sorted(timeline), 0.0, 20.0, 10.0)
+    assert steady.share_429 == pytest.approx(0.5)
+    assert steady.accepted_per_s == pytest.approx(1.0)
+
+
+def test_quota_windows_are_whole_windows_aligned_to_the_origin() -> None:
+    """Only windows wholly inside the run count; each gets its 200s and 429s."""
+    timeline = [(103.0, 200), (109.0, 429), (112.0, 200), (115.0, 200), (118.0, 429), (125.0, 200)]
+    assert quota_windows(timeline, 100.0, 10.0, 103.0, 128.0) == [(1, 2, 1)]
+    assert quota_windows(timeline, 100.0, 10.0, 100.0, 130.0) == [(0, 1, 1), (1, 2, 1), (2, 1, 0)]
+
+
+def test_pacing_cases_fit_the_budget_and_outlast_it() -> None:
+    """The cases take 6-8 minutes, and every budgeted case has ids for twice what the limit allows."""
+    cases = pacing_cases(1.0)
+    assert [c.key for c in cases] == ["a", "b", "c", "d", "e", "f-503", "f-refuse"]
+    minutes = sum(c.seconds - c.slack_s for c in cases) / 60
+    assert 6 <= minutes <= 8
+    for case in cases:
+        if case.limit_rps is not None:
+            assert case.ids >= 2 * case.limit_rps * case.seconds
+    assert paused_text(None) == "n/a"
+    assert paused_text({"retry_after": 9.0, "outage": 3.0}) == "12.0 (outage 3.0, retry_after 9.0)"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import dataclasses
 import email.utils
@@ -10,6 +11,7 @@ import json
 import math
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -32,10 +34,15 @@ from fake_api import (  # noqa: E402
     FAULT_KINDS,
     TOGGLES,
     FakeServerHandle,
+    FixedWindowQuota,
+    OutageSchedule,
     ServerConfig,
+    ServerState,
+    Stats,
     TokenBucket,
     build_parser,
     choose_fault,
+    config_from_args,
     config_to_json,
     deep_record,
     edge_body,
@@ -44,6 +51,7 @@ from fake_api import (  # noqa: E402
     make_record,
     merge_config,
     parse_recording_path,
+    quota_headers,
     quote_id,
     running_server,
     success_body,
@@ -254,8 +262,171 @@ def test_merge_config_validates_json_shaped_changes() -> None:
 
 def test_config_json_round_trips() -> None:
     """config_to_json's output is accepted back by merge_config, as tests use to restore defaults."""
-    custom = ServerConfig(token="x", path_prefix="/api", fail_first={"f-": ("reset", 2)}, rate_limit_rps=5.0)
+    custom = ServerConfig(
+        token="x",
+        path_prefix="/api",
+        fail_first={"f-": ("reset", 2)},
+        rate_limit_rps=5.0,
+        quota_limit=100,
+        quota_reset_style="epoch",
+        outage_s=30.0,
+        outage_after_s=15.0,
+        outage_mode="refuse",
+    )
     assert merge_config(ServerConfig(), config_to_json(custom)) == custom
+
+
+@pytest.mark.parametrize(
+    ("changes", "field"),
+    [
+        ({"quota_limit": 0}, "quota_limit"),
+        ({"quota_window_s": 0}, "quota_window_s"),
+        ({"quota_window_s": 2.5}, "quota_window_s"),
+        ({"quota_reset_style": "http-date"}, "quota_reset_style"),
+        ({"outage_mode": "down"}, "outage_mode"),
+        ({"outage_s": -1}, "outage_s"),
+        ({"outage_s": math.nan}, "outage_s"),
+        ({"outage_s": math.inf}, "outage_s"),
+        ({"outage_after_s": -0.5}, "outage_after_s"),
+    ],
+)
+def test_limit_and_outage_settings_are_validated(changes: dict[str, object], field: str) -> None:
+    """Impossible quota and outage settings are refused with the field named."""
+    with pytest.raises(ValueError, match=field):
+        merge_config(ServerConfig(), changes)
+
+
+def test_outage_mode_may_be_given_as_a_number() -> None:
+    """outage_mode 503 arrives as a JSON number from a hand-written POST /_config."""
+    assert merge_config(ServerConfig(), {"outage_mode": 503}).outage_mode == "503"
+
+
+# --- quota and outage arithmetic (virtual time) ---------------------------------------------
+
+
+class VirtualClock:
+    """A clock that moves only when told to."""
+
+    def __init__(self, now: float = 1000.0) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+def test_fixed_window_quota_resets_at_window_boundaries_aligned_to_its_start() -> None:
+    """limit per window, refused requests not counted, fresh at each multiple of window_s."""
+    clock = VirtualClock(1000.0)
+    quota = FixedWindowQuota(3, 10, clock)
+    clock.advance(6.5)
+    assert [quota.try_acquire() for _ in range(5)] == [True, True, True, False, False]
+    assert quota.remaining == 0
+    assert quota.reset_in_s() == pytest.approx(3.5)
+    clock.advance(3.4999)
+    assert not quota.try_acquire()
+    clock.advance(0.0001)  # exactly 10 s after the start: a new window
+    assert quota.reset_in_s() == pytest.approx(10.0)
+    assert quota.try_acquire()
+    assert quota.remaining == 2
+    clock.advance(25.5)  # skip windows: still aligned to the start, not to the last request
+    assert quota.remaining == 3
+    assert quota.reset_in_s() == pytest.approx(4.5)
+
+
+def test_fixed_window_quota_admits_exactly_limit_per_window_over_virtual_minutes() -> None:
+    """A client hammering every 10 ms gets exactly limit per window for ten minutes."""
+    clock = VirtualClock(0.0)
+    quota = FixedWindowQuota(100, 10, clock)
+    accepted: collections.Counter[int] = collections.Counter()
+    for step in range(60_000):
+        clock.now = step * 0.01
+        if quota.try_acquire():
+            accepted[int(clock.now // 10)] += 1
+    assert set(accepted.values()) == {100}
+    assert len(accepted) == 60
+
+
+def test_quota_headers_announce_the_window_both_ways() -> None:
+    """X-RateLimit-* (reset as delta or epoch) and the IETF fields, reset rounded up."""
+    delta = quota_headers(
+        limit=100, remaining=37, reset_in_s=3.2, window_s=10, style="delta", now_epoch_s=1000.5
+    )
+    assert delta == {
+        "X-RateLimit-Limit": "100",
+        "X-RateLimit-Remaining": "37",
+        "X-RateLimit-Reset": "4",
+        "RateLimit-Policy": '"default";q=100;w=10',
+        "RateLimit": '"default";r=37;t=4',
+    }
+    epoch = quota_headers(
+        limit=100, remaining=-1, reset_in_s=3.2, window_s=10, style="epoch", now_epoch_s=1000.5
+    )
+    assert epoch["X-RateLimit-Reset"] == "1004"
+    assert (epoch["X-RateLimit-Remaining"], epoch["RateLimit"]) == ("0", '"default";r=0;t=4')
+
+
+def test_outage_from_now_lasts_its_duration() -> None:
+    """An outage scheduled without a delay covers [now, now + duration) and then ends."""
+    outage = OutageSchedule(30.0, None, now=5.0)
+    assert outage.remaining_s(5.0) == 30.0
+    assert outage.next_change_s(5.0) == 30.0
+    assert outage.remaining_s(34.5) == pytest.approx(0.5)
+    assert outage.remaining_s(35.0) == 0.0
+    assert outage.next_change_s(35.0) is None
+    assert not outage.on_request(40.0)
+    assert OutageSchedule(0.0, None, now=5.0).remaining_s(5.0) == 0.0
+
+
+def test_outage_after_counts_from_the_first_request() -> None:
+    """With a delay, the first API request fixes the start; later ones do not move it."""
+    outage = OutageSchedule(30.0, 15.0, now=0.0)
+    assert (outage.remaining_s(50.0), outage.next_change_s(50.0)) == (0.0, None)
+    assert outage.on_request(100.0)
+    assert not outage.on_request(110.0)
+    assert outage.next_change_s(100.0) == 15.0
+    assert outage.remaining_s(114.9) == 0.0
+    assert outage.remaining_s(115.0) == 30.0
+    assert outage.next_change_s(120.0) == 25.0
+    assert outage.remaining_s(145.0) == 0.0
+
+
+def test_server_state_schedules_outages_and_quota_windows_anew() -> None:
+    """Naming outage_s schedules an outage again (same value too); reset restarts the windows."""
+    clock = VirtualClock(0.0)
+    state = ServerState(ServerConfig(quota_limit=2, quota_window_s=10), clock)
+    state.apply(merge_config(state.config, {"outage_s": 10}), ["outage_s"])
+    assert state.outage_remaining_s() == 10.0
+    clock.advance(20)
+    assert state.outage_remaining_s() == 0.0
+    state.apply(merge_config(state.config, {"latency_ms": 1}), ["latency_ms"])
+    assert state.outage_remaining_s() == 0.0
+    state.apply(merge_config(state.config, {"outage_s": 10}), ["outage_s"])
+    assert state.outage_remaining_s() == 10.0
+    assert state.quota is not None
+    clock.advance(13)  # 3 s into the quota's second window
+    assert state.quota.reset_in_s() == pytest.approx(7.0)
+    state.reset()
+    assert state.quota.reset_in_s() == pytest.approx(10.0)
+    assert state.outage_remaining_s() == 10.0
+
+
+def test_stats_timeline_is_bounded_and_numbered() -> None:
+    """responses_since(N) returns responses from number N on, of those still kept."""
+    stats = Stats()
+    stats.responses = collections.deque(maxlen=3)
+    for n, status in enumerate([200, 429, 200, 503, 200]):
+        stats.on_response(status, float(n))
+    assert stats.responses_since(0) == {
+        "total": 5,
+        "first": 2,
+        "responses": [(2.0, 200), (3.0, 503), (4.0, 200)],
+    }
+    assert stats.responses_since(4) == {"total": 5, "first": 4, "responses": [(4.0, 200)]}
+    assert stats.responses_since(9) == {"total": 5, "first": 5, "responses": []}
+    assert stats.by_status == {200: 3, 429: 1, 503: 1}
 
 
 def test_quote_id_makes_one_addressable_segment() -> None:
@@ -526,6 +697,112 @@ async def test_rate_limiter_answers_429_with_headers(
     assert (stats["rate_limited"], stats["by_status"]["429"], stats["faults"]) == (1, 1, {})
 
 
+async def test_quota_announces_itself_and_refuses_until_the_window_resets(
+    session: aiohttp.ClientSession,
+) -> None:
+    """Each answer carries the quota's headers, counting down; over it, 429 with Retry-After to the reset."""
+    clock = VirtualClock(500.0)
+    config = ServerConfig(token=TOKEN, quota_limit=3, quota_window_s=10)
+    with running_server(config, clock=clock) as server:
+        clock.advance(6.2)  # 3.8 s left in the first window
+        replies = [await fetch(session, server, rid) for rid in ("rec-1", "rec-2", "missing-1", "rec-3")]
+        assert [r.status for r in replies] == [200, 200, 404, 429]
+        for reply, left in zip(replies, [2, 1, 0, 0], strict=True):
+            assert reply.headers["X-RateLimit-Limit"] == "3"
+            assert reply.headers["X-RateLimit-Remaining"] == str(left)
+            assert reply.headers["X-RateLimit-Reset"] == "4"
+            assert reply.headers["RateLimit-Policy"] == '"default";q=3;w=10'
+            assert reply.headers["RateLimit"] == f'"default";r={left};t=4'
+        assert replies[3].headers["Retry-After"] == "4"
+        assert "Retry-After" not in replies[0].headers
+        clock.advance(3.8)
+        again = await fetch(session, server, "rec-3")
+        assert (again.status, again.headers["RateLimit"]) == (200, '"default";r=2;t=10')
+        stats = server.stats()
+        assert (stats["quota_limited"], stats["rate_limited"], stats["by_status"]["429"]) == (1, 0, 1)
+        assert stats["quota_origin"] == 500.0
+        server.configure(quota_reset_style="epoch")
+        epoch = await fetch(session, server, "rec-4")
+        assert abs(int(epoch.headers["X-RateLimit-Reset"]) - (time.time() + 10)) <= 1
+
+
+async def test_429bare_sends_retry_after_only(
+    server: FakeServerHandle, session: aiohttp.ClientSession
+) -> None:
+    """A flaky gateway's 429: Retry-After seconds and no rate-limit headers at all."""
+    server.configure(fail_first={"g-": ["429bare", 1]}, retry_after_s=2, quota_limit=10)
+    reply = await fetch(session, server, "g-1")
+    assert (reply.status, reply.headers["Retry-After"]) == (429, "2")
+    assert not [name for name in reply.headers if "ratelimit" in name.lower()]
+    assert (await fetch(session, server, "g-1")).status == 200
+
+
+async def test_outage_503_mode_answers_503_to_every_api_request(session: aiohttp.ClientSession) -> None:
+    """An outage from now gets 503 even without a token; one 'after' starts from the next request."""
+    clock = VirtualClock()
+    with running_server(ServerConfig(token=TOKEN), clock=clock) as server:
+        server.configure(outage_s=30)
+        assert (await fetch(session, server, "rec-1")).status == 503
+        assert (await fetch(session, server, "rec-1", headers={})).status == 503
+        clock.advance(30)
+        assert (await fetch(session, server, "rec-1")).status == 200
+        server.configure(outage_s=30, outage_after_s=5)
+        clock.advance(100)  # the delay counts from the next request, not from the setting
+        assert (await fetch(session, server, "rec-1")).status == 200
+        clock.advance(5)
+        assert (await fetch(session, server, "rec-1")).status == 503
+        clock.advance(30)
+        assert (await fetch(session, server, "rec-1")).status == 200
+        timeline = server.stats()["responses"]
+        assert [status for _, status in timeline] == [503, 503, 200, 200, 503, 200]
+        assert [t for t, _ in timeline] == [1000.0, 1000.0, 1030.0, 1130.0, 1135.0, 1165.0]
+
+
+def _get_on(sock: socket.socket, recording_id: str) -> bytes:
+    """Send one keep-alive GET on a raw socket and read its whole answer (Content-Length)."""
+    sock.sendall(
+        f"GET {API_PATH}{recording_id} HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {TOKEN}\r\n\r\n".encode()
+    )
+    data = b""
+    while b"\r\n\r\n" not in data:
+        data += sock.recv(65536)
+    head, _, body = data.partition(b"\r\n\r\n")
+    length = int(
+        next(line for line in head.split(b"\r\n") if line.lower().startswith(b"content-length:"))[15:]
+    )
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def test_outage_refuse_mode_refuses_connections_then_listens_on_the_same_port() -> None:
+    """Open connections are closed, connect() gets ECONNREFUSED, and the same port serves again after."""
+    with running_server(ServerConfig(token=TOKEN)) as server:
+        port = server.port
+        kept = socket.create_connection(("127.0.0.1", port), timeout=5)
+        assert _get_on(kept, "rec-1").startswith(b"HTTP/1.1 200")
+        started = time.monotonic()
+        server.configure(outage_s=1.0, outage_mode="refuse")
+        with contextlib.suppress(ConnectionResetError):
+            assert kept.recv(1) == b""  # closed by the server, not left hanging
+        kept.close()
+        with pytest.raises(ConnectionRefusedError):
+            socket.create_connection(("127.0.0.1", port), timeout=5).close()
+        while True:
+            try:
+                back = socket.create_connection(("127.0.0.1", port), timeout=5)
+                break
+            except ConnectionRefusedError:
+                assert time.monotonic() - started < 10, "the port never came back"
+                time.sleep(0.02)
+        refused_for = time.monotonic() - started
+        with back:
+            assert _get_on(back, "rec-2").startswith(b"HTTP/1.1 200")
+        assert 0.9 <= refused_for < 3.0
+        assert server.port == port
+        assert server.stats()["by_status"] == {"200": 2}
+
+
 async def test_stats_count_every_request(server: FakeServerHandle, session: aiohttp.ClientSession) -> None:
     """Stats count totals, statuses, per-id hits, concurrency and arrival times; reset clears."""
     server.configure(latency_ms=150)
@@ -587,6 +864,17 @@ def test_help_documents_every_config_field() -> None:
         assert f"--{field.replace('_', '-')} " in text, field
     for kind in FAULT_KINDS:
         assert f" {kind} " in text, kind
+
+
+def test_limit_and_outage_flags_reach_the_config() -> None:
+    """The quota, 429bare and outage flags land in the ServerConfig the server runs with."""
+    argv = ["--token", "t", "--quota-limit", "100", "--quota-window-s", "10", "--quota-reset-style", "epoch",
+            "--fault-kinds", "429bare,503", "--outage-s", "30", "--outage-after-s", "15",
+            "--outage-mode", "refuse"]  # fmt: skip
+    config = config_from_args(build_parser().parse_args(argv), {})
+    assert (config.quota_limit, config.quota_window_s, config.quota_reset_style) == (100, 10, "epoch")
+    assert config.fault_kinds == ("429bare", "503")
+    assert (config.outage_s, config.outage_after_s, config.outage_mode) == (30.0, 15.0, "refuse")
 
 
 def test_command_line_server_announces_serves_and_stops(tmp_path: Path) -> None:
