@@ -273,9 +273,13 @@ class RecordingsClient:
                 asked.watch(on=True)  # is the next connection refused for want of a certificate?
             raise TransportError(Reason.NETWORK, str(exc)) from exc
         except ProtocolError as exc:
-            raise TransportError(Reason.NETWORK, f"malformed HTTP response ({exc})") from exc
+            raise TransportError(Reason.NETWORK, f"malformed HTTP response ({exc})", down=False) from exc
         except OSError as exc:
-            raise TransportError(Reason.NETWORK, _os_error_message(exc, self._origin)) from exc
+            raise TransportError(
+                Reason.NETWORK,
+                _os_error_message(exc, self._origin),
+                down=not isinstance(exc.__cause__ or exc, ssl.SSLCertVerificationError),
+            ) from exc
         finally:
             if connection is not None:
                 self._release(connection)

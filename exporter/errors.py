@@ -120,10 +120,16 @@ class TransportError(Exception):
     """A request that produced no complete response: timeout, reset, truncated body.
 
     Most are worth another attempt; `retryable=False` marks those that would
-    fail the same way again (a body over --max-response-bytes).
+    fail the same way again (a body over --max-response-bytes). `down` says
+    whether, met by every request, it would mean the API is down (refused,
+    unreachable, timing out, cut off) rather than misconfigured (a certificate
+    we do not trust) or misbehaving (malformed HTTP).
     """
 
-    def __init__(self, reason: Reason, message: str, *, retryable: bool = True) -> None:
+    def __init__(
+        self, reason: Reason, message: str, *, retryable: bool = True, down: bool | None = None
+    ) -> None:
         super().__init__(message)
         self.reason = reason
         self.retryable = retryable
+        self.down = retryable and reason in (Reason.NETWORK, Reason.TIMEOUT) if down is None else down

@@ -133,10 +133,6 @@ class Getter(Protocol):
     async def get(self, record_id: str) -> RawResponse: ...
 
 
-# Failures that, when every request meets them, mean the API is down rather than the id broken.
-_DOWN_REASONS = frozenset({Reason.NETWORK, Reason.TIMEOUT})
-
-
 class Fetcher:
     """Turns an id into a Success, a Failure, Later or Unfinished, retrying what is worth retrying."""
 
@@ -187,9 +183,7 @@ class Fetcher:
                 response = await self._client.get(record_id)
             except TransportError as exc:
                 verdict = Verdict("retry" if exc.retryable else "fail", exc.reason, str(exc))
-                effect = self._pacer.finish(
-                    ticket, status=None, down=exc.retryable and exc.reason in _DOWN_REASONS
-                )
+                effect = self._pacer.finish(ticket, status=None, down=exc.down)
             else:
                 status = response.status
                 effect = self._pacer.finish(
