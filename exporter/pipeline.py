@@ -264,6 +264,8 @@ class _Run:
         """Tell the progress display the time passes, so it keeps talking during a long pause."""
         while True:
             await asyncio.sleep(1.0)
+            if self.pacer is not None:
+                self.pacer.tick()
             self.progress.tick()
 
     def _notice(self, message: str, status: str | None) -> None:
