@@ -44,8 +44,9 @@ class JobSource:
         self._fed_all = False
         self._closed = False
         self._busy = 0
-        # Resolved (and replaced) whenever something a waiting worker cares about changes;
-        # a worker takes the current one before it looks, so no change slips between.
+        # Resolved (and replaced) whenever something a waiting worker cares about changes. A
+        # worker takes it after looking and before waiting, with no await in between, so no
+        # change slips through; none is made while nobody waits.
         self._change: asyncio.Future[None] | None = None
 
     async def put(self, record_id: str) -> None:
@@ -79,20 +80,19 @@ class JobSource:
     async def next(self) -> Job | None:
         """The next job for a worker, or None when there is none left for anyone."""
         while not self._closed:
-            change = self._watch()
             now = self._clock()
             parked = self._parked
             if parked and (parked[0][0] <= now or len(parked) >= self._max_parked):
                 not_before, _, job = parked[0]
                 if not_before > now:
-                    await self._until(change, not_before - now)
+                    await self._until(self._watch(), not_before - now)
                     continue
                 heapq.heappop(parked)
                 self._busy += 1
                 return job
             wait_s = parked[0][0] - now if parked else None
             if not self._queue.empty() or not self._fed_all:
-                record_id = await self._take(change, wait_s)
+                record_id = await self._take(wait_s)
                 if record_id is not None:
                     self._busy += 1
                     return Job(record_id)
@@ -100,7 +100,7 @@ class JobSource:
             if not parked and self._busy == 0:
                 self._notify()  # the other idle workers end too
                 return None
-            await self._until(change, wait_s)
+            await self._until(self._watch(), wait_s)
         return None
 
     def _watch(self) -> asyncio.Future[None]:
@@ -112,10 +112,11 @@ class JobSource:
         if self._change is not None and not self._change.done():
             self._change.set_result(None)
 
-    async def _take(self, change: asyncio.Future[None], wait_s: float | None) -> str | None:
+    async def _take(self, wait_s: float | None) -> str | None:
         """A manifest id, or None when `wait_s` passed or something changed first."""
         if not self._queue.empty():
             return self._queue.get_nowait()
+        change = self._watch()
         getter: asyncio.Future[str] = asyncio.ensure_future(self._queue.get())
         waits: set[asyncio.Future[object]] = {getter, change}  # type: ignore[arg-type]
         try:
