@@ -751,7 +751,7 @@ def _proxy_line(proxy: ProxySettings) -> str:
 def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     """The last word of a run: one error line, and unless --quiet one line of counts."""
     if outcome.message and outcome.exit_code not in (ExitCode.SIGINT, ExitCode.SIGTERM):
-        log.error("%s", outcome.message)
+        log.error("%s", outcome.message, extra=event("error", run=outcome.summary.get("run")))
     if config.quiet:
         return
     summary = outcome.summary

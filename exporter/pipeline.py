@@ -294,12 +294,6 @@ class _Run:
             if self.pacer is not None:
                 rate = self.pacer.rate_now()
                 self.progress.limit(None if math.isinf(rate) else rate)
-                # A Retry-After or quota pause ends by itself, unannounced by the pacer.
-                if self.paused in (PauseReason.RETRY_AFTER, PauseReason.QUOTA) and (
-                    self.pacer.limiter.paused_until() <= time.monotonic()
-                ):
-                    self._log_resume(self.paused)
-                    self.progress.status(None)
             self.progress.tick()
 
     def _notice(self, message: str, status: str | None) -> None:
@@ -323,6 +317,19 @@ class _Run:
             message,
             extra=event("pause", reason=reason, until=paused.group(2) if paused else None),
         )
+        if reason != PauseReason.OUTAGE:
+            self._resume_when_over()
+
+    def _resume_when_over(self) -> None:
+        """A Retry-After or quota pause ends by itself, unannounced by the pacer: tell its end."""
+        if self.pacer is None or self.paused in (None, PauseReason.OUTAGE):
+            return
+        left_s = self.pacer.limiter.paused_until() - time.monotonic()  # the pacer's clock
+        if left_s > 0:  # (longer, if the pause was extended meanwhile)
+            asyncio.get_running_loop().call_later(left_s, self._resume_when_over)
+            return
+        self._log_resume(self.paused)
+        self.progress.status(None)
 
     def _log_resume(self, reason: str, message: str = "") -> None:
         self.paused = None
