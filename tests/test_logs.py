@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import json
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +28,7 @@ def json_lines(stderr: str) -> list[dict[str, Any]]:
         assert isinstance(entry, dict), line
         assert list(entry)[:5] == ["ts", "level", "event", "run", "message"], line
         assert entry["ts"].endswith("Z")
-        assert datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).utcoffset().total_seconds() == 0
+        assert datetime.fromisoformat(entry["ts"].replace("Z", "+00:00")).utcoffset() == timedelta(0)
         assert entry["level"] in LEVELS, line
         events.append(entry)
     return events
