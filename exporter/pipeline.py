@@ -54,7 +54,7 @@ from .credentials import TokenSource
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
 from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished, reported_id
 from .jobs import Job, JobSource
-from .logs import event
+from .logs import event, rfc3339
 from .manifest import estimate_lines, open_manifest
 from .metrics import Snapshot, push, render, write_file
 from .pacing import Halt, Pacer, PauseReason
@@ -312,11 +312,10 @@ class _Run:
         paused = _PAUSED.match(status)
         reason = paused.group(1) if paused else str(PauseReason.OUTAGE)
         self.paused = reason
-        log.warning(
-            "%s",
-            message,
-            extra=event("pause", reason=reason, until=paused.group(2) if paused else None),
-        )
+        until_ts = None
+        if paused and self.pacer is not None:  # the pacer's clock is time.monotonic
+            until_ts = rfc3339(time.time() + self.pacer.limiter.paused_until() - time.monotonic())
+        log.warning("%s", message, extra=event("pause", reason=reason, until=until_ts))
         if reason != PauseReason.OUTAGE:
             self._resume_when_over()
 
