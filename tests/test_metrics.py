@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli, export, make_config, read_summary, write_manifest
+from conftest import TOKEN, cli, export, make_config, read_summary, write_manifest
 from fake_api import FakeServerHandle
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -154,6 +154,7 @@ def test_metrics_file_agrees_with_summary_and_the_server(api: FakeServerHandle, 
     assert os.listdir(prom.parent) == ["exporter.prom"]
     assert "r1" not in prom.read_text()
     assert "missing-1" not in prom.read_text()
+    assert TOKEN not in prom.read_text()
 
 
 async def test_metrics_file_shows_the_run_progress_while_it_lasts(
@@ -166,12 +167,14 @@ async def test_metrics_file_shows_the_run_progress_while_it_lasts(
     config = make_config(write_manifest(tmp_path / "ids.txt", ids), tmp_path / "out", api.url, concurrency=2)
     config = replace(config, metrics=MetricsSettings(file=prom, interval_s=0.1))
     seen: list[tuple[float, bool]] = []
+    in_flight: list[float] = []
 
     async def watch() -> None:
         while True:
             await asyncio.sleep(0.05)
             if prom.exists():
                 samples, families = parse(prom.read_text())
+                in_flight.append(value(samples, "exporter_in_flight"))
                 seen.append(
                     (value(samples, "exporter_records_exported_total"), "exporter_run_exit_code" in families)
                 )
@@ -183,10 +186,12 @@ async def test_metrics_file_shows_the_run_progress_while_it_lasts(
     during = [exported for exported, ended in seen if not ended]
     assert len(set(during)) >= 3, seen  # several versions, each a whole file
     assert during == sorted(during)
+    assert 1 <= max(in_flight) <= 2  # requests waiting 40 ms for their answer, at --concurrency 2
     assert 0 < max(during) < len(ids)
     final, _ = parse(prom.read_text())
     assert value(final, "exporter_records_exported_total") == len(ids)
     assert value(final, "exporter_run_success") == 1
+    assert value(final, "exporter_in_flight") == 0
 
 
 async def test_metrics_file_replaces_a_link_and_never_writes_through_it(
@@ -322,6 +327,8 @@ async def test_push_at_the_end_replaces_the_group(
     assert value(samples, "exporter_failed_ids", reason="not_found") == 1
     assert value(samples, "exporter_run_exit_code") == 1
     assert all(("job", "nightly") in labels for _, labels in samples)
+    assert TOKEN.encode() not in body
+    assert "Authorization" not in headers
 
 
 def _closed_port() -> int:
