@@ -68,7 +68,7 @@ class OutageBreaker:
         threshold: int = 5,
         max_outage_s: float = 600.0,
         start_delay_s: float = 1.0,
-        max_delay_s: float = 30.0,
+        max_delay_s: float = 10.0,
     ) -> None:
         if threshold < 1 or max_outage_s <= 0 or start_delay_s <= 0 or max_delay_s < start_delay_s:
             raise ValueError("threshold >= 1, max_outage_s > 0, 0 < start_delay_s <= max_delay_s")

@@ -136,6 +136,8 @@ class Pacer:
         self._max_outage_s = retry.max_outage_s
         self._outage_s = 0.0
         self._announced_until = -math.inf
+        self._status_shown = False
+        self._outage_told = False
         self._last_accepted = math.nan
         self.sent = 0
         self.halted: Halt | None = None
@@ -248,23 +250,31 @@ class Pacer:
         return Effect(retry_after_s=wait_s)
 
     def _failed_down(self, now: float) -> Effect:
-        was_open = self.breaker.is_open()
         holding = self.breaker.failed(now, rand=self._rand())
         self._wake.set()
-        if holding and not was_open:
-            self._notice(
-                "the API looks down (no answer, or 5xx, for every request): the pool waits and "
-                f"probes with one request at a time, for at most {self._max_outage_s:.0f} s (--max-outage)",
-                "API down: probing",
-            )
         return Effect(outage=holding)
 
     def _end_outage(self, now: float, lasted_s: float) -> None:
         self._outage_s += lasted_s
         self._wake.set()
-        if lasted_s > NOTICE_S:
+        if self._outage_told:
+            self._outage_told = False
             self._notice(f"the API answers again after {lasted_s:.0f} s; resuming", None)
-        else:
+
+    def tick(self) -> None:
+        """Once a second: tell an outage once it has lasted `NOTICE_S`, clear a pause that is over."""
+        now = self._clock()
+        if self.breaker.is_open():
+            if not self._outage_told and now - self.breaker.outage_started() > NOTICE_S:
+                self._outage_told = True
+                self._notice(
+                    "the API looks down (no answer, or 5xx, for every request): the pool waits and "
+                    "probes with one request at a time, for at most "
+                    f"{self._max_outage_s:.0f} s (--max-outage)",
+                    "API down: probing",
+                )
+        elif self._status_shown and now >= self.limiter.paused_until():
+            self._status_shown = False
             self._notice("", None)
 
     def _apply_quota(self, now: float, report: object) -> None:
@@ -283,6 +293,7 @@ class Pacer:
         now = self._clock()
         if until - now > NOTICE_S and until > self._announced_until + NOTICE_S:
             self._announced_until = until
+            self._status_shown = True
             resume = datetime.fromtimestamp(self._now_epoch() + (until - now)).strftime("%H:%M:%S")
             self._notice(f"{why}; resuming at {resume}", f"paused ({reason.value}) until {resume}")
 
@@ -296,7 +307,7 @@ class Pacer:
         if self.breaker.is_open():
             outage += now - self.breaker.outage_started()
         if outage:
-            paused[PauseReason.OUTAGE] = round(outage, 3)
+            paused[PauseReason.OUTAGE.value] = round(outage, 3)
         return paused
 
     def rate_now(self) -> float:

@@ -292,6 +292,7 @@ class _Run:
         while True:
             await asyncio.sleep(1.0)
             if self.pacer is not None:
+                self.pacer.tick()
                 rate = self.pacer.rate_now()
                 self.progress.limit(None if math.isinf(rate) else rate)
             self.progress.tick()
@@ -316,19 +317,6 @@ class _Run:
         if paused and self.pacer is not None:  # the pacer's clock is time.monotonic
             until_ts = rfc3339(time.time() + self.pacer.limiter.paused_until() - time.monotonic())
         log.warning("%s", message, extra=event("pause", reason=reason, until=until_ts))
-        if reason != PauseReason.OUTAGE:
-            self._resume_when_over()
-
-    def _resume_when_over(self) -> None:
-        """A Retry-After or quota pause ends by itself, unannounced by the pacer: tell its end."""
-        if self.pacer is None or self.paused in (None, PauseReason.OUTAGE):
-            return
-        left_s = self.pacer.limiter.paused_until() - time.monotonic()  # the pacer's clock
-        if left_s > 0:  # (longer, if the pause was extended meanwhile)
-            asyncio.get_running_loop().call_later(left_s, self._resume_when_over)
-            return
-        self._log_resume(self.paused)
-        self.progress.status(None)
 
     def _log_resume(self, reason: str, message: str = "") -> None:
         self.paused = None

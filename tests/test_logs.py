@@ -84,7 +84,8 @@ def test_every_line_is_json_with_the_events_and_never_the_token(
 
 def test_a_long_retry_after_is_a_pause_then_a_resume(api: FakeServerHandle, tmp_path: Path) -> None:
     """A bare Retry-After of 6 s holds the pool: a `pause` event with its reason and end, then `resume`."""
-    api.configure(fail_first={"rl-": ["429bare", 1]}, retry_after_s=6)
+    # Answers take 1.5 s, so the run outlasts the pause by more than the pacer's 1 s tick.
+    api.configure(fail_first={"rl-": ["429bare", 1]}, retry_after_s=6, latency_ms=1500)
     manifest = write_manifest(tmp_path / "ids.txt", ["rl-1", "a"])
     result = cli(*export_args(manifest, tmp_path / "out", api.url, "--log-format", "json"))
     assert result.returncode == 0, result.stderr

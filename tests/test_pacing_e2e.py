@@ -1,0 +1,77 @@
+"""Pacing end to end against the fake API: outages waited out as one pool, long pauses told and counted."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+from conftest import cli, export, make_config, read_failed, read_records, read_summary, write_manifest
+from fake_api import FakeServerHandle
+
+from exporter.config import RetrySettings
+from exporter.errors import ExitCode
+
+
+@pytest.mark.parametrize("mode", ["503", "refuse"])
+async def test_an_outage_mid_run_is_waited_out_and_loses_nothing(
+    api: FakeServerHandle, tmp_path: Path, mode: str
+) -> None:
+    """A 4 s outage (503 to everyone, or refused connections) after the first requests: exit 0, every
+    id exactly once, nothing failed, and the wait is booked as `outage` in summary.json."""
+    ids = [f"rec-{i}" for i in range(80)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    api.configure(outage_s=4.0, outage_after_s=0.5, outage_mode=mode)
+    config = make_config(manifest, tmp_path / "out", api.url, concurrency=4, rate=40, max_attempts=3)
+    started = time.monotonic()
+    outcome = await export(config)
+    assert outcome.exit_code == ExitCode.OK, read_failed(tmp_path / "out")
+    assert time.monotonic() - started >= 4.0
+    archived = Counter(record["id"] for record in read_records(tmp_path / "out"))
+    assert archived == Counter(ids)
+    assert read_failed(tmp_path / "out") == {}
+    pacing = read_summary(tmp_path / "out")["pacing"]
+    assert pacing["outages"] >= 1
+    assert 2.0 <= pacing["paused_s"]["outage"] <= 10.0
+
+
+async def test_an_outage_longer_than_max_outage_ends_with_exit_6(
+    api: FakeServerHandle, tmp_path: Path
+) -> None:
+    """--max-outage 2 s against a 60 s outage: the run stops after about 2 s, status api_unavailable,
+    exit 6, no id marked failed, the rest left for the next run."""
+    ids = [f"rec-{i}" for i in range(40)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    api.configure(outage_s=60.0, outage_mode="503")
+    config = make_config(manifest, tmp_path / "out", api.url, concurrency=4, rate=0, max_attempts=3)
+    config = replace(config, retry=RetrySettings(max_attempts=3, backoff_base_s=0.01, max_outage_s=2.0))
+    started = time.monotonic()
+    outcome = await export(config)
+    assert outcome.exit_code == ExitCode.API_UNAVAILABLE
+    assert 2.0 <= time.monotonic() - started < 15.0
+    summary = read_summary(tmp_path / "out")
+    assert summary["status"] == "api_unavailable"
+    assert read_failed(tmp_path / "out") == {}
+    assert summary["counts"]["not_attempted"] == len(ids)
+    assert "--max-outage" in (outcome.message or "")
+
+
+def test_a_long_retry_after_is_told_once_and_counted(api: FakeServerHandle, tmp_path: Path) -> None:
+    """A 429 asking for 6 s holds every worker, says so once on stderr with the resume time, and
+    books 6 s as `retry_after`; under --quiet nothing is said."""
+    api.configure(fail_first={"busy-": ["429bare", 1]}, retry_after_s=6)
+    manifest = write_manifest(tmp_path / "ids.txt", ["busy-1", "rec-2", "rec-3"])
+    args = ["export", str(manifest), "--base-url", api.url, "--rate", "0", "--no-progress"]
+    result = cli(*args, "--out", str(tmp_path / "out"))
+    assert result.returncode == 0, result.stderr
+    told = [line for line in result.stderr.splitlines() if "Retry-After" in line]
+    assert len(told) == 1, result.stderr
+    assert "the API asked to wait 6 s (Retry-After); resuming at " in told[0]
+    assert read_summary(tmp_path / "out")["pacing"]["paused_s"]["retry_after"] >= 5.5
+
+    api.reset()
+    quiet = cli(*args, "--out", str(tmp_path / "quiet"), "--quiet")
+    assert quiet.returncode == 0
+    assert quiet.stderr == ""
