@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import io
 import json
+import logging
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from conftest import TOKEN, cli, read_summary, write_manifest
+from conftest import TOKEN, cli, make_config, read_summary, write_manifest
 from fake_api import FakeServerHandle
+
+from exporter.logs import JsonFormatter
+from exporter.pipeline import _Run
+from exporter.progress import NullProgress
 
 LEVELS = {"debug", "info", "warning", "error"}
 
@@ -129,3 +135,27 @@ def test_text_format_is_unchanged_by_the_events(api: FakeServerHandle, tmp_path:
     assert all(line.startswith("exporter: ") for line in lines)
     assert not any("started" in line or "failed: not_found" in line or "committed" in line for line in lines)
     assert lines[-1].startswith("exporter: exported 1 recording to")
+
+
+def test_an_outage_notice_is_a_pause_then_a_resume(tmp_path: Path) -> None:
+    """The pacer's outage notices ('API down: probing', then 'answers again') become pause and resume
+    events with reason `outage` and no `until`, the same lines the text format shows."""
+    config = make_config(tmp_path / "ids.txt", tmp_path / "out", "http://127.0.0.1:9")
+    run = _Run(config, NullProgress(), handle_signals=False)
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.setFormatter(JsonFormatter())
+    logger = logging.getLogger("exporter")
+    logger.addHandler(handler)
+    level, logger.level = logger.level, logging.INFO
+    try:
+        run._notice("the API looks down (...)", "API down: probing")
+        run._notice("the API answers again after 12 s; resuming", None)
+        run._notice("", None)  # nothing paused any more: nothing to say
+    finally:
+        logger.removeHandler(handler)
+        logger.level = level
+    pause, resume = json_lines(stream.getvalue())
+    assert (pause["event"], pause["reason"], pause["until"]) == ("pause", "outage", None)
+    assert (resume["event"], resume["reason"], resume["level"]) == ("resume", "outage", "warning")
+    assert resume["message"] == "the API answers again after 12 s; resuming"
