@@ -96,6 +96,7 @@ class Archive:
         "run",
         "state",
         "superseded_to",
+        "written_bytes",
     )
 
     def __init__(self, settings: ArchiveSettings, directory: SafeDir, lock_fd: int) -> None:
@@ -113,6 +114,8 @@ class Archive:
         self.known_missing = DigestSet()
         self.state = CheckpointState()
         self.committed = 0
+        #: Bytes this run appended to records files, as stored (compressed or not).
+        self.written_bytes = 0
         self.run = 0
         self.superseded_to: Path | None = None
 
@@ -150,7 +153,7 @@ class Archive:
             _finish_superseding(directory, generation)
         ckpt = checkpoint.CHECKPOINT_NAME
         exists = directory.lstat(ckpt) is not None
-        if exists and request.refetch and not _resumes_refetch(self._peek_runs()):
+        if exists and request.refetch and not resumes_refetch(self._peek_runs()):
             self.superseded_to = _supersede(directory, request.started_at)
         self.state = self._replay()
         self._check_same_shard(request)
@@ -178,15 +181,7 @@ class Archive:
         )
 
     def _check_same_shard(self, request: RunRequest) -> None:
-        """One archive holds one slice: mixing shards would break `verify` across the N archives."""
-        if not self.state.ids or not self.state.runs:
-            return
-        previous = self.state.runs[-1].shard
-        if previous != request.shard:
-            raise UsageError(
-                f"{self.root} holds shard {previous or 'none (all ids)'} but this run is shard "
-                f"{request.shard or 'none (all ids)'}; use the same --shard, or another --out"
-            )
+        check_same_shard(self.root, self.state, request.shard)
 
     def _peek_runs(self) -> list[checkpoint.RunState]:
         """The runs of the current generation, without loading its ids."""
@@ -255,7 +250,7 @@ class Archive:
             self._current = _RecordsFile.reopen(self._dir, open_state)
 
     def _load_known_missing(self) -> None:
-        for entry in _failed_entries(self._dir):
+        for entry in failed_entries(self._dir):
             if entry.get("reason") == Reason.NOT_FOUND and isinstance(entry.get("id"), str):
                 self.known_missing.add(id_digest(entry["id"]))
 
@@ -267,6 +262,7 @@ class Archive:
             return
         current = self._writable_file()
         chunks = current.codec.frame([line for _, line in records])
+        size_before = current.size
         try:
             crc = current.append(chunks, len(records))
             os.fdatasync(current.fd)
@@ -285,6 +281,7 @@ class Archive:
                 "are safe: fix the cause and run the same command again to continue"
             ) from exc
         self.committed += len(records)
+        self.written_bytes += current.size - size_before
         current.catch_up(_HASH_CATCH_UP_BYTES)
         if self._is_full(current):
             self._close_current()
@@ -376,7 +373,7 @@ class Archive:
 
         def lines() -> Iterator[bytes]:
             nonlocal count
-            for entry in _failed_entries(self._dir):
+            for entry in failed_entries(self._dir):
                 record_id = entry.get("id")
                 if (
                     entry.get("reason") == Reason.BAD_MANIFEST_LINE
@@ -662,7 +659,19 @@ def probe_lock(root: Path) -> LockState:
         os.close(fd)
 
 
-def _failed_entries(directory: SafeDir) -> Iterator[dict[str, Any]]:
+def check_same_shard(root: Path, state: CheckpointState, shard: str | None) -> None:
+    """One archive holds one slice: mixing shards would break `verify` across the N archives."""
+    if not state.ids or not state.runs:
+        return
+    previous = state.runs[-1].shard
+    if previous != shard:
+        raise UsageError(
+            f"{root} holds shard {previous or 'none (all ids)'} but this run is shard "
+            f"{shard or 'none (all ids)'}; use the same --shard, or another --out"
+        )
+
+
+def failed_entries(directory: SafeDir) -> Iterator[dict[str, Any]]:
     """The entries of an existing failed.ndjson; unreadable lines are skipped."""
     handle = directory.reader(FAILED_NAME)
     if handle is None:
@@ -680,7 +689,7 @@ def _failed_entries(directory: SafeDir) -> Iterator[dict[str, Any]]:
         raise os_error(directory.path / FAILED_NAME, exc, "read") from exc
 
 
-def _resumes_refetch(runs: list[checkpoint.RunState]) -> bool:
+def resumes_refetch(runs: list[checkpoint.RunState]) -> bool:
     """Whether a --refetch run continues the last run instead of starting over.
 
     It does when the last run was itself a --refetch run that did not get to

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import os
 import re
@@ -18,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, status, tls, verify
+from . import __version__, dryrun, metrics, status, tls, verify
 from .client import check_base_url
 from .config import (
     DEFAULT_COMPRESS_BATCH_BYTES,
@@ -31,6 +32,7 @@ from .config import (
     HttpSettings,
     LimitSettings,
     ManifestSource,
+    MetricsSettings,
     ProgressMode,
     ProxySettings,
     RetrySettings,
@@ -40,6 +42,7 @@ from .config import (
 )
 from .credentials import check_token, read_proxy_auth_file, read_token_file, warn_if_shared
 from .errors import ExitCode, ExporterError, UsageError
+from .logs import JsonFormatter, TextOnly, event
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
 from .proxy_env import ProxyChoice, choose_proxy, with_credentials
@@ -92,6 +95,14 @@ in a company network:
   Proxy credentials: http://USER:PASSWORD@HOST:PORT in HTTPS_PROXY, or
   --proxy-auth-file. A private CA: --ca-cert. Mutual TLS: --client-cert and
   --client-key.
+
+unattended runs:
+  --metrics-file /var/lib/node_exporter/textfile/exporter.prom --metrics-label job=nightly
+      Prometheus metrics, rewritten every 15 s and at the end (node_exporter's
+      textfile collector); --metrics-push http://pushgateway:9091 pushes them at the end
+  --log-format json   one JSON object a line on stderr (start, progress, pause, failed, end ...)
+  --dry-run [--json]  what a run would fetch and skip, and how long it takes at least; nothing
+      is sent or written, and it works while another run holds the archive
 
 resuming:
   run the same command again: ids already in the archive are not fetched again;
@@ -209,6 +220,20 @@ def _query_pair(text: str) -> tuple[str, str]:
     if not sep or not key:
         raise argparse.ArgumentTypeError(f"{text!r} is not KEY=VALUE")
     return key, value
+
+
+def _metrics_label(text: str) -> tuple[str, str]:
+    try:
+        return metrics.parse_label(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _push_url(text: str) -> str:
+    try:
+        return metrics.check_push_url(text)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
 
 
 def _include_name(text: str) -> str:
@@ -498,8 +523,53 @@ def _add_export(commands: Any) -> None:
         default=None,
         help="show a progress bar (default: only when stderr is a terminal)",
     )
+    output.add_argument(
+        "--progress-interval",
+        type=_positive_float,
+        default=30.0,
+        metavar="S",
+        help="seconds between progress lines when there is no bar (default: 30); with --log-format "
+        "json, between `progress` events",
+    )
     output.add_argument("-q", "--quiet", action="store_true", help="print nothing but errors (for cron)")
     output.add_argument("-v", "--verbose", action="store_true", help="log every retry")
+    output.add_argument(
+        "--log-format",
+        choices=["text", "json"],
+        default="text",
+        help="text (default) for people; json: every stderr line one JSON object with ts, level, "
+        "event, run and the event's fields (no progress bar; `progress` events instead)",
+    )
+    output.add_argument(
+        "--metrics-file",
+        type=Path,
+        metavar="PATH",
+        help="write Prometheus metrics to PATH (text format, for node_exporter's textfile collector): "
+        "replaced atomically every 15 s and at the end of the run",
+    )
+    output.add_argument(
+        "--metrics-label",
+        type=_metrics_label,
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a label on every metric, e.g. job=nightly or shard=3; repeatable. With --metrics-push, "
+        "the labels are the grouping key (job: `job`, else 'exporter')",
+    )
+    output.add_argument(
+        "--metrics-push",
+        type=_push_url,
+        metavar="URL",
+        help="push the metrics to this Prometheus Pushgateway (http(s)://HOST:PORT) at the end of the "
+        "run; a failed push is a warning, never a failed export",
+    )
+    output.add_argument(
+        "--dry-run",
+        action="store_true",
+        help="read the manifest and the archive and say what a run would do (fetch, skip, how long at "
+        "--rate); sends nothing, writes nothing, needs no token, takes no lock",
+    )
+    output.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
     export.set_defaults(handler=_export_command)
 
 
@@ -575,6 +645,9 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     shard = resolve_shard(args.shard, environ)
     progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
     return ExportConfig(
+        metrics=metrics_from(args),
+        progress_interval_s=args.progress_interval,
+        log_format=args.log_format,
         manifest=ManifestSource(
             path=None if args.manifest == "-" else Path(args.manifest), format=args.format
         ),
@@ -606,14 +679,65 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     )
 
 
+def metrics_from(args: argparse.Namespace) -> MetricsSettings:
+    """--metrics-file, --metrics-label and --metrics-push; a file in no directory is a usage error now."""
+    try:
+        labels = metrics.check_labels(args.metrics_label)
+    except ValueError as exc:
+        raise UsageError(str(exc)) from None
+    path: Path | None = args.metrics_file
+    if path is not None:
+        if path.name in ("", ".", "..") or path.is_dir():
+            raise UsageError(
+                f"--metrics-file {path} is a directory; name the file, e.g. {path}/exporter.prom"
+            )
+        if not path.parent.is_dir():
+            raise UsageError(f"--metrics-file {path}: the directory {path.parent} does not exist")
+    return MetricsSettings(file=path, push_url=args.metrics_push, labels=labels)
+
+
 def _export_command(args: argparse.Namespace) -> int:
+    if args.json and not args.dry_run:
+        raise UsageError("--json is for --dry-run; for a run's own report read DIR/summary.json")
+    if args.dry_run:
+        return _dry_run_command(args)
     config = config_from_args(args, os.environ)
     if config.http.proxy is not None:
         log.info("%s", _proxy_line(config.http.proxy))
-    progress = make_progress(config.progress, quiet=config.quiet)
+    progress = make_progress(
+        config.progress,
+        quiet=config.quiet,
+        every_s=config.progress_interval_s,
+        json_logs=config.log_format == "json",
+    )
     outcome = asyncio.run(run_export(config, progress=progress))
     _report(outcome, config)
     return outcome.exit_code
+
+
+def _dry_run_command(args: argparse.Namespace) -> int:
+    """--dry-run: the options are checked as for a run, but no token is read and nothing is sent."""
+    check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
+    shard = resolve_shard(args.shard, os.environ)
+    report = dryrun.dry_run(
+        dryrun.DryRunRequest(
+            manifest=ManifestSource(
+                path=None if args.manifest == "-" else Path(args.manifest), format=args.format
+            ),
+            out_dir=_out_dir(args.out, shard),
+            shard=shard,
+            retry_failed=args.retry_failed,
+            refetch=args.refetch,
+            rate_per_s=args.rate,
+            max_requests=args.max_requests,
+            max_duration_s=args.max_duration,
+        )
+    )
+    if args.json:
+        sys.stdout.write(json.dumps(dryrun.to_json(report)) + "\n")
+    else:
+        sys.stdout.write(dryrun.render_text(report))
+    return int(ExitCode.OK)
 
 
 def _proxy_line(proxy: ProxySettings) -> str:
@@ -627,10 +751,11 @@ def _proxy_line(proxy: ProxySettings) -> str:
 def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     """The last word of a run: one error line, and unless --quiet one line of counts."""
     if outcome.message and outcome.exit_code not in (ExitCode.SIGINT, ExitCode.SIGTERM):
-        log.error("%s", outcome.message)
+        log.error("%s", outcome.message, extra=event("error", run=outcome.summary.get("run")))
     if config.quiet:
         return
-    counts = outcome.summary.get("counts", {})
+    summary = outcome.summary
+    counts = summary.get("counts", {})
     out = config.archive.out_dir
     exported = counts.get("exported", 0)
     parts = [
@@ -653,7 +778,17 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
         parts.append(", ".join(extras))
     if counts.get("not_found") or counts.get("invalid") or counts.get("failed"):
         parts.append(f"see {out / 'failed.ndjson'}")
-    log.info("%s", "; ".join(parts))
+    fields = event(
+        "end",
+        status=summary.get("status"),
+        exit_code=outcome.exit_code,
+        elapsed_s=summary.get("elapsed_s"),
+        records_per_s=summary.get("records_per_s"),
+        counts=counts,
+        failed_by_reason=summary.get("failed_by_reason", {}),
+        paused_s=summary.get("pacing", {}).get("paused_s", {}),
+    )
+    log.info("%s", "; ".join(parts), extra=fields)
 
 
 def _setup_logging(args: argparse.Namespace) -> None:
@@ -662,8 +797,14 @@ def _setup_logging(args: argparse.Namespace) -> None:
         level = logging.ERROR
     elif getattr(args, "verbose", False):
         level = logging.DEBUG
-    handler = BarSafeHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("exporter: %(message)s"))
+    handler: logging.Handler
+    if getattr(args, "log_format", "text") == "json":
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(JsonFormatter())
+    else:
+        handler = BarSafeHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("exporter: %(message)s"))
+        handler.addFilter(TextOnly())
     root = logging.getLogger("exporter")
     root.handlers[:] = [handler]
     root.setLevel(level)

@@ -20,6 +20,7 @@ DEFAULT_COMPRESS_BATCH_BYTES = 1 << 20
 DEFAULT_MAX_RESPONSE_BYTES = 256 << 20
 Compression = Literal["none", "gzip", "zstd"]
 ProgressMode = Literal["auto", "on", "off"]
+LogFormat = Literal["text", "json"]
 
 #: The eight response toggles of the API reference, by the short name `--include`
 #: takes, mapped to the query parameter the exporter assumes (shared/api/NOTES.md).
@@ -195,6 +196,24 @@ class Shard:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class MetricsSettings:
+    """Prometheus metrics of the run (`metrics.py`): a textfile and/or a push at the end."""
+
+    #: Rewritten atomically every `interval_s` and at the end; None: no file.
+    file: Path | None = None
+    #: A Pushgateway's base URL, pushed to once at the end; None: no push.
+    push_url: str | None = None
+    #: (name, value) pairs put on every sample (--metrics-label), already checked.
+    labels: tuple[tuple[str, str], ...] = ()
+    interval_s: float = 15.0
+    push_timeout_s: float = 10.0
+
+    @property
+    def enabled(self) -> bool:
+        return self.file is not None or self.push_url is not None
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ExportConfig:
     """One `exporter export` run."""
 
@@ -210,4 +229,9 @@ class ExportConfig:
     retry_failed: bool = False
     shard: Shard | None = None
     progress: ProgressMode = "auto"
+    #: Seconds between progress lines (or JSON `progress` events) when there is no bar.
+    progress_interval_s: float = 30.0
+    #: `json`: stderr carries one JSON object a line (`logs.py`), with per-id `failed` events.
+    log_format: LogFormat = "text"
     quiet: bool = False
+    metrics: MetricsSettings = MetricsSettings()

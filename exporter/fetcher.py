@@ -16,7 +16,7 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import orjson
@@ -24,6 +24,7 @@ import orjson
 from .client import RawResponse
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
+from .logs import event
 from .pacing import Halt, Pacer
 from .payload import PayloadDecoder, Record
 from .retry import Verdict, backoff_delay, classify_status
@@ -92,13 +93,32 @@ def reported_id(record_id: str) -> dict[str, object]:
     }
 
 
+#: The classes `FetchStats.answers` counts by (a 429 apart from the other 4xx; `error`: no answer).
+ANSWER_CLASSES = ("2xx", "3xx", "4xx", "5xx", "429", "error")
+
+
+def answer_class(status: int | None) -> str:
+    """The class of an answer for the metrics: `429`, `2xx`..`5xx`, or `error` (none, or nonsense)."""
+    if status is None:
+        return "error"
+    if status == 429:
+        return "429"
+    if 200 <= status < 600:
+        return f"{status // 100}xx"
+    return "error"
+
+
 @dataclass(slots=True)
 class FetchStats:
-    """Counters for summary.json; touched only from the event loop."""
+    """Counters for summary.json and the metrics; touched only from the event loop."""
 
     requests: int = 0
     retries: int = 0
     rate_limited: int = 0
+    #: Answers by `answer_class`; a request abandoned at a stop is in none.
+    answers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ANSWER_CLASSES, 0))
+    #: Requests sent and not yet answered.
+    in_flight: int = 0
 
 
 @dataclass(slots=True)
@@ -179,13 +199,21 @@ class Fetcher:
             tries.sent += 1
             self.stats.requests += 1
             status: int | None = None
+            self.stats.in_flight += 1
             try:
                 response = await self._client.get(record_id)
             except TransportError as exc:
+                self.stats.in_flight -= 1
+                self.stats.answers["error"] += 1
                 verdict = Verdict("retry" if exc.retryable else "fail", exc.reason, str(exc))
                 effect = self._pacer.finish(ticket, status=None, down=exc.down)
+            except BaseException:
+                self.stats.in_flight -= 1  # cancelled at a stop: never answered
+                raise
             else:
+                self.stats.in_flight -= 1
                 status = response.status
+                self.stats.answers[answer_class(status)] += 1
                 effect = self._pacer.finish(
                     ticket, status=status, headers=response.headers, down=status in _DOWN_STATUSES
                 )
@@ -243,10 +271,24 @@ class Fetcher:
             delay = backoff_delay(
                 tries.counted, base_s=retry.backoff_base_s, cap_s=retry.backoff_cap_s, rand=self._rand
             )
+            again_in_s = max(delay, effect.own_wait_s())
             log.debug(
-                "retrying %r in %.2fs after attempt %d: %s", record_id, delay, tries.sent, verdict.message
+                "retrying %r in %.2fs after attempt %d: %s",
+                record_id,
+                again_in_s,
+                tries.sent,
+                verdict.message,
+                extra=event(
+                    "retry",
+                    id=record_id[:REPORTED_ID_BYTES],
+                    attempt=tries.sent,
+                    status=status,
+                    reason=reason.value,
+                    wait_s=round(again_in_s, 3),
+                    error=verdict.message,
+                ),
             )
-            return Later(record_id, self._clock() + max(delay, effect.own_wait_s()), tries)
+            return Later(record_id, self._clock() + again_in_s, tries)
 
 
 _DOWN_STATUSES = frozenset({500, 502, 503, 504})

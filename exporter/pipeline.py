@@ -33,7 +33,9 @@ import contextlib
 import enum
 import itertools
 import logging
+import math
 import os
+import re
 import signal
 import sys
 import time
@@ -50,10 +52,12 @@ from .client import RecordingsClient
 from .config import ExportConfig
 from .credentials import TokenSource
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
-from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
+from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished, reported_id
 from .jobs import Job, JobSource
+from .logs import event, rfc3339
 from .manifest import estimate_lines, open_manifest
-from .pacing import Halt, Pacer
+from .metrics import Snapshot, push, render, write_file
+from .pacing import Halt, Pacer, PauseReason
 from .payload import Record
 from .plan import Planner
 from .progress import NullProgress, Progress
@@ -69,6 +73,8 @@ _MAX_BATCH_BYTES = 32 << 20
 _SMALL_COMMIT_BYTES = 1 << 20
 #: How often a small commit that is waiting for more records looks again.
 _COMMIT_POLL_S = 0.01
+#: The pacer's status line for a pause: `paused (quota) until 02:14:05` (pacing.Pacer._hold).
+_PAUSED = re.compile(r"paused \((\w+)\) until (\S+)")
 
 
 class StopReason(enum.Enum):
@@ -118,8 +124,19 @@ async def run_export(
     progress: Progress | None = None,
     handle_signals: bool = True,
 ) -> RunOutcome:
-    """Run one export as configured; raises ExporterError only before anything was written."""
-    return await _Run(config, progress or NullProgress(), handle_signals).run(stdin)
+    """Run one export as configured; raises ExporterError only before anything was written.
+
+    The metrics (`--metrics-file`, `--metrics-push`) are written once more at
+    the end, with the exit code, however the run ended.
+    """
+    run = _Run(config, progress or NullProgress(), handle_signals)
+    try:
+        outcome = await run.run(stdin)
+    except ExporterError as exc:
+        await run.final_metrics(int(exc.exit_code))
+        raise
+    await run.final_metrics(outcome.exit_code)
+    return outcome
 
 
 class _Run:
@@ -138,6 +155,11 @@ class _Run:
         self.tokens = TokenSource(config.http.token, config.http.token_file)
         self.failures: Counter[str] = Counter()
         self.exported = 0
+        self.started_epoch = time.time()
+        self.archive: Archive | None = None
+        #: The pause announced and not yet over: its reason.
+        self.paused: str | None = None
+        self._metrics_failing = False
         self.stop_event = asyncio.Event()
         self.stop_reason: StopReason | None = None
         self.stop_message: str | None = None
@@ -156,7 +178,7 @@ class _Run:
     async def run(self, stdin: BinaryIO | None) -> RunOutcome:
         config = self.config
         loop = asyncio.get_running_loop()
-        started_epoch, started = time.time(), time.monotonic()
+        started_epoch, started = self.started_epoch, time.monotonic()
         try:
             with open_manifest(config.manifest, stdin) as entries:
                 # Read the first entry before the archive is touched, so a
@@ -174,6 +196,8 @@ class _Run:
                         shard=str(config.shard) if config.shard else None,
                     ),
                 )
+                self.archive = archive
+                self._log_start(archive)
                 try:
                     if archive.superseded_to is not None:
                         log.warning("--refetch: the previous archive was moved to %s", archive.superseded_to)
@@ -227,6 +251,7 @@ class _Run:
             total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
             total.add_done_callback(self._set_total)
             ticker = asyncio.create_task(self._tick())
+            metrics = asyncio.create_task(self._metrics_loop()) if config.metrics.file else None
             async with RecordingsClient(config.http, tokens=self.tokens) as client:
                 fetcher = Fetcher(
                     client, self.pacer, config.retry, stats=self.stats, renew_token=self.tokens.renew
@@ -251,6 +276,8 @@ class _Run:
                     self.stop(StopReason.ARCHIVE, str(exc))
             ticker.cancel()
             total.cancel()
+            if metrics is not None:
+                metrics.cancel()
 
     async def _deadline(self, seconds: float) -> None:
         """--max-duration: at the deadline no request starts any more; those in flight are abandoned."""
@@ -266,13 +293,112 @@ class _Run:
             await asyncio.sleep(1.0)
             if self.pacer is not None:
                 self.pacer.tick()
+                rate = self.pacer.rate_now()
+                self.progress.limit(None if math.isinf(rate) else rate)
             self.progress.tick()
 
     def _notice(self, message: str, status: str | None) -> None:
-        """A pause, an outage or its end, from the pacer: once on stderr, and on the bar."""
-        if message:
-            log.warning("%s", message)
+        """A pause, an outage or its end, from the pacer: once on stderr, and on the bar.
+
+        In JSON logs a pause is a `pause` event with its reason and when it
+        ends, and its end a `resume` event.
+        """
         self.progress.status(status)
+        if status is None:
+            if self.paused is not None:
+                self._log_resume(self.paused, message)
+            elif message:
+                log.warning("%s", message)
+            return
+        paused = _PAUSED.match(status)
+        reason = paused.group(1) if paused else str(PauseReason.OUTAGE)
+        self.paused = reason
+        until_ts = None
+        if paused and self.pacer is not None:  # the pacer's clock is time.monotonic
+            until_ts = rfc3339(time.time() + self.pacer.limiter.paused_until() - time.monotonic())
+        log.warning("%s", message, extra=event("pause", reason=reason, until=until_ts))
+
+    def _log_resume(self, reason: str, message: str = "") -> None:
+        self.paused = None
+        if message:
+            log.warning("%s", message, extra=event("resume", reason=reason))
+        else:
+            log.info("resuming after a pause (%s)", reason, extra=event("resume", text=False, reason=reason))
+
+    def _log_start(self, archive: Archive) -> None:
+        config = self.config
+        log.info(
+            "run %d started",
+            archive.run,
+            extra=event(
+                "start",
+                text=False,
+                run=archive.run,
+                manifest=config.manifest.display,
+                out=str(archive.root),
+                shard=str(config.shard) if config.shard else None,
+                rate_per_s=config.limits.rate_per_s,
+                concurrency=config.limits.concurrency,
+            ),
+        )
+
+    # --- metrics ------------------------------------------------------------------------------
+
+    def snapshot(self, exit_code: int | None = None) -> Snapshot:
+        """The run's counters now, for the metrics; with `exit_code`, the last one."""
+        pacer = self.pacer
+        if pacer is not None:
+            rate, paused = pacer.rate_now(), pacer.paused_s()
+        else:
+            rate, paused = self.config.limits.rate_per_s or math.inf, {}
+        return Snapshot(
+            labels=self.config.metrics.labels,
+            exported=self.exported,
+            answers=dict(self.stats.answers),
+            retries=self.stats.retries,
+            failed=dict(self.failures),
+            bytes_written=self.archive.written_bytes if self.archive is not None else 0,
+            rate_limit_per_s=rate,
+            paused_s=paused,
+            in_flight=self.stats.in_flight,
+            start_epoch=self.started_epoch,
+            end_epoch=time.time() if exit_code is not None else None,
+            exit_code=exit_code,
+        )
+
+    async def _metrics_loop(self) -> None:
+        """--metrics-file, rewritten every interval while the run lasts."""
+        while True:
+            await self._write_metrics(render(self.snapshot()))
+            await asyncio.sleep(self.config.metrics.interval_s)
+
+    async def _write_metrics(self, text: str) -> None:
+        """Replace --metrics-file; a failure is a warning (once until it works again), never the run's."""
+        path = self.config.metrics.file
+        if path is None:
+            return
+        try:
+            await asyncio.to_thread(write_file, path, text)
+        except OSError as exc:
+            if not self._metrics_failing:
+                log.warning("cannot write --metrics-file %s: %s", path, exc.strerror or exc)
+            self._metrics_failing = True
+        else:
+            self._metrics_failing = False
+
+    async def final_metrics(self, exit_code: int) -> None:
+        """The metrics at the end of the run: the file once more, and the push."""
+        settings = self.config.metrics
+        if not settings.enabled:
+            return
+        text = render(self.snapshot(exit_code))
+        await self._write_metrics(text)
+        if settings.push_url is not None:
+            problem = await asyncio.to_thread(
+                push, settings.push_url, settings.labels, text, timeout_s=settings.push_timeout_s
+            )
+            if problem is not None:
+                log.warning("%s; the export itself is not affected", problem)
 
     def _set_total(self, task: asyncio.Task[int | None]) -> None:
         if not task.cancelled() and task.exception() is None:
@@ -381,6 +507,8 @@ class _Run:
                     at = at or utc_iso(time.time())
                     self.failures[item.reason] += 1
                     failures.append(item.to_json_line(run=archive.run, at=at))
+                    if self.config.log_format == "json":
+                        _log_failure(item)
             try:
                 await loop.run_in_executor(self.writer_pool, _commit, archive, records, failures)
             except ArchiveError as exc:
@@ -388,6 +516,12 @@ class _Run:
                 raise
             self.exported += len(records)
             self.progress.advance(exported=len(records), failed=len(failures), retries=self.stats.retries)
+            log.debug(
+                "committed %d records, %d failures",
+                len(records),
+                len(failures),
+                extra=event("commit", text=False, records=len(records), failures=len(failures)),
+            )
 
     def _finish(
         self,
@@ -468,6 +602,24 @@ class _Run:
                 loop.remove_signal_handler(signum)
             if self.tokens.path is not None:
                 loop.remove_signal_handler(signal.SIGHUP)
+
+
+def _log_failure(failure: Failure) -> None:
+    """A `failed` event in JSON logs (the text format leaves failures to failed.ndjson)."""
+    log.warning(
+        "%s failed: %s",
+        failure.id[:80],
+        failure.reason.value,
+        extra=event(
+            "failed",
+            text=False,
+            **reported_id(failure.id),
+            reason=failure.reason.value,
+            status=failure.status,
+            attempts=failure.attempts,
+            error=failure.error,
+        ),
+    )
 
 
 def _size(items: list[Success | Failure]) -> int:

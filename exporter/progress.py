@@ -15,6 +15,7 @@ from typing import Protocol, TextIO
 from tqdm import tqdm
 
 from .config import ProgressMode
+from .logs import event
 
 log = logging.getLogger("exporter")
 
@@ -32,6 +33,9 @@ class Progress(Protocol):
     def tick(self) -> None:
         """Time passes (once a second), records or not."""
 
+    def limit(self, per_s: float | None) -> None:
+        """The pace the pacer allows now (requests/s; None: no limit)."""
+
     def close(self) -> None: ...
 
 
@@ -42,6 +46,9 @@ class NullProgress:
         pass
 
     def tick(self) -> None:
+        pass
+
+    def limit(self, per_s: float | None) -> None:
         pass
 
     def set_total(self, total: int | None) -> None:
@@ -78,6 +85,9 @@ class BarProgress:
     def tick(self) -> None:
         self._bar.refresh()
 
+    def limit(self, per_s: float | None) -> None:
+        pass
+
     def _postfix(self) -> None:
         fields: dict[str, object] = {"failed": self._failed, "retries": self._retries}
         if self._status:
@@ -101,7 +111,11 @@ class BarProgress:
 
 
 class LogProgress:
-    """Without a terminal (a log file, cron without --quiet): one line every `every_s` seconds."""
+    """Without a terminal (a log file, cron without --quiet, JSON logs): a line every `every_s` seconds.
+
+    The line is a `progress` event: in JSON its fields are done, total (when
+    the manifest's size is known), rate, ETA, failures and the current limit.
+    """
 
     def __init__(self, every_s: float = 30.0) -> None:
         self._every_s = every_s
@@ -110,9 +124,13 @@ class LogProgress:
         self._total: int | None = None
         self._exported = self._failed = self._skipped = self._retries = 0
         self._status: str | None = None
+        self._limit: float | None = None
 
     def set_total(self, total: int | None) -> None:
         self._total = total
+
+    def limit(self, per_s: float | None) -> None:
+        self._limit = per_s
 
     def status(self, text: str | None) -> None:
         self._status = text
@@ -131,6 +149,20 @@ class LogProgress:
             done = self._exported + self._failed + self._skipped
             of = f" of ~{self._total}" if self._total else ""
             rate = self._exported / max(now - self._start, 1e-9)
+            left = self._total - done if self._total and self._total > done else None
+            fields = event(
+                "progress",
+                done=done,
+                total=self._total,
+                exported=self._exported,
+                skipped=self._skipped,
+                failed=self._failed,
+                retries=self._retries,
+                rate_per_s=round(rate, 2),
+                eta_s=round(left / rate) if left is not None and rate > 0 else None,
+                limit_per_s=None if self._limit is None else round(self._limit, 3),
+                state=self._status,
+            )
             log.info(
                 "progress: %d%s done, %d exported (%.1f/s), %d failed, %d retries%s",
                 done,
@@ -140,6 +172,7 @@ class LogProgress:
                 self._failed,
                 self._retries,
                 f"; {self._status}" if self._status else "",
+                extra=fields,
             )
 
     def close(self) -> None:
@@ -156,11 +189,18 @@ class BarSafeHandler(logging.StreamHandler):  # type: ignore[type-arg]
             self.handleError(record)
 
 
-def make_progress(mode: ProgressMode, *, quiet: bool, stream: TextIO | None = None) -> Progress:
-    """The reporter for the options and the terminal we run at."""
+def make_progress(
+    mode: ProgressMode,
+    *,
+    quiet: bool,
+    stream: TextIO | None = None,
+    every_s: float = 30.0,
+    json_logs: bool = False,
+) -> Progress:
+    """The reporter for the options and the terminal we run at; JSON logs never get a bar."""
     stream = stream if stream is not None else sys.stderr
     if quiet or mode == "off":
         return NullProgress()
-    if mode == "on" or (mode == "auto" and stream.isatty()):
+    if not json_logs and (mode == "on" or (mode == "auto" and stream.isatty())):
         return BarProgress(stream)
-    return LogProgress()
+    return LogProgress(every_s)

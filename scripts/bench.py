@@ -38,6 +38,9 @@ Scenarios, each printing its figures and the issue's target:
               accepted/s in the steady state, of L, 429 share, time until the 5 s accepted rate
               stays >= 90% of L; quota used per window; every id exactly once after an outage;
               paused seconds from summary.json. About 7 minutes (--pacing-scale); no nginx
+    dryrun    `export --dry-run --json` over the memory scenario's 1,000,000-id manifest with
+              900,000 of them in an archive (written by the exporter's own Archive, its lock
+              held meanwhile): wall time, CPU, peak RSS, vs the 10 s target; no nginx
 
     .venv/bin/python scripts/bench.py                      # 20,000 ids, concurrency 64, 3 repeats
     .venv/bin/python scripts/bench.py --smoke              # 2,000 ids, once (CI; asserts no timings)
@@ -45,6 +48,7 @@ Scenarios, each printing its figures and the issue's target:
     .venv/bin/python scripts/bench.py --scenario latency   # 100 ms latency, vs 640/s
     .venv/bin/python scripts/bench.py --scenario memory    # 1,000,000 ids, then a 900k resume
     .venv/bin/python scripts/bench.py --scenario pacing    # limits, quotas, outages, ~7 min
+    .venv/bin/python scripts/bench.py --scenario dryrun    # --dry-run over 1M ids, 900k archived
     .venv/bin/python scripts/bench.py --scenario all --json bench-out/results.json
 
 Scratch files (body cache, archives, logs) go under `--workdir` (default `bench-out/`,
@@ -85,7 +89,7 @@ SCRIPTS: Final = ROOT / "scripts"
 API_PATH: Final = "/v1/core/recordings/"
 TOKEN: Final = "bench-token"  # a fake token: the servers here are loopback-only
 CONTENDERS: Final = ("floor", "client", "exporter", "curl", "aria2c")
-SCENARIOS: Final = ("throughput", "rate", "latency", "memory", "pacing")
+SCENARIOS: Final = ("throughput", "rate", "latency", "memory", "pacing", "dryrun")
 #: Contenders that are this script in a minimal loop, reporting one JSON line of counts.
 LOOPS: Final = ("floor", "client")
 NGINX_INSTALL: Final = "apt-get install -y nginx-light"
@@ -1227,6 +1231,63 @@ def first_request_after(access_log: Path, offset: int, start_epoch: float) -> fl
     return starts[0] - start_epoch if starts else None
 
 
+def dryrun_scenario(setup: Setup, results: dict[str, Any]) -> bool:
+    """`export --dry-run --json` over a --memory-ids manifest with --resume-fraction of it archived.
+
+    The archive is written by the exporter's own writer (`Archive.commit`, 1,000 ids a commit) with
+    one-line records: a dry run reads the checkpoint and the manifest, never the records, so their
+    size does not matter. Its lock is held while the dry runs are measured, as a run would hold it.
+    """
+    from exporter.archive import Archive, RunRequest
+    from exporter.config import ArchiveSettings
+
+    args = setup.args
+    total = args.memory_ids
+    done = int(total * args.resume_fraction)
+    print(f"\n== dryrun: {total:,}-id manifest over an archive holding {done:,} of them (locked)")
+    scratch = setup.runs / "dryrun"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    ids = recording_ids(total, MEMORY_PREFIX)
+    manifest = write_manifest(scratch / "ids-all.txt", ids)
+    out = scratch / "out"
+    request = RunRequest(started_at="bench", refetch=False, manifest="bench", shard=None)
+    archive = Archive.open(ArchiveSettings(out_dir=out), request)
+    started = time.monotonic()
+    try:
+        for start in range(0, done, 1000):
+            archive.commit([(i, b'{"id":"%s"}' % i.encode()) for i in ids[start : min(start + 1000, done)]])
+        built_s = time.monotonic() - started
+        print(f"  archive built in {built_s:.1f} s ({done:,} ids, {done // 1000:,} commits)")
+        del ids
+        argv = [setup.exporter, "export", str(manifest), "--base-url", "http://127.0.0.1:9",
+                "--out", str(out), "--dry-run", "--json"]  # fmt: skip
+        rows = []
+        for repetition in range(args.repeat):
+            log = scratch / f"dry-{repetition}.log"
+            result = run_measured(argv, env=_env(), log_path=log)
+            report = json.loads(log.read_text()) if result.exit_code == 0 else {}
+            right = (report.get("to_fetch"), report.get("already_archived")) == (total - done, done)
+            rows.append(
+                {"wall_s": result.wall_s, "cpu_s": result.cpu_s, "maxrss_mb": result.maxrss_bytes / MB,
+                 "exit_code": result.exit_code, "right": right}
+            )  # fmt: skip
+            print(
+                f"  dry run {repetition + 1}: exit {result.exit_code}, {result.wall_s:.2f} s wall, "
+                f"{result.cpu_s:.2f} CPU-s, peak RSS {result.maxrss_bytes / MB:,.1f} MB, counts "
+                f"{'right' if right else 'WRONG: ' + tail(log)}",
+                flush=True,
+            )
+    finally:
+        archive.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    wall = statistics.median(row["wall_s"] for row in rows)
+    ok = all(row["exit_code"] == 0 and row["right"] for row in rows) and wall < 10
+    print(f"  target: under 10 s (median {wall:.2f} s): {verdict(ok)}")
+    results["dryrun"] = {"ids": total, "archived": done, "runs": rows}
+    return ok
+
+
 def memory_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     """Peak RSS for a 1,000,000-id manifest, fresh and resumed with 900,000 archived."""
     args = setup.args
@@ -2035,7 +2096,7 @@ def _versions(tools: dict[str, str], nginx: str) -> dict[str, str]:
 
 def resolve_setup(args: argparse.Namespace) -> Setup:
     nginx = find_nginx()
-    if nginx is None and args.scenario != "pacing":  # pacing needs only the fake API
+    if nginx is None and args.scenario not in ("pacing", "dryrun"):  # these need no nginx
         raise BenchError(f"nginx is not installed; install it with: {NGINX_INSTALL}", 2)
     exporter = args.exporter or next(
         (
@@ -2126,6 +2187,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "latency": latency_scenario,
         "memory": memory_scenario,
         "pacing": pacing_scenario,
+        "dryrun": dryrun_scenario,
     }
     chosen = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True
