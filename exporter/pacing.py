@@ -90,10 +90,30 @@ class Effect:
         return 0.0 if self.pooled or self.retry_after_s is None else self.retry_after_s
 
 
-Notice = Callable[[str, str | None], None]
+@dataclass(frozen=True, slots=True)
+class PauseNotice:
+    """The whole pool held (for `reason`, until `until_epoch` if known), or that hold over (`ended`)."""
+
+    reason: PauseReason
+    #: For a person: what, why and until when; "" when the end of a pause needs no words.
+    message: str
+    until_epoch: float | None = None
+    ended: bool = False
+
+    def status(self) -> str | None:
+        """A few words for the progress bar while the hold lasts; None once it is over."""
+        if self.ended:
+            return None
+        if self.until_epoch is None:
+            return f"paused ({self.reason.value})"
+        until = datetime.fromtimestamp(self.until_epoch).strftime("%H:%M:%S")
+        return f"paused ({self.reason.value}) until {until}"
 
 
-def _no_notice(message: str, status: str | None) -> None:
+Notice = Callable[[PauseNotice], None]
+
+
+def _no_notice(notice: PauseNotice) -> None:
     pass
 
 
@@ -136,7 +156,8 @@ class Pacer:
         self._max_outage_s = retry.max_outage_s
         self._outage_s = 0.0
         self._announced_until = -math.inf
-        self._status_shown = False
+        # The reason of the hold last told, until its end is told too.
+        self._shown: PauseReason | None = None
         self._outage_told = False
         self._last_accepted = math.nan
         self.sent = 0
@@ -259,7 +280,11 @@ class Pacer:
         self._wake.set()
         if self._outage_told:
             self._outage_told = False
-            self._notice(f"the API answers again after {lasted_s:.0f} s; resuming", None)
+            self._notice(
+                PauseNotice(
+                    PauseReason.OUTAGE, f"the API answers again after {lasted_s:.0f} s; resuming", ended=True
+                )
+            )
 
     def tick(self) -> None:
         """Once a second: tell an outage once it has lasted `NOTICE_S`, clear a pause that is over."""
@@ -268,14 +293,16 @@ class Pacer:
             if not self._outage_told and now - self.breaker.outage_started() > NOTICE_S:
                 self._outage_told = True
                 self._notice(
-                    "the API looks down (no answer, or 5xx, for every request): the pool waits and "
-                    "probes with one request at a time, for at most "
-                    f"{self._max_outage_s:.0f} s (--max-outage)",
-                    "API down: probing",
+                    PauseNotice(
+                        PauseReason.OUTAGE,
+                        "the API looks down (no answer, or 5xx, for every request): the pool waits and "
+                        "probes with one request at a time, for at most "
+                        f"{self._max_outage_s:.0f} s (--max-outage)",
+                    )
                 )
-        elif self._status_shown and now >= self.limiter.paused_until():
-            self._status_shown = False
-            self._notice("", None)
+        elif self._shown is not None and now >= self.limiter.paused_until():
+            reason, self._shown = self._shown, None
+            self._notice(PauseNotice(reason, "", ended=True))
 
     def _apply_quota(self, now: float, report: object) -> None:
         pace = self.quota.pace(now)
@@ -293,9 +320,10 @@ class Pacer:
         now = self._clock()
         if until - now > NOTICE_S and until > self._announced_until + NOTICE_S:
             self._announced_until = until
-            self._status_shown = True
-            resume = datetime.fromtimestamp(self._now_epoch() + (until - now)).strftime("%H:%M:%S")
-            self._notice(f"{why}; resuming at {resume}", f"paused ({reason.value}) until {resume}")
+            self._shown = reason
+            until_epoch = self._now_epoch() + (until - now)
+            resume = datetime.fromtimestamp(until_epoch).strftime("%H:%M:%S")
+            self._notice(PauseNotice(reason, f"{why}; resuming at {resume}", until_epoch))
 
     # --- for the summary ----------------------------------------------------------------------
 

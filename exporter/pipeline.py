@@ -35,7 +35,6 @@ import itertools
 import logging
 import math
 import os
-import re
 import signal
 import sys
 import time
@@ -57,7 +56,7 @@ from .jobs import Job, JobSource
 from .logs import event, rfc3339
 from .manifest import estimate_lines, open_manifest
 from .metrics import Snapshot, push, render, write_file
-from .pacing import Halt, Pacer, PauseReason
+from .pacing import Halt, Pacer, PauseNotice
 from .payload import Record
 from .plan import Planner
 from .progress import NullProgress, Progress
@@ -73,8 +72,6 @@ _MAX_BATCH_BYTES = 32 << 20
 _SMALL_COMMIT_BYTES = 1 << 20
 #: How often a small commit that is waiting for more records looks again.
 _COMMIT_POLL_S = 0.01
-#: The pacer's status line for a pause: `paused (quota) until 02:14:05` (pacing.Pacer._hold).
-_PAUSED = re.compile(r"paused \((\w+)\) until (\S+)")
 
 
 class StopReason(enum.Enum):
@@ -297,26 +294,20 @@ class _Run:
                 self.progress.limit(None if math.isinf(rate) else rate)
             self.progress.tick()
 
-    def _notice(self, message: str, status: str | None) -> None:
+    def _notice(self, notice: PauseNotice) -> None:
         """A pause, an outage or its end, from the pacer: once on stderr, and on the bar.
 
         In JSON logs a pause is a `pause` event with its reason and when it
         ends, and its end a `resume` event.
         """
-        self.progress.status(status)
-        if status is None:
-            if self.paused is not None:
-                self._log_resume(self.paused, message)
-            elif message:
-                log.warning("%s", message)
+        self.progress.status(notice.status())
+        reason = notice.reason.value
+        if notice.ended:
+            self._log_resume(reason, notice.message)
             return
-        paused = _PAUSED.match(status)
-        reason = paused.group(1) if paused else str(PauseReason.OUTAGE)
         self.paused = reason
-        until_ts = None
-        if paused and self.pacer is not None:  # the pacer's clock is time.monotonic
-            until_ts = rfc3339(time.time() + self.pacer.limiter.paused_until() - time.monotonic())
-        log.warning("%s", message, extra=event("pause", reason=reason, until=until_ts))
+        until = rfc3339(notice.until_epoch) if notice.until_epoch is not None else None
+        log.warning("%s", notice.message, extra=event("pause", reason=reason, until=until))
 
     def _log_resume(self, reason: str, message: str = "") -> None:
         self.paused = None

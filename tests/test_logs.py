@@ -13,6 +13,7 @@ from conftest import TOKEN, cli, make_config, read_summary, write_manifest
 from fake_api import FakeServerHandle
 
 from exporter.logs import JsonFormatter
+from exporter.pacing import PauseNotice, PauseReason
 from exporter.pipeline import _Run
 from exporter.progress import NullProgress
 
@@ -138,7 +139,7 @@ def test_text_format_is_unchanged_by_the_events(api: FakeServerHandle, tmp_path:
 
 
 def test_an_outage_notice_is_a_pause_then_a_resume(tmp_path: Path) -> None:
-    """The pacer's outage notices ('API down: probing', then 'answers again') become pause and resume
+    """The pacer's outage notices (down, then 'answers again') become pause and resume
     events with reason `outage` and no `until`, the same lines the text format shows."""
     config = make_config(tmp_path / "ids.txt", tmp_path / "out", "http://127.0.0.1:9")
     run = _Run(config, NullProgress(), handle_signals=False)
@@ -149,9 +150,8 @@ def test_an_outage_notice_is_a_pause_then_a_resume(tmp_path: Path) -> None:
     logger.addHandler(handler)
     level, logger.level = logger.level, logging.INFO
     try:
-        run._notice("the API looks down (...)", "API down: probing")
-        run._notice("the API answers again after 12 s; resuming", None)
-        run._notice("", None)  # nothing paused any more: nothing to say
+        run._notice(PauseNotice(PauseReason.OUTAGE, "the API looks down (...)"))
+        run._notice(PauseNotice(PauseReason.OUTAGE, "the API answers again after 12 s; resuming", ended=True))
     finally:
         logger.removeHandler(handler)
         logger.level = level
