@@ -8,32 +8,72 @@ whole list as the next commit. Batches therefore grow by themselves with the
 disk's latency and shrink again when it is fast, and the workers wait only
 when a batch reaches its count or byte limit, which bounds memory and the
 records a crash can cost.
+
+The whole commit policy is here: `take` hands over a batch once it is large
+enough, or once the policy's wait after the previous commit has passed, or
+when the queue closes; `commit_policy` says what "large enough" is for an
+archive. Nothing polls: a `put` that makes a batch large enough wakes the taker.
 """
 
 from __future__ import annotations
 
 import asyncio
+import sys
+import time
+from collections.abc import Callable
 from typing import Generic, TypeVar
+
+from .config import ArchiveSettings, CommitPolicy
 
 T = TypeVar("T")
 
+# A commit of plain records this large is worth its fsync at once, however few it holds.
+_ENOUGH_PLAIN_BYTES = 1 << 20
+_ENOUGH_PLAIN_RECORDS = 16
+_PLAIN_WAIT_S = 0.025
+_COMPRESSED_WAIT_S = 5.0
+_MIN_MAX_ITEMS = 64
+_MAX_BYTES = 32 << 20
+
+
+def commit_policy(archive: ArchiveSettings, concurrency: int) -> CommitPolicy:
+    """The commit policy for an archive: compressed ones gather --compress-batch bytes first."""
+    max_items = max(_MIN_MAX_ITEMS, 2 * concurrency)
+    if archive.compress == "none":
+        return CommitPolicy(
+            max_items=max_items,
+            max_bytes=_MAX_BYTES,
+            enough_items=_ENOUGH_PLAIN_RECORDS,
+            enough_bytes=_ENOUGH_PLAIN_BYTES,
+            wait_s=_PLAIN_WAIT_S,
+        )
+    return CommitPolicy(
+        max_items=max_items,
+        max_bytes=max(_MAX_BYTES, archive.compressed_commit_bytes),
+        enough_items=sys.maxsize,
+        enough_bytes=archive.compressed_commit_bytes,
+        wait_s=_COMPRESSED_WAIT_S,
+    )
+
 
 class CommitQueue(Generic[T]):
-    """Many producers `put`, one consumer `take`s everything waiting at once."""
+    """Many producers `put`, one consumer `take`s everything waiting, as `policy` says."""
 
-    __slots__ = ("_bytes", "_closed", "_items", "_max_bytes", "_max_items", "_ready", "_room")
+    __slots__ = ("_bytes", "_clock", "_closed", "_items", "_last_take", "_policy", "_ready", "_room")
 
-    def __init__(self, *, max_items: int, max_bytes: int) -> None:
-        if max_items < 1 or max_bytes < 1:
+    def __init__(self, policy: CommitPolicy, *, clock: Callable[[], float] = time.monotonic) -> None:
+        if policy.max_items < 1 or policy.max_bytes < 1:
             raise ValueError("max_items and max_bytes must be at least 1")
-        self._max_items = max_items
-        self._max_bytes = max_bytes
+        self._policy = policy
+        self._clock = clock
         self._items: list[T] = []
         self._bytes = 0
         self._closed = False
         self._ready = asyncio.Event()
         self._room = asyncio.Event()
         self._room.set()
+        # The first commit waits for company too.
+        self._last_take = clock()
 
     async def put(self, item: T, size: int = 0) -> None:
         """Add `item` (of `size` bytes); waits while the pending batch is full.
@@ -41,7 +81,8 @@ class CommitQueue(Generic[T]):
         A batch always takes at least one item, so one record larger than
         `max_bytes` still gets through.
         """
-        while self._items and (len(self._items) >= self._max_items or self._bytes >= self._max_bytes):
+        policy = self._policy
+        while self._items and (len(self._items) >= policy.max_items or self._bytes >= policy.max_bytes):
             self._room.clear()
             await self._room.wait()
         if self._closed:
@@ -51,26 +92,39 @@ class CommitQueue(Generic[T]):
         self._ready.set()
 
     def close(self) -> None:
-        """No more items will come; `take` returns what is left, then an empty list."""
+        """No more items will come; `take` returns what is left at once, then an empty list."""
         self._closed = True
         self._ready.set()
 
     async def take(self) -> list[T]:
-        """Everything waiting (at least one item), or [] once closed and drained."""
+        """The next batch (at least one item), or [] once closed and drained.
+
+        A batch smaller than the policy's `enough_*` waits for more until
+        `wait_s` after the previous take, unless the queue closes first.
+        """
         while not self._items:
             if self._closed:
                 return []
             self._ready.clear()
             await self._ready.wait()
+        deadline = self._last_take + self._policy.wait_s
+        while not self._enough() and not self._closed:
+            left_s = deadline - self._clock()
+            if left_s <= 0:
+                break
+            self._ready.clear()
+            try:
+                await asyncio.wait_for(self._ready.wait(), left_s)
+            except TimeoutError:
+                break
+        self._last_take = self._clock()
         items, self._items, self._bytes = self._items, [], 0
         self._room.set()
         return items
 
-    def take_nowait(self) -> list[T]:
-        """Everything waiting right now, possibly nothing."""
-        items, self._items, self._bytes = self._items, [], 0
-        self._room.set()
-        return items
+    def _enough(self) -> bool:
+        policy = self._policy
+        return len(self._items) >= policy.enough_items or self._bytes >= policy.enough_bytes
 
     @property
     def closed(self) -> bool:
@@ -81,7 +135,8 @@ class CommitQueue(Generic[T]):
         return len(self._items)
 
     def __repr__(self) -> str:
+        policy = self._policy
         return (
             f"<CommitQueue pending={len(self._items)} bytes={self._bytes} "
-            f"limits={self._max_items}/{self._max_bytes} closed={self._closed}>"
+            f"limits={policy.max_items}/{policy.max_bytes} closed={self._closed}>"
         )

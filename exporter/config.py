@@ -169,19 +169,28 @@ class ArchiveSettings:
     compress: Compression = "none"
     #: Codec level; None takes the codec's default (gzip 6, zstd 3).
     compress_level: int | None = None
-    #: A group commit smaller than `small_commit_records` waits until this long after
-    #: the previous one began, so a slow trickle of records costs a few fsyncs a
-    #: second, not one per record. At full speed commits are larger and never wait.
-    commit_interval_s: float = 0.025
-    small_commit_records: int = 16
     #: With --compress, each commit is its own gzip member or zstd frame, and small
     #: frames compress poorly (zstd-3 on ~9 KB records: 2.6x with one record a frame,
-    #: 10x with 1 MiB frames). So a compressed commit waits for this many bytes of
-    #: records (--compress-batch), or until `compressed_commit_interval_s` after the
-    #: previous commit; a kill -9 costs at most that much fetching again, never a
-    #: duplicate.
+    #: 10x with 1 MiB frames). So a compressed commit gathers this many bytes of
+    #: records (--compress-batch), or what 5 s brought (`batches.commit_policy`); a
+    #: kill -9 costs at most that much fetching again, never a duplicate.
     compressed_commit_bytes: int = DEFAULT_COMPRESS_BATCH_BYTES
-    compressed_commit_interval_s: float = 5.0
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
+class CommitPolicy:
+    """When the writer takes the workers' results as one group commit (`batches.CommitQueue`)."""
+
+    #: A batch never holds more than this many results or bytes: workers wait meanwhile,
+    #: which bounds memory and what a crash can cost.
+    max_items: int
+    max_bytes: int
+    #: A batch this large goes at once...
+    enough_items: int
+    enough_bytes: int
+    #: ...a smaller one waits for company until this long after the previous commit
+    #: began, so a slow trickle of records costs a few fsyncs a second, not one each.
+    wait_s: float
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

@@ -46,7 +46,7 @@ from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
 from .archive import Archive, RunRequest
-from .batches import CommitQueue
+from .batches import CommitQueue, commit_policy
 from .client import RecordingsClient
 from .config import ExportConfig
 from .credentials import TokenSource
@@ -65,13 +65,6 @@ from .summary import RunFacts, build_summary, pacing_report, run_counts, run_sta
 log = logging.getLogger(__name__)
 
 _PLAN_BATCH = 1024
-# A group commit holds at most this many results (or bytes); more wait for the next one.
-_MIN_BATCH_ITEMS = 64
-_MAX_BATCH_BYTES = 32 << 20
-# A commit this large is worth its fsync at once, however few records it holds.
-_SMALL_COMMIT_BYTES = 1 << 20
-#: How often a small commit that is waiting for more records looks again.
-_COMMIT_POLL_S = 0.01
 
 
 class StopReason(enum.Enum):
@@ -145,9 +138,7 @@ class _Run:
         self.handle_signals = handle_signals
         concurrency = config.limits.concurrency
         self.jobs = JobSource(queue_size=2 * concurrency, max_parked=max(64, 4 * concurrency))
-        self.results: CommitQueue[Success | Failure] = CommitQueue(
-            max_items=max(_MIN_BATCH_ITEMS, 2 * concurrency), max_bytes=_MAX_BATCH_BYTES
-        )
+        self.results: CommitQueue[Success | Failure] = CommitQueue(commit_policy(config.archive, concurrency))
         self.stats = FetchStats()
         self.tokens = TokenSource(config.http.token, config.http.token_file)
         self.failures: Counter[str] = Counter()
@@ -461,33 +452,7 @@ class _Run:
 
     async def _write(self, archive: Archive) -> None:
         loop = asyncio.get_running_loop()
-        settings = self.config.archive
-        if settings.compress == "none":
-            interval_s, enough_items, enough_bytes = (
-                settings.commit_interval_s,
-                settings.small_commit_records,
-                _SMALL_COMMIT_BYTES,
-            )
-        else:
-            interval_s, enough_items, enough_bytes = (
-                settings.compressed_commit_interval_s,
-                sys.maxsize,
-                settings.compressed_commit_bytes,
-            )
-        last_commit = loop.time()  # the first commit waits for company too
         while items := await self.results.take():
-            # A small commit waits a little for company (see ArchiveSettings), looking
-            # again every few milliseconds so that it goes as soon as it is big enough.
-            size = _size(items)
-            while len(items) < enough_items and size < enough_bytes and not self.results.closed:
-                wait_s = last_commit + interval_s - loop.time()
-                if wait_s <= 0:
-                    break
-                await asyncio.sleep(min(wait_s, _COMMIT_POLL_S))
-                more = self.results.take_nowait()
-                items += more
-                size += _size(more)
-            last_commit = loop.time()
             records: list[tuple[str, Record]] = []
             failures: list[bytes] = []
             at = ""
@@ -611,10 +576,6 @@ def _log_failure(failure: Failure) -> None:
             error=failure.error,
         ),
     )
-
-
-def _size(items: list[Success | Failure]) -> int:
-    return sum(len(item.line) for item in items if isinstance(item, Success))
 
 
 def _commit(archive: Archive, records: list[tuple[str, Record]], failures: list[bytes]) -> None:
