@@ -30,7 +30,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import enum
 import itertools
 import logging
 import math
@@ -67,26 +66,13 @@ log = logging.getLogger(__name__)
 _PLAN_BATCH = 1024
 
 
-class StopReason(enum.Enum):
-    """Why a run ended early; the value is the exit code it ends with."""
-
-    USAGE = ExitCode.USAGE
-    SIGINT = ExitCode.SIGINT
-    SIGTERM = ExitCode.SIGTERM
-    AUTH = ExitCode.AUTH
-    ARCHIVE = ExitCode.ARCHIVE
-    BUDGET = ExitCode.BUDGET
-    API_UNAVAILABLE = ExitCode.API_UNAVAILABLE
-    INTERNAL = ExitCode.INTERNAL
-
-
 _HALTS = {
     Halt.MAX_REQUESTS: (
-        StopReason.BUDGET,
+        ExitCode.BUDGET,
         "--max-requests reached: no more requests sent; run the same command again to continue",
     ),
     Halt.API_UNAVAILABLE: (
-        StopReason.API_UNAVAILABLE,
+        ExitCode.API_UNAVAILABLE,
         "the API was unavailable for longer than --max-outage; what was fetched is kept: "
         "run the same command again when it is back",
     ),
@@ -149,14 +135,14 @@ class _Run:
         self.paused: str | None = None
         self._metrics_failing = False
         self.stop_event = asyncio.Event()
-        self.stop_reason: StopReason | None = None
+        self.stop_reason: ExitCode | None = None
         self.stop_message: str | None = None
         self.feeder: asyncio.Task[None] | None = None
         self.pacer: Pacer | None = None
         self.writer_pool = ThreadPoolExecutor(1, thread_name_prefix="archive-writer")
         self.reader_pool = ThreadPoolExecutor(1, thread_name_prefix="manifest-reader")
 
-    def stop(self, reason: StopReason, message: str | None = None) -> None:
+    def stop(self, reason: ExitCode, message: str | None = None) -> None:
         """Ask the run to wind down; the first reason given is the one reported."""
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -213,7 +199,7 @@ class _Run:
                         exit_code = int(ExitCode.ARCHIVE)
                         summary = {}
                         self.stop(
-                            StopReason.ARCHIVE, f"cannot write the run's reports in {archive.root}: {exc}"
+                            ExitCode.ARCHIVE, f"cannot write the run's reports in {archive.root}: {exc}"
                         )
                         self.stop_message = self.stop_message or str(exc)
                 finally:
@@ -226,7 +212,7 @@ class _Run:
 
     def _exit_code(self) -> int:
         if self.stop_reason is not None:
-            return int(self.stop_reason.value)
+            return int(self.stop_reason)
         return int(ExitCode.INCOMPLETE if sum(self.failures.values()) else ExitCode.OK)
 
     async def _export(self, planner: Planner, archive: Archive) -> None:
@@ -261,7 +247,7 @@ class _Run:
                 try:
                     await writer
                 except ArchiveError as exc:
-                    self.stop(StopReason.ARCHIVE, str(exc))
+                    self.stop(ExitCode.ARCHIVE, str(exc))
             ticker.cancel()
             total.cancel()
             if metrics is not None:
@@ -271,7 +257,7 @@ class _Run:
         """--max-duration: at the deadline no request starts any more; those in flight are abandoned."""
         await asyncio.sleep(seconds)
         self.stop(
-            StopReason.BUDGET,
+            ExitCode.BUDGET,
             f"--max-duration ({seconds:g} s) reached; run the same command again to continue",
         )
 
@@ -395,11 +381,10 @@ class _Run:
         errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
         for error in errors:
             if isinstance(error, ExporterError):
-                codes = {reason.value: reason for reason in StopReason}
-                self.stop(codes.get(error.exit_code, StopReason.INTERNAL), str(error))
+                self.stop(error.exit_code, str(error))
             else:
                 text = "".join(traceback.format_exception(error))
-                self.stop(StopReason.INTERNAL, f"internal error, please report it:\n{text}")
+                self.stop(ExitCode.INTERNAL, f"internal error, please report it:\n{text}")
 
     async def _produce(self, planner: Planner, fetcher: Fetcher) -> None:
         async with asyncio.TaskGroup() as group:
@@ -427,7 +412,7 @@ class _Run:
                 outcome = await fetcher.fetch(job.id, job.tries)
             except AuthRefused as exc:
                 await self.results.put(Failure(job.id, Reason.AUTH, str(exc), attempts=1))
-                self.stop(StopReason.AUTH, str(exc))
+                self.stop(ExitCode.AUTH, str(exc))
                 return
             if isinstance(outcome, Later):
                 self.jobs.park(Job(outcome.id, outcome.tries), outcome.not_before)
@@ -440,7 +425,7 @@ class _Run:
                 await self.results.put(outcome, len(outcome.line) if isinstance(outcome, Success) else 0)
             self.jobs.done()
 
-    def _end_soon(self, reason: StopReason, message: str) -> None:
+    def _end_soon(self, reason: ExitCode, message: str) -> None:
         """End after the requests in flight: the first reason given is the one reported."""
         if self.stop_reason is None:
             self.stop_reason = reason
@@ -468,7 +453,7 @@ class _Run:
             try:
                 await loop.run_in_executor(self.writer_pool, _commit, archive, records, failures)
             except ArchiveError as exc:
-                self.stop(StopReason.ARCHIVE, str(exc))
+                self.stop(ExitCode.ARCHIVE, str(exc))
                 raise
             self.exported += len(records)
             self.progress.advance(exported=len(records), failed=len(failures), retries=self.stats.retries)
@@ -524,18 +509,18 @@ class _Run:
             yield
             return
         loop = asyncio.get_running_loop()
-        mapping = {signal.SIGINT: StopReason.SIGINT, signal.SIGTERM: StopReason.SIGTERM}
+        mapping = {signal.SIGINT: ExitCode.SIGINT, signal.SIGTERM: ExitCode.SIGTERM}
 
         def on_signal(signum: signal.Signals) -> None:
             if self.stop_event.is_set() and self.stop_reason in (
-                StopReason.SIGINT,
-                StopReason.SIGTERM,
+                ExitCode.SIGINT,
+                ExitCode.SIGTERM,
             ):
                 sys.stderr.write(
                     "exporter: stopping now; committed records are safe, the rest is fetched next run\n"
                 )
                 sys.stderr.flush()
-                os._exit(int(mapping[signum].value))
+                os._exit(int(mapping[signum]))
             log.warning("%s: finishing what was fetched, then stopping (again to stop at once)", signum.name)
             self.stop(
                 mapping[signum],
