@@ -62,6 +62,8 @@ class Halt(enum.Enum):
 
     MAX_REQUESTS = "max_requests"
     API_UNAVAILABLE = "api_unavailable"
+    #: The API asked to wait longer than `RetrySettings.retry_after_max_s` (a daily quota spent).
+    TOLD_TO_WAIT = "told_to_wait"
 
 
 @dataclass(frozen=True, slots=True)
@@ -154,6 +156,9 @@ class Pacer:
         self._rand = rand
         self._wake = asyncio.Event()
         self._max_outage_s = retry.max_outage_s
+        self._retry_after_max_s = retry.retry_after_max_s
+        #: The Retry-After that halted the pool (Halt.TOLD_TO_WAIT), in seconds.
+        self.told_to_wait_s = 0.0
         self._outage_s = 0.0
         self._announced_until = -math.inf
         # The reason of the hold last told, until its end is told too.
@@ -262,6 +267,13 @@ class Pacer:
         wait_s = None
         if headers is not None and (limited or status == 503):
             wait_s = retry_after_s(headers.get("Retry-After"), now_epoch=self._now_epoch())
+        if wait_s is not None and wait_s > self._retry_after_max_s:
+            # Hours, say, for a daily quota: no request would be answered before then, so
+            # none is sent; the run ends and the same command later goes on.
+            if self.halted is None:
+                self.halted = Halt.TOLD_TO_WAIT
+                self.told_to_wait_s = wait_s
+            return Effect(retry_after_s=wait_s)
         if wait_s is not None and wait_s > POOL_RETRY_AFTER_S:
             # The whole pool waits, this id with it: its worker need not sit it out alone.
             self._hold(

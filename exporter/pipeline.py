@@ -76,6 +76,11 @@ _HALTS = {
         "the API was unavailable for longer than --max-outage; what was fetched is kept: "
         "run the same command again when it is back",
     ),
+    Halt.TOLD_TO_WAIT: (
+        ExitCode.API_UNAVAILABLE,
+        "the API asked to wait {seconds:.0f} s (Retry-After), more than 15 minutes: no more requests "
+        "were sent; run the same command again after that",
+    ),
 }
 
 
@@ -420,6 +425,8 @@ class _Run:
                 # No request may start any more: the ids still queued stay for the next run,
                 # while the other workers finish what they have in flight.
                 reason, message = _HALTS[outcome.halt]
+                if outcome.halt is Halt.TOLD_TO_WAIT and self.pacer is not None:
+                    message = message.format(seconds=self.pacer.told_to_wait_s)
                 self._end_soon(reason, message)
             else:
                 await self.results.put(outcome, len(outcome.line) if isinstance(outcome, Success) else 0)

@@ -75,3 +75,20 @@ def test_a_long_retry_after_is_told_once_and_counted(api: FakeServerHandle, tmp_
     quiet = cli(*args, "--out", str(tmp_path / "quiet"), "--quiet")
     assert quiet.returncode == 0
     assert quiet.stderr == ""
+
+
+async def test_a_retry_after_beyond_the_cap_stops_the_run_instead_of_asking_every_id(
+    api: FakeServerHandle, tmp_path: Path
+) -> None:
+    """A daily quota spent (Retry-After: 3600, over the 15 min cap): that id fails as rate_limited,
+    no further request is sent, the rest stays for the next run, exit 6 with the wait in the message."""
+    api.configure(fail_first={"busy-": ["429bare", 1]}, retry_after_s=3600)
+    ids = ["busy-1"] + [f"rec-{i}" for i in range(20)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    outcome = await export(make_config(manifest, tmp_path / "out", api.url, concurrency=1, rate=0))
+    assert outcome.exit_code == ExitCode.API_UNAVAILABLE
+    assert "asked to wait 3600 s" in (outcome.message or "")
+    assert api.stats()["requests_total"] == 1
+    failed = read_failed(tmp_path / "out")
+    assert failed["busy-1"]["reason"] == "rate_limited"
+    assert read_summary(tmp_path / "out")["counts"]["not_attempted"] == 20
