@@ -35,6 +35,10 @@ from collections.abc import Awaitable, Callable
 from .congestion import AdaptiveRate, Change
 
 Clock = Callable[[], float]
+
+#: Slots are booked at most this far ahead (or two slots, at a slow rate): a slot booked at an
+#: old rate is a request whose answer says nothing about a new one.
+_HORIZON_S = 0.25
 Sleep = Callable[[float], Awaitable[None]]
 
 
@@ -116,12 +120,14 @@ class RateLimiter:
 
         A slot booked far ahead keeps the rate of the moment it was booked: a quota that
         leaves 1 request for the last half second would push 32 workers' slots 16 s out,
-        and a pause would hold them past its end. So a worker books only what is near and
-        asks again later (by default within a second, or two slots at a slow rate).
+        and a pause would hold them past its end; and the answers to slots booked before a
+        rate cut say nothing about the new rate, so booking far ahead slows every reaction.
+        So a worker books only what is near (`_HORIZON_S`, or two slots at a slow rate) and
+        asks again later.
         """
         rate = self.current_rate(now)
         if horizon_s is None:
-            horizon_s = 1.0 if rate == math.inf else max(1.0, 2.0 / rate)
+            horizon_s = _HORIZON_S if rate == math.inf else max(_HORIZON_S, 2.0 / rate)
         if rate == math.inf:
             start = max(now, self._paused_until, self._last_start)
             if start - now > horizon_s:

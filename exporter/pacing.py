@@ -44,7 +44,7 @@ log = logging.getLogger(__name__)
 #: Holds longer than this are told to the user.
 NOTICE_S = 5.0
 #: How soon a worker that found no slot near asks again.
-_ASK_AGAIN_S = 0.5
+_ASK_AGAIN_S = 0.1
 #: A Retry-After longer than this holds every worker, not only the request that got it.
 POOL_RETRY_AFTER_S = 1.0
 
@@ -213,8 +213,9 @@ class Pacer:
             return Ticket(now, now, probe=True)
         start = self.limiter.try_reserve(now)
         if start is None:
-            # Nothing near: ask again a little later, when the pace or the pause may differ.
-            return _ASK_AGAIN_S
+            # Nothing near: ask again a little later (near the end of a pause, if one holds),
+            # when the pace may differ.
+            return max(_ASK_AGAIN_S, self.limiter.paused_until() - now - _ASK_AGAIN_S)
         self.sent += 1
         return Ticket(start, now)
 

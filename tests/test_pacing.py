@@ -18,32 +18,30 @@ NOW = 1_800_000_000.0
 
 
 @pytest.mark.parametrize(
-    ("limit", "burst", "rate", "concurrency", "settle_s"),
+    ("limit", "burst", "rate", "concurrency"),
     [
-        (40, 5, 10_000, 32, 30.0),
-        (400, 40, 10_000, 64, 10.0),
-        (400, 400, 10_000, 64, 10.0),
+        (3, 3, 10, 8),
+        (40, 5, 10_000, 32),
+        (400, 40, 10_000, 64),
+        (400, 400, 10_000, 64),
     ],
 )
 def test_a_token_bucket_limit_is_found_and_held(
-    limit: float, burst: int, rate: float, concurrency: int, settle_s: float
+    limit: float, burst: int, rate: float, concurrency: int
 ) -> None:
-    """Against a token bucket of L/s, ten virtual minutes (two at 400/s): >= 90% of L, <= 5% 429s."""
+    """Against a token bucket of L/s, ten virtual minutes (two at 400/s): from 10 s on, every 10 s
+    window holds >= 90% of L, and <= 5% of the requests are refused with 429.
+
+    3/s runs with the defaults (--rate 10, 8 workers): issue 9 measured 15% of L there.
+    """
     duration = 600.0 if limit < 100 else 120.0
     outcome = simulate(
         BucketServer(limit, burst), duration_s=duration, rate_per_s=rate, concurrency=concurrency
     )
-    assert outcome.rate(settle_s, duration) >= 0.9 * limit
-    assert outcome.rate(settle_s, duration) <= 1.01 * limit
-    assert outcome.refused_share(settle_s, duration) <= 0.05
-
-
-def test_a_slow_limit_under_the_default_rate_is_held() -> None:
-    """3/s with the defaults (--rate 10, 8 workers): the pool holds >= 90% of it (issue 9 saw 15%)."""
-    outcome = simulate(BucketServer(3, 3), duration_s=600.0, rate_per_s=10, concurrency=8)
-    assert outcome.rate(10.0, 600.0) >= 0.9 * 3
-    # Known gap (issue 9 asks <= 5%): each probe above 3/s costs a few 429s at this rate.
-    assert outcome.refused_share(10.0, 600.0) <= 0.15
+    windows = [outcome.rate(start, start + 10.0) for start in range(10, int(duration), 10)]
+    assert min(windows) >= 0.9 * limit, windows
+    assert outcome.rate(10.0, duration) <= 1.01 * limit
+    assert outcome.refused_share(10.0, duration) <= 0.05
 
 
 def test_the_rate_never_exceeds_the_ceiling() -> None:
