@@ -27,9 +27,11 @@ How, for each DIR in turn, then across all of them:
     checkpoint.ndjson --replay--> state (files, runs, the bytes that replayed)
                       --replay again, commit by commit--> records file: that commit's
                         bytes (crc32, decoding) -> its lines (JSON, id) -> the ids the
-                        commit lists, in order (`_RecordsCheck`)
+                        commit lists, in order: one `for` loop over `read_records`'
+                        events, each handed to `_RecordsCheck`
     state + sha256s   --> summary.json
-    all DIRs          --> duplicates placed: the records read again, only if there are any
+    all DIRs          --> duplicates placed: the records read again, only if there are any,
+                          and only until every duplicated id's first place is found
                       --> the manifest, both ways (`completeness.py`)
 
 This module holds the checks and the command; reading the archive is
