@@ -7,28 +7,30 @@ time) for archives of millions of records:
 
     replay_checkpoint   the state checkpoint.ndjson adds up to (`checkpoint.replay` on the file)
     replay_commits      its commits once more, numbered, one at a time, up to the bytes replayed
-    read_records        every listed records file, read commit by commit: the bytes each commit
-                        appended (with their crc32 checked and decoded on their own, so damage
-                        stays in its commit), then the lines they complete, told to a
-                        `RecordsVisitor`
+    read_records        every listed records file, read commit by commit, as a stream of events:
+                        `FileStart` (or `FileRefused`), then per commit a `Chunk` (the bytes it
+                        appended, their crc32 checked and decoded on their own, so damage stays
+                        in its commit) and the `Line`s it completed, then `FileEnd`
     line_id             a records line's id, exactly as the exporter keeps it (any width)
     Alignment           a file's line ids matched against the ids its commits list, in order
     line_at             which line of a file starts at a byte offset
+
+Everything here is a generator or returns its findings: the caller reads an
+archive with one `for` loop and stops it with `break`, which closes the files.
 """
 
 from __future__ import annotations
 
 import hashlib
 import io
-import itertools
 import json
 import os
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, Protocol
+from typing import BinaryIO
 
 import orjson
 import zstandard
@@ -49,20 +51,15 @@ def replay_checkpoint(path: Path) -> CheckpointState:
         return checkpoint.replay(handle, name=path.name)
 
 
-def replay_commits(path: Path, valid_bytes: int, on_commit: Callable[[int, Commit], None]) -> None:
-    """Replay a checkpoint's first `valid_bytes` again, handing each commit (numbered from 1) to `on_commit`.
+def replay_commits(path: Path, valid_bytes: int) -> Iterator[tuple[int, Commit]]:
+    """Replay a checkpoint's first `valid_bytes` again: each commit, numbered from 1.
 
     `valid_bytes` comes from the replay that checked the checkpoint, so this one
     meets exactly the entries that one accepted (a run still appending cannot
     change them); one commit's ids are held at a time.
     """
-    ordinals = itertools.count(1)
     with open_regular(path) as handle:
-        checkpoint.replay(
-            _first_bytes(handle, valid_bytes),
-            on_commit=lambda commit: on_commit(next(ordinals), commit),
-            name=path.name,
-        )
+        yield from enumerate(checkpoint.commits(_first_bytes(handle, valid_bytes), name=path.name), 1)
 
 
 def _first_bytes(lines: Iterable[bytes], limit: int) -> Iterator[bytes]:
@@ -120,7 +117,6 @@ class RecordsReader:
         "path",
         "read_all",
         "size",
-        "without_crc",
     )
 
     def __init__(self, path: Path, size: int) -> None:
@@ -136,8 +132,6 @@ class RecordsReader:
         self.cut_at: tuple[int, Commit] | None = None
         #: Every commit decoded; with `cut_at` None, `lines` is the file's line count.
         self.read_all = True
-        #: Commits whose entry has no crc32 (written before it was added).
-        self.without_crc = 0
         #: Lines yielded so far.
         self.lines = 0
 
@@ -155,8 +149,7 @@ class RecordsReader:
             self.cut_at = (ordinal, commit)
             return
         self._sha.update(data)
-        self.without_crc += commit.crc32 is None
-        crc_ok = commit.crc32 is None or zlib.crc32(data) == commit.crc32
+        crc_ok = zlib.crc32(data) == commit.crc32
         try:
             lines = list(decompressed_lines(io.BytesIO(data), self._codec))
         except _DECODE_ERRORS as exc:
@@ -191,92 +184,80 @@ class RecordsReader:
         return Line(self._number, raw)
 
 
-class RecordsVisitor(Protocol):
-    """What `read_records` tells as it reads an archive's records files."""
+@dataclass(frozen=True, slots=True)
+class FileStart:
+    """A listed records file is next: `size` bytes on disk, or None when it is missing (then not read)."""
 
-    def start(self, path: Path, state: FileState, size: int | None) -> bool:
-        """A listed file is next (`size` None: it is missing); False skips it."""
-
-    def refused(self, path: Path, state: FileState, why: str) -> None:
-        """A listed file is not read: it is not a regular file (`why`: "is a symbolic link, ...")."""
-
-    def chunk(self, path: Path, chunk: Chunk) -> None:
-        """One commit's bytes were read."""
-
-    def line(self, path: Path, line: Line) -> None:
-        """One committed line was read."""
-
-    def finish(self, path: Path, state: FileState, reader: RecordsReader) -> None:
-        """The file's last commit and line were read (or it was found cut)."""
+    path: Path
+    state: FileState
+    size: int | None
 
 
-def read_records(root: Path, state: CheckpointState, visitor: RecordsVisitor) -> None:
-    """Read every listed records file of the archive in `root`, commit by commit, telling `visitor`.
+@dataclass(frozen=True, slots=True)
+class FileRefused:
+    """A listed file is not read: it is not a regular file (`why`: "is a symbolic link", ...)."""
+
+    path: Path
+    state: FileState
+    why: str
+
+
+@dataclass(frozen=True, slots=True)
+class FileEnd:
+    """The file's last commit and line were read (or it was found cut): `reader` has its totals."""
+
+    path: Path
+    state: FileState
+    reader: RecordsReader
+
+
+RecordsEvent = FileStart | FileRefused | Chunk | Line | FileEnd
+
+
+def read_records(root: Path, state: CheckpointState) -> Iterator[RecordsEvent]:
+    """Every listed records file of the archive in `root`, read commit by commit, as events.
 
     The checkpoint is replayed once more, up to `state.valid_bytes`, and each
     file is read as its commits come by: a file's commits are consecutive (only
-    one file is open at a time), so one file is open at a time here too.
+    one file is open at a time), so one file is open at a time here too. A file
+    that exists gets `FileStart`, its chunks and lines, then `FileEnd`; a missing
+    one only `FileStart` (size None), a refused one only `FileRefused`.
     """
-    walk = _Walk(root, state, visitor)
+    current: FileState | None = None
+    reader: RecordsReader | None = None
     try:
-        replay_commits(root / checkpoint.CHECKPOINT_NAME, state.valid_bytes, walk.commit)
-        walk.end_file()
+        for ordinal, commit in replay_commits(root / checkpoint.CHECKPOINT_NAME, state.valid_bytes):
+            if current is None or current.name != commit.file:
+                if reader is not None and current is not None:
+                    yield from _end_file(reader, current)
+                current = state.files[commit.file]
+                reader = None
+                path = root / current.name
+                try:
+                    st: os.stat_result | None = os.lstat(path)
+                except FileNotFoundError:
+                    st = None
+                problem = None if st is None else entry_problem(st)
+                if problem is not None:
+                    yield FileRefused(path, current, problem)
+                    continue
+                size = None if st is None else st.st_size
+                yield FileStart(path, current, size)
+                if size is not None:
+                    reader = RecordsReader(path, size)
+            if reader is not None:
+                yield from reader.read(ordinal, commit)
+        if reader is not None and current is not None:
+            yield from _end_file(reader, current)
+            reader = None
     finally:
-        walk.close()
+        if reader is not None:
+            reader.close()
 
 
-class _Walk:
-    """`read_records`' place in the archive: the file whose commits are coming, and its reader."""
-
-    __slots__ = ("file", "reader", "root", "state", "visitor")
-
-    def __init__(self, root: Path, state: CheckpointState, visitor: RecordsVisitor) -> None:
-        self.root = root
-        self.state = state
-        self.visitor = visitor
-        self.file: FileState | None = None
-        self.reader: RecordsReader | None = None
-
-    def commit(self, ordinal: int, commit: Commit) -> None:
-        if self.file is None or self.file.name != commit.file:
-            self.end_file()
-            self._start_file(self.state.files[commit.file])
-        if self.reader is None:
-            return
-        path = self.reader.path
-        for event in self.reader.read(ordinal, commit):
-            if isinstance(event, Chunk):
-                self.visitor.chunk(path, event)
-            else:
-                self.visitor.line(path, event)
-
-    def _start_file(self, state: FileState) -> None:
-        self.file = state
-        path = self.root / state.name
-        try:
-            st: os.stat_result | None = os.lstat(path)
-        except FileNotFoundError:
-            st = None
-        problem = None if st is None else entry_problem(st)
-        if problem is not None:
-            self.visitor.refused(path, state, problem)
-            return
-        size = None if st is None else st.st_size
-        if self.visitor.start(path, state, size) and size is not None:
-            self.reader = RecordsReader(path, size)
-
-    def end_file(self) -> None:
-        reader, state = self.reader, self.file
-        if reader is None or state is None:
-            return
-        self.reader = None
-        for line in reader.finish():
-            self.visitor.line(reader.path, line)
-        self.visitor.finish(reader.path, state, reader)
-
-    def close(self) -> None:
-        if self.reader is not None:
-            self.reader.close()
+def _end_file(reader: RecordsReader, state: FileState) -> Iterator[Line | FileEnd]:
+    yield from reader.finish()
+    yield FileEnd(reader.path, state, reader)
 
 
 def line_id(raw: bytes) -> tuple[str | None, str]:
@@ -306,45 +287,53 @@ def line_id(raw: bytes) -> tuple[str | None, str]:
     return None, f'has an "id" that is a {type(value).__name__}, not a string'
 
 
+#: An id the checkpoint lists that the file's lines skipped over or never had: (id, line, commit ordinal).
+Missing = tuple[str, int, int]
+_NONE_MISSING: tuple[Missing, ...] = ()
+
+
 class Alignment:
     """Matches a file's line ids against the ids its commits list, in order, resyncing after damage.
 
-    An expected id that is skipped over (a later expected id turned up first),
-    or that never turns up, goes to `on_missing` with its line and its commit's
-    ordinal; a line id that is not pending here does not match, and the caller
-    tells a duplicate from a stranger. At most `_ALIGN_WINDOW` ids are pending,
-    so a file whose lines have all gone costs no more memory than a healthy one.
+    Each method returns the expected ids it gave up on, with their line and
+    their commit's ordinal: skipped over (a later expected id turned up first),
+    pushed out of the window, or never seen by `finish`. A line id that is not
+    pending here does not match, and the caller tells a duplicate from a
+    stranger. At most `_ALIGN_WINDOW` ids are pending, so a file whose lines
+    have all gone costs no more memory than a healthy one.
     """
 
-    __slots__ = ("_expected", "_on_missing", "_pending")
+    __slots__ = ("_expected", "_pending")
 
-    def __init__(self, on_missing: Callable[[str, int, int], None]) -> None:
-        self._expected: deque[tuple[str, int, int]] = deque()
+    def __init__(self) -> None:
+        self._expected: deque[Missing] = deque()
         self._pending: dict[str, int] = {}
-        self._on_missing = on_missing
 
-    def expect(self, ordinal: int, commit: Commit) -> None:
+    def expect(self, ordinal: int, commit: Commit) -> tuple[Missing, ...]:
         """The ids of `commit`, the `ordinal`th, are the next ones the file's lines should have."""
         for offset, record_id in enumerate(commit.ids):
             self._expected.append((record_id, commit.first_line + offset, ordinal))
             self._pending[record_id] = self._pending.get(record_id, 0) + 1
-        while len(self._expected) > _ALIGN_WINDOW:
-            self._on_missing(*self._pop())
+        excess = len(self._expected) - _ALIGN_WINDOW
+        return tuple(self._pop() for _ in range(excess)) if excess > 0 else _NONE_MISSING
 
-    def match(self, record_id: str) -> bool:
+    def match(self, record_id: str) -> tuple[Missing, ...] | None:
+        """None when `record_id` is not pending; else the ids skipped over to reach it (usually none)."""
         if record_id not in self._pending:
-            return False
-        while True:
-            entry = self._pop()
-            if entry[0] == record_id:
-                return True
-            self._on_missing(*entry)
+            return None
+        entry = self._pop()
+        if entry[0] == record_id:
+            return _NONE_MISSING
+        skipped = [entry]
+        while (entry := self._pop())[0] != record_id:
+            skipped.append(entry)
+        return tuple(skipped)
 
-    def finish(self) -> None:
-        while self._expected:
-            self._on_missing(*self._pop())
+    def finish(self) -> tuple[Missing, ...]:
+        """The ids still expected: none of them turned up."""
+        return tuple(self._pop() for _ in range(len(self._expected)))
 
-    def _pop(self) -> tuple[str, int, int]:
+    def _pop(self) -> Missing:
         entry = self._expected.popleft()
         left = self._pending[entry[0]] - 1
         if left:

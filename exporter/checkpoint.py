@@ -17,7 +17,8 @@ Entries (`t` is the type):
 `end` and `lines` are the file's totals after the commit, so the last commit of
 a file alone says how long it is; `crc32` covers the bytes that commit appended,
 so `exporter verify` can check an open file (not yet sealed by a sha256) chunk
-by chunk and say which commit holds damaged bytes. Only the final line may be torn (the crash
+by chunk and say which commit holds damaged bytes; a commit without one is
+damage, like any other malformed entry. Only the final line may be torn (the crash
 happened while it was written); any other unreadable line means damage, and
 the archive refuses to guess.
 
@@ -27,7 +28,7 @@ I/O is `archive.py`'s.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -114,7 +115,7 @@ class RunState:
 
 @dataclass(slots=True)
 class CheckpointState:
-    """Everything the checkpoint says, except the ids themselves (streamed to a callback)."""
+    """Everything the checkpoint says, except the ids themselves (`replay` and `commits` stream them)."""
 
     files: dict[str, FileState] = field(default_factory=dict)
     runs: list[RunState] = field(default_factory=list)
@@ -150,8 +151,7 @@ class Commit:
     end: int
     lines_before: int
     lines: int
-    #: None for commits written before crc32 was added (same format version).
-    crc32: int | None
+    crc32: int
     ids: list[str]
 
     @property
@@ -164,23 +164,50 @@ def replay(
     lines: Iterable[bytes],
     on_ids: Callable[[list[str]], None] | None = None,
     *,
-    on_commit: Callable[[Commit], None] | None = None,
     name: str = CHECKPOINT_NAME,
 ) -> CheckpointState:
     """Fold checkpoint lines (each with its newline) into a state.
 
-    Each accepted commit's ids go to `on_ids`, and the whole commit to
-    `on_commit`; a `Commit` is built only when `on_commit` is given, since
-    resuming over millions of ids needs the ids alone. The callbacks run
-    outside the checks, so an error of theirs is never mistaken for a damaged
-    line.
-
-    Raises ArchiveCorrupt, with the line's number, for damage anywhere but in
-    the last line.
+    Each accepted commit's ids go to `on_ids` (resuming needs the ids alone);
+    `commits` is the same fold as a stream of `Commit`s. Raises ArchiveCorrupt,
+    with the line's number, for damage anywhere but in the last line.
     """
     state = CheckpointState()
+    for entry, _, _ in _fold(lines, state, name):
+        if on_ids is not None:
+            on_ids(entry["ids"])
+    return state
+
+
+def commits(
+    lines: Iterable[bytes], state: CheckpointState | None = None, *, name: str = CHECKPOINT_NAME
+) -> Iterator[Commit]:
+    """Each commit `replay` would accept, in order, with where its bytes and lines begin.
+
+    `state` (a fresh one when not given) is folded up to each commit as it is
+    yielded, and whole once the stream ends. Raises ArchiveCorrupt as `replay` does.
+    """
+    for entry, start, lines_before in _fold(lines, CheckpointState() if state is None else state, name):
+        yield Commit(
+            file=entry["file"],
+            start=start,
+            end=entry["end"],
+            lines_before=lines_before,
+            lines=entry["lines"],
+            crc32=entry["crc32"],
+            ids=entry["ids"],
+        )
+
+
+def _fold(
+    lines: Iterable[bytes], state: CheckpointState, name: str
+) -> Iterator[tuple[dict[str, Any], int, int]]:
+    """Apply each line to `state`; yield each accepted commit entry with its file's size and lines before it.
+
+    What the caller does with a commit happens outside the checks, so an error
+    of its own is never mistaken for a damaged line.
+    """
     pending_error: str | None = None
-    number = 0
     for number, raw in enumerate(lines, 1):
         if pending_error is not None:
             raise ArchiveCorrupt(
@@ -202,27 +229,9 @@ def replay(
             continue
         state.valid_bytes += len(raw)
         if before is not None:
-            if on_ids is not None:
-                on_ids(entry["ids"])
-            if on_commit is not None:
-                on_commit(_commit(entry, *before))
+            yield entry, *before
     if pending_error is not None:
         state.torn_tail = True
-    return state
-
-
-def _commit(entry: dict[str, Any], start: int, lines_before: int) -> Commit:
-    """The `Commit` of an entry `_apply` accepted (so its fields are known to be sound)."""
-    crc = entry.get("crc32")
-    return Commit(
-        file=entry["file"],
-        start=start,
-        end=entry["end"],
-        lines_before=lines_before,
-        lines=entry["lines"],
-        crc32=crc if isinstance(crc, int) and not isinstance(crc, bool) else None,
-        ids=entry["ids"],
-    )
 
 
 def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | None:
@@ -247,6 +256,7 @@ def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | N
         ids = entry.get("ids")
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise ValueError("ids is not a list of strings")
+        _int(entry, "crc32")  # what `exporter verify` checks the commit's bytes against
         if end < size or total != lines + len(ids):
             raise ValueError(f"commit to {name} does not follow the previous one")
         if current is None:

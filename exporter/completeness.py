@@ -27,7 +27,7 @@ import orjson
 
 from .archive import FAILED_NAME
 from .archive_reader import replay_commits
-from .checkpoint import CHECKPOINT_NAME, CheckpointState, Commit
+from .checkpoint import CHECKPOINT_NAME, CheckpointState
 from .config import ManifestSource
 from .digests import DigestSet, id_digest
 from .errors import ArchiveError, Reason
@@ -89,8 +89,7 @@ def check_manifest(
 
 def _check_listed(findings: Findings, root: Path, state: CheckpointState, listed: DigestSet) -> None:
     """Every id the archive in `root` holds is one of `listed`, the manifest's."""
-
-    def on_commit(ordinal: int, commit: Commit) -> None:
+    for _, commit in replay_commits(root / CHECKPOINT_NAME, state.valid_bytes):
         for offset, record_id in enumerate(commit.ids):
             if id_digest(record_id) not in listed:
                 findings.detail(
@@ -98,8 +97,6 @@ def _check_listed(findings: Findings, root: Path, state: CheckpointState, listed
                     commit.first_line + offset,
                     f"id {record_id!r} is archived but not in the manifest",
                 )
-
-    replay_commits(root / CHECKPOINT_NAME, state.valid_bytes, on_commit)
 
 
 def _manifest_note(

@@ -23,7 +23,7 @@ ProgressMode = Literal["auto", "on", "off"]
 LogFormat = Literal["text", "json"]
 
 #: The eight response toggles of the API reference, by the short name `--include`
-#: takes, mapped to the query parameter the exporter assumes (shared/api/NOTES.md).
+#: takes, mapped to the query parameter the exporter assumes (docs/api.md: the reference gives no names).
 INCLUDE_PARAMS: dict[str, str] = {
     "photos": "includePhotos",
     "crm-opportunities": "includeCrmOpportunities",

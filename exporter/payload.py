@@ -139,14 +139,6 @@ class PayloadDecoder:
             del document
 
 
-def decode_record(body: bytes, expected_id: str) -> bytes:
-    """The recording in `body` as one line of JSON (no newline), or BadResponse.
-
-    A convenience for one-off use; the pipeline keeps a PayloadDecoder.
-    """
-    return bytes(PayloadDecoder()(body, expected_id))
-
-
 def _reencoded_line(body: bytes, expected_id: str) -> bytes:
     """orjson's path, or the literal one when orjson could lose something."""
     try:

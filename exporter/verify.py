@@ -27,9 +27,11 @@ How, for each DIR in turn, then across all of them:
     checkpoint.ndjson --replay--> state (files, runs, the bytes that replayed)
                       --replay again, commit by commit--> records file: that commit's
                         bytes (crc32, decoding) -> its lines (JSON, id) -> the ids the
-                        commit lists, in order (`_RecordsCheck`)
+                        commit lists, in order: one `for` loop over `read_records`'
+                        events, each handed to `_RecordsCheck`
     state + sha256s   --> summary.json
-    all DIRs          --> duplicates placed: the records read again, only if there are any
+    all DIRs          --> duplicates placed: the records read again, only if there are any,
+                          and only until every duplicated id's first place is found
                       --> the manifest, both ways (`completeness.py`)
 
 This module holds the checks and the command; reading the archive is
@@ -62,14 +64,16 @@ from .archive import SUMMARY_NAME, SUPERSEDE_MARKER, SUPERSEDED_DIR, probe_lock,
 from .archive_reader import (
     Alignment,
     Chunk,
+    FileEnd,
+    FileStart,
     Line,
-    RecordsReader,
+    Missing,
     line_at,
     line_id,
     read_records,
     replay_checkpoint,
 )
-from .checkpoint import CheckpointState, FileState
+from .checkpoint import CheckpointState
 from .codecs import file_number, unlisted_records_files
 from .completeness import check_manifest
 from .config import ManifestSource
@@ -145,7 +149,16 @@ class _Checker(Findings):
         self.archives.append(archive)
         self._check_unlisted(archive)
         records = _RecordsCheck(self)
-        read_records(root, state, records)
+        for event in read_records(root, state):
+            if isinstance(event, Line):
+                records.line(event)
+            elif isinstance(event, Chunk):
+                records.chunk(event)
+            elif isinstance(event, FileStart):
+                records.start(event)
+            elif isinstance(event, FileEnd):
+                records.finish(event)
+            # FileRefused: reported with every other such entry by `_check_entries`
         self._report_misplaced(records.misplaced)
         self._check_summary(archive, records.hashes)
 
@@ -283,13 +296,20 @@ class _Checker(Findings):
                 self.problem(path, line, f"duplicate of {where} (id {record_id!r})")
 
     def _first_places(self, wanted: set[str]) -> dict[str, _Place]:
-        first = _FirstPlaces(wanted)
-        try:
-            for archive in self.archives:
-                read_records(archive.root, archive.state, first)
-        except _AllFound:
-            pass
-        return first.places
+        """Where each of `wanted` is first found, reading the records again until all are."""
+        places: dict[str, _Place] = {}
+        for archive in self.archives:
+            path = archive.root
+            for event in read_records(archive.root, archive.state):
+                if isinstance(event, FileStart):
+                    path = event.path
+                elif isinstance(event, Line):
+                    record_id = line_id(event.raw)[0]
+                    if record_id in wanted and record_id not in places:
+                        places[record_id] = (str(path), event.number)
+                        if len(places) == len(wanted):
+                            return places
+        return places
 
     def _check_summary(self, archive: _Archive, hashes: dict[str, str]) -> None:
         path = archive.root / SUMMARY_NAME
@@ -356,25 +376,27 @@ class _Checker(Findings):
 
 
 class _RecordsCheck:
-    """Checks one archive's records files against their commits, as `read_records` reads them.
+    """Checks one archive's records files against their commits, one `read_records` event at a time.
 
     Findings go to the checker; missing records and stray lines are kept in
     `misplaced` until the whole archive is read, since a record out of place
     shows up in both.
     """
 
-    __slots__ = ("_align", "_checker", "hashes", "misplaced")
+    __slots__ = ("_align", "_checker", "_path", "hashes", "misplaced")
 
     def __init__(self, checker: _Checker) -> None:
         self._checker = checker
         self.misplaced = _Misplaced()
         #: The sha256 of the committed bytes of each file read whole.
         self.hashes: dict[str, str] = {}
-        #: The current file's; `start` makes a new one for each file.
-        self._align = Alignment(lambda record_id, line, ordinal: None)
+        #: The current file and its alignment; `start` makes a new one for each file.
+        self._path = Path()
+        self._align = Alignment()
 
-    def start(self, path: Path, state: FileState, size: int | None) -> bool:
+    def start(self, event: FileStart) -> None:
         checker = self._checker
+        path, state, size = event.path, event.state, event.size
         if size is None:
             checker.problem(
                 path,
@@ -382,7 +404,7 @@ class _RecordsCheck:
                 f"missing: the checkpoint lists {state.lines} records in it (lines 1..{state.lines}); "
                 "restore it from a backup",
             )
-            return False
+            return
         checker.report.files += 1
         if size > state.size:
             extra = size - state.size
@@ -400,27 +422,21 @@ class _RecordsCheck:
                     f"{extra} bytes after the last commit ({state.size}): an uncommitted tail left "
                     "by a killed run; the next export run cuts it",
                 )
-        misplaced = self.misplaced
-        self._align = Alignment(
-            lambda record_id, line, ordinal: misplaced.add_missing(path, record_id, line, ordinal)
-        )
-        return True
+        self._path = path
+        self._align = Alignment()
 
-    def refused(self, path: Path, state: FileState, why: str) -> None:
-        pass  # reported with every other such entry by `_check_entries`
-
-    def chunk(self, path: Path, chunk: Chunk) -> None:
+    def chunk(self, chunk: Chunk) -> None:
         if chunk.error is None:
-            self._align.expect(chunk.ordinal, chunk.commit)
+            self._missing(self._align.expect(chunk.ordinal, chunk.commit))
         if chunk.crc_ok and chunk.error is None:
             return
         found = [] if chunk.crc_ok else ["crc mismatch"]
         if chunk.error is not None:
             found.append(chunk.error)
-        self._checker.problem(path, None, f"{chunk.describe()}: {'; '.join(found)}")
+        self._checker.problem(self._path, None, f"{chunk.describe()}: {'; '.join(found)}")
 
-    def line(self, path: Path, line: Line) -> None:
-        checker = self._checker
+    def line(self, line: Line) -> None:
+        checker, path = self._checker, self._path
         if not line.raw.endswith(b"\n"):
             checker.detail(path, line.number, "is cut off: no newline at the end of the committed bytes")
         record_id, why = line_id(line.raw)
@@ -428,15 +444,17 @@ class _RecordsCheck:
             checker.detail(path, line.number, why)
             return
         checker.report.records += 1
-        matched = self._align.match(record_id)
+        skipped = self._align.match(record_id)
+        if skipped:
+            self._missing(skipped)
         if not checker.seen.add(id_digest(record_id)):
             checker.found_again(record_id, (str(path), line.number))
-        elif not matched:
+        elif skipped is None:
             self.misplaced.add_extra(path, record_id, line.number)
 
-    def finish(self, path: Path, state: FileState, reader: RecordsReader) -> None:
-        checker = self._checker
-        self._align.finish()
+    def finish(self, event: FileEnd) -> None:
+        checker, path, state, reader = self._checker, event.path, event.state, event.reader
+        self._missing(self._align.finish())
         if reader.cut_at is not None:
             ordinal, cut = reader.cut_at
             checker.problem(
@@ -447,13 +465,6 @@ class _RecordsCheck:
                 "restore it from a backup",
             )
             return
-        if reader.without_crc:
-            checker.note(
-                path,
-                None,
-                f"{reader.without_crc} commits carry no crc32 (written by an older exporter): their bytes "
-                "are checked only as a whole, by the close entry's or summary.json's sha256",
-            )
         if reader.read_all and reader.lines != state.lines:
             checker.problem(path, None, f"holds {reader.lines} lines but the checkpoint lists {state.lines}")
         digest = reader.sha256()
@@ -465,6 +476,10 @@ class _RecordsCheck:
                 "it was sealed; restore it from a backup",
             )
         self.hashes[state.name] = digest
+
+    def _missing(self, missing: tuple[Missing, ...]) -> None:
+        for record_id, line, ordinal in missing:
+            self.misplaced.add_missing(self._path, record_id, line, ordinal)
 
 
 class _Misplaced:
@@ -498,39 +513,6 @@ class _Misplaced:
             self.extras[record_id] = (path, line)
         else:
             self.overflow[path] = self.overflow.get(path, 0) + 1
-
-
-class _AllFound(Exception):
-    """Stops `read_records` once `_FirstPlaces` has placed every id it looks for."""
-
-
-class _FirstPlaces:
-    """Where each of `wanted` is first found, as `read_records` reads the records again."""
-
-    __slots__ = ("places", "wanted")
-
-    def __init__(self, wanted: set[str]) -> None:
-        self.wanted = wanted
-        self.places: dict[str, _Place] = {}
-
-    def start(self, path: Path, state: FileState, size: int | None) -> bool:
-        return True
-
-    def refused(self, path: Path, state: FileState, why: str) -> None:
-        pass
-
-    def chunk(self, path: Path, chunk: Chunk) -> None:
-        pass
-
-    def line(self, path: Path, line: Line) -> None:
-        record_id = line_id(line.raw)[0]
-        if record_id in self.wanted and record_id not in self.places:
-            self.places[record_id] = (str(path), line.number)
-            if len(self.places) == len(self.wanted):
-                raise _AllFound
-
-    def finish(self, path: Path, state: FileState, reader: RecordsReader) -> None:
-        pass
 
 
 def _require_archive(root: Path) -> None:

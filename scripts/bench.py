@@ -122,8 +122,6 @@ def recording_ids(count: int, prefix: str = "rec-") -> list[str]:
 
 def _fake_api() -> Any:
     """`scripts/fake_api.py`, imported lazily so the floor's process never loads it."""
-    if str(SCRIPTS) not in sys.path:
-        sys.path.insert(0, str(SCRIPTS))
     import fake_api
 
     return fake_api

@@ -116,7 +116,7 @@ _T = TypeVar("_T")
 API_PATH: Final = "/v1/core/recordings/"
 
 #: Query toggle -> the record field it adds. The reference names the toggles only by
-#: description; these camelCase names are the ones the exporter assumes (see NOTES.md).
+#: description; these camelCase names are the ones the exporter assumes (see docs/api.md).
 TOGGLES: Final[Mapping[str, str]] = types.MappingProxyType(
     {
         "includePhotos": "images",

@@ -18,14 +18,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+import fake_api
 import pytest
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT / "scripts")) if str(ROOT / "scripts") not in sys.path else None
-
-import fake_api  # noqa: E402
-
-from exporter.config import (  # noqa: E402
+from exporter.config import (
     ArchiveSettings,
     ExportConfig,
     HttpSettings,
@@ -34,8 +30,9 @@ from exporter.config import (  # noqa: E402
     RetrySettings,
     Secret,
 )
-from exporter.pipeline import RunOutcome, run_export  # noqa: E402
+from exporter.pipeline import RunOutcome, run_export
 
+ROOT = Path(__file__).resolve().parent.parent
 TOKEN = "test-token-Zq81"
 
 

@@ -5,6 +5,9 @@ from __future__ import annotations
 import zlib
 from pathlib import Path
 
+import pytest
+
+from exporter import archive_reader
 from exporter.archive_reader import (
     Alignment,
     Chunk,
@@ -43,13 +46,11 @@ def test_replay_commits_numbers_commits_and_stops_at_the_replayed_bytes(tmp_path
     )
     state = replay_checkpoint(path)
     assert state.torn_tail is True
-    seen: list[tuple[int, str, int]] = []
-    replay_commits(path, state.valid_bytes, lambda n, c: seen.append((n, c.ids[0], c.start)))
+    seen = [(n, c.ids[0], c.start) for n, c in replay_commits(path, state.valid_bytes)]
     assert seen == [(1, "a", 0), (2, "b", 10)]
-    seen.clear()
     with open(path, "ab") as handle:  # a run appending meanwhile adds nothing to what is read
         handle.write(b"\n" + commit_entry(file=R1, end=40, lines=4, crc32=4, ids=["d"]))
-    replay_commits(path, state.valid_bytes, lambda n, c: seen.append((n, c.ids[0], c.start)))
+    seen = [(n, c.ids[0], c.start) for n, c in replay_commits(path, state.valid_bytes)]
     assert [n for n, _, _ in seen] == [1, 2]
 
 
@@ -60,7 +61,7 @@ def test_reader_checks_crc_and_joins_a_line_split_across_commits(tmp_path: Path)
     path.write_bytes(data)
     first = commit(0, 16, 0, ["a"], data)
     second = commit(16, len(data), 1, ["b", "c"], data)
-    bad = Commit(second.file, second.start, second.end, 1, 3, (second.crc32 or 0) ^ 1, second.ids)
+    bad = Commit(second.file, second.start, second.end, 1, 3, second.crc32 ^ 1, second.ids)
     reader = RecordsReader(path, len(data))
     events = [*reader.read(1, first), *reader.read(2, bad), *reader.finish()]
     assert events == [
@@ -100,16 +101,24 @@ def test_line_id() -> None:
 
 
 def test_alignment_resyncs_and_reports_what_never_turned_up() -> None:
-    """Ids skipped over or never seen go to on_missing with their line and commit; strangers do not match."""
-    missing: list[tuple[str, int, int]] = []
-    align = Alignment(lambda record_id, line, ordinal: missing.append((record_id, line, ordinal)))
-    align.expect(1, Commit(R1, 0, 10, 0, 3, None, ["a", "b", "c"]))
-    align.expect(2, Commit(R1, 10, 20, 3, 4, None, ["d"]))
-    assert align.match("a")
-    assert not align.match("z")
-    assert align.match("c")  # b was skipped over
-    align.finish()  # d never turned up
-    assert missing == [("b", 2, 1), ("d", 4, 2)]
+    """Ids skipped over or never seen are returned with their line and commit; strangers do not match."""
+    align = Alignment()
+    assert align.expect(1, Commit(R1, 0, 10, 0, 3, 0, ["a", "b", "c"])) == ()
+    assert align.expect(2, Commit(R1, 10, 20, 3, 4, 0, ["d"])) == ()
+    assert align.match("a") == ()
+    assert align.match("z") is None
+    assert align.match("c") == (("b", 2, 1),)  # b was skipped over
+    assert align.finish() == (("d", 4, 2),)  # d never turned up
+    assert align.finish() == ()
+
+
+def test_alignment_gives_up_on_ids_pushed_out_of_its_window(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pending ids are bounded: the oldest pushed out of the window are returned as missing."""
+    monkeypatch.setattr(archive_reader, "_ALIGN_WINDOW", 2)
+    align = Alignment()
+    assert align.expect(1, Commit(R1, 0, 10, 0, 3, 0, ["a", "b", "c"])) == (("a", 1, 1),)
+    assert align.match("a") is None
+    assert align.match("b") == ()
 
 
 def test_line_at(tmp_path: Path) -> None:

@@ -10,6 +10,14 @@ import sys
 from pathlib import Path
 
 import pytest
+from bench import (
+    accepted_rates,
+    convergence_s,
+    pacing_cases,
+    paused_text,
+    quota_windows,
+    steady_state,
+)
 
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or next(
@@ -36,19 +44,6 @@ def test_smoke_run_prints_a_figure_for_each_contender(tmp_path: Path) -> None:
 
 
 # --- the pacing scenario's arithmetic (pure) ------------------------------------------------
-
-_SCRIPTS = str(ROOT / "scripts")
-if _SCRIPTS not in sys.path:
-    sys.path.insert(0, _SCRIPTS)
-
-from bench import (  # noqa: E402
-    accepted_rates,
-    convergence_s,
-    pacing_cases,
-    paused_text,
-    quota_windows,
-    steady_state,
-)
 
 
 def _evenly(rate: float, start: float, end: float) -> list[float]:

@@ -16,6 +16,7 @@ from exporter.checkpoint import (
     RunState,
     close_entry,
     commit_entry,
+    commits,
     end_entry,
     replay,
     run_entry,
@@ -41,7 +42,7 @@ def line(entry: dict[str, object]) -> bytes:
 
 
 def commit(*, file: str, end: int, lines: int, ids: list[str]) -> bytes:
-    """A commit entry; replay does not read the crc32, so any value will do."""
+    """A commit entry; replay checks that it has a crc32, not its value (the records are not read)."""
     return commit_entry(file=file, end=end, lines=lines, crc32=0xDEADBEEF, ids=ids)
 
 
@@ -173,34 +174,38 @@ def test_end_message_is_replayed() -> None:
         assert state.runs[0].exit_code == 0
 
 
-def test_commit_without_crc32_still_replays() -> None:
-    """A commit written before crc32 was added (same format version) is still accepted."""
+def test_commit_without_crc32_is_damage() -> None:
+    """A commit with no crc32 is a damaged entry: a torn tail when last, else ArchiveCorrupt."""
     old = line({"t": "commit", "file": R1, "end": 150, "lines": 3, "ids": ["c"]})
     state, calls = do_replay(PREFIX + old)
-    assert state.torn_tail is False
-    assert state.files[R1] == FileState(R1, size=150, lines=3)
-    assert calls == [["a", "b"], ["c"]]
+    assert state.torn_tail is True
+    assert state.files[R1] == FileState(R1, size=100, lines=2)
+    assert calls == [["a", "b"]]
+    with pytest.raises(ArchiveCorrupt, match="crc32") as caught:
+        do_replay(PREFIX + old + commit(file=R1, end=200, lines=4, ids=["d"]))
+    assert caught.value.line == PREFIX.count(b"\n") + 1
 
 
-def test_on_commit_gets_each_commit_with_where_it_starts() -> None:
-    """`on_commit` gets every accepted commit with the size and lines before it; crc32 None when absent."""
+def test_commits_yields_each_commit_with_where_it_starts() -> None:
+    """`commits` yields every accepted commit with the size and lines before it, as `replay` folds them."""
     data = (
         PREFIX
-        + line({"t": "commit", "file": R1, "end": 150, "lines": 3, "ids": ["c"]})
+        + commit(file=R1, end=150, lines=3, ids=["c"])
         + close_entry(file=R1, size=150, lines=3, sha256=SHA)
         + commit_entry(file=R2, end=40, lines=1, crc32=7, ids=["d"])
         + b'{"t":"commit","fi'
     )
-    commits: list[Commit] = []
     ids: list[list[str]] = []
-    state = replay(io.BytesIO(data), ids.append, on_commit=commits.append)
-    assert commits == [
+    state = CheckpointState()
+    found = list(commits(io.BytesIO(data), state))
+    assert found == [
         Commit(file=R1, start=0, end=100, lines_before=0, lines=2, crc32=0xDEADBEEF, ids=["a", "b"]),
-        Commit(file=R1, start=100, end=150, lines_before=2, lines=3, crc32=None, ids=["c"]),
+        Commit(file=R1, start=100, end=150, lines_before=2, lines=3, crc32=0xDEADBEEF, ids=["c"]),
         Commit(file=R2, start=0, end=40, lines_before=0, lines=1, crc32=7, ids=["d"]),
     ]
-    assert [c.first_line for c in commits] == [1, 3, 1]
-    assert ids == [c.ids for c in commits]
+    assert [c.first_line for c in found] == [1, 3, 1]
+    assert state == replay(io.BytesIO(data), ids.append)
+    assert ids == [c.ids for c in found]
     assert state.torn_tail is True
 
 

@@ -5,7 +5,10 @@ from __future__ import annotations
 import argparse
 import io
 import json
+import os
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +21,9 @@ from exporter.archive import Archive, RunRequest
 from exporter.cli import build_parser, read_token
 from exporter.config import ArchiveSettings
 from exporter.errors import UsageError
+
+#: The `exporter` console script pip installed beside this interpreter (`.venv/bin/exporter`).
+CONSOLE_SCRIPT = Path(sys.executable).parent / "exporter"
 
 
 def export_args(manifest: Path | str, out: Path, url: str, *extra: str) -> list[str]:
@@ -204,10 +210,43 @@ def test_locked_archive_exits_4(api: FakeServerHandle, tmp_path: Path) -> None:
 
 
 def test_python_dash_m_and_console_script_agree() -> None:
-    """`python -m exporter --version` works (the console script calls the same main)."""
+    """`python -m exporter --version` works, and says what the installed console script says."""
     result = cli("--version")
     assert result.returncode == 0
     assert result.stdout.startswith("exporter ")
+    script = subprocess.run(
+        [str(CONSOLE_SCRIPT), "--version"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert (script.returncode, script.stdout) == (0, result.stdout)
+
+
+def test_the_installed_console_script_exports_and_exits_with_the_runs_code(
+    api: FakeServerHandle, tmp_path: Path
+) -> None:
+    """`exporter` as pip installed it (next to this Python) runs an export and exits with its code.
+
+    Run from an empty directory, so the package comes from the install, not from the working tree.
+    """
+    assert os.access(CONSOLE_SCRIPT, os.X_OK), f"no console script at {CONSOLE_SCRIPT}: pip install -e ."
+    manifest = write_manifest(tmp_path / "ids.txt", ["a", "missing-1"])
+    out = tmp_path / "out"
+    work = tmp_path / "empty"
+    work.mkdir()
+    result = subprocess.run(
+        [str(CONSOLE_SCRIPT), *export_args(manifest, out, api.url, "--no-progress")],
+        env=cli_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=work,
+        check=False,
+    )
+    assert result.returncode == 1, result.stderr
+    assert "exported 1 recording to" in result.stderr
+    assert [r["id"] for r in read_records(out)] == ["a"]
+    assert [json.loads(line)["reason"] for line in (out / "failed.ndjson").read_text().splitlines()] == [
+        "not_found"
+    ]
 
 
 @pytest.mark.parametrize(("signum", "code"), [(signal.SIGINT, 130), (signal.SIGTERM, 143)])

@@ -22,14 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from multidict import CIMultiDictProxy
-from yarl import URL
-
-_SCRIPTS = str(Path(__file__).resolve().parent.parent / "scripts")
-if _SCRIPTS not in sys.path:
-    sys.path.insert(0, _SCRIPTS)
-
-from fake_api import (  # noqa: E402
+from fake_api import (
     API_PATH,
     FAULT_KINDS,
     TOGGLES,
@@ -56,6 +49,11 @@ from fake_api import (  # noqa: E402
     running_server,
     success_body,
 )
+from multidict import CIMultiDictProxy
+from yarl import URL
+
+#: Run as a script, as the demo and the README do.
+FAKE_API_SCRIPT = Path(__file__).resolve().parent.parent / "scripts" / "fake_api.py"
 
 TOKEN = "test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -888,7 +886,7 @@ def test_command_line_server_announces_serves_and_stops(tmp_path: Path) -> None:
             return response.status
 
     port_file = tmp_path / "url"
-    command = [sys.executable, str(Path(_SCRIPTS) / "fake_api.py"), "--port", "0",
+    command = [sys.executable, str(FAKE_API_SCRIPT), "--port", "0",
                "--path-prefix", "api/", "--port-file", str(port_file)]  # fmt: skip
     env = {**os.environ, "FAKE_API_TOKEN": TOKEN}
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env) as process:

@@ -10,9 +10,9 @@ import pytest
 from conftest import TOKEN
 from fake_api import FakeServerHandle
 
-from exporter.client import Origin, RecordingsClient, check_base_url, request_target
+from exporter.client import RecordingsClient
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
-from exporter.errors import AuthRefused, Reason, UsageError
+from exporter.errors import AuthRefused, Reason
 from exporter.fetcher import Failure, Fetcher, Later, Success, Unfinished
 from exporter.pacing import Halt, Pacer
 
@@ -232,50 +232,3 @@ async def test_query_parameters_are_sent(api: FakeServerHandle) -> None:
     assert isinstance(result, Success)
     assert "images" in json.loads(bytes(result.line))
     assert list(api.stats()["queries"]) == ["includePhotos=true&x-custom=a%20b"]
-
-
-def test_request_target_encodes_the_id() -> None:
-    """The target builder percent-encodes everything that could leave the path segment."""
-    target = request_target("/base", "../admin?x#y", "a=1")
-    assert target == "/base/v1/core/recordings/..%2Fadmin%3Fx%23y?a=1"
-
-
-@pytest.mark.parametrize(
-    ("url", "fragment"),
-    [
-        ("ftp://api.example.com", "http(s)"),
-        ("https://user:pw@api.example.com", "credentials"),
-        ("https://api.example.com/?a=1", "query"),
-        ("http://api.example.com", "unencrypted"),
-        ("not a url", "http(s)"),
-    ],
-)
-def test_bad_base_urls_are_refused(url: str, fragment: str) -> None:
-    """Base URLs that would leak or misroute the token are refused with what to do instead."""
-    with pytest.raises(UsageError, match=fragment.replace("(", r"\(").replace(")", r"\)")):
-        check_base_url(url)
-
-
-def test_plain_http_is_fine_on_loopback_and_when_insisted() -> None:
-    """http:// is accepted for this machine, and elsewhere with allow_insecure_http."""
-    assert check_base_url("http://127.0.0.1:8080/") == "http://127.0.0.1:8080"
-    assert check_base_url("http://localhost:1") == "http://localhost:1"
-    assert check_base_url("http://[::1]:1") == "http://[::1]:1"
-    assert check_base_url("http://api.lan", allow_insecure_http=True) == "http://api.lan"
-
-
-@pytest.mark.parametrize(
-    ("base", "expected"),
-    [
-        ("https://api.example.com", ("api.example.com", 443, "api.example.com", "")),
-        ("http://127.0.0.1:8080/base", ("127.0.0.1", 8080, "127.0.0.1:8080", "/base")),
-        ("https://[2001:db8::1]:8443/a b", ("2001:db8::1", 8443, "[2001:db8::1]:8443", "/a%20b")),
-        ("http://localhost:80", ("localhost", 80, "localhost", "")),
-    ],
-)
-def test_origin_gives_where_to_connect_and_the_host_header(
-    base: str, expected: tuple[str, int, str, str]
-) -> None:
-    """Host and port to connect to, the Host header (port only when not the default), the path prefix."""
-    origin = Origin.of(base)
-    assert (origin.host, origin.port, origin.authority, origin.path) == expected

@@ -1,4 +1,4 @@
-"""payload.decode_record: a body in, the exact recording line out, or BadResponse."""
+"""payload.PayloadDecoder: a body in, the exact recording line out, or BadResponse."""
 
 from __future__ import annotations
 
@@ -12,9 +12,18 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from exporter.errors import BadResponse
-from exporter.payload import decode_record
+from exporter.payload import PayloadDecoder
 
 sys.set_int_max_str_digits(0)
+
+#: One decoder for the whole module, as the fetcher keeps one per event loop: each test also
+#: shows that it is still sound after every body before it, good and bad.
+DECODER = PayloadDecoder()
+
+
+def decode(body: bytes, record_id: str) -> bytes:
+    """The line `DECODER` makes of `body` (on the verbatim path a view into the body), as bytes."""
+    return bytes(DECODER(body, record_id))
 
 
 def body_of(data: Any, *, compact: bool = False, **extra: Any) -> bytes:
@@ -38,7 +47,7 @@ def same(a: Any, b: Any) -> bool:
 
 
 def roundtrip(body: bytes, record_id: str = "r1") -> Any:
-    line = decode_record(body, record_id)
+    line = decode(body, record_id)
     assert b"\n" not in line
     assert b"\r" not in line
     return json.loads(line)
@@ -48,7 +57,7 @@ def test_compact_body_is_archived_byte_for_byte() -> None:
     """A compact body's `data` bytes become the line verbatim: number spelling and escapes kept."""
     data_text = b'{"id":"r1","n":1.0E+2,"e":"caf\\u00e9","big":123456789012345678901,"z":-0.0}'
     body = b'{"data":' + data_text + b',"cursor":null,"pageSize":1,"limit":1}'
-    assert decode_record(body, "r1") == data_text
+    assert decode(body, "r1") == data_text
 
 
 @pytest.mark.parametrize(
@@ -64,8 +73,8 @@ def test_verbatim_split_is_not_fooled_by_lookalikes(rest: bytes) -> None:
     """Text like `},"` inside the other members or inside data never moves the cut."""
     data_text = b'{"id":"r1","t":"},\\"cursor\\":null,\\"limit\\":1}","o":{"p":{}},"q":[{}]}'
     body = b'{"data":' + data_text + rest
-    assert decode_record(body, "r1") == data_text
-    assert json.loads(decode_record(body, "r1")) == json.loads(body)["data"]
+    assert decode(body, "r1") == data_text
+    assert json.loads(decode(body, "r1")) == json.loads(body)["data"]
 
 
 @pytest.mark.parametrize(
@@ -78,16 +87,14 @@ def test_verbatim_split_is_not_fooled_by_lookalikes(rest: bytes) -> None:
 def test_duplicate_data_members_follow_json_loads(body: bytes, outcome: str) -> None:
     """With two `data` members the last one counts, as in json.loads, on every path."""
     if outcome == "ok":
-        assert json.loads(decode_record(body, "r1")) == json.loads(body)["data"]
+        assert json.loads(decode(body, "r1")) == json.loads(body)["data"]
     else:
         with pytest.raises(BadResponse, match="not the id"):
-            decode_record(body, "r1")
+            decode(body, "r1")
 
 
 def test_decoder_recovers_when_its_parser_is_held() -> None:
     """A PayloadDecoder keeps working even if a parse proxy outlived a call."""
-    from exporter.payload import PayloadDecoder
-
     decoder = PayloadDecoder()
     body = body_of({"id": "r1", "x": [1, 2]}, compact=True)
     held = decoder._parser.parse(b'{"a":1}')
@@ -136,7 +143,7 @@ def test_float_literals_keep_their_value_and_sign(literal: str) -> None:
 def test_out_of_range_float_literal_is_kept_verbatim() -> None:
     """1e400 (not a double) is archived as its literal text, so Python reads the same inf from both."""
     body = b'{"data":{"id":"r1","x":1e400,"y":[1e400]}}'
-    line = decode_record(body, "r1")
+    line = decode(body, "r1")
     assert b"1e400" in line
     assert json.loads(line) == json.loads(body)["data"]
 
@@ -163,6 +170,19 @@ def test_deep_nesting_beyond_orjson_limit() -> None:
     for _ in range(300):
         deep = {"d": [deep]}
     assert roundtrip(body_of({"id": "r1", "deep": deep}))["deep"] == deep
+
+
+def test_verbatim_line_is_a_view_of_the_served_bytes() -> None:
+    """A compact body's line is a view into the body itself (nothing copied); other bodies are re-made."""
+    data_text = b'{"id":"r1","n":1}'
+    body = b'{"data":' + data_text + b',"cursor":null}'
+    line = DECODER(body, "r1")
+    assert isinstance(line, memoryview)
+    assert line.obj is body
+    assert line == data_text
+    pretty = b'{"data": {"id": "r1", "n": 1}, "cursor": null}'
+    assert DECODER(pretty, "r1") == data_text
+    assert not isinstance(DECODER(pretty, "r1"), memoryview)
 
 
 def test_pretty_printed_body_becomes_one_line() -> None:
@@ -216,21 +236,21 @@ def test_integer_id_matches_its_string() -> None:
 def test_bad_bodies_raise_with_a_clear_reason(body: bytes, fragment: str) -> None:
     """Every kind of wrong body raises BadResponse whose message says what was wrong."""
     with pytest.raises(BadResponse) as caught:
-        decode_record(body, "r1")
+        decode(body, "r1")
     assert fragment in str(caught.value)
 
 
 def test_wrong_id_with_big_int_is_refused_on_the_exact_path_too() -> None:
     """The id check also guards the slow path taken for wide integers."""
     with pytest.raises(BadResponse, match="not the id"):
-        decode_record(body_of({"id": "other", "n": 2**80}), "r1")
+        decode(body_of({"id": "other", "n": 2**80}), "r1")
 
 
 def test_html_error_message_does_not_dump_the_body() -> None:
     """Only the start of an error page is quoted, never the whole body."""
     page = b"<html>" + b"x" * 10_000 + b"</html>"
     with pytest.raises(BadResponse) as caught:
-        decode_record(page, "r1")
+        decode(page, "r1")
     assert len(str(caught.value)) < 200
 
 
@@ -269,7 +289,7 @@ def test_any_json_value_round_trips_exactly(payload: dict[str, Any], style: str,
     except UnicodeDecodeError:
         return  # hypothesis made a lone surrogate raw in UTF-8: not a valid body at all
     try:
-        line = decode_record(body, "r1")
+        line = decode(body, "r1")
     except BadResponse as exc:
         assert "UTF-8" in str(exc)  # noqa: PT017 - hypothesis needs the value, not a raises block
         return

@@ -168,18 +168,20 @@ def test_torn_checkpoint_line_is_located(tmp_path: Path) -> None:
     assert note.line == lines + 1
 
 
-def test_checkpoint_without_crc32_is_a_note(tmp_path: Path) -> None:
-    """Commits logged before crc32 existed are not damage: a note says what checks their bytes instead."""
+def test_checkpoint_commit_without_crc32_is_damage(tmp_path: Path) -> None:
+    """A commit entry without crc32 is a damaged checkpoint line, named by its number, not an older format."""
     export_run(tmp_path, [["a"], ["b"]])
     path = tmp_path / "checkpoint.ndjson"
     entries = [json.loads(line) for line in path.read_text().splitlines()]
+    first_commit = next(n for n, e in enumerate(entries, 1) if e["t"] == "commit")
     for entry in entries:
         entry.pop("crc32", None)
     path.write_text("".join(json.dumps(e, separators=(",", ":")) + "\n" for e in entries))
     report = verify_archives([tmp_path])
-    assert report.problems == []
-    (note,) = report.notes
-    assert note.message.startswith("2 commits carry no crc32")
+    (problem,) = report.problems
+    assert (problem.path, problem.line) == (str(path), first_commit)
+    assert "damaged entry ('crc32' is None, not a count) before the last line" in problem.message
+    assert report.exit_code == 1
 
 
 def test_run_in_progress_is_a_note(tmp_path: Path) -> None:
