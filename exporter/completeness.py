@@ -23,16 +23,12 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-import orjson
-
-from .archive import FAILED_NAME
-from .archive_reader import replay_commits
-from .checkpoint import CHECKPOINT_NAME, CheckpointState
+from .archive.layout import CHECKPOINT_NAME, FAILED_NAME
+from .archive.reader import CheckpointState, read_failed, replay_commits
 from .config import ManifestSource
 from .digests import DigestSet, id_digest
 from .errors import ArchiveError, Reason
 from .manifest import id_problem, open_manifest
-from .safe_fs import open_regular
 from .verify_report import Findings
 
 #: Notes about bad or invalid manifest lines listed before the rest are only counted.
@@ -116,24 +112,17 @@ def _failures(findings: Findings, roots: Sequence[Path]) -> tuple[DigestSet, dic
         if not os.path.lexists(path):
             continue
         try:
-            handle = open_regular(path)
+            entries = read_failed(path)
         except ArchiveError as exc:  # verify reports links and FIFOs itself; this is a race or an I/O error
             findings.problem(path, None, f"cannot be read: {exc}")
             continue
-        with handle:
-            for number, raw in enumerate(handle, 1):
-                try:
-                    entry = orjson.loads(raw)
-                    record_id, reason = entry["id"], entry["reason"]
-                except (ValueError, KeyError, TypeError):
-                    findings.note(path, number, "unreadable line: an id it names counts as not accounted for")
-                    continue
-                if not isinstance(record_id, str) or not isinstance(reason, str):
-                    continue
-                if reason == Reason.NOT_FOUND:
-                    not_found.add(id_digest(record_id))
-                else:
-                    others.setdefault(reason, DigestSet()).add(id_digest(record_id))
+        for number, entry in enumerate(entries, 1):
+            if entry is None:
+                findings.note(path, number, "unreadable line: an id it names counts as not accounted for")
+            elif entry.reason == Reason.NOT_FOUND:
+                not_found.add(id_digest(entry.id))
+            else:
+                others.setdefault(entry.reason, DigestSet()).add(id_digest(entry.id))
     return not_found, others
 
 

@@ -21,14 +21,21 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from . import checkpoint
-from .archive import check_same_shard, failed_entries, resumes_refetch, unsafe_entries
+from .archive.reader import (
+    check_same_shard,
+    failed_entries,
+    has_checkpoint,
+    open_directory,
+    read_checkpoint,
+    refuse_unsafe,
+    resumes_refetch,
+    unsafe_entries,
+)
 from .config import ManifestSource, Shard
 from .digests import DigestSet, id_digest
 from .errors import Reason
 from .manifest import open_manifest
 from .plan import Planner
-from .safe_fs import SafeDir, os_error, refused
 
 _PLAN_BATCH = 4096
 #: failed.ndjson reasons a run decides again from the manifest itself, not from the report.
@@ -161,13 +168,10 @@ def _read_archive(request: DryRunRequest) -> _ArchiveView:
     if not os.path.lexists(root):
         return _ArchiveView()
     view = _ArchiveView(exists=True)
-    with SafeDir.open_existing(root) as directory:
-        unsafe = unsafe_entries(directory)
-        if unsafe:  # a run would refuse it (exit 4) before reading anything
-            name, why = unsafe[0]
-            raise refused(root / name, why)
-        handle = directory.reader(checkpoint.CHECKPOINT_NAME)
-        if handle is None:
+    with open_directory(root) as directory:
+        # A run would refuse any of them (exit 4) before reading anything.
+        refuse_unsafe(root, unsafe_entries(directory))
+        if not has_checkpoint(directory):
             return view
         add = view.archived.add
 
@@ -175,22 +179,17 @@ def _read_archive(request: DryRunRequest) -> _ArchiveView:
             for record_id in ids:
                 add(id_digest(record_id))
 
-        try:
-            with handle:
-                state = checkpoint.replay(handle, remember)
-        except OSError as exc:
-            raise os_error(root / checkpoint.CHECKPOINT_NAME, exc, "read") from exc
+        state = read_checkpoint(directory, remember)
         if request.refetch and not resumes_refetch(state.runs):
             return _ArchiveView(exists=True, starts_over=True)
         check_same_shard(root, state, str(request.shard) if request.shard else None)
         for entry in failed_entries(directory):
-            record_id, reason = entry.get("id"), entry.get("reason")
-            if not isinstance(record_id, str) or "id_bytes" in entry:
+            if entry.cut:
                 continue  # a cut id names no id of the manifest
-            if reason == Reason.NOT_FOUND:
-                view.known_missing.add(id_digest(record_id))
-            elif reason not in _DECIDED_AGAIN:
-                view.failed_before.add(id_digest(record_id))
+            if entry.reason == Reason.NOT_FOUND:
+                view.known_missing.add(id_digest(entry.id))
+            elif entry.reason not in _DECIDED_AGAIN:
+                view.failed_before.add(id_digest(entry.id))
     return view
 
 

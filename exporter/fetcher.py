@@ -11,7 +11,6 @@ request would be refused too.
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
 import time
@@ -19,8 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol
 
-import orjson
-
+from .archive.layout import REPORTED_ID_BYTES, FailedEntry
 from .client import RawResponse
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
@@ -57,40 +55,16 @@ class Failure:
     line: int | None = None
 
     def to_json_line(self, *, run: int, at: str) -> bytes:
-        entry: dict[str, object] = {
-            **reported_id(self.id),
-            "reason": self.reason.value,
-            "status": self.status,
-            "attempts": self.attempts,
-            "error": self.error,
-            "run": run,
-            "at": at,
-        }
-        if self.line is not None:
-            entry["line"] = self.line
-        return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
-
-
-#: failed.ndjson holds at most this many bytes of an id (a manifest line may hold a MiB).
-REPORTED_ID_BYTES = 1024
-
-
-def reported_id(record_id: str) -> dict[str, object]:
-    """How failed.ndjson names an id: `{"id": ...}`, or, for one over 1 KiB, its start and who it is.
-
-    A longer id (never a valid one: ids have at most 256 characters) is cut to
-    its first 1 KiB, at a character boundary, with `id_bytes` (its length in
-    UTF-8) and `id_sha256` (of those bytes) to tell it apart; that `id_bytes`
-    is present says the `id` is cut.
-    """
-    raw = record_id.encode("utf-8", "surrogatepass")
-    if len(raw) <= REPORTED_ID_BYTES:
-        return {"id": record_id}
-    return {
-        "id": raw[:REPORTED_ID_BYTES].decode("utf-8", "ignore"),
-        "id_bytes": len(raw),
-        "id_sha256": hashlib.sha256(raw).hexdigest(),
-    }
+        return FailedEntry.about(
+            self.id,
+            reason=self.reason.value,
+            error=self.error,
+            status=self.status,
+            attempts=self.attempts,
+            run=run,
+            at=at,
+            line=self.line,
+        ).to_json_line()
 
 
 #: The classes `FetchStats.answers` counts by (a 429 apart from the other 4xx; `error`: no answer).

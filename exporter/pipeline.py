@@ -44,13 +44,14 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from .archive import Archive, RunRequest
+from .archive.layout import reported_id
+from .archive.writer import Archive, RunRequest
 from .batches import CommitQueue, commit_policy
 from .client import RecordingsClient
 from .config import ExportConfig
 from .credentials import TokenSource
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
-from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished, reported_id
+from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
 from .jobs import Job, JobSource
 from .logs import event, rfc3339
 from .manifest import estimate_lines, open_manifest
@@ -507,7 +508,7 @@ class _Run:
         pacing = pacing_report(self.pacer) if self.pacer is not None else None
         summary = build_summary(facts, counts, dict(self.failures), files, failed_lines, pacing)
         archive.write_summary(summary)
-        return summary
+        return summary.to_json()
 
     @contextlib.contextmanager
     def _signals(self) -> Any:

@@ -20,13 +20,29 @@ from typing import Any
 
 import orjson
 
-from . import checkpoint
-from .archive import FAILED_NAME, SUMMARY_NAME, SUPERSEDED_DIR, LockState, probe_lock, unsafe_entries
-from .archive_reader import replay_checkpoint
-from .checkpoint import RunState
-from .codecs import file_number
-from .errors import ArchiveError, UsageError
-from .safe_fs import SafeDir, entry_problem, open_regular, refused
+from .archive.layout import (
+    CHECKPOINT_NAME,
+    FAILED_NAME,
+    SUMMARY_NAME,
+    SUPERSEDED_DIR,
+    ArchiveKind,
+    FileReport,
+    archive_kind,
+    file_number,
+    not_an_archive,
+)
+from .archive.reader import (
+    LockState,
+    RunState,
+    probe_lock,
+    read_failed,
+    read_summary,
+    refuse_unsafe,
+    replay_checkpoint,
+    size_on_disk,
+    unsafe_entries_at,
+)
+from .errors import ArchiveError
 
 #: Failed ids shown per reason.
 FIRST_IDS = 3
@@ -95,17 +111,12 @@ class ArchiveStatus:
 
 def gather_status(root: Path) -> ArchiveStatus:
     """Read what `exporter status` shows about the archive in `root`."""
-    ckpt = root / checkpoint.CHECKPOINT_NAME
-    if not root.is_dir() or not os.path.lexists(ckpt):
-        raise UsageError(
-            f"{root} is not an archive (it has no {checkpoint.CHECKPOINT_NAME}); "
-            "give the --out directory of an export"
-        )
-    with SafeDir.open_existing(root) as directory:
-        unsafe = unsafe_entries(directory)
+    ckpt = root / CHECKPOINT_NAME
+    if archive_kind(root) is not ArchiveKind.ARCHIVE:
+        raise not_an_archive(root)
+    unsafe = unsafe_entries_at(root)
     skipped = {name for name, _ in unsafe}
-    if checkpoint.CHECKPOINT_NAME in skipped:
-        raise refused(ckpt, dict(unsafe)[checkpoint.CHECKPOINT_NAME])
+    refuse_unsafe(root, unsafe, CHECKPOINT_NAME)
     try:
         state = replay_checkpoint(ckpt)
     except OSError as exc:
@@ -113,15 +124,11 @@ def gather_status(root: Path) -> ArchiveStatus:
     summary_files = {} if SUMMARY_NAME in skipped else _summary_files(root / SUMMARY_NAME)
     files = []
     for fs in state.files.values():
-        try:
-            st = os.lstat(root / fs.name)
-            disk: int | None = None if entry_problem(st) else st.st_size
-        except FileNotFoundError:
-            disk = None
+        disk = size_on_disk(root / fs.name)
         sha = fs.sha256
-        listed = summary_files.get(fs.name, {})
-        if sha is None and listed.get("bytes") == fs.size and isinstance(listed.get("sha256"), str):
-            sha = listed["sha256"]
+        listed = summary_files.get(fs.name)
+        if sha is None and listed is not None and listed.bytes == fs.size and listed.sha256 is not None:
+            sha = listed.sha256
         files.append(
             FileStatus(
                 name=fs.name, bytes=fs.size, lines=fs.lines, closed=fs.closed, sha256=sha, disk_bytes=disk
@@ -143,13 +150,12 @@ def gather_status(root: Path) -> ArchiveStatus:
     )
 
 
-def _summary_files(path: Path) -> dict[str, dict[str, Any]]:
+def _summary_files(path: Path) -> dict[str, FileReport]:
     try:
-        with open_regular(path) as handle:
-            summary = orjson.loads(handle.read())
-        return {f["name"]: f for f in summary["archive"]["files"]}
-    except (OSError, ArchiveError, ValueError, KeyError, TypeError):
+        summary = read_summary(path)
+    except (OSError, ArchiveError, ValueError):
         return {}
+    return {} if summary is None else {f.name: f for f in summary.files}
 
 
 def _failures(path: Path) -> tuple[list[FailureGroup], str | None]:
@@ -159,20 +165,17 @@ def _failures(path: Path) -> tuple[list[FailureGroup], str | None]:
     newest: tuple[str, str] | None = None
     if not os.path.lexists(path):
         return [], None
-    with open_regular(path) as handle:
-        for raw in handle:
-            try:
-                entry = orjson.loads(raw)
-                reason, record_id = str(entry["reason"]), str(entry["id"])
-            except (ValueError, KeyError, TypeError):
-                continue
-            counts[reason] = counts.get(reason, 0) + 1
-            ids = first.setdefault(reason, [])
-            if len(ids) < FIRST_IDS:
-                ids.append(record_id)
-            at, error = entry.get("at"), entry.get("error")
-            if isinstance(at, str) and isinstance(error, str) and (newest is None or at >= newest[0]):
-                newest = (at, f"{record_id}: {error} ({reason})")
+    for entry in read_failed(path):
+        if entry is None:
+            continue
+        reason, record_id = entry.reason, entry.id
+        counts[reason] = counts.get(reason, 0) + 1
+        ids = first.setdefault(reason, [])
+        if len(ids) < FIRST_IDS:
+            ids.append(record_id)
+        at, error = entry.at, entry.error
+        if at is not None and error is not None and (newest is None or at >= newest[0]):
+            newest = (at, f"{record_id}: {error} ({reason})")
     groups = [FailureGroup(reason=r, count=counts[r], first_ids=first[r]) for r in counts]
     return groups, None if newest is None else newest[1]
 
@@ -197,11 +200,10 @@ def _generations(path: Path) -> list[Generation]:
 
 def _summary_records(path: Path) -> int | None:
     try:
-        with open_regular(path) as handle:
-            records = orjson.loads(handle.read())["archive"]["records"]
-    except (OSError, ArchiveError, ValueError, KeyError, TypeError):
+        summary = read_summary(path)
+    except (OSError, ArchiveError, ValueError):
         return None
-    return records if isinstance(records, int) else None
+    return None if summary is None else summary.records
 
 
 # -- showing it ----------------------------------------------------------------

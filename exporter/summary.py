@@ -1,23 +1,22 @@
-"""summary.json: what a run did, in a shape a script can rely on.
+"""What goes in summary.json: a run's status word, counts and pacing, built into `layout.Summary`.
 
-Built here from plain counts, so its shape is defined (and tested) in one place;
-written atomically by the archive at the end of every run, interrupted ones
-included.
+Built here from plain counts; the file's shape is `archive/layout.py`'s
+`Summary`, written atomically by the archive at the end of every run,
+interrupted ones included.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from .archive.layout import FileReport, Summary
 from .errors import ExitCode, Reason
 from .fetcher import FetchStats
 from .pacing import Pacer
 from .plan import PlanCounts
-
-SUMMARY_VERSION = 1
 
 _STATUS = {
     ExitCode.OK: "complete",
@@ -95,33 +94,30 @@ def build_summary(
     facts: RunFacts,
     counts: Mapping[str, int],
     failures: Mapping[str, int],
-    files: list[dict[str, Any]],
+    files: Sequence[FileReport],
     failed_lines: int,
     pacing: Mapping[str, Any] | None = None,
-) -> dict[str, Any]:
-    """The summary.json document."""
+) -> Summary:
+    """The summary of the run `facts` tells of."""
     elapsed = max(facts.elapsed_s, 1e-9)
-    return {
-        "summary_version": SUMMARY_VERSION,
-        "run": facts.run,
-        "status": run_status(facts.exit_code),
-        "exit_code": facts.exit_code,
-        "started_at": facts.started_at,
-        "finished_at": facts.finished_at,
-        "elapsed_s": round(facts.elapsed_s, 3),
-        "records_per_s": round(counts.get("exported", 0) / elapsed, 2),
-        "manifest": facts.manifest,
-        "base_url": facts.base_url,
-        "proxy": facts.proxy,
-        "shard": facts.shard,
-        "counts": dict(counts),
-        "failed_by_reason": {str(k): v for k, v in sorted(failures.items()) if v},
-        "pacing": dict(pacing) if pacing is not None else {"paused_s": {}, "rate_cuts": 0},
-        "archive": {
-            "records": sum(int(f["lines"]) for f in files),
-            "bytes": sum(int(f["bytes"]) for f in files),
-            "files": files,
-            "failed_listed": failed_lines,
-            "superseded_to": facts.superseded_to,
-        },
-    }
+    return Summary(
+        run=facts.run,
+        status=run_status(facts.exit_code),
+        exit_code=facts.exit_code,
+        started_at=facts.started_at,
+        finished_at=facts.finished_at,
+        elapsed_s=round(facts.elapsed_s, 3),
+        records_per_s=round(counts.get("exported", 0) / elapsed, 2),
+        manifest=facts.manifest,
+        base_url=facts.base_url,
+        proxy=facts.proxy,
+        shard=facts.shard,
+        counts=dict(counts),
+        failed_by_reason={str(k): v for k, v in sorted(failures.items()) if v},
+        pacing=dict(pacing) if pacing is not None else {"paused_s": {}, "rate_cuts": 0},
+        records=sum(f.lines for f in files),
+        bytes=sum(f.bytes for f in files),
+        files=tuple(files),
+        failed_listed=failed_lines,
+        superseded_to=facts.superseded_to,
+    )

@@ -35,7 +35,7 @@ How, for each DIR in turn, then across all of them:
                       --> the manifest, both ways (`completeness.py`)
 
 This module holds the checks and the command; reading the archive is
-`archive_reader.py`'s, the findings and their printing `verify_report.py`'s.
+`archive/reader.py`'s, the findings and their printing `verify_report.py`'s.
 `verify_archives` is the checking core: it returns a `Report` whose `findings`
 are `Problem(path, line, message, severity)` values, and raises `UsageError`
 only when it cannot start (a DIR that is not an archive, an unreadable
@@ -57,12 +57,20 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-import orjson
-
-from . import checkpoint
-from .archive import SUMMARY_NAME, SUPERSEDE_MARKER, SUPERSEDED_DIR, probe_lock, unsafe_entries
-from .archive_reader import (
+from .archive.layout import (
+    CHECKPOINT_NAME,
+    SUMMARY_NAME,
+    SUPERSEDE_MARKER,
+    SUPERSEDED_DIR,
+    ArchiveKind,
+    archive_kind,
+    file_number,
+    not_an_archive,
+    unlisted_records_files,
+)
+from .archive.reader import (
     Alignment,
+    CheckpointState,
     Chunk,
     FileEnd,
     FileStart,
@@ -70,16 +78,16 @@ from .archive_reader import (
     Missing,
     line_at,
     line_id,
+    probe_lock,
     read_records,
+    read_summary,
     replay_checkpoint,
+    unsafe_entries_at,
 )
-from .checkpoint import CheckpointState
-from .codecs import file_number, unlisted_records_files
 from .completeness import check_manifest
 from .config import ManifestSource
 from .digests import DigestSet, id_digest
 from .errors import ArchiveCorrupt, ArchiveError, UsageError
-from .safe_fs import SafeDir, open_regular
 from .verify_report import DETAIL_LIMIT, Findings, Report, print_report
 
 #: Missing records and stray lines kept per archive to pair them up; the rest are counted.
@@ -142,7 +150,7 @@ class _Checker(Findings):
             )
         unsafe = self._check_entries(root)
         self._note_generations(root, unsafe)
-        state = None if checkpoint.CHECKPOINT_NAME in unsafe else self._replay(root)
+        state = None if CHECKPOINT_NAME in unsafe else self._replay(root)
         if state is None:
             return
         archive = _Archive(root, state, unsafe)
@@ -164,8 +172,7 @@ class _Checker(Findings):
 
     def _check_entries(self, root: Path) -> frozenset[str]:
         """Report every link, FIFO, ... where the archive keeps a file; their names, not to be read."""
-        with SafeDir.open_existing(root) as directory:
-            unsafe = unsafe_entries(directory)
+        unsafe = unsafe_entries_at(root)
         for name, why in unsafe:
             self.problem(
                 root / name,
@@ -194,13 +201,13 @@ class _Checker(Findings):
                 )
 
     def _replay(self, root: Path) -> CheckpointState | None:
-        path = root / checkpoint.CHECKPOINT_NAME
+        path = root / CHECKPOINT_NAME
         if not path.exists():
             listed = sorted(n for n in os.listdir(root) if file_number(n) is not None)
             self.problem(
                 root,
                 None,
-                f"holds {listed[0]} but no {checkpoint.CHECKPOINT_NAME}: nothing says what was "
+                f"holds {listed[0]} but no {CHECKPOINT_NAME}: nothing says what was "
                 "committed, so none of it can be verified; restore the checkpoint from a backup",
             )
             return None
@@ -317,17 +324,8 @@ class _Checker(Findings):
         if SUMMARY_NAME in archive.unsafe:
             return
         try:
-            if not os.path.lexists(path):
-                raise FileNotFoundError(path)
-            with open_regular(path) as handle:
-                summary = orjson.loads(handle.read())
-            files = {f["name"]: f for f in summary["archive"]["files"]}
-            records = summary["archive"]["records"]
-        except FileNotFoundError:
-            if state.runs:
-                self.note(path, None, "missing: no run has finished yet (the first one was killed?)")
-            return
-        except (ValueError, KeyError, TypeError) as exc:
+            summary = read_summary(path)
+        except ValueError as exc:
             self.problem(
                 path, None, f"is not a summary this exporter writes ({exc}); the next run rewrites it"
             )
@@ -335,41 +333,48 @@ class _Checker(Findings):
         except (OSError, ArchiveError) as exc:
             self.problem(path, None, f"cannot be read: {exc}")
             return
+        if summary is None:
+            if state.runs:
+                self.note(path, None, "missing: no run has finished yet (the first one was killed?)")
+            return
+        files = {f.name: f for f in summary.files}
         last_run = state.runs[-1].run if state.runs else None
-        current = summary.get("run") == last_run
+        current = summary.run == last_run
         if not current:
             self.note(
                 path,
                 None,
-                f"is from run {summary.get('run')} but the checkpoint's last run is {last_run}, which "
+                f"is from run {summary.run} but the checkpoint's last run is {last_run}, which "
                 "did not write one (killed?): only the files whose sizes agree are compared",
             )
-        elif records != state.ids:
-            self.problem(path, None, f"says {records} records but the checkpoint lists {state.ids} ids")
+        elif summary.records != state.ids:
+            self.problem(
+                path, None, f"says {summary.records} records but the checkpoint lists {state.ids} ids"
+            )
         for name, file_state in state.files.items():
             entry = files.pop(name, None)
             if entry is None:
                 if current:
                     self.problem(path, None, f"does not list {name}, which the checkpoint does")
                 continue
-            if entry.get("bytes") != file_state.size:
-                if current or not isinstance(entry.get("bytes"), int) or entry["bytes"] > file_state.size:
+            if entry.bytes != file_state.size:
+                if current or entry.bytes > file_state.size:
                     self.problem(
                         path,
                         None,
-                        f"says {name} is {entry.get('bytes')} bytes but {file_state.size} were committed",
+                        f"says {name} is {entry.bytes} bytes but {file_state.size} were committed",
                     )
                 continue
-            if entry.get("lines") != file_state.lines:
+            if entry.lines != file_state.lines:
                 self.problem(
                     path,
                     None,
-                    f"says {name} has {entry.get('lines')} lines but the checkpoint lists {file_state.lines}",
+                    f"says {name} has {entry.lines} lines but the checkpoint lists {file_state.lines}",
                 )
             digest = hashes.get(name)
-            if digest is not None and entry.get("sha256") != digest:
+            if digest is not None and entry.sha256 != digest:
                 self.problem(
-                    path, None, f"says {name} has sha256 {entry.get('sha256')} but its bytes hash to {digest}"
+                    path, None, f"says {name} has sha256 {entry.sha256} but its bytes hash to {digest}"
                 )
         for name in files:
             self.problem(path, None, f"lists {name}, which the checkpoint does not")
@@ -516,16 +521,12 @@ class _Misplaced:
 
 
 def _require_archive(root: Path) -> None:
-    if not root.is_dir():
+    kind = archive_kind(root)
+    if kind is ArchiveKind.NOT_A_DIRECTORY:
         raise UsageError(f"{root} is not a directory; give the --out directory of an export")
-    if os.path.lexists(root / checkpoint.CHECKPOINT_NAME):
-        return
-    if any(file_number(name) is not None for name in os.listdir(root)):
-        return  # records without a checkpoint: damage, reported as a problem
-    raise UsageError(
-        f"{root} is not an archive (it has no {checkpoint.CHECKPOINT_NAME}); "
-        "give the --out directory of an export"
-    )
+    if kind is ArchiveKind.NOT_AN_ARCHIVE:
+        raise not_an_archive(root)
+    # ARCHIVE, and RECORDS_ONLY: records without a checkpoint, damage reported as a problem
 
 
 # -- the command ---------------------------------------------------------------

@@ -1236,7 +1236,7 @@ def dryrun_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     one-line records: a dry run reads the checkpoint and the manifest, never the records, so their
     size does not matter. Its lock is held while the dry runs are measured, as a run would hold it.
     """
-    from exporter.archive import Archive, RunRequest
+    from exporter.archive.writer import Archive, RunRequest
     from exporter.config import ArchiveSettings
 
     args = setup.args

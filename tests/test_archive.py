@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 import zstandard
 
-from exporter import checkpoint
-from exporter.archive import Archive, RunRequest
+from exporter.archive import checkpoint
+from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, Compression
 from exporter.digests import DigestSet, id_digest
 from exporter.errors import ArchiveCorrupt, ArchiveLocked
@@ -133,7 +133,7 @@ def test_second_writer_is_locked_out(tmp_path: Path) -> None:
     try:
         code = (
             "import sys; from pathlib import Path\n"
-            "from exporter.archive import Archive, RunRequest\n"
+            "from exporter.archive.writer import Archive, RunRequest\n"
             "from exporter.config import ArchiveSettings\n"
             "from exporter.errors import ArchiveLocked\n"
             "try:\n"
@@ -210,7 +210,7 @@ def test_resumed_file_hash_covers_the_earlier_runs(tmp_path: Path) -> None:
     archive = Archive.open(settings(tmp_path), request())
     try:
         archive.commit(lines_for(["b"]))
-        report = archive.files_report()
+        report = [f.to_json() for f in archive.files_report()]
     finally:
         archive.close()
     data = (tmp_path / "records-00001.ndjson").read_bytes()
@@ -354,10 +354,10 @@ def test_checkpoint_entries_describe_runs(tmp_path: Path) -> None:
 
 
 def test_write_all_survives_partial_writes() -> None:
-    """_write_all delivers every byte of many buffers in order even when the kernel takes them piecemeal."""
+    """write_all delivers every byte of many buffers in order even when the kernel takes them piecemeal."""
     import threading
 
-    from exporter.archive import _write_all
+    from exporter.archive.safe_fs import write_all as _write_all
 
     chunks = [bytes([i % 251]) * (1000 + i) for i in range(3000)]
     read_fd, write_fd = os.pipe()  # a pipe accepts at most its capacity per call
@@ -380,7 +380,7 @@ def test_write_all_survives_partial_writes() -> None:
 
 def test_unlisted_records_files_are_split_into_leftover_and_foreign() -> None:
     """The next-numbered unlisted file is a crash leftover; any other unlisted records file is foreign."""
-    from exporter.codecs import unlisted_records_files
+    from exporter.archive.layout import unlisted_records_files
 
     names = [
         "records-00001.ndjson",

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter import archive_reader
-from exporter.archive_reader import (
+from exporter.archive import reader as archive_reader
+from exporter.archive.checkpoint import Commit, commit_entry, run_entry
+from exporter.archive.reader import (
     Alignment,
     Chunk,
     Line,
@@ -18,7 +19,6 @@ from exporter.archive_reader import (
     replay_checkpoint,
     replay_commits,
 )
-from exporter.checkpoint import Commit, commit_entry, run_entry
 
 R1 = "records-00001.ndjson"
 

@@ -7,8 +7,7 @@ import io
 import orjson
 import pytest
 
-from exporter.checkpoint import (
-    CHECKPOINT_NAME,
+from exporter.archive.checkpoint import (
     FORMAT_VERSION,
     CheckpointState,
     Commit,
@@ -21,6 +20,7 @@ from exporter.checkpoint import (
     replay,
     run_entry,
 )
+from exporter.archive.layout import CHECKPOINT_NAME
 from exporter.errors import ArchiveCorrupt
 
 SHA = "ab" * 32

@@ -17,7 +17,7 @@ import zstandard
 from conftest import ROOT, TOKEN, cli, cli_env, read_records, read_summary, spawn, write_manifest
 from fake_api import FakeServerHandle
 
-from exporter.archive import Archive, RunRequest
+from exporter.archive.writer import Archive, RunRequest
 from exporter.cli import build_parser, read_token
 from exporter.config import ArchiveSettings
 from exporter.errors import UsageError

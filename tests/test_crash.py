@@ -24,7 +24,8 @@ import zstandard
 from conftest import cli, spawn, write_manifest
 from fake_api import FakeServerHandle
 
-from exporter import checkpoint
+from exporter.archive import checkpoint
+from exporter.archive.layout import CHECKPOINT_NAME
 
 sys.set_int_max_str_digits(0)
 
@@ -56,7 +57,7 @@ def archive_lines(out: Path) -> list[bytes]:
 
 def checkpoint_ids(out: Path) -> list[str]:
     ids: list[str] = []
-    path = out / checkpoint.CHECKPOINT_NAME
+    path = out / CHECKPOINT_NAME
     if path.exists():
         with open(path, "rb") as handle:
             checkpoint.replay(handle, ids.extend)

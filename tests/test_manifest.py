@@ -18,9 +18,10 @@ import zstandard
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.archive.layout import REPORTED_ID_BYTES, reported_id
 from exporter.config import ManifestFormat, ManifestSource
 from exporter.errors import ManifestError, Reason
-from exporter.fetcher import REPORTED_ID_BYTES, Failure, reported_id
+from exporter.fetcher import Failure
 from exporter.manifest import (
     MAX_ID_CHARS,
     Entry,

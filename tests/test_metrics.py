@@ -21,7 +21,7 @@ from conftest import TOKEN, cli, export, make_config, read_summary, write_manife
 from fake_api import FakeServerHandle
 from prometheus_client.parser import text_string_to_metric_families
 
-from exporter.archive import Archive, RunRequest
+from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, MetricsSettings
 from exporter.metrics import Snapshot, grouping_path, render
 

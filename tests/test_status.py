@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from exporter.archive import Archive, RunRequest, probe_lock
+from exporter.archive.layout import Summary
+from exporter.archive.lock import probe_lock
+from exporter.archive.writer import Archive, RunRequest
 from exporter.cli import main
 from exporter.config import ArchiveSettings
 from exporter.digests import DigestSet
@@ -51,8 +53,8 @@ def run(
         counts = {"exported": len(batch), "failed": 0, "not_found": len(failures)}
         status = {0: "complete", 1: "incomplete", 3: "auth_refused"}[exit_code]
         archive.end_run(at=T0, exit_code=exit_code, status=status, counts=counts, message=message)
-        records = sum(f["lines"] for f in files)
-        archive.write_summary({"run": archive.run, "archive": {"records": records, "files": files}})
+        records = sum(f.lines for f in files)
+        archive.write_summary(Summary(run=archive.run, records=records, files=tuple(files)))
     finally:
         archive.close()
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from conftest import cli
 
-from exporter.archive import Archive, RunRequest
+from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, Compression, ManifestSource
 from exporter.digests import DigestSet
 from exporter.errors import ManifestError, UsageError

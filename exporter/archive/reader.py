@@ -1,12 +1,23 @@
-"""Reading an archive back: the read side of `archive.py`, used by `verify` and `status`.
+"""Reading an archive back, trusting nothing read: the read side of `writer.py`, and all `verify`,
+`status`, `completeness` and `--dry-run` use of the archive besides `layout`.
 
-`archive.py` is the archive's only writer; this module only reads it, trusts
-nothing it reads (every file is opened with `safe_fs.open_regular`: never
-through a link, never a FIFO or device), and keeps memory bounded (one commit's ids and bytes at a
-time) for archives of millions of records:
+`writer.py` is the archive's only writer; this module only reads it, trusts
+nothing it reads (every file is opened through `safe_fs`: never through a
+link, never a FIFO or device), and keeps memory bounded (one commit's ids and
+bytes at a time) for archives of millions of records:
 
-    replay_checkpoint   the state checkpoint.ndjson adds up to (`checkpoint.replay` on the file)
+    open_directory      the archive directory, for reading its files relative to it
+    unsafe_entries      links, FIFOs, ... where the archive keeps a file (never opened)
+    refuse_unsafe       the error a run (or a dry run) stops with for one of them
+    probe_lock          whether an export holds the archive now (`lock.py`)
+    resumes_refetch,    what the checkpoint means for the next run (`checkpoint.py`)
+    check_same_shard
+    has_checkpoint      whether the directory is an archive yet
+    read_checkpoint     the checkpoint's state, its ids handed to a callback (as a run reads it)
+    replay_checkpoint   the same from a path (`checkpoint.replay` on the file)
     replay_commits      its commits once more, numbered, one at a time, up to the bytes replayed
+    failed_entries      failed.ndjson as `layout.FailedEntry` records
+    read_summary        summary.json as a `layout.Summary`
     read_records        every listed records file, read commit by commit, as a stream of events:
                         `FileStart` (or `FileRefused`), then per commit a `Chunk` (the bytes it
                         appended, their crc32 checked and decoded on their own, so damage stays
@@ -27,7 +38,7 @@ import json
 import os
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO
@@ -36,13 +47,135 @@ import orjson
 import zstandard
 
 from . import checkpoint
-from .checkpoint import CheckpointState, Commit, FileState
-from .codecs import codec_of_file, decompressed_lines
-from .safe_fs import entry_problem, open_regular
+from .checkpoint import CheckpointState as CheckpointState
+from .checkpoint import Commit as Commit
+from .checkpoint import FileState
+from .checkpoint import RunState as RunState
+from .checkpoint import check_same_shard as check_same_shard
+from .checkpoint import resumes_refetch as resumes_refetch
+from .framing import codec_of_file, decompressed_lines
+from .layout import CHECKPOINT_NAME, FAILED_NAME, EntryKind, FailedEntry, Summary, entry_kind
+from .lock import LockState as LockState
+from .lock import probe_lock as probe_lock
+from .safe_fs import SafeDir as SafeDir
+from .safe_fs import entry_problem, open_regular, os_error, refused
 
 #: Ids a file's lines may lag behind its commits before the oldest are given up as missing.
 _ALIGN_WINDOW = 100_000
 _DECODE_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
+
+
+def open_directory(root: Path) -> SafeDir:
+    """The existing archive directory `root`, open for reading the files in it."""
+    return SafeDir.open_existing(root)
+
+
+def unsafe_entries(directory: SafeDir) -> list[tuple[str, str]]:
+    """(name, what is wrong) for each entry where the archive keeps a file but finds a link, FIFO, ...
+
+    Checked before a run writes anything, and reported by `verify` and
+    `status`; the opens themselves check again (O_NOFOLLOW, fstat), so an entry
+    swapped in after this look is refused too.
+    """
+    found = []
+    for name in sorted(directory.names()):
+        kind = entry_kind(name)
+        if kind is None:
+            continue
+        st = directory.lstat(name)
+        if st is None:
+            continue
+        problem = entry_problem(
+            st, directory=kind is EntryKind.DIRECTORY, written=kind is EntryKind.WRITTEN_IN_PLACE
+        )
+        if problem is not None:
+            found.append((name, problem))
+    return found
+
+
+def unsafe_entries_at(root: Path) -> list[tuple[str, str]]:
+    """`unsafe_entries` of the archive directory `root`."""
+    with open_directory(root) as directory:
+        return unsafe_entries(directory)
+
+
+def refuse_unsafe(root: Path, unsafe: list[tuple[str, str]], name: str | None = None) -> None:
+    """Raise `ArchiveUnsafe` for the first of `unsafe` (or for `name`, if it is among them)."""
+    for entry, why in unsafe:
+        if name is None or entry == name:
+            raise refused(root / entry, why)
+
+
+def has_checkpoint(directory: SafeDir) -> bool:
+    """Whether `directory` holds a checkpoint (an archive, or the start of one)."""
+    return directory.lstat(CHECKPOINT_NAME) is not None
+
+
+def read_checkpoint(directory: SafeDir, on_ids: Callable[[list[str]], None] | None = None) -> CheckpointState:
+    """The checkpoint's state in `directory` (empty when there is none); each commit's ids go to `on_ids`."""
+    handle = directory.reader(CHECKPOINT_NAME)
+    if handle is None:
+        return CheckpointState()
+    try:
+        with handle:
+            return checkpoint.replay(handle, on_ids)
+    except OSError as exc:
+        raise os_error(directory.path / CHECKPOINT_NAME, exc, "read") from exc
+
+
+def failed_entries(directory: SafeDir) -> Iterator[FailedEntry]:
+    """The entries of the failed.ndjson in `directory`, if any; unreadable lines are skipped."""
+    handle = directory.reader(FAILED_NAME)
+    if handle is None:
+        return
+    try:
+        with handle:
+            for line in handle:
+                try:
+                    yield FailedEntry.from_json_line(line)
+                except ValueError:
+                    continue
+    except OSError as exc:
+        raise os_error(directory.path / FAILED_NAME, exc, "read") from exc
+
+
+def read_failed(path: Path) -> Iterator[FailedEntry | None]:
+    """Each line of the failed.ndjson at `path` as an entry, or None when it is not one.
+
+    The file is opened at once (ArchiveError when it cannot be, or is not a
+    regular file), and read as the result is iterated.
+    """
+    handle = open_regular(path)
+
+    def lines() -> Iterator[FailedEntry | None]:
+        with handle:
+            for raw in handle:
+                try:
+                    yield FailedEntry.from_json_line(raw)
+                except ValueError:
+                    yield None
+
+    return lines()
+
+
+def read_summary(path: Path) -> Summary | None:
+    """The summary.json at `path`, None when there is none; ValueError when it is not one this writes.
+
+    ArchiveError (or OSError) when it cannot be read or is not a regular file.
+    """
+    if not os.path.lexists(path):
+        return None
+    with open_regular(path) as handle:
+        return Summary.from_bytes(handle.read())
+
+
+def size_on_disk(path: Path) -> int | None:
+    """The size of the records file at `path`; None when it is missing or not a regular file."""
+    try:
+        st = os.lstat(path)
+    except FileNotFoundError:
+        return None
+    return None if entry_problem(st) else st.st_size
 
 
 def replay_checkpoint(path: Path) -> CheckpointState:
@@ -226,7 +359,7 @@ def read_records(root: Path, state: CheckpointState) -> Iterator[RecordsEvent]:
     current: FileState | None = None
     reader: RecordsReader | None = None
     try:
-        for ordinal, commit in replay_commits(root / checkpoint.CHECKPOINT_NAME, state.valid_bytes):
+        for ordinal, commit in replay_commits(root / CHECKPOINT_NAME, state.valid_bytes):
             if current is None or current.name != commit.file:
                 if reader is not None and current is not None:
                     yield from _end_file(reader, current)

@@ -1,4 +1,4 @@
-"""How a group commit's lines are framed on disk: as they are, or compressed.
+"""How a records file frames its lines: each group commit's lines as they are, or compressed, and back.
 
 Each commit is compressed on its own, as one gzip member or one zstd frame.
 Concatenated members and frames are themselves a valid `.gz` / `.zst` file
@@ -10,15 +10,16 @@ crash leaves a complete, readable file.
 from __future__ import annotations
 
 import gzip
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import BinaryIO
 
 import zstandard
 
-from .config import Compression
+from exporter.config import Compression
 
-RECORDS_PREFIX = "records-"
+from . import layout
+
 _NEWLINE = b"\n"
 
 
@@ -27,7 +28,6 @@ class Codec:
     """A framing of committed bytes, named by the `--compress` value it stands for."""
 
     name: Compression
-    suffix: str
     level: int | None = None
 
     def frame(self, records: Sequence[bytes | memoryview]) -> list[bytes | memoryview]:
@@ -48,50 +48,17 @@ class Codec:
 
     def file_name(self, number: int) -> str:
         """The name of records file number `number` (1-based)."""
-        return f"{RECORDS_PREFIX}{number:05d}{self.suffix}"
+        return layout.records_name(number, self.name)
 
 
 def codec_for(name: Compression, level: int | None = None) -> Codec:
     """The codec for a `--compress` value."""
-    suffix = {"none": ".ndjson", "gzip": ".ndjson.gz", "zstd": ".ndjson.zst"}[name]
-    return Codec(name, suffix, level)
+    return Codec(name, level)
 
 
 def codec_of_file(file_name: str) -> Codec:
     """The codec a records file was written with, from its name."""
-    if file_name.endswith(".ndjson.gz"):
-        return codec_for("gzip")
-    if file_name.endswith(".ndjson.zst"):
-        return codec_for("zstd")
-    return codec_for("none")
-
-
-def file_number(file_name: str) -> int | None:
-    """The sequence number in a records file name, or None when it is not one."""
-    if not file_name.startswith(RECORDS_PREFIX):
-        return None
-    digits = file_name[len(RECORDS_PREFIX) :].split(".", 1)[0]
-    return int(digits) if digits.isdigit() else None
-
-
-def unlisted_records_files(names: Iterable[str], listed: Iterable[str]) -> tuple[list[str], list[str]]:
-    """Records files among `names` that the checkpoint does not list, split in two.
-
-    The first list holds the file numbered right after the last listed one:
-    the archive creates it just before its first commit to it, so a run killed
-    in between leaves it behind, uncommitted (the next export removes it). The
-    second holds any other unlisted records file, which is not the archive's.
-    """
-    known = set(listed)
-    next_number = 1 + max((file_number(name) or 0 for name in known), default=0)
-    leftover: list[str] = []
-    foreign: list[str] = []
-    for name in sorted(names):
-        number = file_number(name)
-        if number is None or name in known:
-            continue
-        (leftover if number == next_number else foreign).append(name)
-    return leftover, foreign
+    return codec_for(layout.compression_of(file_name))
 
 
 def decompressed_lines(handle: BinaryIO, codec: Codec) -> Iterator[bytes]:

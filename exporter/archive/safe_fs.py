@@ -1,4 +1,4 @@
-"""Files in a directory someone else may have prepared: opened without being fooled by it.
+"""Opening, writing and replacing files in a directory someone else may have prepared, never fooled by it.
 
 The archive directory can be one another user created first (under /tmp, on a
 shared volume) and can still write to, who may plant a symbolic link, a hard
@@ -15,7 +15,9 @@ So every file of an archive is opened here, the same way:
   and an fstat that checks the same of what was really opened;
 - a file opened for writing must have one link: through a hard link to a file
   elsewhere, an append or a truncation would change that file;
-- temporary files are created with O_CREAT | O_EXCL under unpredictable names.
+- temporary files are created with O_CREAT | O_EXCL under unpredictable names
+  (`layout.temp_name`), and renamed over the file they replace when whole
+  (`SafeDir.write_whole`).
 
 `check_trusted` is ssh's rule for the directory itself (owned by this user or
 root, not writable by everyone). Every failure is an `ArchiveError` (exit 4)
@@ -29,18 +31,22 @@ import contextlib
 import errno
 import logging
 import os
-import secrets
 import stat
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
-from .errors import ArchiveError, ArchiveUnsafe
+from exporter.errors import ArchiveError, ArchiveUnsafe
+
+from .layout import temp_name
 
 FILE_MODE = 0o600
 DIR_MODE = 0o700
 #: Every open of an archive file carries these.
 _OPEN_FLAGS = os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC
+# Buffers per writev call (POSIX guarantees at least 16; Linux allows 1024).
+_IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_names else 16)
 
 log = logging.getLogger(__name__)
 
@@ -274,6 +280,29 @@ class SafeDir:
         temp = temp_name(name)
         return temp, self.open(temp, os.O_WRONLY, create=True, exclusive=True)
 
+    def write_whole(self, name: str, chunks: Iterable[bytes]) -> None:
+        """Replace `name` with the concatenated `chunks`: all of it or none of it, mode 0600.
+
+        Written to a new file of an unpredictable name first (created exclusively,
+        so nothing planted there is written through), then renamed over `name`.
+        """
+        temp, fd = self.create_temp(name)
+        try:
+            try:
+                for chunk in chunks:
+                    write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.replace(temp, name)
+        except OSError as exc:
+            self.unlink(temp)
+            raise os_error(self.path / name, exc, "write") from exc
+        except BaseException:
+            self.unlink(temp)
+            raise
+        self.fsync()
+
     def replace(self, name: str, new_name: str, into: SafeDir | None = None) -> None:
         """Rename `name` to `new_name` (in `into`, else here), replacing what has that name."""
         target = into or self
@@ -313,14 +342,17 @@ class SafeDir:
         return f"<SafeDir {self.path} fd={self.fd}>"
 
 
-def temp_name(name: str) -> str:
-    """An unpredictable name for a temporary file that will become `name`."""
-    return f"{name}.tmp-{secrets.token_hex(8)}"
-
-
-def is_temp_of(candidate: str, name: str) -> bool:
-    """Whether `candidate` is (or looks like) a temporary file of `name`, made by any version."""
-    return candidate.startswith(name + ".tmp")
+def write_all(fd: int, data: bytes | Sequence[bytes | memoryview]) -> None:
+    """Write every byte of `data` (one buffer, or several with writev), however the kernel splits it."""
+    if isinstance(data, bytes):
+        data = [data]
+    pending = [memoryview(chunk) for chunk in data if chunk]
+    while pending:
+        written = os.writev(fd, pending[:_IOV_MAX])
+        while written and written >= len(pending[0]):
+            written -= len(pending.pop(0))
+        if written:
+            pending[0] = pending[0][written:]
 
 
 def open_regular(path: Path) -> BinaryIO:

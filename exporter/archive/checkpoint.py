@@ -1,4 +1,4 @@
-"""Checkpoint records: what each commit made durable, and the state they add up to.
+"""The checkpoint's format: entries for what each commit made durable, and the state they add up to.
 
 The checkpoint (`checkpoint.ndjson` in the archive) is an append-only log, one
 JSON object a line, written by the archive's single writer after the records
@@ -22,22 +22,25 @@ damage, like any other malformed entry. Only the final line may be torn (the cra
 happened while it was written); any other unreadable line means damage, and
 the archive refuses to guess.
 
-This module is pure: it turns entries into bytes and lines into state. The file
-I/O is `archive.py`'s.
+This module is pure: it turns entries into bytes and lines into state, and
+says what that state means for the next run (`resumes_refetch`,
+`check_same_shard`). The file I/O is `writer.py`'s and `reader.py`'s.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import orjson
 
-from .errors import ArchiveCorrupt
+from exporter.errors import ArchiveCorrupt, UsageError
+
+from .layout import CHECKPOINT_NAME
 
 FORMAT_VERSION = 1
-CHECKPOINT_NAME = "checkpoint.ndjson"
 
 
 def run_entry(*, run: int, at: str, refetch: bool, manifest: str, shard: str | None) -> bytes:
@@ -317,3 +320,28 @@ def _str(entry: dict[str, Any], key: str) -> str:
     if not isinstance(value, str):
         raise ValueError(f"{key!r} is {value!r}, not a string")
     return value
+
+
+def resumes_refetch(runs: list[RunState]) -> bool:
+    """Whether a --refetch run continues the last run instead of starting over.
+
+    It does when the last run was itself a --refetch run that did not get to
+    the end of its manifest (killed, interrupted, or stopped by a refused
+    token): running the same command again must resume, not restart.
+    """
+    if not runs:
+        return False
+    last = runs[-1]
+    return last.refetch and last.status not in ("complete", "incomplete")
+
+
+def check_same_shard(root: Path, state: CheckpointState, shard: str | None) -> None:
+    """One archive holds one slice: mixing shards would break `verify` across the N archives."""
+    if not state.ids or not state.runs:
+        return
+    previous = state.runs[-1].shard
+    if previous != shard:
+        raise UsageError(
+            f"{root} holds shard {previous or 'none (all ids)'} but this run is shard "
+            f"{shard or 'none (all ids)'}; use the same --shard, or another --out"
+        )
