@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 from . import __version__, dryrun, metrics, status, tls, verify
+from .archive.layout import FAILED_NAME
 from .client import check_base_url
 from .config import (
     DEFAULT_COMPRESS_BATCH_BYTES,
@@ -750,17 +751,18 @@ def _proxy_line(proxy: ProxySettings) -> str:
 
 def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     """The last word of a run: one error line, and unless --quiet one line of counts."""
+    summary = outcome.report
     if outcome.message and outcome.exit_code not in (ExitCode.SIGINT, ExitCode.SIGTERM):
-        log.error("%s", outcome.message, extra=event("error", run=outcome.summary.get("run")))
+        log.error("%s", outcome.message, extra=event("error", run=summary.run if summary else None))
     if config.quiet:
         return
-    summary = outcome.summary
-    counts = summary.get("counts", {})
+    counts = dict(summary.counts) if summary else {}
     out = config.archive.out_dir
     exported = counts.get("exported", 0)
+    elapsed_s, per_s = (summary.elapsed_s, summary.records_per_s) if summary else (0, 0)
     parts = [
         f"exported {exported} recording{'' if exported == 1 else 's'} to {out} "
-        f"in {outcome.summary.get('elapsed_s', 0):.1f}s ({outcome.summary.get('records_per_s', 0):.1f}/s)"
+        f"in {elapsed_s:.1f}s ({per_s:.1f}/s)"
     ]
     extras = [
         f"{counts[key]} {label}"
@@ -777,16 +779,16 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     if extras:
         parts.append(", ".join(extras))
     if counts.get("not_found") or counts.get("invalid") or counts.get("failed"):
-        parts.append(f"see {out / 'failed.ndjson'}")
+        parts.append(f"see {out / FAILED_NAME}")
     fields = event(
         "end",
-        status=summary.get("status"),
+        status=summary.status if summary else None,
         exit_code=outcome.exit_code,
-        elapsed_s=summary.get("elapsed_s"),
-        records_per_s=summary.get("records_per_s"),
+        elapsed_s=summary.elapsed_s if summary else None,
+        records_per_s=summary.records_per_s if summary else None,
         counts=counts,
-        failed_by_reason=summary.get("failed_by_reason", {}),
-        paused_s=summary.get("pacing", {}).get("paused_s", {}),
+        failed_by_reason=dict(summary.failed_by_reason) if summary else {},
+        paused_s=summary.pacing.get("paused_s", {}) if summary else {},
     )
     log.info("%s", "; ".join(parts), extra=fields)
 

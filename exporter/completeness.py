@@ -73,7 +73,7 @@ def check_manifest(
             if not listed.add(digest) or digest in archived or digest in not_found:
                 continue
             reason = next((r for r, ids in other_reasons.items() if digest in ids), None)
-            told = f"failed.ndjson lists it as {reason}" if reason else "nor listed in any failed.ndjson"
+            told = f"{FAILED_NAME} lists it as {reason}" if reason else f"nor listed in any {FAILED_NAME}"
             findings.detail(display, entry.line, f"id {entry.value!r} is in no archive, {told}")
     for kind, count in skipped.items():
         if count > _MANIFEST_NOTES:

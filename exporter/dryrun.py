@@ -21,6 +21,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from .archive.layout import FAILED_NAME, SUPERSEDED_DIR
 from .archive.reader import (
     check_same_shard,
     failed_entries,
@@ -204,7 +205,7 @@ def render_text(report: DryRunReport) -> str:
     if not report.archive_exists:
         lines.append(f"archive {report.out}: does not exist yet (a run creates it)")
     elif report.starts_over:
-        lines.append(f"archive {report.out}: --refetch sets it aside under superseded/ and starts over")
+        lines.append(f"archive {report.out}: --refetch sets it aside under {SUPERSEDED_DIR}/ and starts over")
     else:
         lines.append(f"archive {report.out}")
     rows: list[tuple[str, int, str]] = [
@@ -212,7 +213,7 @@ def render_text(report: DryRunReport) -> str:
         ("would fetch", report.to_fetch, _fetch_note(report)),
         ("already archived", report.already_archived, ""),
         ("repeated in the manifest", report.duplicates, ""),
-        ("invalid", report.invalid, "recorded in failed.ndjson, never sent"),
+        ("invalid", report.invalid, f"recorded in {FAILED_NAME}, never sent"),
         ("in other shards", report.other_shard, ""),
         ("not found before", report.not_found_skipped, "skipped; --retry-failed asks again"),
     ]

@@ -44,7 +44,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from .archive.layout import reported_id
+from .archive.layout import Summary, reported_id
 from .archive.writer import Archive, RunRequest
 from .batches import CommitQueue, commit_policy
 from .client import RecordingsClient
@@ -87,11 +87,16 @@ _HALTS = {
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How the run ended: the exit code, the summary written, and a line for the user."""
+    """How the run ended: the exit code, the summary written (None if it was not), a line for the user."""
 
     exit_code: int
-    summary: dict[str, Any]
+    report: Summary | None
     message: str | None = None
+
+    @property
+    def summary(self) -> dict[str, Any]:
+        """The summary as summary.json holds it; empty when none was written."""
+        return {} if self.report is None else self.report.to_json()
 
 
 def utc_iso(epoch: float) -> str:
@@ -203,7 +208,7 @@ class _Run:
                     except (OSError, ArchiveError) as exc:
                         # The records committed so far are safe; only the reports are missing.
                         exit_code = int(ExitCode.ARCHIVE)
-                        summary = {}
+                        summary = None
                         self.stop(
                             ExitCode.ARCHIVE, f"cannot write the run's reports in {archive.root}: {exc}"
                         )
@@ -479,7 +484,7 @@ class _Run:
         exit_code: int,
         started_epoch: float,
         elapsed_s: float,
-    ) -> dict[str, Any]:
+    ) -> Summary:
         """End-of-run bookkeeping, in the writer thread: failed.ndjson, checkpoint end, summary."""
         config = self.config
         failed_lines = archive.write_failed(planner.seen)
@@ -508,7 +513,7 @@ class _Run:
         pacing = pacing_report(self.pacer) if self.pacer is not None else None
         summary = build_summary(facts, counts, dict(self.failures), files, failed_lines, pacing)
         archive.write_summary(summary)
-        return summary.to_json()
+        return summary
 
     @contextlib.contextmanager
     def _signals(self) -> Any:

@@ -288,7 +288,7 @@ def render_text(status: ArchiveStatus) -> str:
     files = f"{len(status.files)} file{'' if len(status.files) == 1 else 's'}"
     out.append(f"total: {status.records} records, {human_bytes(status.bytes)} in {files}")
 
-    out.append(f"failed: {status.failed} ids" + (" (failed.ndjson)" if status.failed else ""))
+    out.append(f"failed: {status.failed} ids" + (f" ({FAILED_NAME})" if status.failed else ""))
     for group in status.failures:
         more = ", ..." if group.count > len(group.first_ids) else ""
         out.append(f"  {group.reason}: {group.count}  ({', '.join(group.first_ids)}{more})")

@@ -1,4 +1,4 @@
-"""archive_reader: the commit stream, records read commit by commit, line ids, and the id alignment."""
+"""archive/reader.py: the commit stream, records read commit by commit, line ids, and the id alignment."""
 
 from __future__ import annotations
 

@@ -46,6 +46,7 @@ from .generations import finish_superseding, interrupted_move, supersede
 from .layout import (
     CHECKPOINT_NAME,
     SUMMARY_NAME,
+    SUPERSEDED_DIR,
     FileReport,
     Summary,
     file_number,
@@ -203,7 +204,7 @@ class Archive:
                 raise ArchiveCorrupt(
                     f"{path} is missing but the checkpoint lists {state.lines} records in it; "
                     "restore it from a backup, or start over with --refetch "
-                    "(the current files are kept under superseded/)"
+                    f"(the current files are kept under {SUPERSEDED_DIR}/)"
                 )
             problem = entry_problem(st)
             if problem is not None:
