@@ -19,9 +19,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, dryrun, metrics, status, tls, verify
+from . import __version__, metrics
 from .archive.layout import FAILED_NAME
-from .client import check_base_url
 from .config import (
     DEFAULT_COMPRESS_BATCH_BYTES,
     DEFAULT_MAX_FILE_BYTES,
@@ -41,12 +40,15 @@ from .config import (
     Shard,
     TlsSettings,
 )
-from .credentials import check_token, read_proxy_auth_file, read_token_file, warn_if_shared
 from .errors import ExitCode, ExporterError, UsageError
 from .logs import JsonFormatter, TextOnly, event
+from .offline import dryrun, status, verify
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
-from .proxy_env import ProxyChoice, choose_proxy, with_credentials
+from .transport import tls
+from .transport.client import check_base_url
+from .transport.credentials import check_token, read_proxy_auth_file, read_token_file, warn_if_shared
+from .transport.proxy_env import ProxyChoice, choose_proxy, with_credentials
 
 TOKEN_ENV = "EXPORTER_TOKEN"  # noqa: S105 - the variable's name, not a token
 SHARD_INDEX_ENV = "JOB_COMPLETION_INDEX"

@@ -19,13 +19,13 @@ from dataclasses import dataclass, field
 from typing import Protocol
 
 from .archive.layout import REPORTED_ID_BYTES, FailedEntry
-from .client import RawResponse
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
 from .logs import event
 from .pacing import Halt, Pacer
 from .payload import PayloadDecoder, Record
 from .retry import Verdict, backoff_delay, classify_status
+from .transport.client import RawResponse
 
 log = logging.getLogger(__name__)
 

@@ -47,9 +47,7 @@ from typing import Any, BinaryIO
 from .archive.layout import Summary, reported_id
 from .archive.writer import Archive, RunRequest
 from .batches import CommitQueue, commit_policy
-from .client import RecordingsClient
 from .config import ExportConfig
-from .credentials import TokenSource
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
 from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
 from .jobs import Job, JobSource
@@ -61,6 +59,8 @@ from .payload import Record
 from .plan import Planner
 from .progress import NullProgress, Progress
 from .summary import RunFacts, build_summary, pacing_report, run_counts, run_status
+from .transport.client import RecordingsClient
+from .transport.credentials import TokenSource
 
 log = logging.getLogger(__name__)
 

@@ -4,7 +4,7 @@ One command, one run, side by side at the same concurrency over the same ids:
 
     floor      a minimal aiohttp loop (`bench.py floor`, its own process) that GETs each id with
                the Authorization header and throws the body away: what Python plus aiohttp can do
-    client     the same loop over the exporter's own HTTP client (`exporter.client`, `bench.py
+    client     the same loop over the exporter's own HTTP client (`exporter.transport.client`, `bench.py
                client`): what the exporter's transport alone costs, so exporter/client is the
                price of everything else (parsing, the archive, fsyncs, the checkpoint)
     exporter   `.venv/bin/exporter export MANIFEST --base-url URL --out FRESH --rate 0
@@ -748,9 +748,9 @@ async def floor_fetch(base_url: str, ids: Sequence[str], concurrency: int, token
 
 
 async def client_fetch(base_url: str, ids: Sequence[str], concurrency: int, token: str) -> dict[str, int]:
-    """The floor's loop over the exporter's own client (`exporter.client.RecordingsClient`)."""
-    from exporter.client import RecordingsClient
+    """The floor's loop over the exporter's own client (`exporter.transport.client.RecordingsClient`)."""
     from exporter.config import HttpSettings, Secret
+    from exporter.transport.client import RecordingsClient
 
     counts = {"ok": 0, "errors": 0, "bytes": 0}
     pending = iter(ids)

@@ -15,9 +15,9 @@ from contextlib import asynccontextmanager
 
 import pytest
 
-from exporter.client import RecordingsClient
 from exporter.config import HttpSettings, Secret
 from exporter.errors import TransportError
+from exporter.transport.client import RecordingsClient
 
 TOKEN = "tok-Hq72"
 Handler = Callable[["Conversation"], Awaitable[None]]

@@ -34,12 +34,18 @@ from scripted import (
     scripted,
 )
 
-from exporter.client import DECODED_CODINGS, Origin, RecordingsClient, check_base_url, request_target
 from exporter.config import HttpSettings, LimitSettings, ProxySettings, RetrySettings, Secret
 from exporter.errors import Reason, TransportError, UsageError
 from exporter.fetcher import Failure, Fetcher, Later
 from exporter.pacing import Pacer
-from exporter.tunnel import parse_proxy_url
+from exporter.transport.client import (
+    DECODED_CODINGS,
+    Origin,
+    RecordingsClient,
+    check_base_url,
+    request_target,
+)
+from exporter.transport.tunnel import parse_proxy_url
 
 
 async def test_the_request_head_is_exact_and_connections_are_reused() -> None:

@@ -12,7 +12,7 @@ from conftest import cli, cli_env, read_summary, spawn, write_manifest
 from fake_api import FakeServerHandle
 
 from exporter.config import ManifestSource, Shard
-from exporter.dryrun import DryRunRequest, dry_run, render_text
+from exporter.offline.dryrun import DryRunRequest, dry_run, render_text
 
 
 def run_args(manifest: Path, out: Path, url: str, *extra: str) -> list[str]:

@@ -10,11 +10,11 @@ import pytest
 from conftest import TOKEN
 from fake_api import FakeServerHandle
 
-from exporter.client import RecordingsClient
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason
 from exporter.fetcher import Failure, Fetcher, Later, Success, Unfinished
 from exporter.pacing import Halt, Pacer
+from exporter.transport.client import RecordingsClient
 
 FAST_RETRY = RetrySettings(max_attempts=4, backoff_base_s=0.001, backoff_cap_s=0.005)
 

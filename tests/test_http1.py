@@ -28,7 +28,7 @@ from scripted import (
 )
 
 from exporter.errors import Reason, TransportError
-from exporter.http1 import Connection, Framing, Response, State, body_framing, parse_head
+from exporter.transport.http1 import Connection, Framing, Response, State, body_framing, parse_head
 
 
 async def test_chunked_bodies_are_reassembled_and_headers_are_case_insensitive() -> None:

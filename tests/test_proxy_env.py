@@ -7,7 +7,7 @@ import re
 import pytest
 
 from exporter.errors import UsageError
-from exporter.proxy_env import choose_proxy, no_proxy_matches
+from exporter.transport.proxy_env import choose_proxy, no_proxy_matches
 
 
 @pytest.mark.parametrize(

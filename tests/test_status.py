@@ -16,7 +16,7 @@ from exporter.archive.writer import Archive, RunRequest
 from exporter.cli import main
 from exporter.config import ArchiveSettings
 from exporter.digests import DigestSet
-from exporter.status import gather_status, human_bytes, render_text, to_json
+from exporter.offline.status import gather_status, human_bytes, render_text, to_json
 
 T0 = "2026-01-01T00:00:00.000Z"
 REFUSED = "the API refused the token (HTTP 401); set EXPORTER_TOKEN to a valid token and run again"

@@ -19,10 +19,10 @@ import trustme
 from cryptography.hazmat.primitives import serialization
 from loopback import ConnectProxy, connect_proxy, server_tls
 
-from exporter.client import RecordingsClient
 from exporter.config import HttpSettings, ProxySettings, Secret, TlsSettings
 from exporter.errors import ConnectionSetupError, UsageError
-from exporter.tls import client_context
+from exporter.transport.client import RecordingsClient
+from exporter.transport.tls import client_context
 
 TOKEN = "tok-tls-Rr4"
 

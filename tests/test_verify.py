@@ -16,10 +16,10 @@ from exporter.config import ArchiveSettings, Compression, ManifestSource
 from exporter.digests import DigestSet
 from exporter.errors import ManifestError, UsageError
 from exporter.fetcher import FetchStats
+from exporter.offline.verify import verify_archives
+from exporter.offline.verify_report import DETAIL_LIMIT, Problem, Report, print_report
 from exporter.plan import PlanCounts
 from exporter.summary import RunFacts, build_summary, run_counts
-from exporter.verify import verify_archives
-from exporter.verify_report import DETAIL_LIMIT, Problem, Report, print_report
 
 T0 = "2026-01-01T00:00:00.000Z"
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from exporter.verify_report import DETAIL_LIMIT, Findings, Problem, Report, print_report
+from exporter.offline.verify_report import DETAIL_LIMIT, Findings, Problem, Report, print_report
 
 
 def test_printer_formats_and_quiet(tmp_path: Path) -> None:

@@ -57,7 +57,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import NamedTuple
 
-from .archive.layout import (
+from exporter.archive.layout import (
     CHECKPOINT_NAME,
     SUMMARY_NAME,
     SUPERSEDE_MARKER,
@@ -68,7 +68,7 @@ from .archive.layout import (
     not_an_archive,
     unlisted_records_files,
 )
-from .archive.reader import (
+from exporter.archive.reader import (
     Alignment,
     CheckpointState,
     Chunk,
@@ -84,10 +84,11 @@ from .archive.reader import (
     replay_checkpoint,
     unsafe_entries_at,
 )
+from exporter.config import ManifestSource
+from exporter.digests import DigestSet, id_digest
+from exporter.errors import ArchiveCorrupt, ArchiveError, UsageError
+
 from .completeness import check_manifest
-from .config import ManifestSource
-from .digests import DigestSet, id_digest
-from .errors import ArchiveCorrupt, ArchiveError, UsageError
 from .verify_report import DETAIL_LIMIT, Findings, Report, print_report
 
 #: Missing records and stray lines kept per archive to pair them up; the rest are counted.

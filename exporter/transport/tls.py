@@ -25,8 +25,8 @@ import ssl
 import weakref
 from typing import Any
 
-from .config import TlsSettings
-from .errors import ConnectionSetupError, UsageError
+from exporter.config import TlsSettings
+from exporter.errors import ConnectionSetupError, UsageError
 
 # RFC 8446 §4 / RFC 5246 §7.4: the record content type `handshake` and the message `certificate_request`.
 _HANDSHAKE = 22

@@ -23,12 +23,13 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from .archive.layout import CHECKPOINT_NAME, FAILED_NAME
-from .archive.reader import CheckpointState, read_failed, replay_commits
-from .config import ManifestSource
-from .digests import DigestSet, id_digest
-from .errors import ArchiveError, Reason
-from .manifest import id_problem, open_manifest
+from exporter.archive.layout import CHECKPOINT_NAME, FAILED_NAME
+from exporter.archive.reader import CheckpointState, read_failed, replay_commits
+from exporter.config import ManifestSource
+from exporter.digests import DigestSet, id_digest
+from exporter.errors import ArchiveError, Reason
+from exporter.manifest import id_problem, open_manifest
+
 from .verify_report import Findings
 
 #: Notes about bad or invalid manifest lines listed before the rest are only counted.

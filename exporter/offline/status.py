@@ -20,7 +20,7 @@ from typing import Any
 
 import orjson
 
-from .archive.layout import (
+from exporter.archive.layout import (
     CHECKPOINT_NAME,
     FAILED_NAME,
     SUMMARY_NAME,
@@ -31,7 +31,7 @@ from .archive.layout import (
     file_number,
     not_an_archive,
 )
-from .archive.reader import (
+from exporter.archive.reader import (
     LockState,
     RunState,
     probe_lock,
@@ -42,7 +42,7 @@ from .archive.reader import (
     size_on_disk,
     unsafe_entries_at,
 )
-from .errors import ArchiveError
+from exporter.errors import ArchiveError
 
 #: Failed ids shown per reason.
 FIRST_IDS = 3

@@ -23,9 +23,10 @@ import ssl
 from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
-from .config import ProxySettings, Secret
+from exporter.config import ProxySettings, Secret
+from exporter.errors import ConnectionSetupError, UsageError
+
 from .credentials import check_proxy_credentials
-from .errors import ConnectionSetupError, UsageError
 
 #: The proxy's answer to CONNECT is a status line and headers; anything longer is not a proxy.
 _MAX_HEAD_BYTES = 16 * 1024

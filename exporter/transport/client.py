@@ -28,9 +28,10 @@ from types import TracebackType
 from typing import NamedTuple, cast
 from urllib.parse import quote, urlencode, urlsplit
 
-from .config import HttpSettings
+from exporter.config import HttpSettings
+from exporter.errors import Reason, TransportError, UsageError
+
 from .credentials import TokenSource
-from .errors import Reason, TransportError, UsageError
 from .http1 import (
     Connection,
     ConnectionClosed,

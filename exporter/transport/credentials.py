@@ -21,8 +21,8 @@ import logging
 import stat
 from pathlib import Path
 
-from .config import Secret
-from .errors import UsageError
+from exporter.config import Secret
+from exporter.errors import UsageError
 
 log = logging.getLogger(__name__)
 

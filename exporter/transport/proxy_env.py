@@ -24,8 +24,9 @@ import re
 from typing import NamedTuple
 from urllib.parse import urlsplit
 
-from .config import ProxySettings, Secret
-from .errors import UsageError
+from exporter.config import ProxySettings, Secret
+from exporter.errors import UsageError
+
 from .tunnel import parse_proxy_url
 
 IpAddress = ipaddress.IPv4Address | ipaddress.IPv6Address

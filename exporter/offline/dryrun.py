@@ -21,8 +21,8 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from .archive.layout import FAILED_NAME, SUPERSEDED_DIR
-from .archive.reader import (
+from exporter.archive.layout import FAILED_NAME, SUPERSEDED_DIR
+from exporter.archive.reader import (
     check_same_shard,
     failed_entries,
     has_checkpoint,
@@ -32,11 +32,11 @@ from .archive.reader import (
     resumes_refetch,
     unsafe_entries,
 )
-from .config import ManifestSource, Shard
-from .digests import DigestSet, id_digest
-from .errors import Reason
-from .manifest import open_manifest
-from .plan import Planner
+from exporter.config import ManifestSource, Shard
+from exporter.digests import DigestSet, id_digest
+from exporter.errors import Reason
+from exporter.manifest import open_manifest
+from exporter.plan import Planner
 
 _PLAN_BATCH = 4096
 #: failed.ndjson reasons a run decides again from the manifest itself, not from the report.

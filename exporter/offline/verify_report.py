@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
-from .errors import ExitCode
+from exporter.errors import ExitCode
 
 Severity = Literal["problem", "note"]
 
