@@ -1,5 +1,7 @@
-"""Reading an archive back, trusting nothing read: the read side of `writer.py`, and all `verify`,
-`status`, `completeness` and `--dry-run` use of the archive besides `layout`.
+"""The archive's read side: everything `offline/` and the writer's recovery read, trusting none of it.
+
+With `layout.py`, this is all the read-only commands (`verify`, `status`,
+`completeness`, `--dry-run`) import from the archive.
 
 `writer.py` is the archive's only writer; this module only reads it, trusts
 nothing it reads (every file is opened through `safe_fs`: never through a

@@ -1,5 +1,7 @@
-"""The TLS side of reaching the API: whom to trust, which client certificate to show, and
-telling a server that refuses us for our certificate from any other broken connection.
+"""The TLS context of a run: whom to trust, which client certificate to show, and a refusal told apart.
+
+A server that refuses us for our certificate is told from any other broken
+connection.
 
 `client_context` builds the one `ssl.SSLContext` of a run from `TlsSettings`:
 the system's CA store plus `--ca-cert` (or `--ca-cert` alone with
