@@ -6,25 +6,27 @@ can run it against a simulated server for ten virtual minutes in milliseconds.
 The idea is TCP's (CUBIC) with BBR's measurement instead of blind halving:
 
 * **Measure, don't halve.** When the API starts answering 429, the rate it
-  *accepts* (non-429 responses per second over the last second) is the limit,
-  whatever we were sending. The new rate is `backoff` (0.9) times that, so one
-  cut lands just under the limit instead of halving over and over towards a floor
-  (the collapse issue 9 measured: 2% of a 40/s limit).
-* **Once per round.** Only a 429 for a request that started after the last cut
-  can cut again: the requests already in flight at the old rate say nothing new.
+  *accepts* (non-429 answers per second over the last second, or the last 20
+  answers when a second holds fewer) is the limit, whatever we were sending.
+  The rate goes to `backoff` (0.9) times that, so one cut lands just under the
+  limit instead of halving over and over towards a floor (the collapse issue 9
+  measured: 2% of a 40/s limit). A later cut never more than halves the rate:
+  little is accepted when little was sent.
+* **Once per round.** Only a 429 for a request booked after the last cut can
+  cut again: the requests already on their way at the old rate say nothing new.
   While most answers of the new round are still 429s (the first burst against
-  an unknown limit) a cut follows at once; otherwise the round is judged when
-  `round_responses` of its answers are in.
-* **Was it a limit?** If the share of 429s after a cut is not clearly lower than
-  before it, slowing down did not help: the 429s come from something else (a
-  shared quota spent by others, a flaky gateway). The cut is undone, and that
-  share is remembered as noise: later 429s cut only when the share of them rises
-  clearly above it.
-* **Climb back, then probe.** After a cut the rate returns to the measured
-  limit within `settle_s`, stays near it, then probes above it on a cubic
-  curve (slowly at first, faster the longer no 429 comes), so a limit that was
-  underestimated or has risen is found again within seconds, and a limit that
-  holds costs a few 429s every probe cycle.
+  an unknown limit) a cut follows at once; otherwise the round is judged after
+  `round_responses` answers or 2.5 s.
+* **Was it a limit?** When two cuts in a row leave the share of 429s as it was,
+  slowing down did not help: the 429s come from something else (a shared quota
+  spent by others, a flaky gateway). The rate goes back to where it was, and
+  that share is remembered as noise: later 429s cut only when their share rises
+  three standard deviations above it. A share over 30% is never noise.
+* **Climb back, hold, then probe.** After a cut the rate climbs to 0.97 of the
+  measured limit within 2 s, holds there for 3 s (or 60 requests, at a slow
+  API), then probes above it on a cubic curve, slowly at first and faster the
+  longer no 429 comes: a limit that was underestimated or has risen is found
+  again within seconds, and one that holds costs a 429 or two per probe cycle.
 
 `ceiling_per_s` (--rate) is never exceeded; `math.inf` means no ceiling.
 """
