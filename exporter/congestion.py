@@ -36,7 +36,6 @@ from __future__ import annotations
 import collections
 import enum
 import math
-from typing import NamedTuple
 
 # How far back the accepted rate is measured.
 _MEASURE_S = 1.0
@@ -69,13 +68,6 @@ class Change(enum.Enum):
 
     CUT = "cut"
     UNDONE = "undone"
-
-
-class RateNow(NamedTuple):
-    """The rate allowed at a moment, and whether the API's limit is what sets it."""
-
-    per_s: float
-    limited: bool
 
 
 class AdaptiveRate:
@@ -140,11 +132,11 @@ class AdaptiveRate:
         self._noise = 0.0
         self.cuts = 0
 
-    def rate(self, now: float) -> RateNow:
+    def rate(self, now: float) -> float:
         """Requests per second allowed at `now`."""
         base = self._base
         if base is None:
-            return RateNow(self._ceiling, False)
+            return self._ceiling
         # Back up from backoff * limit to just under the limit within `_RISE_S`, hold there
         # for a plateau, then probe above it on a cubic curve: flat at first, steeper the
         # longer no 429 comes (TCP CUBIC's shape, with the plateau made explicit). A slow
@@ -160,8 +152,8 @@ class AdaptiveRate:
             probe = max(0.0, since - _RISE_S - _PLATEAU_S * stretch) / stretch
             per_s = hold * (1.0 + self._probe_gain * probe**3)
         if per_s >= self._ceiling:
-            return RateNow(self._ceiling, False)
-        return RateNow(per_s, True)
+            return self._ceiling
+        return per_s
 
     def on_response(self, now: float, booked_at: float, *, limited: bool) -> Change | None:
         """Every answer reports here (`limited`: it was a 429) with when its request was
@@ -235,7 +227,7 @@ class AdaptiveRate:
         return self._noise + max(0.02, spread)
 
     def _cut(self, now: float, *, fresh: bool) -> Change:
-        current = self.rate(now).per_s
+        current = self.rate(now)
         if fresh:
             self._cut_from = current
             self._strikes = 0
