@@ -11,7 +11,7 @@ is applied to every worker at once:
 * a `Retry-After`: the id that got it is not tried again sooner (`Effect`; the
   pipeline parks it, `jobs.py`), a wait longer than a second holds the whole
   pool (a second or less is how a token bucket says "just over", which the rate
-  cut already answers), and one longer than --retry-after's cap (15 min, a
+  cut already answers), and one longer than the cap (15 min, `retry_after_max_s`; a
   daily quota spent) halts the pool: nothing would be answered before then;
 * an outage: the pool waits together and probes one request at a time
   (`outage.OutageBreaker`), until --max-outage;
