@@ -236,6 +236,10 @@ class AdaptiveRate:
         # What the API accepted, but never below half the rate it refused in one step: when the
         # workers sat out Retry-Afters, little was sent and so little accepted.
         floor = self._floor if self._base is None else max(self._floor, current / 2)
+        if self._base is None and measured >= 0.9 * current:
+            # The first 429, while the API seemed to accept (nearly) all we sent: too little was measured
+            # to tell (the first burst); halve, as TCP does when it knows nothing better.
+            measured = current / 2
         self._base = max(floor, min(measured, current))
         self._cut_at = now
         self._round = 0
