@@ -6,25 +6,27 @@ can run it against a simulated server for ten virtual minutes in milliseconds.
 The idea is TCP's (CUBIC) with BBR's measurement instead of blind halving:
 
 * **Measure, don't halve.** When the API starts answering 429, the rate it
-  *accepts* (non-429 responses per second over the last second) is the limit,
-  whatever we were sending. The new rate is `backoff` (0.9) times that, so one
-  cut lands just under the limit instead of halving over and over towards a floor
-  (the collapse issue 9 measured: 2% of a 40/s limit).
-* **Once per round.** Only a 429 for a request that started after the last cut
-  can cut again: the requests already in flight at the old rate say nothing new.
+  *accepts* (non-429 answers per second over the last second, or the last 20
+  answers when a second holds fewer) is the limit, whatever we were sending.
+  The rate goes to `backoff` (0.9) times that, so one cut lands just under the
+  limit instead of halving over and over towards a floor (the collapse issue 9
+  measured: 2% of a 40/s limit). A later cut never more than halves the rate:
+  little is accepted when little was sent.
+* **Once per round.** Only a 429 for a request booked after the last cut can
+  cut again: the requests already on their way at the old rate say nothing new.
   While most answers of the new round are still 429s (the first burst against
-  an unknown limit) a cut follows at once; otherwise the round is judged when
-  `round_responses` of its answers are in.
-* **Was it a limit?** If the share of 429s after a cut is not clearly lower than
-  before it, slowing down did not help: the 429s come from something else (a
-  shared quota spent by others, a flaky gateway). The cut is undone, and that
-  share is remembered as noise: later 429s cut only when the share of them rises
-  clearly above it.
-* **Climb back, then probe.** After a cut the rate returns to the measured
-  limit within `settle_s`, stays near it, then probes above it on a cubic
-  curve (slowly at first, faster the longer no 429 comes), so a limit that was
-  underestimated or has risen is found again within seconds, and a limit that
-  holds costs a few 429s every probe cycle.
+  an unknown limit) a cut follows at once; otherwise the round is judged after
+  `round_responses` answers or 2.5 s.
+* **Was it a limit?** When two cuts in a row leave the share of 429s as it was,
+  slowing down did not help: the 429s come from something else (a shared quota
+  spent by others, a flaky gateway). The rate goes back to where it was, and
+  that share is remembered as noise: later 429s cut only when their share rises
+  three standard deviations above it. A share over 30% is never noise.
+* **Climb back, hold, then probe.** After a cut the rate climbs to 0.97 of the
+  measured limit within 2 s, holds there for 3 s (or 60 requests, at a slow
+  API), then probes above it on a cubic curve, slowly at first and faster the
+  longer no 429 comes: a limit that was underestimated or has risen is found
+  again within seconds, and one that holds costs a 429 or two per probe cycle.
 
 `ceiling_per_s` (--rate) is never exceeded; `math.inf` means no ceiling.
 """
@@ -34,7 +36,6 @@ from __future__ import annotations
 import collections
 import enum
 import math
-from typing import NamedTuple
 
 # How far back the accepted rate is measured.
 _MEASURE_S = 1.0
@@ -67,13 +68,6 @@ class Change(enum.Enum):
 
     CUT = "cut"
     UNDONE = "undone"
-
-
-class RateNow(NamedTuple):
-    """The rate allowed at a moment, and whether the API's limit is what sets it."""
-
-    per_s: float
-    limited: bool
 
 
 class AdaptiveRate:
@@ -138,11 +132,11 @@ class AdaptiveRate:
         self._noise = 0.0
         self.cuts = 0
 
-    def rate(self, now: float) -> RateNow:
+    def rate(self, now: float) -> float:
         """Requests per second allowed at `now`."""
         base = self._base
         if base is None:
-            return RateNow(self._ceiling, False)
+            return self._ceiling
         # Back up from backoff * limit to just under the limit within `_RISE_S`, hold there
         # for a plateau, then probe above it on a cubic curve: flat at first, steeper the
         # longer no 429 comes (TCP CUBIC's shape, with the plateau made explicit). A slow
@@ -158,8 +152,8 @@ class AdaptiveRate:
             probe = max(0.0, since - _RISE_S - _PLATEAU_S * stretch) / stretch
             per_s = hold * (1.0 + self._probe_gain * probe**3)
         if per_s >= self._ceiling:
-            return RateNow(self._ceiling, False)
-        return RateNow(per_s, True)
+            return self._ceiling
+        return per_s
 
     def on_response(self, now: float, booked_at: float, *, limited: bool) -> Change | None:
         """Every answer reports here (`limited`: it was a 429) with when its request was
@@ -233,7 +227,7 @@ class AdaptiveRate:
         return self._noise + max(0.02, spread)
 
     def _cut(self, now: float, *, fresh: bool) -> Change:
-        current = self.rate(now).per_s
+        current = self.rate(now)
         if fresh:
             self._cut_from = current
             self._strikes = 0
@@ -242,6 +236,10 @@ class AdaptiveRate:
         # What the API accepted, but never below half the rate it refused in one step: when the
         # workers sat out Retry-Afters, little was sent and so little accepted.
         floor = self._floor if self._base is None else max(self._floor, current / 2)
+        if self._base is None and measured >= 0.9 * current:
+            # The first 429, while the API seemed to accept (nearly) all we sent: too little was measured
+            # to tell (the first burst); halve, as TCP does when it knows nothing better.
+            measured = current / 2
         self._base = max(floor, min(measured, current))
         self._cut_at = now
         self._round = 0

@@ -99,7 +99,7 @@ class RateLimiter:
 
     def current_rate(self, now: float) -> float:
         """Requests per second allowed at `now` (math.inf when nothing limits them)."""
-        per_s = self._adaptive.rate(now).per_s
+        per_s = self._adaptive.rate(now)
         if now < self._cap_until:
             per_s = min(per_s, self._cap)
         return per_s

@@ -8,9 +8,11 @@ is applied to every worker at once:
   answers 429 (`congestion.AdaptiveRate`, inside `limiter.RateLimiter`);
 * an announced quota, spread evenly over the rest of its window, and every
   worker held when it is spent (`quota.py`);
-* a `Retry-After`: the request that got it never goes again sooner, and a wait
-  longer than a second holds the whole pool (a second or less is how a token
-  bucket says "just over", which the rate cut already answers);
+* a `Retry-After`: the id that got it is not tried again sooner (`Effect`; the
+  pipeline parks it, `jobs.py`), a wait longer than a second holds the whole
+  pool (a second or less is how a token bucket says "just over", which the rate
+  cut already answers), and one longer than the cap (15 min, `retry_after_max_s`; a
+  daily quota spent) halts the pool: nothing would be answered before then;
 * an outage: the pool waits together and probes one request at a time
   (`outage.OutageBreaker`), until --max-outage;
 * --max-requests: no request beyond it is ever sent.

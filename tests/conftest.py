@@ -20,6 +20,7 @@ from typing import Any
 
 import fake_api
 import pytest
+import trustme
 
 from exporter.config import (
     ArchiveSettings,
@@ -107,6 +108,36 @@ def read_failed(out: Path) -> dict[str, dict[str, Any]]:
 def read_summary(out: Path) -> dict[str, Any]:
     result: dict[str, Any] = json.loads((out / "summary.json").read_text())
     return result
+
+
+def export_args(manifest: Path, out: Path, url: str, *extra: str) -> list[str]:
+    """`exporter export` arguments for a test run: no client-side rate limit, no progress bar."""
+    return [
+        "export",
+        str(manifest),
+        "--base-url",
+        url,
+        "--out",
+        str(out),
+        "--rate",
+        "0",
+        "--no-progress",
+        *extra,
+    ]
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    """A throwaway certificate authority for the TLS tests."""
+    return trustme.CA()
+
+
+@pytest.fixture
+def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
+    """`ca`'s certificate as a PEM file, as --ca-cert takes it."""
+    path = tmp_path / "company-ca.pem"
+    ca.cert_pem.write_to_path(str(path))
+    return path
 
 
 def cli_env(token: str | None = TOKEN, **extra: str) -> dict[str, str]:

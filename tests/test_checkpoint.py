@@ -1,4 +1,4 @@
-"""Unit tests for `exporter.checkpoint`: entry encoding and replaying the log into state."""
+"""Unit tests for `exporter.archive.checkpoint`: entry encoding and replaying the log into state."""
 
 from __future__ import annotations
 

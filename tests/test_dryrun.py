@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import cli, cli_env, read_summary, spawn, write_manifest
+from conftest import cli, cli_env, export_args, read_summary, spawn, write_manifest
 from fake_api import FakeServerHandle
 
 from exporter.config import ManifestSource, Shard
@@ -16,19 +16,7 @@ from exporter.offline.dryrun import DryRunRequest, dry_run, render_text
 
 
 def run_args(manifest: Path, out: Path, url: str, *extra: str) -> list[str]:
-    return [
-        "export",
-        str(manifest),
-        "--base-url",
-        url,
-        "--out",
-        str(out),
-        "--rate",
-        "0",
-        "--max-attempts",
-        "2",
-        *extra,
-    ]
+    return export_args(manifest, out, url, "--max-attempts", "2", *extra)
 
 
 def dry(

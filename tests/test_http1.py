@@ -28,7 +28,7 @@ from scripted import (
 )
 
 from exporter.errors import Reason, TransportError
-from exporter.transport.http1 import Connection, Framing, Response, State, body_framing, parse_head
+from exporter.transport.http1 import Connection, Framing, Headers, Response, State, body_framing, parse_head
 
 
 async def test_chunked_bodies_are_reassembled_and_headers_are_case_insensitive() -> None:
@@ -501,3 +501,16 @@ async def test_a_response_in_pieces_split_at_every_awkward_place_is_read() -> No
 def test_body_framing_follows_rfc_9112_section_6_3(head: bytes, framing: Framing) -> None:
     """The body's end, in RFC 9112 §6.3's order, and persistence by §9.3's `close` token only."""
     assert body_framing(*parse_head(head)) == framing
+
+
+def test_headers_get_is_case_insensitive_joins_repeats_and_defaults() -> None:
+    """Headers.get (the pacer asks every answer for fields most APIs never send) reads like Mapping.get."""
+    headers = Headers()
+    headers.add("X-RateLimit-Remaining", "7")
+    headers.add("Via", "a")
+    headers.add("via", "b")
+    assert headers.get("x-ratelimit-remaining") == "7"
+    assert headers.get("VIA") == "a, b"
+    assert headers.get("RateLimit") is None
+    assert headers.get("RateLimit", "none") == "none"
+    assert headers.get_all("via") == ["a", "b"]

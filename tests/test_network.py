@@ -20,7 +20,17 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import ROOT, TOKEN, cli_env, read_failed, read_records, read_summary, spawn, write_manifest
+from conftest import (
+    ROOT,
+    TOKEN,
+    cli_env,
+    export_args,
+    read_failed,
+    read_records,
+    read_summary,
+    spawn,
+    write_manifest,
+)
 from fake_api import FakeServerHandle
 from loopback import ConnectProxy, TlsFront, connect_proxy, server_tls, tls_front
 
@@ -50,21 +60,6 @@ async def run(*args: str, env: dict[str, str]) -> tuple[int, str]:
     return process.returncode, stdout.decode() + stderr.decode()
 
 
-def export_args(manifest: Path, out: Path, url: str, *extra: str) -> list[str]:
-    return [
-        "export",
-        str(manifest),
-        "--base-url",
-        url,
-        "--out",
-        str(out),
-        "--rate",
-        "0",
-        "--no-progress",
-        *extra,
-    ]
-
-
 def assert_nowhere(secrets: list[str], output: str, out: Path) -> None:
     """No credential in the process's output or in any file of the archive."""
     for secret in secrets:
@@ -72,18 +67,6 @@ def assert_nowhere(secrets: list[str], output: str, out: Path) -> None:
         for path in out.rglob("*"):
             if path.is_file():
                 assert secret.encode() not in path.read_bytes(), path
-
-
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "company-ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
 
 
 # --- proxies ---------------------------------------------------------------------------------------

@@ -92,3 +92,24 @@ async def test_a_retry_after_beyond_the_cap_stops_the_run_instead_of_asking_ever
     failed = read_failed(tmp_path / "out")
     assert failed["busy-1"]["reason"] == "rate_limited"
     assert read_summary(tmp_path / "out")["counts"]["not_attempted"] == 20
+
+
+async def test_an_announced_quota_is_spread_over_its_window_without_a_429(
+    api: FakeServerHandle, tmp_path: Path
+) -> None:
+    """A fixed window of 20 requests per 3 s, announced in X-RateLimit-* and RateLimit fields, under
+    --rate 1000: no 429 at all, and each whole window after the first carries >= 85% of the quota."""
+    api.configure(quota_limit=20, quota_window_s=3)
+    ids = [f"rec-{i}" for i in range(75)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    outcome = await export(make_config(manifest, tmp_path / "out", api.url, concurrency=8, rate=1000))
+    assert outcome.exit_code == ExitCode.OK
+    stats = api.stats()
+    assert stats["by_status"].get("429", 0) == 0
+    origin = stats["quota_origin"]
+    accepted = [at - origin for at, status in stats["responses"] if status == 200]
+    whole = int(accepted[-1] // 3)
+    per_window = [sum(1 for at in accepted if w * 3 <= at < w * 3 + 3) for w in range(whole)]
+    assert per_window, accepted
+    assert all(count <= 20 for count in per_window)
+    assert min(per_window[1:] or per_window) >= 17, per_window

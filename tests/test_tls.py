@@ -27,18 +27,6 @@ from exporter.transport.tls import client_context
 TOKEN = "tok-tls-Rr4"
 
 
-@pytest.fixture(scope="module")
-def ca() -> trustme.CA:
-    return trustme.CA()
-
-
-@pytest.fixture
-def ca_file(ca: trustme.CA, tmp_path: Path) -> Path:
-    path = tmp_path / "ca.pem"
-    ca.cert_pem.write_to_path(str(path))
-    return path
-
-
 def write_identity(identity: trustme.LeafCert, directory: Path) -> tuple[Path, Path]:
     cert, key = directory / "client.pem", directory / "client.key"
     cert.write_bytes(b"".join(blob.bytes() for blob in identity.cert_chain_pems))

@@ -43,7 +43,9 @@ import asyncio
 import enum
 import re
 from collections.abc import Iterator, Mapping
-from typing import cast
+from typing import TypeVar, cast, overload
+
+_T = TypeVar("_T")
 
 #: The response head: status line and fields, line ends included. h11's default
 #: is 16 KiB; real API heads are well under 2 KiB.
@@ -100,6 +102,20 @@ class Headers(Mapping[str, str]):
 
     def __getitem__(self, name: str) -> str:
         values = self._fields[name.lower()]
+        return values[0] if len(values) == 1 else ", ".join(values)
+
+    @overload
+    def get(self, name: str, /) -> str | None: ...
+
+    @overload
+    def get(self, name: str, /, default: str | _T) -> str | _T: ...
+
+    def get(self, name: str, /, default: object = None) -> object:
+        # Mapping.get would raise and catch a KeyError for every absent field: the pacer
+        # asks each answer for three quota fields that most APIs never send.
+        values = self._fields.get(name.lower())
+        if values is None:
+            return default
         return values[0] if len(values) == 1 else ", ".join(values)
 
     def __contains__(self, name: object) -> bool:
