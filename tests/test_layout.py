@@ -23,9 +23,7 @@ from exporter.archive.layout import (
 )
 from exporter.config import Compression
 from exporter.errors import Reason
-from exporter.fetcher import Failure, FetchStats
-from exporter.plan import PlanCounts
-from exporter.summary import RunFacts, build_summary, run_counts
+from exporter.fetcher import Failure
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -57,49 +55,47 @@ def test_a_line_without_a_string_id_and_reason_is_no_entry(raw: bytes) -> None:
         FailedEntry.from_json_line(raw)
 
 
+#: A summary.json as a run writes it (the README's *The archive* lists these keys), every field set.
+SUMMARY_DOC = {
+    "summary_version": 1,
+    "run": 2,
+    "status": "incomplete",
+    "exit_code": 1,
+    "started_at": T0,
+    "finished_at": T0,
+    "elapsed_s": 1.5,
+    "records_per_s": 2.67,
+    "manifest": "ids.txt",
+    "base_url": "http://api",
+    "proxy": "http://proxy:3128",
+    "shard": "0/2",
+    "counts": {"manifest_entries": 5, "exported": 4, "not_found": 1},
+    "failed_by_reason": {"not_found": 1},
+    "pacing": {"paused_s": {"quota": 1.0}, "rate_cuts": 2, "rate_per_s_at_end": None, "outages": 0},
+    "archive": {
+        "records": 4,
+        "bytes": 160,
+        "files": [
+            {"name": "records-00001.ndjson", "bytes": 120, "lines": 3, "sha256": "ab" * 32, "closed": True},
+            {"name": "records-00002.ndjson.zst", "bytes": 40, "lines": 1, "sha256": None, "closed": False},
+        ],
+        "failed_listed": 1,
+        "superseded_to": "superseded/x",
+    },
+}
+
+
 def test_a_summary_reads_back_as_written() -> None:
-    """summary.json as a run writes it reads back into an equal record; its keys are the documented ones."""
-    files = [
-        FileReport(name="records-00001.ndjson", bytes=120, lines=3, sha256="ab" * 32, closed=True),
-        FileReport(name="records-00002.ndjson.zst", bytes=40, lines=1, sha256=None, closed=False),
-    ]
-    facts = RunFacts(
-        run=2,
-        started_at=T0,
-        finished_at=T0,
-        elapsed_s=1.5,
-        exit_code=1,
-        manifest="ids.txt",
-        base_url="http://api",
-        shard="0/2",
-        superseded_to=None,
+    """summary.json reads into a record that writes the same document, key for key and in order."""
+    summary = Summary.from_bytes(orjson.dumps(SUMMARY_DOC))
+    assert summary.files[1] == FileReport(
+        name="records-00002.ndjson.zst", bytes=40, lines=1, sha256=None, closed=False
     )
-    counts = run_counts(PlanCounts(), 4, {Reason.NOT_FOUND: 1}, FetchStats())
-    summary = build_summary(facts, counts, {Reason.NOT_FOUND: 1}, files, 1)
+    written = orjson.loads(summary.to_bytes())
+    assert written == SUMMARY_DOC
+    assert list(written) == list(SUMMARY_DOC)
+    assert list(written["archive"]) == list(SUMMARY_DOC["archive"])  # type: ignore[call-overload]
     assert Summary.from_bytes(summary.to_bytes()) == summary
-    doc = orjson.loads(summary.to_bytes())
-    assert list(doc) == [
-        "summary_version",
-        "run",
-        "status",
-        "exit_code",
-        "started_at",
-        "finished_at",
-        "elapsed_s",
-        "records_per_s",
-        "manifest",
-        "base_url",
-        "proxy",
-        "shard",
-        "counts",
-        "failed_by_reason",
-        "pacing",
-        "archive",
-    ]
-    assert doc["archive"]["records"] == 4
-    assert doc["archive"]["bytes"] == 160
-    assert doc["status"] == "incomplete"
-    assert doc["failed_by_reason"] == {"not_found": 1}
 
 
 def test_an_older_summary_reads_and_a_foreign_one_does_not() -> None:

@@ -26,7 +26,7 @@ import hashlib
 import os
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -205,6 +205,10 @@ def reported_id(record_id: str) -> dict[str, object]:
     }
 
 
+#: The keys of every failed.ndjson line after the id (and the cut id's length and hash), in order.
+_FAILED_ALWAYS = ("reason", "status", "attempts", "error", "run", "at")
+
+
 @dataclass(frozen=True, kw_only=True, slots=True)
 class FailedEntry:
     """One line of failed.ndjson: an id not archived, and why.
@@ -267,14 +271,7 @@ class FailedEntry:
         if self.id_bytes is not None:
             entry["id_bytes"] = self.id_bytes
             entry["id_sha256"] = self.id_sha256
-        entry.update(
-            reason=self.reason,
-            status=self.status,
-            attempts=self.attempts,
-            error=self.error,
-            run=self.run,
-            at=self.at,
-        )
+        entry.update((key, getattr(self, key)) for key in _FAILED_ALWAYS)
         if self.line is not None:
             entry["line"] = self.line
         return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
@@ -320,13 +317,8 @@ class FileReport:
     closed: bool
 
     def to_json(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "bytes": self.bytes,
-            "lines": self.lines,
-            "sha256": self.sha256,
-            "closed": self.closed,
-        }
+        """The file's entry in summary.json's `archive.files`: its fields, by their names."""
+        return {f.name: getattr(self, f.name) for f in fields(FileReport)}
 
     @classmethod
     def from_json(cls, entry: object) -> FileReport:

@@ -51,15 +51,12 @@ TEXT_ROWS = 10
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
-class FileStatus:
-    """One records file: committed size and lines, and what the disk holds."""
+class FileStatus(FileReport):
+    """One records file as summary.json lists it (committed size and lines), and what the disk holds.
 
-    name: str
-    bytes: int
-    lines: int
-    closed: bool
-    #: From the close entry, or for the open file from a summary.json that matches it.
-    sha256: str | None
+    `sha256` is from the close entry, or for the open file from a summary.json that matches it.
+    """
+
     #: Bytes on disk; None when the file is missing.
     disk_bytes: int | None
 
