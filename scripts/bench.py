@@ -1374,8 +1374,11 @@ def memory_scenario(setup: Setup, results: dict[str, Any]) -> bool:
 
 PacingKind = Literal["limit", "faults", "quota", "outage"]
 PACING_CASES: Final = "abcdef"
-#: The convergence rule: the accepted rate over a trailing window of this many seconds...
+#: The convergence rule: the accepted rate over a trailing window of this many seconds (or of
+#: `CONVERGE_WINDOW_REQUESTS` of the limit's requests, when that is longer: at 3/s a 5 s window
+#: holds 15, and one request less is 87%)...
 CONVERGE_WINDOW_S: Final = 5.0
+CONVERGE_WINDOW_REQUESTS: Final = 30
 #: ... stays at or above this share of the limit from then on.
 CONVERGE_SHARE: Final = 0.9
 #: Where the steady state starts when the rate never converges: the issue's "after at most 10 s".
@@ -1750,7 +1753,13 @@ def report_limit_case(case: PacingCase, run: PacingRun) -> tuple[list[str], dict
     assert case.limit_rps is not None
     limit = case.limit_rps
     ok_times = [t for t, status in run.timeline if status == 200]
-    converged = convergence_s(ok_times, run.started, run.end, limit)
+    converged = convergence_s(
+        ok_times,
+        run.started,
+        run.end,
+        limit,
+        window_s=max(CONVERGE_WINDOW_S, CONVERGE_WINDOW_REQUESTS / limit),
+    )
     steady = steady_state(
         run.timeline, run.started, run.end, converged if converged is not None else STEADY_FALLBACK_S
     )
