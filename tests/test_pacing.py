@@ -9,6 +9,8 @@ from __future__ import annotations
 import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from pacing_sim import BucketServer, RandomRefusals, simulate
 
 from exporter.outage import OutageBreaker, State
@@ -173,3 +175,51 @@ def test_an_outage_longer_than_max_outage_gives_up() -> None:
     breaker.failed(0.0)
     assert not breaker.admit(59.0).give_up
     assert breaker.admit(61.0).give_up
+
+
+_QUOTA_FIELDS = (
+    "RateLimit",
+    "RateLimit-Policy",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+)
+
+
+# Structured-field lists, well formed or nearly: names, parameters with odd numbers, a second item.
+_STRUCTURED = r'"?[a-z]{0,6}"?(;[a-z]=-?[0-9.e+]{0,25}){0,4}(, ?"?[a-z]{0,4}"?;r=[0-9]{1,4};t=[0-9]{1,4})?'
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    fields=st.dictionaries(
+        st.sampled_from(_QUOTA_FIELDS),
+        st.one_of(
+            st.text(max_size=60),
+            st.from_regex(
+                r'"?[a-z]{0,6}"?(;[a-z]=-?[0-9.e+]{0,25}){0,4}(, ?"?[a-z]{0,4}"?;r=[0-9]{1,4};t=[0-9]{1,4})?'
+            ),
+            st.integers(min_value=-(10**30), max_value=10**30).map(str),
+        ),
+    )
+)
+def test_any_quota_fields_give_a_sane_report_or_none(fields: dict[str, str]) -> None:
+    """Whatever a server puts in the quota fields: no exception, and a report, if any, has a
+    non-negative count and a finite, non-negative reset, and the pace it leads to is a real number."""
+    report = parse_quota(fields, now_epoch=NOW)
+    if report is None:
+        return
+    assert report.remaining >= 0
+    assert math.isfinite(report.reset_s)
+    assert report.reset_s >= 0
+    tracker = QuotaTracker()
+    tracker.started()
+    tracker.answered(0.0, report)
+    pace = tracker.pace(0.0)
+    if pace is not None:
+        assert math.isfinite(pace[0])
+        assert pace[0] >= 0
+        assert math.isfinite(pace[1])
