@@ -22,15 +22,15 @@ A pause (`pause_until`) holds every worker, not only the one whose answer
 asked for it, and each pause is booked to a reason, so the run can say how long
 it waited for what.
 
-The clock and the sleep are injected so tests run instantly and exactly.
+The clock is injected so tests run instantly and exactly; the waiting is the
+pacer's (`pacing.Pacer.start`).
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 
 from .congestion import AdaptiveRate, Change
 
@@ -39,7 +39,6 @@ Clock = Callable[[], float]
 #: Slots are booked at most this far ahead (or two slots, at a slow rate): a slot booked at an
 #: old rate is a request whose answer says nothing about a new one.
 _HORIZON_S = 0.25
-Sleep = Callable[[float], Awaitable[None]]
 
 
 class RateLimiter:
@@ -55,7 +54,6 @@ class RateLimiter:
         "_paused_done",
         "_paused_open",
         "_paused_until",
-        "_sleep",
         "_tokens",
         "_updated",
     )
@@ -67,7 +65,6 @@ class RateLimiter:
         burst: int = 1,
         adaptive: AdaptiveRate | None = None,
         clock: Clock = time.monotonic,
-        sleep: Sleep = asyncio.sleep,
     ) -> None:
         if rate_per_s < 0 or burst < 1:
             raise ValueError("rate_per_s >= 0, burst >= 1")
@@ -75,7 +72,6 @@ class RateLimiter:
         self._adaptive = adaptive if adaptive is not None else AdaptiveRate(ceiling_per_s=ceiling)
         self._burst = burst
         self._clock = clock
-        self._sleep = sleep
         # Tokens in the bucket (negative: booked on credit) as of `_updated`,
         # which may lie in the future while a pause lasts. The bucket starts with
         # one token and fills up to `burst` at the rate (a slow start): a full
@@ -151,14 +147,6 @@ class RateLimiter:
         elif now > self._updated:
             self._tokens = min(float(self._burst), self._tokens + (now - self._updated) * rate)
             self._updated = now
-
-    async def acquire(self) -> float:
-        """Wait for a slot; returns its start time, to pass to `response`."""
-        now = self._clock()
-        start = self.reserve(now)
-        if start > now:
-            await self._sleep(start - now)
-        return start
 
     def response(self, booked_at: float, *, rate_limited: bool) -> Change | None:
         """Every answer reports here (`rate_limited`: a 429) with when its slot was booked;

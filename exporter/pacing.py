@@ -142,7 +142,6 @@ class Pacer:
             burst=limits.burst,
             adaptive=AdaptiveRate(ceiling_per_s=ceiling, floor_per_s=limits.min_rate_per_s),
             clock=clock,
-            sleep=sleep,
         )
         self.quota = QuotaTracker()
         self.breaker = OutageBreaker(

@@ -29,7 +29,7 @@ class FakeTime:
 
 
 def make_limiter(time: FakeTime, *, rate_per_s: float, burst: int = 1) -> RateLimiter:
-    return RateLimiter(rate_per_s=rate_per_s, burst=burst, clock=time.clock, sleep=time.sleep)
+    return RateLimiter(rate_per_s=rate_per_s, burst=burst, clock=time.clock)
 
 
 @pytest.mark.parametrize(
@@ -209,34 +209,7 @@ def test_shorter_pause_does_not_shorten_a_longer_one() -> None:
     assert limiter.reserve(1.0) == 5.0
 
 
-# --- acquire and repr ----------------------------------------------------------------------------
-
-
-async def test_acquire_sleeps_via_the_injected_sleep() -> None:
-    """acquire waits with the injected sleep for exactly the reserved delay and returns the start time."""
-    time = FakeTime(100.0)
-    limiter = make_limiter(time, rate_per_s=4, burst=2)
-    starts = [await limiter.acquire() for _ in range(4)]
-    assert starts == pytest.approx([100.0, 100.25, 100.5, 100.75])
-    assert time.sleeps == pytest.approx([0.25, 0.25, 0.25])
-    assert time.now == pytest.approx(100.75)
-
-
-async def test_acquire_does_not_sleep_when_a_slot_is_free() -> None:
-    """With room in the bucket acquire returns the current time without calling sleep at all."""
-    time = FakeTime(7.0)
-    limiter = make_limiter(time, rate_per_s=0)
-    assert await limiter.acquire() == 7.0
-    assert time.sleeps == []
-
-
-async def test_acquire_honours_a_pause() -> None:
-    """acquire during a pause sleeps until the pause ends."""
-    time = FakeTime(1.0)
-    limiter = make_limiter(time, rate_per_s=10, burst=3)
-    limiter.pause_until(4.0, "retry_after")
-    assert await limiter.acquire() == 4.0
-    assert time.sleeps == [3.0]
+# --- repr ---------------------------------------------------------------------------------------
 
 
 def test_repr_shows_live_state() -> None:

@@ -13,7 +13,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from pacing_sim import BucketServer, RandomRefusals, simulate
 
+from exporter.config import LimitSettings, RetrySettings
 from exporter.outage import OutageBreaker, State
+from exporter.pacing import Pacer, Ticket
 from exporter.quota import QuotaTracker, parse_quota
 
 NOW = 1_800_000_000.0
@@ -223,3 +225,68 @@ def test_any_quota_fields_give_a_sane_report_or_none(fields: dict[str, str]) -> 
         assert math.isfinite(pace[0])
         assert pace[0] >= 0
         assert math.isfinite(pace[1])
+
+
+# --- Pacer.start: the waiting, with an injected clock and sleep ----------------------------------
+
+
+class FakeTime:
+    """A clock that moves only when the code under test sleeps."""
+
+    def __init__(self, now: float) -> None:
+        self.now = now
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def epoch(self) -> float:
+        return NOW + self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+def _pacer(time: FakeTime, rate: float, burst: int = 1) -> Pacer:
+    return Pacer(
+        LimitSettings(rate_per_s=rate, burst=burst),
+        RetrySettings(),
+        clock=time.clock,
+        now_epoch=time.epoch,
+        sleep=time.sleep,
+    )
+
+
+async def test_start_sleeps_exactly_until_the_booked_slot() -> None:
+    """At 4/s a request starts every 0.25 s, waited with the injected sleep, never early."""
+    time = FakeTime(100.0)
+    pacer = _pacer(time, 4, burst=1)
+    starts = []
+    for _ in range(4):
+        ticket = await pacer.start()
+        assert isinstance(ticket, Ticket)
+        starts.append(ticket.started_at)
+    assert starts == pytest.approx([100.0, 100.25, 100.5, 100.75])
+    assert time.now == pytest.approx(100.75)
+
+
+async def test_start_does_not_sleep_when_nothing_limits() -> None:
+    """With no ceiling and no pause a request starts at once."""
+    time = FakeTime(7.0)
+    ticket = await _pacer(time, 0).start()
+    assert isinstance(ticket, Ticket)
+    assert ticket.started_at == 7.0
+    assert time.sleeps == []
+
+
+async def test_start_waits_out_a_pause_without_booking_far_ahead() -> None:
+    """During a 3 s hold a worker asks again near its end, then starts when it is over."""
+    time = FakeTime(1.0)
+    pacer = _pacer(time, 10, burst=3)
+    pacer.limiter.pause_until(4.0, "retry_after")
+    ticket = await pacer.start()
+    assert isinstance(ticket, Ticket)
+    assert ticket.started_at == pytest.approx(4.0)
+    assert time.now == pytest.approx(4.0)
+    assert len(time.sleeps) <= 5
