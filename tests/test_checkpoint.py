@@ -288,6 +288,12 @@ def test_damage_before_the_last_line_is_corruption(damaged: bytes) -> None:
     assert info.value.damage in str(info.value)
 
 
+def test_the_end_message_is_capped() -> None:
+    """A run's message (it may quote what a server sent) is stored cut, with its length."""
+    entry = orjson.loads(end_entry(run=1, at=T1, exit_code=4, status="error", counts={}, message="m" * 10**6))
+    assert entry["message"] == "m" * 512 + "… (1,000,000 bytes)"
+
+
 def test_damage_followed_by_a_torn_line_is_still_corruption() -> None:
     """Two bad lines in a row cannot both be a torn tail."""
     with pytest.raises(ArchiveCorrupt, match="line 3 is damaged"):

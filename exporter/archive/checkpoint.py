@@ -36,6 +36,7 @@ from typing import Any
 
 import orjson
 
+from exporter.bounded import capped
 from exporter.errors import ArchiveCorrupt, UsageError
 
 from .layout import CHECKPOINT_NAME
@@ -71,7 +72,7 @@ def close_entry(*, file: str, size: int, lines: int, sha256: str) -> bytes:
 def end_entry(
     *, run: int, at: str, exit_code: int, status: str, counts: dict[str, int], message: str | None = None
 ) -> bytes:
-    """The line that closes run number `run` (absent when the run was killed)."""
+    """The line that closes run number `run` (absent when the run was killed); `message` is capped."""
     return _line(
         {
             "t": "end",
@@ -80,7 +81,7 @@ def end_entry(
             "exit": exit_code,
             "status": status,
             "counts": counts,
-            "message": message,
+            "message": None if message is None else capped(message),
         }
     )
 

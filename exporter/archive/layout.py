@@ -32,6 +32,7 @@ from typing import Any
 
 import orjson
 
+from exporter.bounded import capped
 from exporter.config import Compression
 from exporter.errors import UsageError
 
@@ -215,6 +216,8 @@ class FailedEntry:
 
     Read back, only `id` and `reason` are required (a string each); the other
     fields take their defaults when a line lacks them or has another type.
+    `error` is capped (`bounded.capped`) however the entry is made: a server's
+    answer can be megabytes, and the line it goes into must stay short.
     """
 
     id: str
@@ -230,6 +233,10 @@ class FailedEntry:
     #: Set when `id` is only the first 1 KiB of a longer one: its length in UTF-8, and its sha256.
     id_bytes: int | None = None
     id_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is not None:
+            object.__setattr__(self, "error", capped(self.error))
 
     @classmethod
     def about(
