@@ -31,6 +31,7 @@ from exporter.archive.reader import (
     refuse_unsafe,
     resumes_refetch,
     unsafe_entries,
+    warned,
 )
 from exporter.config import ManifestSource, Shard
 from exporter.digests import DigestSet, id_digest
@@ -184,7 +185,7 @@ def _read_archive(request: DryRunRequest) -> _ArchiveView:
         if request.refetch and not resumes_refetch(state.runs):
             return _ArchiveView(exists=True, starts_over=True)
         check_same_shard(root, state, str(request.shard) if request.shard else None)
-        for entry in failed_entries(directory):
+        for entry in warned(failed_entries(directory)):
             if entry.cut:
                 continue  # a cut id names no id of the manifest
             if entry.reason == Reason.NOT_FOUND:
