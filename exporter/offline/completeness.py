@@ -10,7 +10,9 @@ of them, once `verify` has read their records:
     archives -> manifest   every archived id is in the manifest; if not, a problem at
                            its records line
     the rest               the manifest's bad lines and invalid ids were never
-                           exported: notes, the first `_MANIFEST_NOTES` of each kind
+                           exported: notes, the first `_MANIFEST_NOTES` of each kind;
+                           a failed.ndjson line longer than the writer writes is a
+                           problem (never read whole), one that does not parse a note
 
 That no id is archived twice is verify's own check, across all archives.
 Memory stays bounded: the manifest's ids are kept as digests, and the archived

@@ -5,6 +5,8 @@ Read-only by construction: it opens the archive directory read-only
 (never through a link), takes no lock and writes nothing, so it answers
 while another run holds the archive; a line that run is appending shows as
 a torn tail and is left out. No request is sent: the token is not even read.
+It reads them as a run does, a bounded line at a time: damage in the
+checkpoint is exit 4, a failed.ndjson line that is not an entry a warning.
 
 The counts come from the same `Planner` a run uses, over the same archived
 and known-missing sets, so the dry run and the run cannot disagree on what
