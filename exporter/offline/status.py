@@ -53,6 +53,10 @@ FIRST_IDS = 3
 TEXT_ROWS = 10
 #: Lines of failed.ndjson that are not entries listed (the first); the rest are counted.
 SKIPPED_ROWS = 10
+#: Reasons counted apart (the exporter writes nine); lines of any further reason are counted as one group,
+#: so a failed.ndjson of a million made-up reasons costs no more than one of nine.
+MAX_REASONS = 16
+OTHER_REASONS = "(other reasons)"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -196,6 +200,8 @@ def _failures(path: Path, not_read: list[Skipped]) -> tuple[list[FailureGroup], 
                 not_read.append(Skipped(FAILED_NAME, entry.line, entry.why))
             continue
         reason, record_id = entry.reason, entry.id
+        if reason not in counts and len(counts) >= MAX_REASONS:
+            reason = OTHER_REASONS
         counts[reason] = counts.get(reason, 0) + 1
         ids = first.setdefault(reason, [])
         if len(ids) < FIRST_IDS:
