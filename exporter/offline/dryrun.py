@@ -5,6 +5,8 @@ Read-only by construction: it opens the archive directory read-only
 (never through a link), takes no lock and writes nothing, so it answers
 while another run holds the archive; a line that run is appending shows as
 a torn tail and is left out. No request is sent: the token is not even read.
+It reads them as a run does, a bounded line at a time: damage in the
+checkpoint is exit 4, a failed.ndjson line that is not an entry a warning.
 
 The counts come from the same `Planner` a run uses, over the same archived
 and known-missing sets, so the dry run and the run cannot disagree on what
@@ -31,6 +33,7 @@ from exporter.archive.reader import (
     refuse_unsafe,
     resumes_refetch,
     unsafe_entries,
+    warned,
 )
 from exporter.config import ManifestSource, Shard
 from exporter.digests import DigestSet, id_digest
@@ -184,7 +187,7 @@ def _read_archive(request: DryRunRequest) -> _ArchiveView:
         if request.refetch and not resumes_refetch(state.runs):
             return _ArchiveView(exists=True, starts_over=True)
         check_same_shard(root, state, str(request.shard) if request.shard else None)
-        for entry in failed_entries(directory):
+        for entry in warned(failed_entries(directory)):
             if entry.cut:
                 continue  # a cut id names no id of the manifest
             if entry.reason == Reason.NOT_FOUND:
