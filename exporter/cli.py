@@ -26,6 +26,7 @@ from .config import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     INCLUDE_PARAMS,
+    MAX_COMPRESS_THREADS,
     ArchiveSettings,
     Budgets,
     ExportConfig,
@@ -198,6 +199,13 @@ def _positive_int(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_COMPRESS_THREADS:
+        raise argparse.ArgumentTypeError(f"{value} threads: at most {MAX_COMPRESS_THREADS}")
     return value
 
 
@@ -510,6 +518,14 @@ def _add_export(commands: Any) -> None:
         "frame (default: 1MiB); larger compresses better, smaller re-fetches less after a kill -9",
     )
     archive.add_argument(
+        "--compress-threads",
+        type=_thread_count,
+        default=None,
+        metavar="N",
+        help="with --compress gzip, threads that deflate a commit over 128KiB in pieces, at once "
+        "(default: one per CPU; 1: the writer thread alone)",
+    )
+    archive.add_argument(
         "--shard",
         type=parse_shard,
         default=None,
@@ -670,6 +686,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
             compress=args.compress,
             compress_level=args.compress_level,
             compressed_commit_bytes=args.compress_batch,
+            compress_threads=args.compress_threads,
         ),
         shard=shard,
         retry=RetrySettings(max_attempts=args.max_attempts, max_outage_s=args.max_outage),
