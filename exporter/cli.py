@@ -522,7 +522,7 @@ def _add_export(commands: Any) -> None:
         type=_thread_count,
         default=None,
         metavar="N",
-        help="with --compress gzip, threads that deflate a commit over 128KiB in pieces, at once "
+        help="with --compress gzip, threads that deflate a commit of 1MiB or more in pieces, at once "
         "(default: one per CPU; 1: the writer thread alone)",
     )
     archive.add_argument(

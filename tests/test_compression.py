@@ -133,7 +133,7 @@ async def test_small_records_keep_the_rate_when_compressed(
 async def test_a_commit_deflated_in_pieces_is_one_member_that_everything_reads(
     api: FakeServerHandle, tmp_path: Path
 ) -> None:
-    """Gzip commits of 2 MiB and more are deflated in pieces by two threads; each commit stays one member.
+    """Gzip commits of 1 MiB and more are deflated in pieces by two threads; each commit stays one member.
 
     The bytes a commit appended (checkpoint offsets) decode on their own as one
     gzip member with a sync point between its two pieces, and the gzip module,

@@ -38,9 +38,9 @@ COMPRESS_BATCH_BYTES = 32_000
 # Small records: a --compress-batch of them is more than the 64 results a batch once held.
 SMALL_RECORD_BYTES = 300
 SMALL_COMPRESS_BATCH_BYTES = 60_000
-# Commits of over 2 MiB, which two threads deflate at the same time into one gzip member.
+# Commits of over 1 MiB, which two threads deflate at the same time into one gzip member.
 PIECES_RECORD_BYTES = 40_000
-PIECES_BATCH_BYTES = 2_200_000
+PIECES_BATCH_BYTES = 1_100_000
 # When each kill comes, after the start: most runs need about a second to send their first
 # request, and the run of 40 KB records is long enough to be killed later in it too.
 KILL_WINDOW_S = (0.05, 1.2)

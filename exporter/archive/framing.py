@@ -16,12 +16,13 @@ boundary; joined under the header `gzip.compress` writes and the CRC-32 and
 length of the whole. A commit's bytes are still exactly one gzip member,
 whatever its size.
 
-Pieces are large, and only large commits are cut, because every piece costs a
-few trips through the GIL, each of which can wait out the interpreter's 5 ms
-switch interval while the event loop is busy: 128 KiB pieces made 1 MiB commits
-of 2 KB and 20 KB records slower, not faster, at --rate 0 (0.84x), where the
-event loop, not the writer, sets the pace. A commit of one piece is byte for
-byte what `gzip.compress` writes.
+Pieces are few and large (the default 1 MiB batch is cut in two on two CPUs)
+because every piece costs a few trips through the GIL, each of which can wait
+out the interpreter's 5 ms switch interval while the event loop is busy: pigz's
+128 KiB pieces made 2 KB and 20 KB records 0.84x as fast at --rate 0, where the
+event loop sets the pace, while two 512 KiB pieces made 20 KB records 1.16x as
+fast and left 300 B and 2 KB ones within the noise. A commit of one piece is
+byte for byte what `gzip.compress` writes.
 """
 
 from __future__ import annotations
@@ -43,12 +44,12 @@ from . import layout
 
 _NEWLINE = b"\n"
 
-#: A gzip commit is cut into pieces of at least this many bytes, one a thread: a commit
-#: under twice this (a default --compress-batch of small records) is one piece, deflated
-#: in the writer thread alone. Primed pieces this large lose nothing in ratio (measured on
-#: the fake API's records: 6.20x at level 6 for 20 KB records, 4.16x for 3 MB ones, the same
-#: as in one piece), where independent members of 128 KiB lost 10% (5.56x).
-GZIP_MIN_PIECE_BYTES = 1 << 20
+#: A gzip commit is cut into pieces of at least this many bytes, one a thread; a commit
+#: under twice this is one piece, deflated in the writer thread alone. Primed pieces this
+#: large lose nothing in ratio (measured on the fake API's records: 6.20x at level 6 for
+#: 20 KB records, 4.16x for 3 MB ones, as in one piece), where independent members of
+#: 128 KiB lost 10% (5.56x).
+GZIP_MIN_PIECE_BYTES = 512 << 10
 #: Deflate looks back at most 32 KiB: all a piece needs of the bytes before it.
 _DEFLATE_WINDOW = 32 << 10
 _GZIP_LEVEL = 6
