@@ -41,10 +41,11 @@ SMALL_COMPRESS_BATCH_BYTES = 60_000
 # Commits of over 1 MiB, which two threads deflate at the same time into one gzip member.
 PIECES_RECORD_BYTES = 40_000
 PIECES_BATCH_BYTES = 1_100_000
-# When each kill comes, after the start: most runs need about a second to send their first
-# request, and the run of 40 KB records is long enough to be killed later in it too.
+# When each kill comes, after the start. A run needs up to a second to send its first request
+# when the machine is busy; the 40 KB records' kills come a little later, so that most land
+# mid-commit, but early enough that a run rarely finishes before its kill.
 KILL_WINDOW_S = (0.05, 1.2)
-PIECES_KILL_WINDOW_S = (0.5, 3.0)
+PIECES_KILL_WINDOW_S = (0.3, 1.8)
 
 
 def decompressed(path: Path) -> bytes:
