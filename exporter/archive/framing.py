@@ -80,10 +80,9 @@ class Codec:
         data = _NEWLINE.join(records) + _NEWLINE
         if self.name == "gzip":
             level = _GZIP_LEVEL if self.level is None else self.level
-            pieces = 1 if deflaters is None else deflaters.pieces(len(data))
-            if pieces == 1 or deflaters is None:
-                return [gzip.compress(data, compresslevel=level, mtime=0)]
-            return deflaters.member(data, level, pieces)
+            if deflaters is not None and (pieces := deflaters.pieces(len(data))) > 1:
+                return deflaters.member(data, level, pieces)
+            return [gzip.compress(data, compresslevel=level, mtime=0)]
         level = 3 if self.level is None else self.level
         return [zstandard.ZstdCompressor(level=level, write_content_size=True).compress(data)]
 
