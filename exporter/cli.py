@@ -71,7 +71,8 @@ exit codes:
        user's directory where the archive writes, read-only, disk full)
   5    a budget was reached (--max-duration, --max-requests): what was fetched is kept;
        run the same command again to continue
-  6    the API was unavailable for longer than --max-outage: what was fetched is kept
+  6    the API (or the proxy on the way) was unavailable for longer than --max-outage,
+       or asked to wait longer than 15 minutes: what was fetched is kept
   130  interrupted by SIGINT (Ctrl-C): what was fetched is kept; run the same command to resume
   143  interrupted by SIGTERM: likewise
 """
