@@ -229,11 +229,9 @@ class Fetcher:
                 )
             reason = verdict.reason or Reason.HTTP_ERROR
             if verdict.action == "fail":
-                self._pacer.settled(record_id)
                 return Failure(record_id, reason, verdict.message, status, tries.sent)
             wait_s = effect.retry_after_s
             if wait_s is not None and wait_s > retry.retry_after_max_s:
-                self._pacer.settled(record_id)
                 return Failure(
                     record_id,
                     reason,
@@ -326,7 +324,6 @@ class Fetcher:
         tries.provisional = 0
 
     def _gave_up(self, record_id: str, tries: Tries) -> Failure:
-        self._pacer.settled(record_id)
         reason, message, status = tries.last or (Reason.HTTP_ERROR, "no answer", None)
         return Failure(
             record_id,

@@ -11,19 +11,21 @@ row, and the run waited --max-outage for an API that had answered a second
 earlier). What tells them apart is whether the API answers anyone else:
 
 1. A failure of a request that an answer overtook (the API answered another
-   request after this one left) is the id's own. The id becomes a *suspect*:
-   every later failure of it uses one of its attempts.
+   request after this one left) is the id's own: it uses one of its attempts.
 2. A failure with no answer since its request left starts (or extends) a
-   *dry spell*; unless the id is a suspect, it uses an attempt only
-   *provisionally*: an id whose attempts are all used, some provisionally,
-   waits for the spell's verdict before it fails.
+   *dry spell*, and uses an attempt only *provisionally*: an id whose
+   attempts are all used, some provisionally, waits for the spell's verdict
+   before it fails.
 3. A spell ends at the first answer from the API: it was up, the failures were
-   the ids' own (they stand; the ids are suspects). A spell that lasts
-   `span_s` with no answer at all is *checked*: one request asks again for a
-   recording the API served earlier in this run (the *canary*; its record is
-   dropped). Served, that is an answer as above; failed too, an outage. This
-   settles the tail of a run, where only the broken ids are left to fail and
-   nothing else answers: the canary is served, so they fail with their reason.
+   the ids' own and their attempts stand. A spell that lasts `span_s` with no
+   answer at all is *checked*: one request asks again for a recording the API
+   served earlier in this run (the *canary*; its record is dropped). Served,
+   that is an answer as above; failed too, an outage. This settles the tail of
+   a run, where only the broken ids are left to fail and nothing else answers:
+   the canary is served, so they fail with their reason. (Counting distinct
+   failing ids cannot: three broken ids are three ids, and so are the last
+   three ids of a run whose API just went down. Only an id known to be good
+   says whether the API is up.)
 4. Before anything was served in this run there is no canary: a ripe spell is
    an outage when failures came from at least `distinct` ids (each failure to
    connect counts as one: the id never left), and fewer are those ids' own.
@@ -97,8 +99,6 @@ GO = Admission(True)
 _CANARIES = 8
 #: Spells remembered as outages: a provisional attempt older than that many outages counts.
 _OUTAGE_SPELLS = 1024
-#: Ids remembered as suspects at most (the pool holds far fewer in play; a guard, not a limit).
-_MAX_SUSPECTS = 100_000
 
 
 class OutageBreaker:
@@ -117,11 +117,9 @@ class OutageBreaker:
         "_outage_spells",
         "_rand",
         "_span_s",
-        "_spell_gone",
         "_spell_ids",
         "_spell_open",
         "_start_delay_s",
-        "_suspects",
         "_unconnected",
         "checks",
         "outages",
@@ -149,14 +147,12 @@ class OutageBreaker:
         self._rand = rand
         self.state = State.CLOSED
         self._last_answer = -math.inf
-        self._suspects: set[str] = set()
         self._canaries: deque[tuple[int, str]] = deque(maxlen=_CANARIES)
         #: Numbers the dry spells; a provisional attempt is judged by its spell's verdict.
         self.spell = 0
         self._spell_open = False
         self._dry_since = math.nan
         self._spell_ids: set[str] = set()
-        self._spell_gone = 0  # ids of the spell that have settled since (they still count as distinct)
         self._unconnected = 0  # failures of the spell that never reached the API
         self._outage_spells: deque[int] = deque(maxlen=_OUTAGE_SPELLS)
         self._outage_since = math.nan
@@ -171,14 +167,6 @@ class OutageBreaker:
     def served(self, record_id: str, size: int) -> None:
         """`record_id` was fetched and checked (`size` bytes): a canary for later checks."""
         self._canaries.append((size, record_id))
-        self.settled(record_id)
-
-    def settled(self, record_id: str) -> None:
-        """`record_id` is done (exported or failed for good): nothing about it is kept."""
-        self._suspects.discard(record_id)
-        if record_id in self._spell_ids:
-            self._spell_ids.discard(record_id)
-            self._spell_gone += 1
 
     def answered(self, now: float) -> float | None:
         """The API answered (anything but a failure that says it is down); how long the outage
@@ -187,8 +175,7 @@ class OutageBreaker:
         lasted = None
         if self.state in (State.OPEN, State.PROBING):
             lasted = now - self._outage_since
-        elif self._spell_open:
-            self._end_spell_as_the_ids()
+        self._spell_open = False  # the failures of the spell were the ids' own
         self.state = State.CLOSED
         return lasted
 
@@ -216,15 +203,12 @@ class OutageBreaker:
             return Blame.API  # sent before the pool stopped
         if sent_at < self._last_answer:
             # The API answered someone after this request left: it was up, this failed alone.
-            if connected and not probe:
-                self._suspect(record_id)
             return Blame.ID
         if not self._spell_open:
             self.spell += 1
             self._spell_open = True
             self._dry_since = sent_at
             self._spell_ids.clear()
-            self._spell_gone = 0
             self._unconnected = 0
         self._dry_since = min(self._dry_since, sent_at)
         if not connected:
@@ -234,9 +218,7 @@ class OutageBreaker:
         self._ripen(now, span_s)
         if self.state is State.OPEN:
             return Blame.API
-        if not self._spell_open or (connected and record_id in self._suspects):
-            return Blame.ID
-        return Blame.UNKNOWN
+        return Blame.UNKNOWN if self._spell_open else Blame.ID
 
     def verdict(self, spell: int) -> Blame:
         """Whose the provisional failures of `spell` were: UNKNOWN until it is judged."""
@@ -303,10 +285,10 @@ class OutageBreaker:
             return
         if self._canaries:
             self.state = State.CHECK_DUE
-        elif len(self._spell_ids) + self._spell_gone + self._unconnected >= self._distinct:
+        elif len(self._spell_ids) + self._unconnected >= self._distinct:
             self._open(now, first=True)
         else:
-            self._end_spell_as_the_ids()
+            self._spell_open = False  # too few ids to say more than that they failed
 
     def _open(self, now: float, *, first: bool) -> None:
         if first:
@@ -322,19 +304,9 @@ class OutageBreaker:
         # Jittered, as `retry.backoff_delay` is, so runs that failed together do not probe together.
         self._next_probe = now + self._delay_s * (0.5 + 0.5 * self._rand())
 
-    def _end_spell_as_the_ids(self) -> None:
-        self._spell_open = False
-        for record_id in self._spell_ids:
-            self._suspect(record_id)
-        self._spell_ids.clear()
-
-    def _suspect(self, record_id: str) -> None:
-        if len(self._suspects) < _MAX_SUSPECTS:
-            self._suspects.add(record_id)
-
     def __repr__(self) -> str:
         spell = f"spell={self.spell}{'(open)' if self._spell_open else ''}"
         return (
-            f"<OutageBreaker state={self.state.value} {spell} suspects={len(self._suspects)} "
+            f"<OutageBreaker state={self.state.value} {spell} "
             f"delay={self._delay_s:.1f}s outages={self.outages} checks={self.checks}>"
         )

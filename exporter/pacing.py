@@ -406,10 +406,6 @@ class Pacer:
         """`record_id` was fetched and checked: it may be asked for again to tell whether the API is up."""
         self.breaker.served(record_id, size)
 
-    def settled(self, record_id: str) -> None:
-        """`record_id` failed for good: the breaker forgets it."""
-        self.breaker.settled(record_id)
-
     def _end_outage(self, now: float, lasted_s: float) -> None:
         self._outage_s += lasted_s
         if self._outage_told:

@@ -128,7 +128,7 @@ def assert_sane(pacer: Pacer, time: FakeTime) -> None:
         sane_notice(notice)
 
 
-@settings(max_examples=600, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(
     answers=st.lists(
         st.tuples(

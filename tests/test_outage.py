@@ -44,8 +44,8 @@ def served_until(b: OutageBreaker, end: float) -> float:
 def test_three_broken_ids_left_at_the_tail_are_their_own_failures() -> None:
     """The rest of the run is done; three ids keep failing, each request sent after the last answer,
     so nothing else can tell. After a 2 s dry spell the breaker asks for a recording served earlier
-    (the smallest of the last ones): it comes, so the spell's failures are the ids' own, and every
-    later failure of those ids uses an attempt. The pool never waits for an outage."""
+    (the smallest of the last ones): it comes, so the spell's failures were the ids' own. Each later
+    spell of theirs is judged the same way, a check each; the pool never waits for an outage."""
     b = breaker()
     last = served_until(b, 3.0)
     broken = ["bad-1", "bad-2", "bad-3"]
@@ -66,28 +66,32 @@ def test_three_broken_ids_left_at_the_tail_are_their_own_failures() -> None:
     assert b.answered(last + 2.25) is None  # served: the API is up
     assert b.verdict(spell) is Blame.ID
     now = last + 3.0
-    for _ in range(5):  # from now on each of their failures is theirs, whatever spell it opens
+    for _ in range(5):
+        spells = []
         for record_id in broken:
-            assert b.failed(now, record_id=record_id, sent_at=now - 0.05) is Blame.ID
+            assert b.failed(now, record_id=record_id, sent_at=now - 0.05) is Blame.UNKNOWN
+            spells.append(b.spell)
             admission = b.admit(now)
             assert admission.go
-            if admission.probe:  # their spells are still checked now and then: served, so theirs
+            if admission.probe:  # the spell is checked: served, so theirs
                 b.answered(now + 0.01)
             now += 1.0
+        assert all(b.verdict(spell) is Blame.ID for spell in spells[:-1])
+    assert b.checks == 1 + 5
     assert b.outages == 0
     assert not b.is_open()
 
 
 def test_a_failure_overtaken_by_an_answer_is_the_ids_own_at_once() -> None:
     """An id whose request failed while the API answered another request sent after it is broken on
-    its own: its failure counts at once, and so does every later one, even in a dry spell."""
+    its own: its failure counts at once. Once nothing else answers, its failures wait for a verdict."""
     b = breaker()
     served_until(b, 1.0)
     b.answered(1.3)  # an answer to a request sent after bad-1's
     assert b.failed(1.5, record_id="bad-1", sent_at=1.2) is Blame.ID
+    assert b.spell == 0  # no dry spell: the API was answering
     # The rest of the run is over; bad-1 fails alone, with no answer since it was sent.
-    assert b.failed(4.0, record_id="bad-1", sent_at=3.9) is Blame.ID
-    assert b.failed(7.0, record_id="bad-1", sent_at=6.9) is Blame.ID
+    assert b.failed(4.0, record_id="bad-1", sent_at=3.9) is Blame.UNKNOWN
     assert b.outages == 0
 
 
@@ -163,7 +167,9 @@ def test_without_a_canary_an_outage_needs_failures_of_several_ids() -> None:
         two.failed(t, record_id=f"a-{int(t) % 2}", sent_at=t)
     assert two.state is State.CLOSED
     assert two.verdict(two.spell) is Blame.ID
-    assert two.failed(2.5, record_id="a-0", sent_at=2.4) is Blame.ID
+    judged = two.spell
+    assert two.failed(2.5, record_id="a-0", sent_at=2.4) is Blame.UNKNOWN  # a new spell
+    assert two.spell == judged + 1
 
     three = breaker()
     for t, record_id in ((0.0, "a"), (0.5, "b"), (1.0, "c")):
