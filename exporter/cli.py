@@ -17,7 +17,7 @@ import re
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, NoReturn, cast
 
 from . import __version__, metrics
 from .archive.layout import FAILED_NAME
@@ -40,8 +40,9 @@ from .config import (
     Shard,
     TlsSettings,
 )
+from .display import escape
 from .errors import ExitCode, ExporterError, UsageError
-from .logs import JsonFormatter, TextOnly, event
+from .logs import JsonFormatter, TextFormatter, TextOnly, event
 from .offline import dryrun, status, verify
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
@@ -253,6 +254,13 @@ def _include_name(text: str) -> str:
     return param
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages escaped: they quote what was typed, which may be anything."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(escape(message))
+
+
 class _RefuseToken(argparse.Action):
     """`--token VALUE` would show in `ps` and shell history: refuse it with the alternative."""
 
@@ -271,14 +279,18 @@ class _RefuseToken(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="exporter",
         description="Export call recordings from the recordings API into an exact, resumable NDJSON archive.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"exporter {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The subcommands' parsers are _Parser too (argparse makes them of the parent's class).
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     _add_export(commands)
     verify.add_parser(commands)
     status.add_parser(commands)
@@ -807,7 +819,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
         handler.setFormatter(JsonFormatter())
     else:
         handler = BarSafeHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("exporter: %(message)s"))
+        handler.setFormatter(TextFormatter())
         handler.addFilter(TextOnly())
     root = logging.getLogger("exporter")
     root.handlers[:] = [handler]
