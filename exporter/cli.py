@@ -48,7 +48,13 @@ from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
 from .transport import tls
 from .transport.client import check_base_url
-from .transport.credentials import check_token, read_proxy_auth_file, read_token_file, warn_if_shared
+from .transport.credentials import (
+    check_pem_file,
+    check_token,
+    read_proxy_auth_file,
+    read_token_file,
+    warn_if_shared,
+)
 from .transport.proxy_env import ProxyChoice, choose_proxy, with_credentials
 
 TOKEN_ENV = "EXPORTER_TOKEN"  # noqa: S105 - the variable's name, not a token
@@ -630,7 +636,18 @@ def proxy_from(args: argparse.Namespace, environ: Mapping[str, str], base_url: s
 
 
 def tls_from(args: argparse.Namespace) -> TlsSettings:
-    """--ca-cert, --client-cert and --client-key, checked now so that a bad file stops nothing half-done."""
+    """--ca-cert, --client-cert and --client-key, checked now so that a bad file stops nothing half-done.
+
+    OpenSSL reads them by name, and would block on a FIFO: each must first be
+    a regular file of sane size (`check_pem_file`).
+    """
+    for option, path in (
+        ("--ca-cert", args.ca_cert),
+        ("--client-cert", args.client_cert),
+        ("--client-key", args.client_key),
+    ):
+        if path is not None:
+            check_pem_file(path, option)
     settings = TlsSettings(
         ca_cert=args.ca_cert,
         ca_cert_only=args.ca_cert_only,
