@@ -122,7 +122,11 @@ resuming:
 
 {EXIT_CODES_HELP}"""
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+# Numbers are read in ASCII digits only, and not too many of them: int() and float() also take
+# other scripts' digits ('٣' is 3), refuse some that str.isdigit() accepts ('²'), turn 400
+# digits into infinity and refuse 4,300 (the int max str digits limit), each a traceback.
+_DECIMAL = r"([0-9]{1,15}(?:\.[0-9]{1,9})?)"
+_SIZE = re.compile(rf"\s*{_DECIMAL}\s*([kmgt]?i?b?)?\s*", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {
     "": 1, "b": 1,
     "k": 10**3, "kb": 10**3, "kib": 2**10,
@@ -130,40 +134,58 @@ _SIZE_UNITS = {
     "g": 10**9, "gb": 10**9, "gib": 2**30,
     "t": 10**12, "tb": 10**12, "tib": 2**40,
 }  # fmt: skip
+_WHOLE = re.compile(r"\s*([0-9]{1,18})\s*", re.ASCII)
+_NUMBER = re.compile(rf"\s*{_DECIMAL}\s*", re.ASCII)
+#: The longest duration any option takes: beyond it no date can be shown.
+MAX_DURATION_S = 3650 * 86400
+#: Workers, each with its connection.
+MAX_CONCURRENCY = 10_000
+
+
+def _quoted(text: str) -> str:
+    """User input quoted in a message: its repr (which escapes), and no more than 40 characters of it."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def parse_size(text: str) -> int:
     """`512MB`, `1GiB`, `100k`, `1048576` -> bytes (decimal units, binary with `i`)."""
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     unit = (match.group(2) or "").lower() if match else ""
     if match is None or unit not in _SIZE_UNITS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 512MB, 1GiB or 1000000")
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a size such as 512MB, 1GiB or 1000000")
     size = int(float(match.group(1)) * _SIZE_UNITS[unit])
     if size < 1:
         raise argparse.ArgumentTypeError("the size must be at least 1 byte")
     return size
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(rf"\s*{_DECIMAL}\s*(ms|s|m|h|d)?\s*", re.IGNORECASE | re.ASCII)
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
     """`45s`, `90m`, `6h`, `1d`, `30` (seconds) -> seconds."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 45s, 90m or 6h")
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a duration such as 45s, 90m or 6h")
     seconds = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()]
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be more than 0")
+    if not 0 < seconds <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"{_quoted(text)}: the duration must be more than 0 and at most {MAX_DURATION_S // 86400}d"
+        )
     return seconds
+
+
+_SHARD = re.compile(r"\s*([0-9]{1,9}|INDEX)\s*/\s*([0-9]{1,9})\s*", re.ASCII)
 
 
 def parse_shard(text: str) -> Shard:
     """`K/N` (K from 0 to N-1), or `INDEX/N` to take K from $JOB_COMPLETION_INDEX later."""
-    match = re.fullmatch(r"\s*(\d+|INDEX)\s*/\s*(\d+)\s*", text)
+    match = _SHARD.fullmatch(text)
     if match is None or int(match.group(2)) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not K/N, e.g. 0/4 (or INDEX/4 for Kubernetes)")
+        raise argparse.ArgumentTypeError(
+            f"{_quoted(text)} is not K/N, e.g. 0/4 (or INDEX/4 for Kubernetes), N at most 9 digits"
+        )
     count = int(match.group(2))
     index = -1 if match.group(1) == "INDEX" else int(match.group(1))
     if index >= count:
@@ -176,9 +198,14 @@ def resolve_shard(shard: Shard | None, environ: Mapping[str, str]) -> Shard | No
     if shard is None or shard.index >= 0:
         return shard
     raw = environ.get(SHARD_INDEX_ENV)
-    if raw is None or not raw.strip().isdigit():
-        raise UsageError(f"--shard INDEX/{shard.count} needs ${SHARD_INDEX_ENV} set to 0..{shard.count - 1}")
-    index = int(raw)
+    match = None if raw is None else re.fullmatch(r"\s*([0-9]{1,9})\s*", raw, re.ASCII)
+    if match is None:
+        given = "is not set" if raw is None else f"is {_quoted(raw)}, not a number in 0-9 digits"
+        raise UsageError(
+            f"--shard INDEX/{shard.count} takes the shard from ${SHARD_INDEX_ENV}, which {given}: "
+            f"set it to 0..{shard.count - 1} (a Kubernetes Indexed Job does), or give --shard K/{shard.count}"
+        )
+    index = int(match.group(1))
     if index >= shard.count:
         raise UsageError(f"${SHARD_INDEX_ENV}={index} is not a shard of {shard.count} (0..{shard.count - 1})")
     return Shard(index=index, count=shard.count)
@@ -199,23 +226,34 @@ def _size_or_zero(text: str) -> int | None:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    match = _WHOLE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a whole number (0-9, at most 18 digits)")
+    value = int(match.group(1))
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_CONCURRENCY:,} requests in flight")
     return value
+
+
+def _compress_level(text: str) -> int:
+    match = re.fullmatch(r"\s*(-?[0-9]{1,6})\s*", text, re.ASCII)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a compression level such as 3 or 19")
+    return int(match.group(1))
+
+
+def _non_negative_float(text: str) -> float:
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a number >= 0 such as 10 or 2.5")
+    return float(match.group(1))
 
 
 def _positive_float(text: str) -> float:
@@ -397,7 +435,7 @@ def _add_export(commands: Any) -> None:
     pace = export.add_argument_group("pace")
     pace.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=_concurrency,
         default=8,
         metavar="N",
         help="requests in flight at once (default: 8)",
@@ -514,7 +552,7 @@ def _add_export(commands: Any) -> None:
     )
     archive.add_argument(
         "--compress-level",
-        type=int,
+        type=_compress_level,
         default=None,
         metavar="N",
         help="compression level (default: gzip 6, zstd 3)",
@@ -675,6 +713,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     query = tuple((name, "true") for name in includes) + tuple(args.query)
     burst = args.burst if args.burst is not None else max(1, int(args.rate))
     shard = resolve_shard(args.shard, environ)
+    _check_compress_level(args.compress, args.compress_level)
     progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
     return ExportConfig(
         metrics=metrics_from(args),
@@ -709,6 +748,18 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
         progress=progress,
         quiet=args.quiet,
     )
+
+
+_COMPRESS_LEVELS = {"gzip": (0, 9), "zstd": (-(2**17), 22)}
+
+
+def _check_compress_level(codec: str, level: int | None) -> None:
+    """A --compress-level the codec takes (zstd's negative levels are its fastest)."""
+    if level is None or codec not in _COMPRESS_LEVELS:
+        return
+    low, high = _COMPRESS_LEVELS[codec]
+    if not low <= level <= high:
+        raise UsageError(f"--compress-level {level} is not a {codec} level: {low} to {high}")
 
 
 def metrics_from(args: argparse.Namespace) -> MetricsSettings:
