@@ -46,6 +46,7 @@ from .logs import JsonFormatter, TextFormatter, TextOnly, event
 from .offline import dryrun, status, verify
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
+from .signals import ProcessSignals
 from .transport import tls
 from .transport.client import check_base_url
 from .transport.credentials import (
@@ -75,7 +76,8 @@ exit codes:
   3    the API refused the token (401/403) and --token-file, read again, holds
        no other; what was fetched before is kept
   4    the archive cannot be used (locked by another run, damaged, a link or another
-       user's directory where the archive writes, read-only, disk full)
+       user's directory where the archive writes, read-only, disk full); this code
+       wins over any other reason the run stopped for, Ctrl-C included
   5    a budget was reached (--max-duration, --max-requests): what was fetched is kept;
        run the same command again to continue
   6    the API was unavailable for longer than --max-outage: what was fetched is kept
@@ -793,7 +795,8 @@ def _export_command(args: argparse.Namespace) -> int:
         every_s=config.progress_interval_s,
         json_logs=config.log_format == "json",
     )
-    outcome = asyncio.run(run_export(config, progress=progress))
+    signals: ProcessSignals | None = getattr(args, "signals", None)
+    outcome = asyncio.run(run_export(config, progress=progress, signals=signals))
     _report(outcome, config)
     return outcome.exit_code
 
@@ -834,18 +837,23 @@ def _proxy_line(proxy: ProxySettings) -> str:
 def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     """The last word of a run: one error line, and unless --quiet one line of counts."""
     summary = outcome.report
+    run = summary.run if summary else None
+    for note in outcome.notes:
+        log.error("%s", note, extra=event("error", run=run))
     if outcome.message and outcome.exit_code not in (ExitCode.SIGINT, ExitCode.SIGTERM):
-        log.error("%s", outcome.message, extra=event("error", run=summary.run if summary else None))
+        log.error("%s", outcome.message, extra=event("error", run=run))
     if config.quiet:
         return
     counts = dict(summary.counts) if summary else {}
     out = config.archive.out_dir
     exported = counts.get("exported", 0)
-    elapsed_s, per_s = (summary.elapsed_s, summary.records_per_s) if summary else (0, 0)
-    parts = [
-        f"exported {exported} recording{'' if exported == 1 else 's'} to {out} "
-        f"in {elapsed_s:.1f}s ({per_s:.1f}/s)"
-    ]
+    if summary is None:
+        # The reports could not be written (the error is above); the records committed can be counted.
+        exported = outcome.exported
+        timing = "(summary.json not written)"
+    else:
+        timing = f"in {summary.elapsed_s:.1f}s ({summary.records_per_s:.1f}/s)"
+    parts = [f"exported {exported} recording{'' if exported == 1 else 's'} to {out} {timing}"]
     extras = [
         f"{counts[key]} {label}"
         for key, label in (
@@ -896,15 +904,21 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `exporter` console script and `python -m exporter`."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args)
-    try:
-        code: int = args.handler(args)
-    except ExporterError as exc:
-        log.error("%s", exc)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return int(ExitCode.SIGINT)
-    return code
+    """Entry point of the `exporter` console script and `python -m exporter`.
+
+    The signal handlers go in first and stay until the end (`signals.py`):
+    no SIGHUP kills the process at any moment of a command.
+    """
+    with ProcessSignals().installed() as signals:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.signals = signals  # for the export command's run
+        _setup_logging(args)
+        try:
+            code: int = args.handler(args)
+        except ExporterError as exc:
+            log.error("%s", exc)
+            return int(exc.exit_code)
+        except KeyboardInterrupt:
+            return int(ExitCode.SIGINT)
+        return code
