@@ -71,7 +71,8 @@ exit codes:
   0    every id of the manifest is in the archive
   1    the run finished, but some ids failed, were not found or were invalid
        (listed with the reason in DIR/failed.ndjson)
-  2    usage or configuration error (bad option, no token, unreadable manifest,
+  2    usage or configuration error (bad option, no token, unreadable manifest, a
+       secret file that is not a regular file, --metrics-file inside the archive,
        a proxy wanting credentials (407), an API wanting a client certificate)
   3    the API refused the token (401/403) and --token-file, read again, holds
        no other; what was fetched before is kept
@@ -606,7 +607,7 @@ def _add_export(commands: Any) -> None:
         type=Path,
         metavar="PATH",
         help="write Prometheus metrics to PATH (text format, for node_exporter's textfile collector): "
-        "replaced atomically every 15 s and at the end of the run",
+        "replaced atomically every 15 s and at the end of the run; never inside --out",
     )
     output.add_argument(
         "--metrics-label",
@@ -715,10 +716,11 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     query = tuple((name, "true") for name in includes) + tuple(args.query)
     burst = args.burst if args.burst is not None else max(1, int(args.rate))
     shard = resolve_shard(args.shard, environ)
+    out_dir = _out_dir(args.out, shard)
     _check_compress_level(args.compress, args.compress_level)
     progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
     return ExportConfig(
-        metrics=metrics_from(args),
+        metrics=metrics_from(args, out_dir),
         progress_interval_s=args.progress_interval,
         log_format=args.log_format,
         manifest=ManifestSource(
@@ -735,7 +737,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
             tls=tls_from(args),
         ),
         archive=ArchiveSettings(
-            out_dir=_out_dir(args.out, shard),
+            out_dir=out_dir,
             max_file_bytes=args.max_file_bytes,
             compress=args.compress,
             compress_level=args.compress_level,
@@ -764,8 +766,12 @@ def _check_compress_level(codec: str, level: int | None) -> None:
         raise UsageError(f"--compress-level {level} is not a {codec} level: {low} to {high}")
 
 
-def metrics_from(args: argparse.Namespace) -> MetricsSettings:
-    """--metrics-file, --metrics-label and --metrics-push; a file in no directory is a usage error now."""
+def metrics_from(args: argparse.Namespace, out_dir: Path) -> MetricsSettings:
+    """--metrics-file, --metrics-label and --metrics-push, checked before anything is written.
+
+    A file in no directory, or in the archive (`out_dir`, after `{shard}`),
+    is a usage error now.
+    """
     try:
         labels = metrics.check_labels(args.metrics_label)
     except ValueError as exc:
@@ -778,7 +784,41 @@ def metrics_from(args: argparse.Namespace) -> MetricsSettings:
             )
         if not path.parent.is_dir():
             raise UsageError(f"--metrics-file {path}: the directory {path.parent} does not exist")
+        if in_directory(path, out_dir):
+            raise UsageError(
+                f"--metrics-file {path} is inside the archive {out_dir}, whose files only the exporter "
+                "may write (replacing one would break the archive): write the metrics outside it"
+            )
     return MetricsSettings(file=path, push_url=args.metrics_push, labels=labels)
+
+
+def in_directory(path: Path, directory: Path) -> bool:
+    """Whether the file `path` names is `directory` or lies anywhere under it.
+
+    The metrics file is renamed over `path`'s name in `path`'s directory, so
+    that directory is resolved with every link followed (and `..` applied after
+    them, as the kernel does); a link at the name itself is replaced, not
+    followed. The directory may not exist yet (a first run creates it). One
+    that does is also matched by device and inode, as a bind mount of it
+    would be.
+    """
+    parent = Path(os.path.realpath(path.parent))
+    where = parent / path.name
+    root = Path(os.path.realpath(directory))
+    if where == root or root in where.parents:
+        return True
+    try:
+        root_stat = os.stat(directory)
+    except OSError:
+        return False
+    for ancestor in (parent, *parent.parents):
+        try:
+            info = os.stat(ancestor)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) == (root_stat.st_dev, root_stat.st_ino):
+            return True
+    return False
 
 
 def _export_command(args: argparse.Namespace) -> int:

@@ -425,9 +425,7 @@ class _Run:
         text = render(self.snapshot(exit_code))
         await self._write_metrics(text)
         if settings.push_url is not None:
-            problem = await asyncio.to_thread(
-                push, settings.push_url, settings.labels, text, timeout_s=settings.push_timeout_s
-            )
+            problem = await push(settings.push_url, settings.labels, text, timeout_s=settings.push_timeout_s)
             if problem is not None:
                 log.warning("%s; the export itself is not affected", problem)
 
