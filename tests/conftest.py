@@ -86,7 +86,7 @@ def make_config(
 
 async def export(config: ExportConfig) -> RunOutcome:
     """Run the exporter in this process (no signal handlers)."""
-    return await run_export(config, handle_signals=False)
+    return await run_export(config)
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:

@@ -45,6 +45,7 @@ from exporter.archive.reader import (
     size_on_disk,
     unsafe_entries_at,
 )
+from exporter.display import escape, json_safe
 from exporter.errors import ArchiveError
 
 #: Failed ids shown per reason.
@@ -295,7 +296,12 @@ def to_json(status: ArchiveStatus) -> dict[str, Any]:
 
 
 def render_text(status: ArchiveStatus) -> str:
-    """The status for a person: runs, files, totals, failures, the last error, the lock."""
+    """The status for a person: runs, files, totals, failures, the last error, the lock.
+
+    Ids, messages and names come from files anyone who could write the archive
+    chose: each line is escaped (`display.escape`), so none can reach the
+    terminal as a control sequence or a line break of its own.
+    """
     out = [f"archive {status.root}"]
     if status.lock.held:
         out.append(f"  a run is in progress (pid {status.lock.pid or 'unknown'})")
@@ -340,7 +346,7 @@ def render_text(status: ArchiveStatus) -> str:
         for g in status.superseded:
             records = "? records" if g.records is None else f"{g.records} records"
             out.append(f"  {g.name}  {records}, {human_bytes(g.bytes)} in {g.files} files")
-    return "\n".join(out) + "\n"
+    return "".join(escape(line) + "\n" for line in out)
 
 
 def _run_lines(run: RunState, *, running: bool) -> list[str]:
@@ -426,7 +432,8 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
 def _status_command(args: argparse.Namespace) -> int:
     status = gather_status(args.dir)
     if args.json:
-        sys.stdout.write(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode() + "\n")
+        text = orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode()
+        sys.stdout.write(json_safe(text) + "\n")
     else:
         sys.stdout.write(render_text(status))
     return 0
