@@ -89,8 +89,8 @@ def test_random_429s_among_transient_faults_never_slow_the_pace(rate: float, see
 
 @pytest.mark.parametrize("seed", [1, 2, 3])
 def test_the_flaky_api_keeps_the_default_rate(seed: int) -> None:
-    """Issue 16's API (about 60% of first and second attempts fault: 8% of all answers are 429s,
-    20% 5xx, 10% resets or half bodies) at the defaults (--rate 10, 8 workers): the pace stays at
+    """Issue 16's API (60% of first and second attempts fault: 8% of all answers are 429s, 16%
+    5xx, 16% resets or half bodies) at the defaults (--rate 10, 8 workers): the pace stays at
     8/s or more and the server sees 9.5/s for two minutes, so its 784 requests take about 80 s.
     The old pacer went to 0.46/s (seed 1 here; the issue measured the same in 36 s)."""
     outcome = simulate(flaky_api(seed), duration_s=120.0, rate_per_s=10, concurrency=8, latency_s=0.02)
