@@ -258,6 +258,10 @@ class AdaptiveRate:
             return None
         if alarm:
             return self._cut(now, self.accepted_rate(now), alarmed=True)
+        if limited and noise == 0 and self._base is not None and booked_at - self._cut_at >= _RISE_S:
+            # No noise seen yet, and a 429 at the pace held under the limit learnt: that limit was
+            # measured high (a burst from the API's bucket). The round after the cut tells if not.
+            return self._cut(now, self.accepted_rate(now))
         if self._probing(booked_at):
             above = noise + max(_PROBE_EXCESS, noise)
             if limited:
