@@ -36,7 +36,9 @@ every decision below is a test on counts, sized for small samples:
   429s exceed the noise learnt (a second CUSUM, against noise + 7 points; with
   no noise learnt, one 429 ends it); it then goes back to the rate the API
   accepted, but never below the limit held before: noise that ends a probe
-  costs the probe, not the pace.
+  costs the probe, not the pace. While no noise has been seen, a 429 at the
+  held pace cuts at once: the limit was measured high (a burst from the API's
+  bucket), and the round after the cut says if it was noise after all.
 
 The noise learnt is the share of 429s in the rounds judged clean or noise
 (the latest 300 answers of them), at most `_MAX_NOISE`.

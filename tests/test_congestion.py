@@ -129,6 +129,19 @@ def test_a_probe_that_noise_ends_keeps_the_limit_held() -> None:
     assert len(paces) / 540 >= 0.9 * 45
 
 
+def test_with_no_noise_seen_a_429_at_the_held_pace_cuts() -> None:
+    """A first cut measured high (a bucket's burst): its round is clean, then a 429 comes while the
+    rate holds under that limit. With no noise seen, that is the limit: it cuts to what the API
+    accepts, without waiting for a probe."""
+    rate = AdaptiveRate(ceiling_per_s=1000)
+    at = refuse_until_cut(rate, 0.0, 100)
+    now, changes = answers(rate, at, at + 4.0, 45)
+    assert changes == []
+    held = rate.rate(now)
+    assert rate.on_response(now, now - 0.001, limited=True) is Change.CUT
+    assert rate.rate(now) < held
+
+
 def test_the_ceiling_is_never_exceeded_by_the_probe() -> None:
     """However long no 429 comes, the probe above the measured limit stops at --rate."""
     rate = AdaptiveRate(ceiling_per_s=60)
