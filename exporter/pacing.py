@@ -252,6 +252,8 @@ class Pacer:
         limited = status == 429
         report = parse_quota(headers, now_epoch=self._now_epoch()) if headers is not None else None
         self.quota.answered(now, report)
+        if down or status is None:  # not a 429 either: the pace measures what the API let through
+            self.limiter.response(ticket.booked_at, rate_limited=False)
         if down:
             return self._failed_down(now)
         ended = self.breaker.succeeded(now)
