@@ -343,6 +343,9 @@ class Pacer:
         limited = status == 429
         report = parse_quota(headers, now_epoch=self._now_epoch()) if headers is not None else None
         self.quota.answered(now, report)
+        if down or trouble is not None or status is None:
+            # Not a 429 either: the pace measures what the API let through.
+            self.limiter.response(ticket.booked_at, rate_limited=False)
         if down or trouble is not None:
             return self._failed_down(now, ticket, record_id, trouble or Trouble("no answer"))
         if limited:

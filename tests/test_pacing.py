@@ -11,7 +11,7 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pacing_sim import BucketServer, RandomRefusals, simulate
+from pacing_sim import Both, BucketServer, TransientFaults, flaky_api, simulate
 
 from exporter.config import LimitSettings, RetrySettings
 from exporter.pacing import Pacer, Ticket
@@ -56,15 +56,64 @@ def test_the_rate_never_exceeds_the_ceiling() -> None:
 
 
 def test_random_429s_do_not_collapse_the_rate() -> None:
-    """7% of answers are 429 whatever the rate (a flaky gateway): slowing down is undone, not repeated.
+    """7% of answers are 429 whatever the rate (a flaky gateway), with no ceiling: the rate is not
+    cut for good (at most a cut tried and undone now and then).
 
     8 workers and 20 ms answers can make 400 requests a second; refused ids wait out
     their Retry-After parked, while their workers go on with other ids.
     """
-    outcome = simulate(RandomRefusals(0.07), duration_s=300.0, rate_per_s=0, concurrency=8, latency_s=0.02)
+    outcome = simulate(
+        TransientFaults(refused=0.07), duration_s=300.0, rate_per_s=0, concurrency=8, latency_s=0.02
+    )
     assert outcome.rate(10.0, 300.0) >= 0.85 * 8 / 0.02
     assert outcome.pacer is not None
     assert outcome.pacer.rate_cuts <= 6
+
+
+# --- noise: 429s that slowing down does not reduce (issue 16) -------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("rate", [1, 3, 10, 40])
+def test_random_429s_among_transient_faults_never_slow_the_pace(rate: float, seed: int) -> None:
+    """10% of answers are 429s (`Retry-After: 1`) whatever the pace, 20% are 5xx and 10% resets,
+    for ten virtual minutes at --rate 1 to 40: the pace never drops under 0.8 x --rate and the
+    server sees --rate. The old noise test needed many answers a second: at 10/s it halved the
+    rate at the first 429 and kept cutting to a few percent of it."""
+    server = TransientFaults(refused=0.10, errors=0.20, resets=0.10, seed=seed)
+    outcome = simulate(server, duration_s=600.0, rate_per_s=rate, concurrency=8, latency_s=0.02)
+    assert outcome.lowest_pace() >= 0.8 * rate
+    assert outcome.sent_rate(10.0, 600.0) >= 0.95 * rate
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_flaky_api_keeps_the_default_rate(seed: int) -> None:
+    """Issue 16's API (60% of first and second attempts fault: 8% of all answers are 429s, 16%
+    5xx, 16% resets or half bodies) at the defaults (--rate 10, 8 workers): the pace stays at
+    8/s or more and the server sees 9.5/s for two minutes, so its 784 requests take about 80 s.
+    The old pacer went to 0.46/s (seed 1 here; the issue measured the same in 36 s)."""
+    outcome = simulate(flaky_api(seed), duration_s=120.0, rate_per_s=10, concurrency=8, latency_s=0.02)
+    assert outcome.lowest_pace() >= 8.0
+    assert outcome.sent_rate(0.0, 120.0) >= 9.5
+
+
+@pytest.mark.parametrize(
+    ("limit", "burst", "rate", "concurrency"),
+    [(3, 3, 10, 8), (10, 10, 40, 16), (40, 5, 10_000, 32)],
+)
+def test_a_limit_behind_random_429s_is_held(limit: float, burst: int, rate: float, concurrency: int) -> None:
+    """7% of answers are 429s at random in front of a token bucket of L/s (the case issue 9 left
+    open at 40/s), ten virtual minutes: from the first minute on every minute holds >= 0.8 x L; at
+    40/s the whole holds >= 0.9 x L with <= 10% 429s (the old pacer: 15%). At 3 and 10/s the noise
+    is learnt from fewer answers and the limit is held a little high: <= 25% 429s (the old pacer:
+    over half, the limit's 429s taken for noise)."""
+    server = Both(TransientFaults(refused=0.07), BucketServer(limit, burst))
+    outcome = simulate(server, duration_s=600.0, rate_per_s=rate, concurrency=concurrency, latency_s=0.02)
+    minutes = [outcome.rate(start, start + 60.0) for start in range(60, 541, 30)]
+    assert min(minutes) >= 0.8 * limit, minutes
+    assert outcome.refused_share(60.0, 600.0) <= (0.10 if limit >= 40 else 0.25)
+    if limit >= 40:
+        assert outcome.rate(60.0, 600.0) >= 0.9 * limit
 
 
 # --- announced quotas --------------------------------------------------------------------------
