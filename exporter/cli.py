@@ -81,7 +81,8 @@ exit codes:
        wins over any other reason the run stopped for, Ctrl-C included
   5    a budget was reached (--max-duration, --max-requests): what was fetched is kept;
        run the same command again to continue
-  6    the API was unavailable for longer than --max-outage: what was fetched is kept
+  6    the API (or the proxy on the way) was unavailable for longer than --max-outage,
+       or asked to wait longer than 15 minutes: what was fetched is kept
   130  interrupted by SIGINT (Ctrl-C): what was fetched is kept; run the same command to resume
   143  interrupted by SIGTERM: likewise
 """

@@ -73,21 +73,11 @@ log = logging.getLogger(__name__)
 _PLAN_BATCH = 1024
 
 
+#: The exit code of each halt; its message is the pacer's (`Pacer.halt_message`), naming the cause.
 _HALTS = {
-    Halt.MAX_REQUESTS: (
-        ExitCode.BUDGET,
-        "--max-requests reached: no more requests sent; run the same command again to continue",
-    ),
-    Halt.API_UNAVAILABLE: (
-        ExitCode.API_UNAVAILABLE,
-        "the API was unavailable for longer than --max-outage; what was fetched is kept: "
-        "run the same command again when it is back",
-    ),
-    Halt.TOLD_TO_WAIT: (
-        ExitCode.API_UNAVAILABLE,
-        "the API asked to wait {seconds:.0f} s (Retry-After), more than 15 minutes: no more requests "
-        "were sent; run the same command again after that",
-    ),
+    Halt.MAX_REQUESTS: ExitCode.BUDGET,
+    Halt.API_UNAVAILABLE: ExitCode.API_UNAVAILABLE,
+    Halt.TOLD_TO_WAIT: ExitCode.API_UNAVAILABLE,
 }
 
 
@@ -482,10 +472,7 @@ class _Run:
             elif isinstance(outcome, Unfinished):
                 # No request may start any more: the ids still queued stay for the next run,
                 # while the other workers finish what they have in flight.
-                reason, message = _HALTS[outcome.halt]
-                if outcome.halt is Halt.TOLD_TO_WAIT and self.pacer is not None:
-                    message = message.format(seconds=self.pacer.told_to_wait_s)
-                self.stop(Stop(reason, message, drain=False))
+                self.stop(Stop(_HALTS[outcome.halt], outcome.message, drain=False))
             else:
                 await self.results.put(outcome, len(outcome.line) if isinstance(outcome, Success) else 0)
             self.jobs.done()

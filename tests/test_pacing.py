@@ -14,7 +14,6 @@ from hypothesis import strategies as st
 from pacing_sim import Both, BucketServer, TransientFaults, flaky_api, simulate
 
 from exporter.config import LimitSettings, RetrySettings
-from exporter.outage import OutageBreaker, State
 from exporter.pacing import Pacer, Ticket
 from exporter.quota import QuotaTracker, parse_quota
 
@@ -184,48 +183,6 @@ def test_a_small_bucket_announcing_itself_is_not_spread() -> None:
         0.0, parse_quota({"X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "1"}, now_epoch=NOW)
     )
     assert tracker.pace(0.0) is None
-
-
-# --- outages -------------------------------------------------------------------------------------
-
-
-def test_the_breaker_opens_after_a_streak_and_probes_with_backoff() -> None:
-    """Five failures in a row hold the pool; one probe at a time, each later than the one before."""
-    breaker = OutageBreaker(threshold=5, max_outage_s=600.0, start_delay_s=1.0, max_delay_s=30.0)
-    for second in range(4):
-        assert breaker.failed(float(second)) is False
-    assert breaker.failed(4.0) is True
-    assert breaker.is_open()
-    assert not breaker.admit(4.5).go
-    probe = breaker.admit(5.0)
-    assert probe.go
-    assert probe.probe
-    # While the probe is out, nobody else goes.
-    assert breaker.admit(5.1).wait_s == math.inf
-    assert breaker.failed(6.0) is True
-    assert not breaker.admit(7.9).go
-    assert breaker.admit(8.0).go
-    assert breaker.succeeded(8.5) == pytest.approx(4.5)
-    assert not breaker.is_open()
-    assert breaker.admit(8.6).go
-
-
-def test_a_success_in_between_keeps_the_breaker_closed() -> None:
-    """Failures that are not in a row are ids failing, not the API down."""
-    breaker = OutageBreaker(threshold=3)
-    for second in range(10):
-        breaker.failed(float(second))
-        breaker.failed(second + 0.5)
-        breaker.succeeded(second + 0.7)
-    assert breaker.state is State.CLOSED
-
-
-def test_an_outage_longer_than_max_outage_gives_up() -> None:
-    """After --max-outage from the first failure, the pool is told to give up."""
-    breaker = OutageBreaker(threshold=1, max_outage_s=60.0)
-    breaker.failed(0.0)
-    assert not breaker.admit(59.0).give_up
-    assert breaker.admit(61.0).give_up
 
 
 _QUOTA_FIELDS = (
