@@ -34,6 +34,7 @@ The clock, the wall clock, the sleep and randomness are injected.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import math
@@ -347,7 +348,12 @@ class Pacer:
             # Not a 429 either: the pace measures what the API let through.
             self.limiter.response(ticket.booked_at, rate_limited=False)
         if down or trouble is not None:
-            return self._failed_down(now, ticket, record_id, trouble or Trouble("no answer"))
+            failed = self._failed_down(now, ticket, record_id, trouble or Trouble("no answer"))
+            # A 503 may say when to come back (maintenance): honoured as a 429's would be.
+            asked = self._asked_to_wait(now, headers, status)
+            if asked.retry_after_s is None:
+                return failed
+            return dataclasses.replace(failed, retry_after_s=asked.retry_after_s, pooled=asked.pooled)
         if limited:
             if math.isnan(self._refused_since):
                 self._refused_since = now
@@ -365,8 +371,12 @@ class Pacer:
             elif change is Change.UNDONE:
                 log.debug("slowing down did not reduce the 429s: back to %.3g/s", self.rate_now())
         self._apply_quota(now, report)
+        return self._asked_to_wait(now, headers, status)
+
+    def _asked_to_wait(self, now: float, headers: Mapping[str, str] | None, status: int | None) -> Effect:
+        """What a 429's or 503's Retry-After asks: nothing, this id, the whole pool, or an end."""
         wait_s = None
-        if headers is not None and (limited or status == 503):
+        if headers is not None and status in (429, 503):
             wait_s = retry_after_s(headers.get("Retry-After"), now_epoch=self._now_epoch())
         if wait_s is not None and wait_s > self._retry_after_max_s:
             # Hours, say, for a daily quota: no request would be answered before then, so

@@ -396,3 +396,27 @@ async def test_a_quota_spent_far_ahead_ends_the_run_saying_until_when(tmp_path: 
     else:
         assert halt["resume_at"] is None
     assert read_summary(out)["counts"]["not_attempted"] == 4
+
+
+def test_a_503s_retry_after_holds_the_pool_like_a_429s() -> None:
+    """A 503 with `Retry-After: 120` (maintenance): the id does not come back sooner and the whole
+    pool waits it out, as for a 429; one beyond the cap halts the run the same way."""
+    time = FakeTime()
+    pacer = time.pacer()
+    ticket = pacer.reserve(0.0)
+    assert isinstance(ticket, Ticket)
+    effect = pacer.finish(ticket, status=503, headers={"Retry-After": "120"}, down=True, record_id="a")
+    assert effect.retry_after_s == 120
+    assert effect.pooled
+    time.now = 60.0
+    wait = pacer.reserve(time.now)
+    assert isinstance(wait, float)
+    assert wait >= 59.0
+    assert [n.reason.value for n in time.notices] == ["retry_after"]
+
+    time = FakeTime()
+    pacer = time.pacer()
+    ticket = pacer.reserve(0.0)
+    assert isinstance(ticket, Ticket)
+    pacer.finish(ticket, status=503, headers={"Retry-After": "86400"}, down=True, record_id="a")
+    assert pacer.reserve(0.1) is Halt.TOLD_TO_WAIT
