@@ -28,8 +28,11 @@ from exporter.archive.layout import (
     ArchiveKind,
     FileReport,
     archive_kind,
+    checkpoint_path,
+    failed_path,
     file_number,
     not_an_archive,
+    summary_path,
 )
 from exporter.archive.reader import (
     LockState,
@@ -108,7 +111,7 @@ class ArchiveStatus:
 
 def gather_status(root: Path) -> ArchiveStatus:
     """Read what `exporter status` shows about the archive in `root`."""
-    ckpt = root / CHECKPOINT_NAME
+    ckpt = checkpoint_path(root)
     if archive_kind(root) is not ArchiveKind.ARCHIVE:
         raise not_an_archive(root)
     unsafe = unsafe_entries_at(root)
@@ -118,7 +121,7 @@ def gather_status(root: Path) -> ArchiveStatus:
         state = replay_checkpoint(ckpt)
     except OSError as exc:
         raise ArchiveError(f"cannot read {ckpt}: {exc.strerror}") from exc
-    summary_files = {} if SUMMARY_NAME in skipped else _summary_files(root / SUMMARY_NAME)
+    summary_files = {} if SUMMARY_NAME in skipped else _summary_files(summary_path(root))
     files = []
     for fs in state.files.values():
         disk = size_on_disk(root / fs.name)
@@ -131,7 +134,7 @@ def gather_status(root: Path) -> ArchiveStatus:
                 name=fs.name, bytes=fs.size, lines=fs.lines, closed=fs.closed, sha256=sha, disk_bytes=disk
             )
         )
-    failures, newest_error = ([], None) if FAILED_NAME in skipped else _failures(root / FAILED_NAME)
+    failures, newest_error = ([], None) if FAILED_NAME in skipped else _failures(failed_path(root))
     last_message = state.runs[-1].message if state.runs else None
     return ArchiveStatus(
         root=root,

@@ -64,8 +64,10 @@ from exporter.archive.layout import (
     SUPERSEDED_DIR,
     ArchiveKind,
     archive_kind,
+    checkpoint_path,
     file_number,
     not_an_archive,
+    summary_path,
     unlisted_records_files,
 )
 from exporter.archive.reader import (
@@ -202,7 +204,7 @@ class _Checker(Findings):
                 )
 
     def _replay(self, root: Path) -> CheckpointState | None:
-        path = root / CHECKPOINT_NAME
+        path = checkpoint_path(root)
         if not path.exists():
             listed = sorted(n for n in os.listdir(root) if file_number(n) is not None)
             self.problem(
@@ -320,7 +322,7 @@ class _Checker(Findings):
         return places
 
     def _check_summary(self, archive: _Archive, hashes: dict[str, str]) -> None:
-        path = archive.root / SUMMARY_NAME
+        path = summary_path(archive.root)
         state = archive.state
         if SUMMARY_NAME in archive.unsafe:
             return
