@@ -35,6 +35,7 @@ from .config import (
     MetricsSettings,
     ProgressMode,
     ProxySettings,
+    RemoteSettings,
     RetrySettings,
     Secret,
     Shard,
@@ -45,6 +46,8 @@ from .logs import JsonFormatter, TextOnly, event
 from .offline import dryrun, status, verify
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
+from .remote import options as remote_options
+from .remote.location import is_remote
 from .transport import tls
 from .transport.client import check_base_url
 from .transport.credentials import check_token, read_proxy_auth_file, read_token_file, warn_if_shared
@@ -177,13 +180,35 @@ def resolve_shard(shard: Shard | None, environ: Mapping[str, str]) -> Shard | No
     return Shard(index=index, count=shard.count)
 
 
-def _out_dir(out: Path, shard: Shard | None) -> Path:
+def _out_dir(out: str, shard: Shard | None) -> Path:
     """--out, with `{shard}` replaced by the shard's index (one archive per shard)."""
-    if "{shard}" not in str(out):
-        return out
+    if "{shard}" not in out:
+        return Path(out)
     if shard is None:
         raise UsageError("--out contains {shard} but no --shard was given")
-    return Path(str(out).replace("{shard}", str(shard.index)))
+    return Path(out.replace("{shard}", str(shard.index)))
+
+
+def _archive_settings(
+    args: argparse.Namespace, shard: Shard | None, environ: Mapping[str, str]
+) -> tuple[ArchiveSettings, RemoteSettings | None]:
+    """Where the archive goes: a directory, or (s3://) object storage staged in --work-dir."""
+    remote = None
+    if is_remote(args.out):
+        remote = remote_options.settings_from(args, args.out, shard, environ)
+    else:
+        remote_options.check_unused(args)
+    limit = args.max_file_bytes
+    if remote is not None:  # pieces are sealed at --upload-bytes at the latest
+        limit = remote.upload_bytes if limit is None else min(limit, remote.upload_bytes)
+    settings = ArchiveSettings(
+        out_dir=remote.work_dir / "stage" if remote is not None else _out_dir(args.out, shard),
+        max_file_bytes=limit,
+        compress=args.compress,
+        compress_level=args.compress_level,
+        compressed_commit_bytes=args.compress_batch,
+    )
+    return settings, remote
 
 
 def _size_or_zero(text: str) -> int | None:
@@ -312,9 +337,9 @@ def _add_export(commands: Any) -> None:
     export.add_argument(
         "--out",
         required=True,
-        type=Path,
         metavar="DIR",
-        help="the archive directory (created, mode 0700)",
+        help="the archive directory (created, mode 0700), or s3://BUCKET/PREFIX for object storage "
+        "(see the object storage options)",
     )
     export.add_argument(
         "--token-file",
@@ -573,6 +598,7 @@ def _add_export(commands: Any) -> None:
         "--rate); sends nothing, writes nothing, needs no token, takes no lock",
     )
     output.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
+    remote_options.add_arguments(export, parse_duration=parse_duration, parse_size=parse_size)
     export.set_defaults(handler=_export_command)
 
 
@@ -646,6 +672,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     query = tuple((name, "true") for name in includes) + tuple(args.query)
     burst = args.burst if args.burst is not None else max(1, int(args.rate))
     shard = resolve_shard(args.shard, environ)
+    archive, remote = _archive_settings(args, shard, environ)
     progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
     return ExportConfig(
         metrics=metrics_from(args),
@@ -664,13 +691,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
             proxy=proxy.proxy,
             tls=tls_from(args),
         ),
-        archive=ArchiveSettings(
-            out_dir=_out_dir(args.out, shard),
-            max_file_bytes=args.max_file_bytes,
-            compress=args.compress,
-            compress_level=args.compress_level,
-            compressed_commit_bytes=args.compress_batch,
-        ),
+        archive=archive,
+        remote=remote,
         shard=shard,
         retry=RetrySettings(max_attempts=args.max_attempts, max_outage_s=args.max_outage),
         limits=LimitSettings(concurrency=args.concurrency, rate_per_s=args.rate, burst=burst),
@@ -759,7 +781,7 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     if config.quiet:
         return
     counts = dict(summary.counts) if summary else {}
-    out = config.archive.out_dir
+    out: Path | str = config.remote.url if config.remote is not None else config.archive.out_dir
     exported = counts.get("exported", 0)
     elapsed_s, per_s = (summary.elapsed_s, summary.records_per_s) if summary else (0, 0)
     parts = [
@@ -781,7 +803,7 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     if extras:
         parts.append(", ".join(extras))
     if counts.get("not_found") or counts.get("invalid") or counts.get("failed"):
-        parts.append(f"see {out / FAILED_NAME}")
+        parts.append(f"see {config.archive.out_dir / FAILED_NAME}")
     fields = event(
         "end",
         status=summary.status if summary else None,

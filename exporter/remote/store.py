@@ -218,6 +218,13 @@ class ObjectStore:
         finally:
             await store._close_client()
 
+    async def open(self) -> None:
+        """Make the client (when not used through `connect`)."""
+        await self._open_client()
+
+    async def close(self) -> None:
+        await self._close_client()
+
     async def _open_client(self) -> None:
         from aiobotocore.config import AioConfig
         from aiobotocore.session import get_session
