@@ -62,6 +62,7 @@ from exporter.archive.layout import (
     run_failed_name,
     run_summary_name,
     segment_name,
+    temp_name,
 )
 from exporter.archive.lock import take_lock
 from exporter.archive.reader import line_id
@@ -72,7 +73,7 @@ from exporter.digests import DigestSet, id_digest
 from exporter.errors import ArchiveCorrupt, ArchiveError, UsageError
 from exporter.payload import Record
 
-from .checksums import b64
+from .checksums import b64, sha256_b64_of_hex
 from .location import Location
 from .multipart import UPLOADS_DIR, journaled_uploads, ship_file
 from .state import Standing, sort_listing, standing, strays
@@ -126,10 +127,10 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
     listing = sort_listing(location, [(o.key, o.size) for o in await store.list_keys(location.list_prefix)])
     remote = await _read_segments(store, listing.segments)
     remote_state = _replay(remote, location)
-    if any(not f.closed or f.shipped is None for f in remote_state.files.values()):
+    if any(not f.closed for f in remote_state.files.values()):
         raise ArchiveCorrupt(
-            f"{location.url}: the checkpoint segments list a records file that was never shipped; "
-            "they are not ones this exporter writes"
+            f"{location.url}: the checkpoint segments end inside a records file; they are not ones "
+            "this exporter writes"
         )
     stage = work.subdir(STAGE_DIR)
     try:
@@ -157,6 +158,7 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
         segments += 1
         await store.put_new(location.key(segment_name(segments)), segment)
         remote += segment
+        remote_state = _replay(remote, location)
         where = standing(local, remote)
     if where is not Standing.AHEAD:
         if where is Standing.DIVERGED and local:
@@ -166,10 +168,37 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
                 work.path,
                 location.url,
             )
+        # A piece's segment ends with its close entry; its `shipped` entry comes in the next
+        # one. Pieces whose next segment is not there yet are read back to write it here.
+        shipped = [
+            await _shipped_line(store, location, f) for f in remote_state.files.values() if not f.shipped
+        ]
         failed = await store.get(listing.last_failed, _MAX_SMALL_OBJECT) if listing.last_failed else None
-        await asyncio.to_thread(_rebuild_stage, work, remote, failed)
+        await asyncio.to_thread(_rebuild_stage, work, remote + b"".join(shipped), failed)
     await _abort_stale_uploads(store, location, work)
     return Prepared(shipped_bytes=len(remote), segments=segments, standing=where)
+
+
+async def _shipped_line(store: ObjectStore, location: Location, state: checkpoint.FileState) -> bytes:
+    """The `shipped` entry of a piece the remote checkpoint lists, from a HEAD of it."""
+    key = location.key(state.name)
+    facts = await store.head(key)
+    if facts is None or facts.size != state.size:
+        raise ArchiveCorrupt(
+            f"s3://{store.bucket}/{key} is {'missing' if facts is None else f'{facts.size} bytes'} but the "
+            f"checkpoint segments list it with {state.size}: restore it from the bucket's versions"
+        )
+    single = facts.checksum_sha256 is not None and "-" not in facts.checksum_sha256
+    if single and state.sha256 is not None and facts.checksum_sha256 != sha256_b64_of_hex(state.sha256):
+        raise ArchiveCorrupt(f"s3://{store.bucket}/{key} does not have the sha256 its close entry records")
+    return checkpoint.shipped_entry(
+        file=state.name,
+        key=key,
+        size=facts.size,
+        checksum=facts.checksum_sha256 or "",
+        etag=facts.etag,
+        version=facts.version_id,
+    )
 
 
 async def _read_segments(store: ObjectStore, segments: Sequence[tuple[int, str, int]]) -> bytes:
@@ -241,10 +270,13 @@ async def _adopt(
             f"s3://{store.bucket}/{key} is not listed in the checkpoint and too large to read"
         )
     log.warning("%s: shipped by a run killed before its checkpoint segment; reading it to take it in", key)
-    temp, fd = await asyncio.to_thread(work.create_temp, "adopted")
+    temp = temp_name("adopted")
+    fd = await asyncio.to_thread(work.open, temp, os.O_RDWR, create=True, exclusive=True)
     try:
         size = await store.get_to(key, lambda chunk: write_all(fd, chunk), _MAX_ADOPTED_BYTES)
         entries = await asyncio.to_thread(_adopted_entries, fd, name, size, remote, facts)
+    except OSError as exc:
+        raise os_error(work.path / temp, exc, "read back") from exc
     finally:
         os.close(fd)
         await asyncio.to_thread(work.unlink, temp)
@@ -420,11 +452,11 @@ class RemoteArchive(Archive):
         shipping.task = shipping.loop.submit(self._ship_loop())
         shipping.ticker = shipping.loop.submit(self._tick())
         with self._lock:
-            ends = self._shipped_ends()
+            ends = self._close_ends()
             for state in self.state.files.values():
                 if not state.closed:
                     continue
-                if state.shipped is None or ends.get(state.name, 0) > shipping.shipped_bytes:
+                if state.shipped is None or ends[state.name] > shipping.shipped_bytes:
                     self._enqueue(state.name)  # sealed by a killed run: shipped (or its segment) now
                 else:
                     self.drop_shipped(state.name)  # the bucket has it and its segment
@@ -595,9 +627,10 @@ class RemoteArchive(Archive):
                         version=facts.version_id,
                     )
 
-            end = await asyncio.to_thread(log_it)
-        else:
-            end = await asyncio.to_thread(lambda: self._shipped_ends()[name])
+            await asyncio.to_thread(log_it)
+        # The segment ends with the piece's close entry, not its `shipped` entry: commits to the
+        # next file may already stand between the two, and must not reach the bucket before it.
+        end = await asyncio.to_thread(lambda: self._close_ends()[name])
         await self._ship_segment(end)
 
         def drop() -> None:
@@ -606,8 +639,8 @@ class RemoteArchive(Archive):
 
         await asyncio.to_thread(drop)
 
-    def _shipped_ends(self) -> dict[str, int]:
-        """Where each file's `shipped` entry ends in the local checkpoint (as a resumed run finds it)."""
+    def _close_ends(self) -> dict[str, int]:
+        """Where each file's close entry ends in the local checkpoint (where its segment ends)."""
         ends: dict[str, int] = {}
         with self._lock:
             handle = self._dir.reader(CHECKPOINT_NAME)
@@ -617,7 +650,7 @@ class RemoteArchive(Archive):
         with handle:
             for raw in handle:
                 offset += len(raw)
-                if raw.startswith(b'{"t":"shipped"'):
+                if raw.startswith(b'{"t":"close"'):
                     entry = orjson.loads(raw)
                     ends[str(entry["file"])] = offset
         return ends
