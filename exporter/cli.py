@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn
 
@@ -744,12 +745,31 @@ def _dry_run_command(args: argparse.Namespace) -> int:
     """--dry-run: the options are checked as for a run, but no token is read and nothing is sent."""
     check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
     shard = resolve_shard(args.shard, os.environ)
+    if is_remote(args.out):
+        return _remote_dry_run(args, shard)
+    return _print_dry_run(args, shard, _out_dir(args.out, shard))
+
+
+def _remote_dry_run(args: argparse.Namespace, shard: Shard | None) -> int:
+    """--dry-run of an s3:// --out: the same plan, from a private copy of the archive's checkpoint."""
+    import tempfile
+
+    from .remote.verify import remote_archive_copy  # the S3 client only for s3:// URLs
+
+    remote = remote_options.settings_from(args, args.out, shard, os.environ)
+    with tempfile.TemporaryDirectory(prefix="exporter-dry-run-") as temp:
+        copy = Path(temp) / "archive"
+        remote_archive_copy(remote.url, copy)
+        return _print_dry_run(args, shard, copy, shown=remote.url)
+
+
+def _print_dry_run(args: argparse.Namespace, shard: Shard | None, out: Path, shown: str | None = None) -> int:
     report = dryrun.dry_run(
         dryrun.DryRunRequest(
             manifest=ManifestSource(
                 path=None if args.manifest == "-" else Path(args.manifest), format=args.format
             ),
-            out_dir=_out_dir(args.out, shard),
+            out_dir=out,
             shard=shard,
             retry_failed=args.retry_failed,
             refetch=args.refetch,
@@ -758,6 +778,8 @@ def _dry_run_command(args: argparse.Namespace) -> int:
             max_duration_s=args.max_duration,
         )
     )
+    if shown is not None:
+        report = replace(report, out=shown)
     if args.json:
         sys.stdout.write(json.dumps(dryrun.to_json(report)) + "\n")
     else:

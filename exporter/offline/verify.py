@@ -566,7 +566,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "dirs", nargs="+", type=Path, metavar="DIR", help="archive directories (the --out of export runs)"
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        help="archive directories (the --out of export runs), or s3://BUCKET/PREFIX archives",
     )
     parser.add_argument(
         "--manifest",
@@ -581,6 +584,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the manifest's format (default: from its name, else guessed from the first line)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="s3:// archives: download every object and check it as a directory is checked (without "
+        "it: the checkpoint, and a HEAD of every records file: size, checksum, version)",
+    )
     parser.set_defaults(handler=_verify_command)
 
 
@@ -593,6 +602,13 @@ def _verify_command(args: argparse.Namespace) -> int:
     source: ManifestSource | None = None
     if manifests:
         source = ManifestSource(path=None if manifests[0] == "-" else Path(manifests[0]), format=args.format)
-    report = verify_archives(args.dirs, manifest=source)
+    remote = [d for d in args.dirs if d.startswith("s3://")]
+    if remote:
+        from exporter.remote.verify import verify_remote  # the S3 client only for s3:// archives
+
+        local = [Path(d) for d in args.dirs if not d.startswith("s3://")]
+        report = verify_remote(remote, local, manifest=source, deep=args.deep)
+    else:
+        report = verify_archives([Path(d) for d in args.dirs], manifest=source)
     print_report(report, sys.stdout, quiet=args.quiet)
     return report.exit_code

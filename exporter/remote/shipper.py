@@ -76,6 +76,7 @@ from exporter.payload import Record
 from .checksums import b64, sha256_b64_of_hex
 from .location import Location
 from .multipart import UPLOADS_DIR, journaled_uploads, ship_file
+from .remote_read import MAX_SMALL_OBJECT, read_segments, replay
 from .state import Standing, sort_listing, standing, strays
 from .store import ObjectFacts, ObjectStore
 
@@ -84,11 +85,8 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 
 STAGE_DIR = "stage"
-#: A checkpoint segment, a summary or a failure list larger than this is not one the exporter wrote.
-_MAX_SMALL_OBJECT = 1 << 30
 #: An orphan piece larger than this is not taken in (the exporter ships pieces of --upload-bytes).
 _MAX_ADOPTED_BYTES = 8 << 30
-_SEGMENT_READS = 8
 
 
 class _LoopThread:
@@ -125,8 +123,8 @@ class Prepared:
 async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prepared:
     """Make the work dir's stage agree with the bucket (module docstring); before the archive is opened."""
     listing = sort_listing(location, [(o.key, o.size) for o in await store.list_keys(location.list_prefix)])
-    remote = await _read_segments(store, listing.segments)
-    remote_state = _replay(remote, location)
+    remote = await read_segments(store, listing.segments)
+    remote_state = replay(remote, location)
     if any(not f.closed for f in remote_state.files.values()):
         raise ArchiveCorrupt(
             f"{location.url}: the checkpoint segments end inside a records file; they are not ones "
@@ -144,7 +142,7 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
     where = standing(local, remote)
     local_files: set[str] = set()
     if where is Standing.AHEAD:
-        local_files = set(_replay(local, None).files)
+        local_files = set(replay(local, None).files)
     orphan, foreign = strays(location, listing, remote_state.files)
     if foreign:
         raise ArchiveCorrupt(
@@ -158,7 +156,7 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
         segments += 1
         await store.put_new(location.key(segment_name(segments)), segment)
         remote += segment
-        remote_state = _replay(remote, location)
+        remote_state = replay(remote, location)
         where = standing(local, remote)
     if where is not Standing.AHEAD:
         if where is Standing.DIVERGED and local:
@@ -173,7 +171,7 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
         shipped = [
             await _shipped_line(store, location, f) for f in remote_state.files.values() if not f.shipped
         ]
-        failed = await store.get(listing.last_failed, _MAX_SMALL_OBJECT) if listing.last_failed else None
+        failed = await store.get(listing.last_failed, MAX_SMALL_OBJECT) if listing.last_failed else None
         await asyncio.to_thread(_rebuild_stage, work, remote + b"".join(shipped), failed)
     await _abort_stale_uploads(store, location, work)
     return Prepared(shipped_bytes=len(remote), segments=segments, standing=where)
@@ -199,29 +197,6 @@ async def _shipped_line(store: ObjectStore, location: Location, state: checkpoin
         etag=facts.etag,
         version=facts.version_id,
     )
-
-
-async def _read_segments(store: ObjectStore, segments: Sequence[tuple[int, str, int]]) -> bytes:
-    semaphore = asyncio.Semaphore(_SEGMENT_READS)
-
-    async def read(key: str) -> bytes:
-        async with semaphore:
-            return await store.get(key, _MAX_SMALL_OBJECT)
-
-    parts = await asyncio.gather(*(read(key) for _, key, _ in segments))
-    for (number, key, _), data in zip(segments, parts, strict=True):
-        if data and not data.endswith(b"\n"):
-            raise ArchiveCorrupt(f"s3://{store.bucket}/{key}: checkpoint segment {number} ends mid-entry")
-    return b"".join(parts)
-
-
-def _replay(data: bytes, location: Location | None) -> checkpoint.CheckpointState:
-    state = checkpoint.replay(
-        data.splitlines(keepends=True), name=f"{location.url}/checkpoint.d" if location else CHECKPOINT_NAME
-    )
-    if location is not None and state.torn_tail:
-        raise ArchiveCorrupt(f"{location.url}: the last checkpoint segment ends with a damaged entry")
-    return state
 
 
 def _rebuild_stage(work: SafeDir, remote: bytes, failed: bytes | None) -> None:
