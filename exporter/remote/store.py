@@ -331,8 +331,14 @@ class ObjectStore:
         from botocore.exceptions import ClientError
 
         bucket = f"s3://{self.bucket}"
+        prefix = f"{self.settings.prefix}/" if self.settings.prefix else ""
         try:
-            await self._call("reach", None, lambda c: c.head_bucket(Bucket=self.bucket))
+            # A listing, not HeadBucket: a policy may allow s3:ListBucket for the prefix only.
+            await self._call(
+                "reach",
+                None,
+                lambda c: c.list_objects_v2(Bucket=self.bucket, Prefix=prefix, MaxKeys=1),
+            )
         except ClientError as exc:
             code, status = _error_code(exc)
             if status == 404 or code in ("NoSuchBucket", "NotFound", "404"):
@@ -343,8 +349,8 @@ class ObjectStore:
             if status == 403 or code in ("AccessDenied", "403", "Forbidden"):
                 raise StoreSetupError(
                     f"{bucket}: access denied; the credentials from the AWS chain (AWS_PROFILE, "
-                    "environment, web identity, instance profile) lack s3:ListBucket on it: see the "
-                    "IAM policy in the README"
+                    "environment, web identity, instance profile) lack s3:ListBucket on it for this "
+                    "prefix: see the IAM policy in the README"
                 ) from exc
             raise self.failed(exc, "reach", None) from exc
         if not self.protection.locking:
