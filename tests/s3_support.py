@@ -12,7 +12,7 @@ import asyncio
 import itertools
 import os
 from collections.abc import Awaitable, Callable
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -141,3 +141,29 @@ def download(endpoint: str, bucket: str, prefix: str, target: Path) -> Path:
     target.mkdir(parents=True, exist_ok=True)
     with_client(endpoint, go)
     return target
+
+
+@dataclass(frozen=True)
+class Ran:
+    """What `exporter ...` did, run in this process: its exit code and output."""
+
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def in_process(capsys: Any, env: dict[str, str], *args: str) -> Ran:
+    """`exporter ARGS` in this process, with exactly `env` as the environment (no interpreter to start).
+
+    Faster than a subprocess by the interpreter's start and botocore's imports;
+    for commands whose exit code and output are the point, not crashes or signals.
+    """
+    from unittest import mock
+
+    from exporter.cli import main
+
+    capsys.readouterr()
+    with mock.patch.dict(os.environ, env, clear=True):
+        code = main(list(args))
+    out, err = capsys.readouterr()
+    return Ran(code, out, err)

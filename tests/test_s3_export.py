@@ -19,14 +19,25 @@ from typing import Any
 
 import duckdb
 import pytest
-from conftest import ROOT, TOKEN, cli, write_manifest
+from conftest import ROOT, TOKEN, write_manifest
 from fake_api import FakeServerHandle
-from s3_support import ACCESS_KEY, SECRET_KEY, aws_env, download, list_keys, make_bucket, with_client
+from s3_support import (
+    ACCESS_KEY,
+    SECRET_KEY,
+    Ran,
+    aws_env,
+    download,
+    in_process,
+    list_keys,
+    make_bucket,
+    with_client,
+)
 
 IDS = [f"rec-{n}" for n in range(120)]
 
 
 def s3_export(
+    capsys: Any,
     api: FakeServerHandle,
     endpoint: str,
     tmp_path: Path,
@@ -34,8 +45,7 @@ def s3_export(
     manifest: Path,
     *extra: str,
     work: str = "work",
-    env: dict[str, str] | None = None,
-) -> subprocess.CompletedProcess[str]:
+) -> Ran:
     args = [
         "export",
         str(manifest),
@@ -50,7 +60,7 @@ def s3_export(
         "--no-progress",
         *extra,
     ]
-    return cli(*args, env=env or aws_env(endpoint, tmp_path, EXPORTER_TOKEN=TOKEN), timeout=120)
+    return in_process(capsys, aws_env(endpoint, tmp_path, EXPORTER_TOKEN=TOKEN), *args)
 
 
 def versions(endpoint: str, bucket: str) -> dict[str, int]:
@@ -65,12 +75,13 @@ def versions(endpoint: str, bucket: str) -> dict[str, int]:
 
 
 def test_export_to_a_bucket_reads_as_a_local_archive(
-    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
 ) -> None:
     """Gzip pieces that zcat and DuckDB read, segments that verify reads; every object one version."""
     bucket = make_bucket(s3_endpoint, lock=True)
     manifest = write_manifest(tmp_path / "ids.txt", IDS)
     done = s3_export(
+        capsys,
         api,
         s3_endpoint,
         tmp_path,
@@ -95,7 +106,7 @@ def test_export_to_a_bucket_reads_as_a_local_archive(
     assert all(k.startswith("exports/nightly/") for k in keys)
     assert set(versions(s3_endpoint, bucket).values()) == {1}, "every object was written once"
     copy = download(s3_endpoint, bucket, "exports/nightly", tmp_path / "copy")
-    verified = cli("verify", str(copy), "--manifest", str(manifest))
+    verified = in_process(capsys, {}, "verify", str(copy), "--manifest", str(manifest))
     assert verified.returncode == 0, verified.stdout
     lines = b"".join(gzip.decompress(p.read_bytes()) for p in sorted(copy.glob("records-*.ndjson.gz")))
     assert sorted(json.loads(line)["id"] for line in lines.splitlines()) == sorted(IDS)
@@ -105,11 +116,14 @@ def test_export_to_a_bucket_reads_as_a_local_archive(
     assert not list((tmp_path / "work" / "stage").glob("records-*")), "shipped pieces leave the work dir"
 
 
-def test_every_object_is_locked_as_asked(api: FakeServerHandle, s3_endpoint: str, tmp_path: Path) -> None:
+def test_every_object_is_locked_as_asked(
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
+) -> None:
     """Records, segments, summaries, failure lists: compliance retention and a legal hold, read back."""
     bucket = make_bucket(s3_endpoint, lock=True)
     manifest = write_manifest(tmp_path / "ids.txt", IDS[:30])
     done = s3_export(
+        capsys,
         api,
         s3_endpoint,
         tmp_path,
@@ -148,32 +162,35 @@ def test_every_object_is_locked_as_asked(api: FakeServerHandle, s3_endpoint: str
 
 
 def test_resume_from_the_bucket_on_an_empty_work_dir(
-    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
 ) -> None:
     """A second run elsewhere (a new work dir) fetches only what the bucket lacks, and knows its 404s."""
     bucket = make_bucket(s3_endpoint)
     url = f"s3://{bucket}/dr"
     first = write_manifest(tmp_path / "first.txt", [*IDS[:60], "missing-1"])
-    done = s3_export(api, s3_endpoint, tmp_path, url, first, work="machine-a")
+    done = s3_export(capsys, api, s3_endpoint, tmp_path, url, first, work="machine-a")
     assert done.returncode == 1, done.stderr  # missing-1: not found
     api.reset()
     second = write_manifest(tmp_path / "second.txt", [*IDS, "missing-1"])
-    again = s3_export(api, s3_endpoint, tmp_path, url, second, work="machine-b")
+    again = s3_export(capsys, api, s3_endpoint, tmp_path, url, second, work="machine-b")
     assert again.returncode == 1, again.stderr
     assert "60 already archived" in again.stderr
     per_id = api.stats()["per_id"]
     assert sorted(per_id) == sorted(IDS[60:]), "only the ids the bucket lacks, and not the known 404"
     copy = download(s3_endpoint, bucket, "dr", tmp_path / "copy")
-    verified = cli("verify", str(copy), "--manifest", str(second))
+    verified = in_process(capsys, {}, "verify", str(copy), "--manifest", str(second))
     assert verified.returncode == 0, verified.stdout
 
 
-def test_no_secret_reaches_any_output(api: FakeServerHandle, s3_endpoint: str, tmp_path: Path) -> None:
+def test_no_secret_reaches_any_output(
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
+) -> None:
     """The API token never goes to the store; no S3 secret in logs, metrics, summary or the bucket."""
     bucket = make_bucket(s3_endpoint)
     manifest = write_manifest(tmp_path / "ids.txt", IDS[:20])
     metrics = tmp_path / "metrics.prom"
     done = s3_export(
+        capsys,
         api,
         s3_endpoint,
         tmp_path,
@@ -211,7 +228,9 @@ def test_a_local_run_never_imports_the_s3_client(api: FakeServerHandle, tmp_path
     assert done.stdout.strip() == "0 []", done.stderr
 
 
-def test_options_are_checked_before_anything_is_sent(api: FakeServerHandle, tmp_path: Path) -> None:
+def test_options_are_checked_before_anything_is_sent(
+    api: FakeServerHandle, tmp_path: Path, capsys: Any
+) -> None:
     """Object-storage options without an s3:// --out, or incomplete, are usage errors (exit 2)."""
     manifest = write_manifest(tmp_path / "ids.txt", IDS[:3])
     env = aws_env("http://127.0.0.1:9", tmp_path, EXPORTER_TOKEN=TOKEN)
@@ -224,7 +243,9 @@ def test_options_are_checked_before_anything_is_sent(api: FakeServerHandle, tmp_
         (["--out", "s3://bkt/p", "--refetch"], "--refetch cannot set an archive in object storage aside"),
     ]
     for options, message in cases:
-        done = cli("export", str(manifest), "--base-url", api.url, "--rate", "0", *options, env=env)
+        done = in_process(
+            capsys, env, "export", str(manifest), "--base-url", api.url, "--rate", "0", *options
+        )
         assert done.returncode == 2, (options, done.stderr)
         assert message in done.stderr, (options, done.stderr)
     assert api.stats()["requests_total"] == 0
@@ -232,12 +253,13 @@ def test_options_are_checked_before_anything_is_sent(api: FakeServerHandle, tmp_
 
 @pytest.mark.parametrize("lock", [False])
 def test_object_lock_preflight_stops_before_the_api(
-    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, lock: bool
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, lock: bool, capsys: Any
 ) -> None:
     """--object-lock on a bucket without it: exit 2 with the fix, and no request to the recordings API."""
     bucket = make_bucket(s3_endpoint, lock=lock)
     manifest = write_manifest(tmp_path / "ids.txt", IDS[:3])
     done = s3_export(
+        capsys,
         api,
         s3_endpoint,
         tmp_path,
@@ -255,3 +277,26 @@ def test_object_lock_preflight_stops_before_the_api(
     )
     assert api.stats()["requests_total"] == 0
     assert list_keys(s3_endpoint, bucket) == {}
+
+
+def test_pieces_are_sealed_every_upload_every(
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
+) -> None:
+    """A slow run ships a piece every --upload-every, however small: a lost machine costs no more."""
+    bucket = make_bucket(s3_endpoint)
+    manifest = write_manifest(tmp_path / "ids.txt", IDS[:24])
+    done = s3_export(
+        capsys,
+        api,
+        s3_endpoint,
+        tmp_path,
+        f"s3://{bucket}/slow",
+        manifest,
+        "--rate",
+        "8",
+        "--upload-every",
+        "0.5s",
+    )
+    assert done.returncode == 0, done.stderr
+    pieces = [k for k in list_keys(s3_endpoint, bucket) if "/records-" in k]
+    assert len(pieces) >= 4, pieces

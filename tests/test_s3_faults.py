@@ -14,12 +14,13 @@ import errno
 import os
 from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
-from conftest import TOKEN, cli, export, make_config, write_manifest
+from conftest import TOKEN, export, make_config, write_manifest
 from fake_api import FakeServerHandle
 from s3_proxy import Rule, fault_proxy
-from s3_support import ACCESS_KEY, aws_env, download, make_bucket, settings
+from s3_support import ACCESS_KEY, aws_env, download, in_process, make_bucket, settings
 
 from exporter.config import ArchiveSettings
 from exporter.errors import ExitCode
@@ -28,13 +29,16 @@ IDS = [f"rec-{n}" for n in range(150)]
 
 
 def _verified(endpoint: str, bucket: str, prefix: str, tmp_path: Path, manifest: Path) -> None:
+    from exporter.config import ManifestSource
+    from exporter.offline.verify import verify_archives
+
     copy = download(endpoint, bucket, prefix, tmp_path / "copy")
-    done = cli("verify", str(copy), "--manifest", str(manifest))
-    assert done.returncode == 0, done.stdout
+    report = verify_archives([copy], manifest=ManifestSource(path=manifest))
+    assert report.ok, [str(f) for f in report.findings]
 
 
 def test_store_faults_during_an_export_are_retried(
-    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
 ) -> None:
     """Damaged bodies, SlowDown, 500, a reset and expired credentials: exit 0, every id once."""
     bucket = make_bucket(s3_endpoint, lock=True)
@@ -46,10 +50,10 @@ def test_store_faults_during_an_export_are_retried(
         proxy.add(Rule("reset", method="PUT", path="/summary.d/"))
         proxy.add(Rule("answer", method="PUT", path="/failed.d/", status=400, code="ExpiredToken"))
         env = aws_env(proxy.url, tmp_path, EXPORTER_TOKEN=TOKEN)
-        done = cli(
-            "export", str(manifest), "--base-url", api.url, "--out", f"s3://{bucket}/f",
+        done = in_process(
+            capsys, env, "export", str(manifest), "--base-url", api.url, "--out", f"s3://{bucket}/f",
             "--work-dir", str(tmp_path / "work"), "--rate", "0", "--upload-bytes", "300KB", "--no-progress",
-            "--object-lock", "compliance", "--retain-days", "1", env=env, timeout=120,
+            "--object-lock", "compliance", "--retain-days", "1",
         )  # fmt: skip
         fired = [(rule.action, rule.code, rule.fired) for rule in proxy.rules]
     assert done.returncode == 0, done.stderr

@@ -163,13 +163,12 @@ class _MultipartShipment:
             upload_id = journal["upload_id"]
             listed = await self.store.list_parts(self.key, upload_id)
             if listed is not None:
-                noted = journal.get("parts", {})
                 self.upload_id = upload_id
                 for part in listed:
-                    sha = noted.get(str(part.number))
-                    # A part counts when the store's checksum is the one we noted when it was sent.
-                    if sha is not None and part.checksum_sha256 == sha:
-                        self.done[part.number] = (part.etag, _unb64(sha), b"")
+                    # Kept when the store's checksum is the sealed file's for that part (`run`
+                    # compares), journaled or not: a part acknowledged just before a kill counts too.
+                    if part.checksum_sha256 is not None:
+                        self.done[part.number] = (part.etag, _unb64(part.checksum_sha256), b"")
                 return
             log.info("%s: the upload in the journal is gone; beginning again", self.key)
         self.upload_id = await self.store.start_upload(self.key)

@@ -19,8 +19,8 @@ from pathlib import Path
 
 from exporter.archive import checkpoint
 from exporter.archive.layout import CHECKPOINT_NAME, FAILED_NAME, SUMMARY_NAME
-from exporter.archive.safe_fs import SafeDir, write_all
-from exporter.errors import ArchiveCorrupt
+from exporter.archive.safe_fs import SafeDir
+from exporter.errors import ArchiveCorrupt, UsageError
 
 from .location import Location
 from .state import Listing, sort_listing
@@ -75,6 +75,15 @@ async def read_remote(store: ObjectStore, location: Location) -> RemoteArchive:
     return RemoteArchive(location, listing, data, replay(data, location))
 
 
+def require_archive(remote: RemoteArchive) -> None:
+    """UsageError when the prefix holds no archive (for verify and status, as for a directory)."""
+    if not remote.listing.segments and not remote.listing.records:
+        raise UsageError(
+            f"{remote.location.url} is not an archive (there is no checkpoint.d/ under it); give the "
+            "--out of an export"
+        )
+
+
 async def metadata_copy(store: ObjectStore, archive: RemoteArchive, into: Path) -> None:
     """A local archive without records files in `into`: the checkpoint, last summary and failure list."""
     listing = archive.listing
@@ -112,7 +121,7 @@ async def full_copy(store: ObjectStore, location: Location, into: Path) -> None:
                 os.open, target, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC, 0o600
             )
             try:
-                await store.get_to(key, lambda chunk: write_all(fd, chunk), MAX_RECORDS_OBJECT)
+                await store.get_to(key, fd, MAX_RECORDS_OBJECT)
             finally:
                 os.close(fd)
 

@@ -66,7 +66,7 @@ from exporter.archive.layout import (
 )
 from exporter.archive.lock import take_lock
 from exporter.archive.reader import line_id
-from exporter.archive.safe_fs import SafeDir, os_error, write_all
+from exporter.archive.safe_fs import SafeDir, os_error
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, RemoteSettings
 from exporter.digests import DigestSet, id_digest
@@ -248,7 +248,7 @@ async def _adopt(
     temp = temp_name("adopted")
     fd = await asyncio.to_thread(work.open, temp, os.O_RDWR, create=True, exclusive=True)
     try:
-        size = await store.get_to(key, lambda chunk: write_all(fd, chunk), _MAX_ADOPTED_BYTES)
+        size = await store.get_to(key, fd, _MAX_ADOPTED_BYTES)
         entries = await asyncio.to_thread(_adopted_entries, fd, name, size, remote, facts)
     except OSError as exc:
         raise os_error(work.path / temp, exc, "read back") from exc

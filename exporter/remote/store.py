@@ -30,6 +30,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import os
 import random
 from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from contextlib import asynccontextmanager
@@ -441,32 +442,30 @@ class ObjectStore:
 
         return await self._checked("read", key, fetch)
 
-    async def get_to(self, key: str, sink: Callable[[bytes], None], max_bytes: int) -> int:
-        """Stream the object into `sink` in chunks; the bytes written. Starts over on a cut connection."""
-        from botocore.exceptions import ClientError
+    async def get_to(self, key: str, fd: int, max_bytes: int) -> int:
+        """Write the object into the file `fd` from its start, streamed; the bytes written.
+
+        A try cut short is started over (the file is emptied first), so what is
+        left is the whole object or an error.
+        """
 
         async def fetch(client: Any) -> int:
+            await asyncio.to_thread(os.ftruncate, fd, 0)
             answer = await client.get_object(Bucket=self.bucket, Key=key)
             length = int(answer.get("ContentLength", 0))
             if length > max_bytes:
                 answer["Body"].close()
                 raise StoreError(f"s3://{self.bucket}/{key} is {length} bytes, more than {max_bytes}")
             received = 0
-            chunks: list[bytes] = []
             async with answer["Body"] as body:
                 while chunk := await body.read(1 << 20):
-                    chunks.append(chunk)
+                    await asyncio.to_thread(os.pwrite, fd, chunk, received)
                     received += len(chunk)
             if received != length:
                 raise OSError(f"the object ended after {received} of {length} bytes")
-            for chunk in chunks:
-                sink(chunk)
             return received
 
-        try:
-            return await self._call("read", key, fetch)
-        except ClientError as exc:
-            raise self.failed(exc, "read", key) from exc
+        return await self._checked("read", key, fetch)
 
     # -- writing, create-only ----------------------------------------------------
 

@@ -32,7 +32,7 @@ from exporter.offline.verify_report import Findings, Problem, Report
 
 from .checksums import sha256_b64_of_hex
 from .location import Location, parse
-from .remote_read import RemoteArchive, full_copy, metadata_copy, read_remote
+from .remote_read import RemoteArchive, full_copy, metadata_copy, read_remote, require_archive
 from .state import strays
 from .store import ObjectFacts, ObjectStore
 
@@ -71,6 +71,7 @@ async def _deep(
         for number, location in enumerate(locations):
             into = Path(temp) / f"archive-{number}"
             async with ObjectStore.connect(reader_settings(location)) as store:
+                require_archive(await read_remote(store, location))
                 await full_copy(store, location, into)
             copies[str(into)] = location.url
         report = await asyncio.to_thread(
@@ -90,6 +91,7 @@ async def _shallow(locations: Sequence[Location], manifest: ManifestSource | Non
             async with ObjectStore.connect(reader_settings(location)) as store:
                 try:
                     remote = await read_remote(store, location)
+                    require_archive(remote)
                 except ArchiveCorrupt as exc:
                     report.archives += 1
                     findings.problem(location.url, None, str(exc))
@@ -215,6 +217,7 @@ def remote_status(url: str) -> tuple[Any, dict[str, str]]:
     async def go(into: Path) -> Any:
         async with ObjectStore.connect(reader_settings(location)) as store:
             remote = await read_remote(store, location)
+            require_archive(remote)
             await metadata_copy(store, remote, into)
         status = await asyncio.to_thread(gather_status, into)
         sizes = remote.listing.records
