@@ -119,7 +119,7 @@ def test_export_to_a_bucket_reads_as_a_local_archive(
 def test_every_object_is_locked_as_asked(
     api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
 ) -> None:
-    """Records, segments, summaries, failure lists: compliance retention and a legal hold, read back."""
+    """Records, segments, summaries, failure lists: retention, legal hold and SSE, read back."""
     bucket = make_bucket(s3_endpoint, lock=True)
     manifest = write_manifest(tmp_path / "ids.txt", IDS[:30])
     done = s3_export(
@@ -134,6 +134,8 @@ def test_every_object_is_locked_as_asked(
         "--retain-until",
         "2099-01-01",
         "--legal-hold",
+        "--sse",
+        "AES256",
         "--s3-multipart-threshold",
         "64KB",
         "--s3-part-bytes",
@@ -143,7 +145,7 @@ def test_every_object_is_locked_as_asked(
 
     keys = list_keys(s3_endpoint, bucket)
 
-    async def heads(client: Any) -> dict[str, tuple[str, str, str]]:
+    async def heads(client: Any) -> dict[str, tuple[str, str, str, str]]:
         found = {}
         for key in keys:
             head = await client.head_object(Bucket=bucket, Key=key)
@@ -151,6 +153,7 @@ def test_every_object_is_locked_as_asked(
                 head.get("ObjectLockMode"),
                 str(head.get("ObjectLockRetainUntilDate"))[:10],
                 head.get("ObjectLockLegalHoldStatus"),
+                head.get("ServerSideEncryption"),
             )
         return found
 
@@ -158,7 +161,7 @@ def test_every_object_is_locked_as_asked(
     assert any("/records-" in k for k in seen)
     assert any("/checkpoint.d/" in k for k in seen)
     assert any("/summary.d/" in k for k in seen)
-    assert set(seen.values()) == {("COMPLIANCE", "2099-01-01", "ON")}
+    assert set(seen.values()) == {("COMPLIANCE", "2099-01-01", "ON", "AES256")}
 
 
 def test_resume_from_the_bucket_on_an_empty_work_dir(
