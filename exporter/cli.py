@@ -599,7 +599,9 @@ def _add_export(commands: Any) -> None:
         "--rate); sends nothing, writes nothing, needs no token, takes no lock",
     )
     output.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
-    remote_options.add_arguments(export, parse_duration=parse_duration, parse_size=parse_size)
+    remote_options.add_arguments(
+        export, parse_duration=parse_duration, parse_size=parse_size, positive_int=_positive_int
+    )
     export.set_defaults(handler=_export_command)
 
 

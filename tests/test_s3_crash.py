@@ -24,7 +24,7 @@ from pathlib import Path
 
 from conftest import TOKEN, cli, spawn, write_manifest
 from fake_api import FakeServerHandle
-from s3_proxy import Rule, fault_proxy
+from s3_proxy import FaultProxy, Rule, fault_proxy
 from s3_support import aws_env, download, list_keys, make_bucket, with_client
 
 from exporter.archive import checkpoint
@@ -67,6 +67,21 @@ def _verify(endpoint: str, bucket: str, prefix: str, target: Path, manifest: Pat
     copy = download(endpoint, bucket, prefix, target)
     report = verify_archives([copy], manifest=ManifestSource(path=manifest))
     assert report.ok, [str(f) for f in report.findings]
+
+
+def _kill_when_held(
+    proxy: FaultProxy, path: str, args: list[str], env: dict[str, str], settle_s: float = 0.0
+) -> None:
+    """Run the exporter until the proxy holds a request to `path`, then SIGKILL it and let the request go."""
+    hold = proxy.add(Rule("hold", method="PUT", path=path))
+    process = spawn(*args, env=env)
+    deadline = time.monotonic() + 60
+    while not proxy.requests("PUT", path) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(settle_s)
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    hold.release.set()
 
 
 def test_kill_9_and_resume_on_this_machine_or_another(
@@ -120,15 +135,10 @@ def test_a_piece_shipped_without_its_segment_is_taken_in(
     manifest = write_manifest(tmp_path / "ids.txt", ids)
     bucket = make_bucket(s3_endpoint)
     with fault_proxy(s3_endpoint) as proxy:
-        hold = proxy.add(Rule("hold", method="PUT", path="/checkpoint.d/"))
         env = aws_env(proxy.url, tmp_path, EXPORTER_TOKEN=TOKEN)
-        process = spawn(*_args(manifest, api, f"s3://{bucket}/p", tmp_path / "lost"), env=env)
-        deadline = time.monotonic() + 60
-        while not proxy.requests("PUT", "/checkpoint.d/") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        hold.release.set()
+        _kill_when_held(
+            proxy, "/checkpoint.d/", _args(manifest, api, f"s3://{bucket}/p", tmp_path / "lost"), env
+        )
     keys = list_keys(s3_endpoint, bucket)
     assert "p/records-00001.ndjson" in keys
     assert not [k for k in keys if "/checkpoint.d/" in k]
@@ -150,16 +160,11 @@ def test_a_multipart_upload_cut_short_is_continued(
     parts = ("--s3-multipart-threshold", "64KB", "--s3-part-bytes", "64KB")
     work = tmp_path / "work"
     with fault_proxy(s3_endpoint) as proxy:
-        hold = proxy.add(Rule("hold", method="PUT", path="partNumber=3"))
         env = aws_env(proxy.url, tmp_path, EXPORTER_TOKEN=TOKEN)
-        process = spawn(*_args(manifest, api, f"s3://{bucket}/p", work, *parts), env=env)
-        deadline = time.monotonic() + 60
-        while not proxy.requests("PUT", "partNumber=3") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        time.sleep(0.5)  # the parts sent beside it get their answers
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        hold.release.set()
+        # Killed once the parts sent beside part 3 have had their answers.
+        _kill_when_held(
+            proxy, "partNumber=3", _args(manifest, api, f"s3://{bucket}/p", work, *parts), env, 0.5
+        )
         sent_before = {e.target for e in proxy.requests("PUT", "partNumber=") if e.status == 200}
         proxy.clear()
         mark = len(proxy.requests())
@@ -183,15 +188,10 @@ def test_an_upload_nobody_will_finish_is_aborted(
     bucket = make_bucket(s3_endpoint)
     parts = ("--s3-multipart-threshold", "64KB", "--s3-part-bytes", "64KB")
     with fault_proxy(s3_endpoint) as proxy:
-        hold = proxy.add(Rule("hold", method="PUT", path="partNumber=2"))
         env = aws_env(proxy.url, tmp_path, EXPORTER_TOKEN=TOKEN)
-        process = spawn(*_args(manifest, api, f"s3://{bucket}/p", tmp_path / "a", *parts), env=env)
-        deadline = time.monotonic() + 60
-        while not proxy.requests("PUT", "partNumber=2") and time.monotonic() < deadline:
-            time.sleep(0.05)
-        process.send_signal(signal.SIGKILL)
-        process.wait(timeout=10)
-        hold.release.set()
+        _kill_when_held(
+            proxy, "partNumber=2", _args(manifest, api, f"s3://{bucket}/p", tmp_path / "a", *parts), env
+        )
 
     async def uploads(client: object) -> list[str]:
         answer = await client.list_multipart_uploads(Bucket=bucket)  # type: ignore[attr-defined]

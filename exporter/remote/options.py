@@ -38,6 +38,7 @@ def add_arguments(
     *,
     parse_duration: Callable[[str], float],
     parse_size: Callable[[str], int],
+    positive_int: Callable[[str], int],
 ) -> None:
     """The "object storage" group of `exporter export`."""
     group = export.add_argument_group(
@@ -75,7 +76,7 @@ def add_arguments(
         "(checked before the first request)",
     )
     group.add_argument(
-        "--retain-days", type=_positive_int, metavar="N", help="keep each object N days from its upload"
+        "--retain-days", type=positive_int, metavar="N", help="keep each object N days from its upload"
     )
     group.add_argument(
         "--retain-until",
@@ -146,16 +147,6 @@ def default_work_dir(url: str, environ: Mapping[str, str]) -> Path:
     """A private work dir of the URL's own: a rerun on this machine finds what it had not shipped yet."""
     cache = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
     return Path(cache) / "exporter" / "s3" / hashlib.sha256(url.encode()).hexdigest()[:16]
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"{value} must be at least 1")
-    return value
 
 
 def _future_instant(text: str) -> str:
