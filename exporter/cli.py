@@ -49,6 +49,7 @@ from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
 from .remote import options as remote_options
 from .remote.location import is_remote
+from .remote.options import REFETCH_REMOTE
 from .transport import tls
 from .transport.client import check_base_url
 from .transport.credentials import check_token, read_proxy_auth_file, read_token_file, warn_if_shared
@@ -759,6 +760,8 @@ def _remote_dry_run(args: argparse.Namespace, shard: Shard | None) -> int:
     from .remote.verify import remote_archive_copy  # the S3 client only for s3:// URLs
 
     remote = remote_options.settings_from(args, args.out, shard, os.environ)
+    if args.refetch:
+        raise UsageError(REFETCH_REMOTE)
     with tempfile.TemporaryDirectory(prefix="exporter-dry-run-") as temp:
         copy = Path(temp) / "archive"
         remote_archive_copy(remote.url, copy)

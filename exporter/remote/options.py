@@ -19,6 +19,11 @@ from exporter.errors import UsageError
 
 from . import location
 
+REFETCH_REMOTE = (
+    "--refetch cannot set an archive in object storage aside (nothing there is ever moved or "
+    "deleted); export into a new prefix instead"
+)
+
 #: What each option is called in messages, and its attribute.
 _REMOTE_ONLY = (
     ("--work-dir", "work_dir"),
@@ -145,7 +150,11 @@ def settings_from(
 
 def default_work_dir(url: str, environ: Mapping[str, str]) -> Path:
     """A private work dir of the URL's own: a rerun on this machine finds what it had not shipped yet."""
-    cache = environ.get("XDG_CACHE_HOME") or str(Path(environ.get("HOME") or Path.home()) / ".cache")
+    cache = environ.get("XDG_CACHE_HOME") or (
+        str(Path(environ["HOME"]) / ".cache") if environ.get("HOME") else ""
+    )
+    if not cache:
+        raise UsageError("no $HOME or $XDG_CACHE_HOME to keep the work dir under: give --work-dir DIR")
     return Path(cache) / "exporter" / "s3" / hashlib.sha256(url.encode()).hexdigest()[:16]
 
 

@@ -76,6 +76,7 @@ from exporter.payload import Record
 from .checksums import b64, sha256_b64_of_hex
 from .location import Location
 from .multipart import UPLOADS_DIR, journaled_uploads, ship_file
+from .options import REFETCH_REMOTE
 from .remote_read import MAX_SMALL_OBJECT, read_segments, replay
 from .state import Standing, sort_listing, standing, strays
 from .store import ObjectFacts, ObjectStore
@@ -338,10 +339,7 @@ async def _abort_stale_uploads(store: ObjectStore, location: Location, work: Saf
 def open_remote(settings: ArchiveSettings, remote: RemoteSettings, request: RunRequest) -> RemoteArchive:
     """Preflight, prepare the work dir from the bucket, open the staged archive, start shipping."""
     if request.refetch:
-        raise UsageError(
-            "--refetch cannot set an archive in object storage aside (nothing there is ever moved or "
-            "deleted); export into a new prefix instead"
-        )
+        raise UsageError(REFETCH_REMOTE)
     location = Location(remote.bucket, remote.prefix)
     loop = _LoopThread()
     store = ObjectStore(remote)
