@@ -216,8 +216,8 @@ def open_checkpoint(path: Path) -> BinaryIO:
     for expected, (number, name) in enumerate(numbered, 1):
         if number != expected:
             raise ArchiveCorrupt(
-                f"{path} has no segment {expected} but has {name}: a segment of the checkpoint is missing; "
-                "download it again (or restore it)"
+                f"segment {expected} is missing (the next is {name}): the checkpoint cannot be read past "
+                "it; download it again, or restore it from the bucket's versions"
             )
     return io.BufferedReader(_Concatenated([path / name for _, name in numbered]))
 

@@ -217,6 +217,9 @@ class _Checker(Findings):
         try:
             state = replay_checkpoint(path)
         except ArchiveCorrupt as exc:
+            if exc.line is None:  # no one entry: a segment of checkpoint.d/ is missing
+                self.problem(path, None, str(exc))
+                return None
             self.problem(
                 path,
                 exc.line,
