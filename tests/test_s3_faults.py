@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import sys
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -130,3 +131,40 @@ def test_a_full_work_dir_is_exit_4_and_a_rerun_completes(
     again = asyncio.run(export(replace(config, remote=replace(remote, work_dir=tmp_path / "elsewhere"))))
     assert again.exit_code == ExitCode.OK, again.message
     _verified(aws, bucket, "full", tmp_path, manifest)
+
+
+def test_expired_credentials_are_replaced_by_the_chain(
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
+) -> None:
+    """A profile's credential_process gives a new key each time: the expired one is replaced, not retried."""
+    bucket = make_bucket(s3_endpoint)
+    manifest = write_manifest(tmp_path / "ids.txt", IDS[:20])
+    counter = tmp_path / "issued"
+    issuer = tmp_path / "issue-credentials.py"
+    issuer.write_text(
+        "import json, pathlib, sys\n"
+        f"counter = pathlib.Path({str(counter)!r})\n"
+        "n = int(counter.read_text()) + 1 if counter.exists() else 1\n"
+        "counter.write_text(str(n))\n"
+        'key = {"Version": 1, "AccessKeyId": f"AKIAROTATED{n:05d}", "SecretAccessKey": "rotating"}\n'
+        "print(json.dumps(key))\n"
+    )
+    (tmp_path / "aws-config").write_text(
+        f"[profile rotating]\nregion = us-east-1\ncredential_process = {sys.executable} {issuer}\n"
+    )
+    with fault_proxy(s3_endpoint) as proxy:
+        proxy.add(
+            Rule("answer", status=400, code="ExpiredToken", access_key="AKIAROTATED00001", times=10_000)
+        )
+        env = aws_env(proxy.url, tmp_path, EXPORTER_TOKEN=TOKEN, AWS_PROFILE="rotating")
+        for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+            env.pop(name)
+        done = in_process(
+            capsys, env, "export", str(manifest), "--base-url", api.url, "--out", f"s3://{bucket}/rot",
+            "--work-dir", str(tmp_path / "work"), "--rate", "0", "--no-progress",
+        )  # fmt: skip
+        refused = proxy.requests()
+    assert done.returncode == 0, done.stderr
+    assert int(counter.read_text()) >= 2, "the chain was asked again"
+    assert any(entry.status == 400 for entry in refused)
+    _verified(s3_endpoint, bucket, "rot", tmp_path, manifest)
