@@ -87,6 +87,8 @@ examples:
   exporter export ids.csv.gz --base-url https://api.example.com --out archive/ \\
       --token-file ~/.config/exporter/token --rate 20 --concurrency 32 --include photos
   zcat nightly-ids.gz | exporter export - --base-url https://api.example.com --out archive/ --quiet
+  exporter export ids.txt --base-url https://api.example.com --out s3://bucket/exports/q4 \\
+      --object-lock compliance --retain-days 2557
 
 the token:
   from the environment variable {TOKEN_ENV}, or from the file named by --token-file

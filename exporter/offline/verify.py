@@ -541,6 +541,7 @@ VERIFY_EPILOG = """\
 examples:
   exporter verify archive/
   exporter verify shard-0/ shard-1/ shard-2/ --manifest ids.txt.gz
+  exporter verify s3://bucket/export/shard-0 s3://bucket/export/shard-1 --manifest ids.txt
 
   Each problem is one line, `DIR/FILE:LINE: what is wrong`; notes (`note: ...`) are
   expected leftovers of a killed run that the next export run cleans up by itself.

@@ -47,8 +47,8 @@ def add_arguments(
 ) -> None:
     """The "object storage" group of `exporter export`."""
     group = export.add_argument_group(
-        "object storage (--out s3://BUCKET/PREFIX; credentials, region and endpoint from the AWS "
-        "chain: AWS_PROFILE, AWS_* variables, web identity, instance metadata, AWS_ENDPOINT_URL_S3)"
+        "object storage (--out s3://BUCKET/PREFIX; credentials, region and endpoint from the AWS chain: "
+        "AWS_PROFILE, AWS_*, web identity, instance metadata)"
     )
     group.add_argument(
         "--work-dir",
