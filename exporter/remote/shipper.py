@@ -10,15 +10,18 @@ them apart: it commits, and at the end logs and reports, as for a directory.
     sealed piece --queue--> ship: the records file (create-only, checksummed,
                              read back) -> its `shipped` entry in the local
                              checkpoint -> the checkpoint bytes since the last
-                             segment, as the next segment -> the local copy
-                             dropped                           shipper thread
-                                                               (its own loop)
+                             segment up to the piece's `close` entry, as the
+                             next segment -> the local copy    shipper thread
+                             dropped                           (its own loop)
 
 The remote checkpoint is the local one cut into segments that each end with a
-`shipped` or an `end` entry, so a piece counts in the bucket exactly when the
-segment naming it exists; a piece uploaded by a run killed before its segment
-is taken in by the next run (`prepare`). Every object is created once, never
-replaced or deleted.
+`close` or an `end` entry, so a piece counts in the bucket exactly when the
+segment closing it exists. A segment never ends at a `shipped` entry: by the
+time a piece's upload is logged, commits to the next records file may stand
+before it, and they must not reach the bucket before that file; the `shipped`
+entry goes with the next segment. A piece uploaded by a run killed before its
+segment is taken in by the next run (`prepare`). Every object is created
+once, never replaced or deleted.
 
 Opening (`open_remote`) happens before any request to the API: the Object
 Lock preflight, then `prepare`: the prefix is listed, the segments read and
