@@ -203,3 +203,25 @@ def test_an_upload_nobody_will_finish_is_aborted(
     assert again.returncode == 0, again.stderr
     assert with_client(s3_endpoint, uploads) == []
     _verify(s3_endpoint, bucket, "p", tmp_path / "copy", manifest)
+
+
+def test_a_work_dir_overtaken_by_a_piece_of_another_run_gives_way(
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """A sealed piece here, another run's piece of that number there (without its segment): this one yields."""
+    ids = [f"rec-{i}" for i in range(40)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    backwards = write_manifest(tmp_path / "backwards.txt", ids[::-1])  # the same ids, other bytes
+    bucket = make_bucket(s3_endpoint)
+    url = f"s3://{bucket}/p"
+    with fault_proxy(s3_endpoint) as proxy:
+        env = aws_env(proxy.url, tmp_path, EXPORTER_TOKEN=TOKEN)
+        _kill_when_held(proxy, "/records-", _args(manifest, api, url, tmp_path / "a"), env)
+        proxy.clear()
+        _kill_when_held(proxy, "/checkpoint.d/", _args(backwards, api, url, tmp_path / "b"), env)
+    assert (tmp_path / "a" / "stage" / "records-00001.ndjson").exists()
+    assert "p/records-00001.ndjson" in list_keys(s3_endpoint, bucket)
+    env = aws_env(s3_endpoint, tmp_path, EXPORTER_TOKEN=TOKEN)
+    again = cli(*_args(manifest, api, url, tmp_path / "a"), env=env)
+    assert again.returncode == 0, again.stderr
+    _verify(s3_endpoint, bucket, "p", tmp_path / "copy", manifest)

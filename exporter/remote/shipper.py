@@ -144,10 +144,14 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
     finally:
         stage.close()
     where = standing(local, remote)
-    local_files: set[str] = set()
+    local_files: dict[str, checkpoint.FileState] = {}
     if where is Standing.AHEAD:
-        local_files = set(replay(local, None).files)
+        local_files = replay(local, None).files
     orphan, foreign = strays(location, listing, remote_state.files)
+    if orphan is not None and orphan in local_files and not await _ours(store, location, local_files[orphan]):
+        # Another run shipped this piece, other bytes, and was killed before its segment: this
+        # work dir was overtaken, and its own piece of that number can never be shipped.
+        where, local_files = Standing.DIVERGED, {}
     if foreign:
         raise ArchiveCorrupt(
             f"s3://{location.bucket}/{foreign[0]} is a records file that the archive's checkpoint "
@@ -179,6 +183,18 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
         await asyncio.to_thread(_rebuild_stage, work, remote + b"".join(shipped), failed)
     await _abort_stale_uploads(store, location, work)
     return Prepared(shipped_bytes=len(remote), segments=segments, standing=where)
+
+
+async def _ours(store: ObjectStore, location: Location, state: checkpoint.FileState) -> bool:
+    """Whether the piece in the bucket is the work dir's own (by checksum); True when that cannot be told."""
+    facts = await store.head(location.key(state.name))
+    if facts is None or facts.checksum_sha256 is None:
+        return True
+    if state.shipped is not None and state.shipped.checksum:
+        return facts.checksum_sha256 == state.shipped.checksum
+    if "-" in facts.checksum_sha256 or state.sha256 is None:
+        return True  # a multipart composite: the upload itself will tell (412 with another checksum)
+    return facts.checksum_sha256 == sha256_b64_of_hex(state.sha256) and facts.size == state.size
 
 
 async def _shipped_line(store: ObjectStore, location: Location, state: checkpoint.FileState) -> bytes:
