@@ -208,7 +208,7 @@ def test_an_upload_nobody_will_finish_is_aborted(
 def test_a_work_dir_overtaken_by_a_piece_of_another_run_gives_way(
     api: FakeServerHandle, s3_endpoint: str, tmp_path: Path
 ) -> None:
-    """A sealed piece here, another run's piece of that number there (without its segment): this one yields."""
+    """A sealed piece here, another run's piece of its number there (without a segment): this one yields."""
     ids = [f"rec-{i}" for i in range(40)]
     manifest = write_manifest(tmp_path / "ids.txt", ids)
     backwards = write_manifest(tmp_path / "backwards.txt", ids[::-1])  # the same ids, other bytes
