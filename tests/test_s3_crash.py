@@ -90,7 +90,7 @@ def test_kill_9_and_resume_on_this_machine_or_another(
     """Kills at random moments, resumed alternately in the same and in an empty work dir: exactly once."""
     rng = random.Random(19)
     api.configure(latency_ms=10, jitter_ms=10)
-    ids = [f"rec-{i}" for i in range(400)]
+    ids = [f"rec-{i}" for i in range(320)]
     manifest = write_manifest(tmp_path / "ids.txt", ids)
     bucket = make_bucket(s3_endpoint, lock=True)
     env = aws_env(s3_endpoint, tmp_path, EXPORTER_TOKEN=TOKEN)
@@ -98,7 +98,7 @@ def test_kill_9_and_resume_on_this_machine_or_another(
     machine = 0
     kills = 0
     bound = 0
-    for round_number in range(5):
+    for round_number in range(4):
         work = tmp_path / f"machine-{machine}"
         process = spawn(*_args(manifest, api, f"s3://{bucket}/dr", work, *extra, rate=60), env=env)
         time.sleep(rng.uniform(0.8, 2.0))
