@@ -172,8 +172,9 @@ class ArchiveSettings:
     #: With --compress, each commit is its own gzip member or zstd frame, and small
     #: frames compress poorly (zstd-3 on ~9 KB records: 2.6x with one record a frame,
     #: 10x with 1 MiB frames). So a compressed commit gathers this many bytes of
-    #: records (--compress-batch), or what 5 s brought (`batches.commit_policy`); a
-    #: kill -9 costs at most that much fetching again, never a duplicate.
+    #: records (--compress-batch), or what 5 s brought, or 4,096 records
+    #: (`batches.commit_policy`); a kill -9 costs at most that batch and the one
+    #: being written fetched again, never a duplicate.
     compressed_commit_bytes: int = DEFAULT_COMPRESS_BATCH_BYTES
 
 
@@ -181,8 +182,9 @@ class ArchiveSettings:
 class CommitPolicy:
     """When the writer takes the workers' results as one group commit (`batches.CommitQueue`)."""
 
-    #: A batch never holds more than this many results or bytes: workers wait meanwhile,
-    #: which bounds memory and what a crash can cost.
+    #: A batch never holds more than this many results or bytes (but always one): workers
+    #: wait meanwhile, which bounds memory and what a crash can cost. A full batch goes at
+    #: once, so workers wait only while the writer is busy with the previous commit.
     max_items: int
     max_bytes: int
     #: A batch this large goes at once...

@@ -13,7 +13,9 @@
 Per-request problems (a 404, a 503, an HTML page with status 200) are not
 exceptions that reach the user: they become `Failure` results with a `Reason`
 and end up in `failed.ndjson`. `BadResponse` and `TransportError` are the two
-exceptions that carry them from the parsing and I/O layers to the retry loop.
+exceptions that carry them from the parsing and I/O layers to the retry loop;
+their messages are capped as they are made (`bounded.capped`), since a server's
+bytes go into them and they are logged and stored.
 
 Every message names the thing that went wrong and what the user can do, and
 never contains the token.
@@ -22,6 +24,8 @@ never contains the token.
 from __future__ import annotations
 
 import enum
+
+from .bounded import capped
 
 
 class ExitCode(enum.IntEnum):
@@ -115,6 +119,9 @@ class Reason(enum.StrEnum):
 class BadResponse(Exception):
     """A 200 response whose body is not a recording for the id that was asked for."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(capped(message))
+
 
 class TransportError(Exception):
     """A request that produced no complete response: timeout, reset, truncated body.
@@ -129,7 +136,7 @@ class TransportError(Exception):
     def __init__(
         self, reason: Reason, message: str, *, retryable: bool = True, down: bool | None = None
     ) -> None:
-        super().__init__(message)
+        super().__init__(capped(message))
         self.reason = reason
         self.retryable = retryable
         self.down = retryable and reason in (Reason.NETWORK, Reason.TIMEOUT) if down is None else down

@@ -15,6 +15,7 @@ from typing import Protocol, TextIO
 from tqdm import tqdm
 
 from .config import ProgressMode
+from .display import escape
 from .logs import event
 
 log = logging.getLogger("exporter")
@@ -79,7 +80,8 @@ class BarProgress:
         self._status: str | None = None
 
     def status(self, text: str | None) -> None:
-        self._status = text
+        # The bar is written straight to the terminal, past the log formatter: escaped here.
+        self._status = None if text is None else escape(text)
         self._postfix()
 
     def tick(self) -> None:

@@ -41,6 +41,11 @@ Scenarios, each printing its figures and the issue's target:
     dryrun    `export --dry-run --json` over the memory scenario's 1,000,000-id manifest with
               900,000 of them in an archive (written by the exporter's own Archive, its lock
               held meanwhile): wall time, CPU, peak RSS, vs the 10 s target; no nginx
+    compress  plain vs gzip vs zstd against `scripts/fake_api.py --record-bytes N` (bodies of
+              exactly 300 B, 2 KB, 20 KB and 3 MB): records/s at --compress-rate 50
+              (concurrency 8) for records up to 20 KB and at --rate 0 (--concurrency), vs
+              plain (target: >= 90%), and the bytes stored, ratios and records per frame at
+              each size (issue 16); no nginx
 
     .venv/bin/python scripts/bench.py                      # 20,000 ids, concurrency 64, 3 repeats
     .venv/bin/python scripts/bench.py --smoke              # 2,000 ids, once (CI; asserts no timings)
@@ -49,6 +54,7 @@ Scenarios, each printing its figures and the issue's target:
     .venv/bin/python scripts/bench.py --scenario memory    # 1,000,000 ids, then a 900k resume
     .venv/bin/python scripts/bench.py --scenario pacing    # limits, quotas, outages, ~7 min
     .venv/bin/python scripts/bench.py --scenario dryrun    # --dry-run over 1M ids, 900k archived
+    .venv/bin/python scripts/bench.py --scenario compress  # plain/gzip/zstd by record size, ~4 min
     .venv/bin/python scripts/bench.py --scenario all --json bench-out/results.json
 
 Scratch files (body cache, archives, logs) go under `--workdir` (default `bench-out/`,
@@ -89,7 +95,7 @@ SCRIPTS: Final = ROOT / "scripts"
 API_PATH: Final = "/v1/core/recordings/"
 TOKEN: Final = "bench-token"  # a fake token: the servers here are loopback-only
 CONTENDERS: Final = ("floor", "client", "exporter", "curl", "aria2c")
-SCENARIOS: Final = ("throughput", "rate", "latency", "memory", "pacing", "dryrun")
+SCENARIOS: Final = ("throughput", "rate", "latency", "memory", "pacing", "dryrun", "compress")
 #: Contenders that are this script in a minimal loop, reporting one JSON line of counts.
 LOOPS: Final = ("floor", "client")
 NGINX_INSTALL: Final = "apt-get install -y nginx-light"
@@ -1932,6 +1938,259 @@ def pacing_scenario(setup: Setup, results: dict[str, Any]) -> bool:
 
 
 # ---------------------------------------------------------------------------------------------
+# Compression: plain vs gzip vs zstd, records/s and stored bytes by record size (issue 16)
+# ---------------------------------------------------------------------------------------------
+
+#: Ids of a --rate 0 compression run: --compress-mb of records, within these bounds.
+COMPRESS_IDS_MIN: Final = 20
+COMPRESS_IDS_MAX: Final = 20_000
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompressRun:
+    """One exporter run of the compression scenario, as the user would see it and as stored."""
+
+    codec: str
+    """`none`, `gzip`, `zstd`, or with a level: `gzip:1`."""
+    record_bytes: int
+    """Each body as the fake API serves it (`--record-bytes`); the archive keeps its data member."""
+    rate: float
+    """--rate; 0 for no limit."""
+    concurrency: int
+    repetition: int
+    ids: int
+    exported: int
+    exit_code: int
+    wall_s: float
+    cpu_s: float
+    stored_bytes: int
+    """What the records files hold, as stored (compressed or not)."""
+    raw_bytes: int
+    """The same records as plain NDJSON lines."""
+    frames: int
+    """Commits: each one gzip member or zstd frame when compressed."""
+
+    @property
+    def records_per_s(self) -> float:
+        return self.exported / self.wall_s if self.wall_s > 0 else 0.0
+
+    def as_json(self) -> dict[str, Any]:
+        return {**dataclasses.asdict(self), "records_per_s": self.records_per_s}
+
+
+def _codecs(text: str) -> list[str]:
+    """`none,gzip,zstd,gzip:1`: each a --compress value, optionally with a --compress-level."""
+    codecs = [part.strip() for part in text.split(",") if part.strip()]
+    for codec in codecs:
+        name, _, level = codec.partition(":")
+        if (
+            name not in ("none", "gzip", "zstd")
+            or (level and not level.isdigit())
+            or (name == "none" and level)
+        ):
+            raise argparse.ArgumentTypeError(f"{codec!r}: choose none, gzip or zstd, optionally :LEVEL")
+    if not codecs or codecs[0] != "none":
+        raise argparse.ArgumentTypeError(f"{text!r}: start with none, the baseline, e.g. none,gzip,zstd")
+    return codecs
+
+
+def archive_figures(out: Path) -> tuple[int, int, int]:
+    """(stored bytes, raw NDJSON bytes, commits) of an archive, from its checkpoint and files."""
+    from exporter.archive import checkpoint, framing
+    from exporter.archive.layout import CHECKPOINT_NAME
+
+    with open(out / CHECKPOINT_NAME, "rb") as handle:
+        frames = sum(1 for _ in checkpoint.commits(handle))
+    stored = raw = 0
+    for path in sorted(out.glob("records-*")):
+        stored += path.stat().st_size
+        with open(path, "rb") as handle:
+            raw += sum(map(len, framing.decompressed_lines(handle, framing.codec_of_file(path.name))))
+    return stored, raw, frames
+
+
+def run_compress_case(
+    setup: Setup, url: str, manifest: Path, ids: int, *, codec: str, record_bytes: int, rate: float,
+    concurrency: int, repetition: int,
+) -> CompressRun:  # fmt: skip
+    """One exporter run, fresh --out, as a user runs it; figures from its summary and archive."""
+    name, _, level = codec.partition(":")
+    run_dir = setup.runs / "compress" / f"{name}{level}-{record_bytes}-{rate:g}-{repetition}"
+    shutil.rmtree(run_dir, ignore_errors=True)
+    run_dir.mkdir(parents=True)
+    out = run_dir / "out"
+    argv = [
+        setup.exporter, "export", str(manifest), "--base-url", url, "--out", str(out),
+        "--rate", f"{rate:g}", "--concurrency", str(concurrency), "--compress", name, "--quiet",
+        *(["--compress-level", level] if level else []),
+    ]  # fmt: skip
+    result = run_measured(argv, env=_env(), log_path=run_dir / "output.log")
+    summary_path = out / "summary.json"
+    exported = 0
+    if summary_path.exists():
+        exported = int(json.loads(summary_path.read_text())["counts"]["exported"])
+    if result.exit_code != 0 or exported != ids:
+        print(f"    {codec}: exit {result.exit_code}, {exported} of {ids}: {tail(run_dir / 'output.log')}")
+    stored, raw, frames = archive_figures(out) if exported else (0, 0, 0)
+    shutil.rmtree(run_dir, ignore_errors=True)
+    return CompressRun(
+        codec=codec, record_bytes=record_bytes, rate=rate, concurrency=concurrency,
+        repetition=repetition, ids=ids, exported=exported, exit_code=result.exit_code,
+        wall_s=result.wall_s, cpu_s=result.cpu_s, stored_bytes=stored, raw_bytes=raw, frames=frames,
+    )  # fmt: skip
+
+
+def _size_text(size: float) -> str:
+    """300 B, 2 KB, 20 KB, 3 MB."""
+    for unit, name in ((MB, "MB"), (1000, "KB")):
+        if size >= unit:
+            return f"{size / unit:.3g} {name}"
+    return f"{size:.0f} B"
+
+
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class CompressCase:
+    """One record size at one rate: every codec runs it --repeat times, interleaved."""
+
+    record_bytes: int
+    rate: float
+    concurrency: int
+    ids: int
+
+
+def compress_cases(args: argparse.Namespace) -> list[CompressCase]:
+    """At --compress-rate: records up to --compress-rate-max-bytes; at --rate 0: every size."""
+    cases = [
+        CompressCase(
+            record_bytes=size,
+            rate=args.compress_rate,
+            concurrency=args.compress_concurrency,
+            ids=max(1, int(args.compress_rate * args.compress_seconds)),
+        )
+        for size in args.compress_sizes
+        if size <= args.compress_rate_max_bytes
+    ]
+    for size in args.compress_sizes:
+        by_bytes = int(args.compress_mb * MB // size)
+        count = min(COMPRESS_IDS_MAX, max(COMPRESS_IDS_MIN, by_bytes))
+        cases.append(CompressCase(record_bytes=size, rate=0.0, concurrency=args.concurrency, ids=count))
+    return cases
+
+
+def compress_scenario(setup: Setup, results: dict[str, Any]) -> bool:
+    """Plain vs gzip vs zstd at --compress-rate and at --rate 0, by record size: records/s, stored bytes.
+
+    The fake API serves every record as a body of exactly the given size
+    (`--record-bytes`). Codecs run interleaved, --repeat times; medians, with
+    the range in brackets. The target: every compressed run >= 90% of plain's records/s.
+    """
+    args = setup.args
+    codecs: list[str] = args.compress_codecs
+    cases = compress_cases(args)
+    print(
+        f"\n== compress: {' vs '.join(codecs)}; {', '.join(_size_text(s) for s in args.compress_sizes)} "
+        f"records; --rate {args.compress_rate:g} --concurrency {args.compress_concurrency} (records up to "
+        f"{_size_text(args.compress_rate_max_bytes)}) and --rate 0 --concurrency {args.concurrency}; "
+        f"{args.repeat} repetition(s); the fake API serves on this machine too"
+    )
+    scratch = setup.runs / "compress"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    runs: list[CompressRun] = []
+    ok = True
+    for size in args.compress_sizes:
+        server_dir = scratch / f"server-{size}"
+        server_dir.mkdir()
+        extra = ["--record-bytes", str(size)]
+        with fake_api_server(args, server_dir, latency_ms=0.0, extra=extra) as (url, _pid):
+            for case in (c for c in cases if c.record_bytes == size):
+                manifest = write_manifest(scratch / f"ids-{case.ids}.txt", recording_ids(case.ids))
+                print(
+                    f"  {_size_text(size)} records, --rate {case.rate:g} --concurrency {case.concurrency}, "
+                    f"{case.ids:,} ids",
+                    flush=True,
+                )
+                for repetition in range(1, args.repeat + 1):
+                    for codec in codecs:
+                        run = run_compress_case(
+                            setup, url, manifest, case.ids, codec=codec, record_bytes=size, rate=case.rate,
+                            concurrency=case.concurrency, repetition=repetition,
+                        )  # fmt: skip
+                        ok = ok and run.exit_code == 0 and run.exported == case.ids
+                        runs.append(run)
+                        print(
+                            f"    {codec:<7} {run.records_per_s:>9,.1f} records/s  {run.wall_s:6.2f} s  "
+                            f"CPU {run.cpu_s:5.2f} s  stored {run.stored_bytes / MB:8.3f} MB in "
+                            f"{run.frames:,} commits",
+                            flush=True,
+                        )
+    rate_rows, size_rows, met = compress_tables(runs, cases, codecs)
+    print("\n markdown (README):\n")
+    print(_table(("record", "--rate", "concurrency", "ids", *(f"{c} records/s" for c in codecs)), rate_rows))
+    print()
+    compressed = codecs[1:]
+    print(_table(("record", "stored line", "ids", *(f"{c} stored" for c in codecs),
+                  *(f"{c} records a frame" for c in compressed)), size_rows))  # fmt: skip
+    print(f"\n target: every compressed median >= 90% of plain's records/s: {verdict(met)}")
+    results["compress"] = {
+        "codecs": codecs,
+        "cases": [dataclasses.asdict(c) for c in cases],
+        "runs": [r.as_json() for r in runs],
+        "rate_table": rate_rows,
+        "size_table": size_rows,
+        "target_met": met,
+    }
+    return ok
+
+
+def compress_tables(
+    runs: Sequence[CompressRun], cases: Sequence[CompressCase], codecs: Sequence[str]
+) -> tuple[list[list[str]], list[list[str]], bool]:
+    """The README's two tables (records/s by case, stored bytes by size) and whether 90% held."""
+    rate_rows: list[list[str]] = []
+    size_rows: list[list[str]] = []
+    met = True
+    for case in cases:
+        mine = [r for r in runs if (r.record_bytes, r.rate) == (case.record_bytes, case.rate)]
+        cells = []
+        plain = 0.0
+        for codec in codecs:
+            rates = [r.records_per_s for r in mine if r.codec == codec]
+            if not rates:
+                cells.append("-")
+                continue
+            median = statistics.median(rates)
+            plain = plain or median
+            share = f" ({median / plain:.2f})" if codec != "none" and plain else ""
+            met = met and (codec == "none" or median >= 0.9 * plain)
+            digits = 1 if median < 100 else 0
+            spread = f" [{min(rates):,.{digits}f}-{max(rates):,.{digits}f}]" if len(rates) > 1 else ""
+            cells.append(f"{median:,.1f}{share}{spread}")
+        head = [_size_text(case.record_bytes), f"{case.rate:g}", str(case.concurrency), f"{case.ids:,}"]
+        rate_rows.append(head + cells)
+        if case.rate:
+            continue
+        first = {c: next((r for r in mine if r.codec == c and r.exported == case.ids), None) for c in codecs}
+        base = first[codecs[0]]
+        if base is None or not base.stored_bytes:
+            continue
+        stored = []
+        for codec, run in first.items():
+            if run is None or not run.stored_bytes:
+                stored.append("-")
+                continue
+            ratio = f" ({base.stored_bytes / run.stored_bytes:.1f}x)" if codec != "none" else ""
+            stored.append(f"{_size_text(run.stored_bytes)}{ratio}")
+        per_frame = [
+            f"{r.exported / r.frames:,.0f}" if r is not None and r.frames else "-"
+            for c, r in first.items() if c != "none"
+        ]  # fmt: skip
+        size_rows.append([_size_text(case.record_bytes), _size_text(base.raw_bytes / base.exported),
+                          f"{case.ids:,}", *stored, *per_frame])  # fmt: skip
+    return rate_rows, size_rows, met
+
+
+# ---------------------------------------------------------------------------------------------
 # Command line
 # ---------------------------------------------------------------------------------------------
 
@@ -2051,7 +2310,58 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="the fake API's latency per answer in the pacing cases (default: %(default)s)",
     )
+    compress = parser.add_argument_group("--scenario compress")
+    compress.add_argument(
+        "--compress-codecs",
+        type=_codecs,
+        default=["none", "gzip", "zstd"],
+        help="--compress values to compare, none first, e.g. none,gzip,gzip:1,zstd (default: none,gzip,zstd)",
+    )
+    compress.add_argument(
+        "--compress-sizes",
+        type=_sizes,
+        default=[300, 2_000, 20_000, 3_000_000],
+        help="record sizes as served, in bytes, comma-separated (default: 300,2000,20000,3000000)",
+    )
+    compress.add_argument(
+        "--compress-rate", type=float, default=50.0, help="the limited runs' --rate (default: %(default)s)"
+    )
+    compress.add_argument(
+        "--compress-concurrency",
+        type=int,
+        default=8,
+        help="the limited runs' --concurrency (default: %(default)s; --concurrency for --rate 0)",
+    )
+    compress.add_argument(
+        "--compress-seconds",
+        type=float,
+        default=10.0,
+        help="ids of a limited run = --compress-rate x this (default: %(default)s)",
+    )
+    compress.add_argument(
+        "--compress-rate-max-bytes",
+        type=int,
+        default=20_000,
+        help="limited runs only for records up to this size (default: %(default)s)",
+    )
+    compress.add_argument(
+        "--compress-mb",
+        type=float,
+        default=100.0,
+        help=f"MB of records per --rate 0 run, {COMPRESS_IDS_MIN}-{COMPRESS_IDS_MAX:,} ids "
+        "(default: %(default)s)",
+    )
     return parser  # fmt: skip
+
+
+def _sizes(text: str) -> list[int]:
+    try:
+        sizes = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        sizes = []
+    if not sizes or min(sizes) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: sizes in bytes, comma-separated, e.g. 300,2000")
+    return sizes
 
 
 def exporter_revision() -> str:
@@ -2103,7 +2413,7 @@ def _versions(tools: dict[str, str], nginx: str) -> dict[str, str]:
 
 def resolve_setup(args: argparse.Namespace) -> Setup:
     nginx = find_nginx()
-    if nginx is None and args.scenario not in ("pacing", "dryrun"):  # these need no nginx
+    if nginx is None and args.scenario not in ("pacing", "dryrun", "compress"):  # these need no nginx
         raise BenchError(f"nginx is not installed; install it with: {NGINX_INSTALL}", 2)
     exporter = args.exporter or next(
         (
@@ -2180,7 +2490,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"command: {command}")
     print(
         "settings: " + " ".join(
-            f"--{k.replace('_', '-')} {','.join(v) if isinstance(v, list) else v}"
+            f"--{k.replace('_', '-')} {','.join(map(str, v)) if isinstance(v, list) else v}"
             for k, v in sorted(vars(args).items()) if k not in ("json", "workdir", "exporter", "smoke")
         )
     )  # fmt: skip
@@ -2195,6 +2505,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": memory_scenario,
         "pacing": pacing_scenario,
         "dryrun": dryrun_scenario,
+        "compress": compress_scenario,
     }
     chosen = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True

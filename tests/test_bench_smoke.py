@@ -4,6 +4,7 @@ and the pacing scenario's figures are computed right (pure arithmetic on made-up
 from __future__ import annotations
 
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +12,10 @@ from pathlib import Path
 
 import pytest
 from bench import (
+    CompressCase,
+    CompressRun,
     accepted_rates,
+    compress_tables,
     convergence_s,
     pacing_cases,
     paused_text,
@@ -41,6 +45,47 @@ def test_smoke_run_prints_a_figure_for_each_contender(tmp_path: Path) -> None:
     table = done.stdout.split("| contender |", 1)[1]
     for name in expected:
         assert f"| {name} | " in table, f"no figure for {name}:\n{done.stdout}"
+
+
+@pytest.mark.timeout(120)
+def test_compress_scenario_runs_and_compressed_archives_are_smaller(tmp_path: Path) -> None:
+    """`--scenario compress` (no nginx needed) runs every codec and reports smaller stored bytes."""
+    done = subprocess.run(
+        [
+            sys.executable, str(ROOT / "scripts" / "bench.py"), "--scenario", "compress",
+            "--compress-sizes", "2000", "--compress-rate-max-bytes", "0", "--compress-mb", "0.04",
+            "--repeat", "1", "--workdir", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| 2 KB | 1.96 KB | 20 |"))
+    ratios = [float(ratio) for ratio in re.findall(r"\((\d+\.\d)x\)", row)]
+    assert len(ratios) == 2, row
+    assert min(ratios) >= 2, row
+
+
+def _compress_run(codec: str, rate: float, records_per_s: float, stored: int) -> CompressRun:
+    return CompressRun(
+        codec=codec, record_bytes=300, rate=rate, concurrency=8, repetition=1, ids=100, exported=100,
+        exit_code=0, wall_s=100 / records_per_s, cpu_s=1.0, stored_bytes=stored, raw_bytes=30_000,
+        frames=2,
+    )  # fmt: skip
+
+
+def test_compress_tables_hold_the_target_only_at_90_percent_of_plain() -> None:
+    """Medians per codec against plain's: 0.9 of plain meets the target, less misses it."""
+    cases = [CompressCase(record_bytes=300, rate=50.0, concurrency=8, ids=100)]
+    runs = [_compress_run("none", 50.0, 50.0, 30_000), _compress_run("zstd", 50.0, 45.0, 5_000)]
+    rows, _, met = compress_tables(runs, cases, ["none", "zstd"])
+    assert met, rows
+    assert rows[0][-1].startswith("45.0 (0.90)")
+    slower = [*runs[:1], _compress_run("zstd", 50.0, 44.0, 5_000)]
+    assert not compress_tables(slower, cases, ["none", "zstd"])[2]
+    at_full_speed = [CompressCase(record_bytes=300, rate=0.0, concurrency=64, ids=100)]
+    fast = [_compress_run("none", 0.0, 3000.0, 30_000), _compress_run("zstd", 0.0, 3000.0, 5_000)]
+    _, sizes, _ = compress_tables(fast, at_full_speed, ["none", "zstd"])
+    assert sizes == [["300 B", "300 B", "100", "30 KB", "5 KB (6.0x)", "50"]]
 
 
 # --- the pacing scenario's arithmetic (pure) ------------------------------------------------

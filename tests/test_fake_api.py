@@ -168,6 +168,18 @@ def test_large_fraction_picks_a_stable_share_of_ids() -> None:
     assert len(record["redactedTranscript"]) == 50_000
 
 
+@pytest.mark.parametrize("size", [300, 2_000, 20_000, 3_000_000])
+def test_record_bytes_serves_bodies_of_exactly_that_size(size: int) -> None:
+    """record_bytes makes every ordinary body that many bytes, a valid record of its id."""
+    config = ServerConfig(record_bytes=size)
+    for rid in ("rec-1", "rec-2", "flaky-3"):
+        body = success_body(rid, config)
+        assert len(body) == size
+        assert orjson.loads(body)["data"]["id"] == rid
+    assert success_body("rec-1", config) == success_body("rec-1", config)
+    assert len(success_body("rec-1", ServerConfig(record_bytes=1))) < 300, "the compact record grew"
+
+
 def test_toggles_only_add_their_field() -> None:
     """An include toggle adds (or fills) its field and leaves every other field unchanged."""
     plain = make_record("rec-1")

@@ -46,6 +46,19 @@ def test_a_failed_line_reads_back_as_the_same_entry(failure: Failure) -> None:
     assert entry.cut == (len(failure.id.encode()) > 1024)
 
 
+def test_a_failed_entry_caps_its_error_however_it_is_made() -> None:
+    """An error of 50 MB (a server's member name went into it) is stored cut, with its length, whether the
+    entry is made for a failure, read back from an older archive's line, or built directly."""
+    error = "no data member: " + "k" * 50_000_000
+    capped = error[:512] + "… (50,000,016 bytes)"
+    made = Failure("a", Reason.BAD_RESPONSE, error, attempts=1).to_json_line(run=1, at=T0)
+    assert len(made) < 1024
+    assert orjson.loads(made)["error"] == capped
+    old_line = orjson.dumps({"id": "a", "reason": "bad_response", "error": error})
+    assert FailedEntry.from_json_line(old_line).error == capped
+    assert FailedEntry(id="a", reason="bad_response", error=error).error == capped
+
+
 @pytest.mark.parametrize(
     "raw", [b"not json", b"[1, 2]", b'{"id": 5, "reason": "timeout"}', b'{"id": "a"}', b'{"reason": "x"}']
 )

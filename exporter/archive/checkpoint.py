@@ -28,6 +28,11 @@ damage, like any other malformed entry. Only the final line may be torn (the cra
 happened while it was written); any other unreadable line means damage, and
 the archive refuses to guess.
 
+No entry is longer than `layout.CHECKPOINT_LINE_BYTES`: `commit_groups` splits
+a commit whose ids would make one longer into several commits, so a reader
+holds one bounded line at a time, and a longer line (which the reader hands
+over as an `Overlong`, never whole) is damage like any other.
+
 This module is pure: it turns entries into bytes and lines into state, and
 says what that state means for the next run (`resumes_refetch`,
 `check_same_shard`). The file I/O is `writer.py`'s and `reader.py`'s.
@@ -42,9 +47,10 @@ from typing import Any
 
 import orjson
 
+from exporter.bounded import Overlong, capped
 from exporter.errors import ArchiveCorrupt, UsageError
 
-from .layout import CHECKPOINT_NAME
+from .layout import CHECKPOINT_LINE_BYTES, CHECKPOINT_NAME, too_long
 
 FORMAT_VERSION = 1
 
@@ -65,8 +71,36 @@ def run_entry(*, run: int, at: str, refetch: bool, manifest: str, shard: str | N
 
 
 def commit_entry(*, file: str, end: int, lines: int, crc32: int, ids: Sequence[str]) -> bytes:
-    """The line that makes `ids` (in file order) part of the archive."""
+    """The line that makes `ids` (in file order) part of the archive; see `commit_groups` for its length."""
     return _line({"t": "commit", "file": file, "end": end, "lines": lines, "crc32": crc32, "ids": list(ids)})
+
+
+#: Bytes of a commit entry besides its ids: the keys, a records file's name and three integers.
+_COMMIT_FRAME_BYTES = 512
+
+
+def commit_groups(ids: Sequence[str], limit: int = CHECKPOINT_LINE_BYTES) -> list[slice]:
+    """`ids` cut into consecutive runs whose commit entries are at most `limit` bytes each.
+
+    Nearly always one run: `limit` holds some 25,000 ids of 36 characters.
+    An id that could not fit in an entry of its own (over 1,000 times the
+    longest valid one) is a ValueError: the writer never commits one.
+    """
+    room = limit - _COMMIT_FRAME_BYTES
+    if len(orjson.dumps(list(ids))) <= room:
+        return [slice(0, len(ids))]
+    groups: list[slice] = []
+    start = used = 0
+    for index, record_id in enumerate(ids):
+        size = len(orjson.dumps(record_id)) + 1  # and a comma
+        if size > room:
+            raise ValueError(f"an id of {size:,} bytes in JSON cannot be committed (at most {room:,})")
+        if used + size > room:
+            groups.append(slice(start, index))
+            start, used = index, 0
+        used += size
+    groups.append(slice(start, len(ids)))
+    return groups
 
 
 def close_entry(*, file: str, size: int, lines: int, sha256: str) -> bytes:
@@ -77,7 +111,7 @@ def close_entry(*, file: str, size: int, lines: int, sha256: str) -> bytes:
 def end_entry(
     *, run: int, at: str, exit_code: int, status: str, counts: dict[str, int], message: str | None = None
 ) -> bytes:
-    """The line that closes run number `run` (absent when the run was killed)."""
+    """The line that closes run number `run` (absent when the run was killed); `message` is capped."""
     return _line(
         {
             "t": "end",
@@ -86,7 +120,7 @@ def end_entry(
             "exit": exit_code,
             "status": status,
             "counts": counts,
-            "message": message,
+            "message": None if message is None else capped(message),
         }
     )
 
@@ -196,12 +230,12 @@ class Commit:
 
 
 def replay(
-    lines: Iterable[bytes],
+    lines: Iterable[bytes | Overlong],
     on_ids: Callable[[list[str]], None] | None = None,
     *,
     name: str = CHECKPOINT_NAME,
 ) -> CheckpointState:
-    """Fold checkpoint lines (each with its newline) into a state.
+    """Fold checkpoint lines (each with its newline; one too long as an `Overlong`) into a state.
 
     Each accepted commit's ids go to `on_ids` (resuming needs the ids alone);
     `commits` is the same fold as a stream of `Commit`s. Raises ArchiveCorrupt,
@@ -215,7 +249,7 @@ def replay(
 
 
 def commits(
-    lines: Iterable[bytes], state: CheckpointState | None = None, *, name: str = CHECKPOINT_NAME
+    lines: Iterable[bytes | Overlong], state: CheckpointState | None = None, *, name: str = CHECKPOINT_NAME
 ) -> Iterator[Commit]:
     """Each commit `replay` would accept, in order, with where its bytes and lines begin.
 
@@ -235,7 +269,7 @@ def commits(
 
 
 def _fold(
-    lines: Iterable[bytes], state: CheckpointState, name: str
+    lines: Iterable[bytes | Overlong], state: CheckpointState, name: str
 ) -> Iterator[tuple[dict[str, Any], int, int]]:
     """Apply each line to `state`; yield each accepted commit entry with its file's size and lines before it.
 
@@ -252,6 +286,9 @@ def _fold(
                 line=number - 1,
                 damage=pending_error,
             )
+        if isinstance(raw, Overlong):
+            pending_error = f"a line of {too_long(raw.size, CHECKPOINT_LINE_BYTES)}"
+            continue
         try:
             if not raw.endswith(b"\n"):
                 raise ValueError("no newline at the end")
@@ -260,7 +297,7 @@ def _fold(
                 raise ValueError("not an object")
             before = _apply(state, entry)
         except (ValueError, KeyError, TypeError) as exc:
-            pending_error = str(exc) or type(exc).__name__
+            pending_error = capped(str(exc) or type(exc).__name__)  # it may quote a name of any length
             continue
         state.valid_bytes += len(raw)
         if before is not None:
@@ -350,22 +387,29 @@ def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | N
         run.counts = parsed
         run.message = message if isinstance(message, str) else None
     else:
-        raise ValueError(f"unknown entry type {kind!r}")
+        raise ValueError(f"unknown entry type {_shown(kind)}")
     return before
 
 
 def _int(entry: dict[str, Any], key: str) -> int:
     value = entry.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{key!r} is {value!r}, not a count")
+        raise ValueError(f"{key!r} is {_shown(value)}, not a count")
     return value
 
 
 def _str(entry: dict[str, Any], key: str) -> str:
     value = entry.get(key)
     if not isinstance(value, str):
-        raise ValueError(f"{key!r} is {value!r}, not a string")
+        raise ValueError(f"{key!r} is {_shown(value)}, not a string")
     return value
+
+
+def _shown(value: object) -> str:
+    """A value of a damaged entry as its message quotes it: a list of a million ids is not quoted whole."""
+    if isinstance(value, list | dict) and len(value) > 8:
+        return f"a JSON {'array' if isinstance(value, list) else 'object'} of {len(value):,} items"
+    return capped(repr(value), 80)
 
 
 def resumes_refetch(runs: list[RunState]) -> bool:

@@ -29,6 +29,11 @@ Every other module asks this one for a name, and reads or writes failed.ndjson
 and summary.json through `FailedEntry` and `Summary`: a format change is made
 here, and the keys are spelled here only. Nothing here opens a file: the
 writer and the reader do, through `safe_fs`.
+
+How long a line of each file may be is decided here too (`CHECKPOINT_LINE_BYTES`,
+`FAILED_LINE_BYTES`, `summary_max_bytes`): above what the writer can write, and
+low enough that a reader holding one line never holds much. A longer line is
+not the writer's: the reader skips it as it streams past and reports it.
 """
 
 from __future__ import annotations
@@ -45,6 +50,7 @@ from typing import Any
 
 import orjson
 
+from exporter.bounded import capped
 from exporter.config import Compression
 from exporter.errors import UsageError
 
@@ -66,6 +72,32 @@ REPLACED = (FAILED_NAME, SUMMARY_NAME, SUPERSEDE_MARKER)
 #: Files appended to or truncated in place: they must have no other link.
 WRITTEN_IN_PLACE = (LOCK_NAME, JOURNAL_NAME, CHECKPOINT_NAME)
 _SUFFIXES: dict[Compression, str] = {"none": ".ndjson", "gzip": ".ndjson.gz", "zstd": ".ndjson.zst"}
+
+# -- how long a line may be ------------------------------------------------------
+
+#: The longest checkpoint entry. The writer splits a commit whose ids would make a longer one
+#: (`checkpoint.commit_groups`: some 6,500 ids of 36 characters fit), so only damage is longer.
+#: Memory goes with the number of ids, not their bytes: an entry of 65,000 one-character ids,
+#: the most that fit, costs some 7 MB to parse and `exporter verify` some 10 MB more.
+CHECKPOINT_LINE_BYTES = 256 << 10
+#: The longest failed.ndjson line. The writer's are under 16 KiB: an id cut to 1 KiB and an
+#: error cut to `bounded.TEXT_BYTES`, each six times as long at most once JSON escapes them.
+FAILED_LINE_BYTES = 64 << 10
+#: summary.json holds at most this much besides its files (the longest parts, the manifest's name
+#: and the base URL, come from the command line, where one argument is at most 128 KiB) ...
+_SUMMARY_BASE_BYTES = 1 << 20
+#: ... and this much per records file (name, bytes, lines, sha256, closed: under 300 bytes).
+_SUMMARY_FILE_BYTES = 512
+
+
+def summary_max_bytes(files: int) -> int:
+    """The longest summary.json of an archive of `files` records files: a longer one is not the writer's."""
+    return _SUMMARY_BASE_BYTES + _SUMMARY_FILE_BYTES * files
+
+
+def too_long(size: int, limit: int) -> str:
+    """What is wrong with a line (or file) of `size` bytes, where the writer writes at most `limit`."""
+    return f"{size:,} bytes, over the {limit:,}-byte limit"
 
 
 # -- records files ---------------------------------------------------------------
@@ -303,6 +335,8 @@ class FailedEntry:
 
     Read back, only `id` and `reason` are required (a string each); the other
     fields take their defaults when a line lacks them or has another type.
+    `error` is capped (`bounded.capped`) however the entry is made: a server's
+    answer can be megabytes, and the line it goes into must stay short.
     """
 
     id: str
@@ -318,6 +352,10 @@ class FailedEntry:
     #: Set when `id` is only the first 1 KiB of a longer one: its length in UTF-8, and its sha256.
     id_bytes: int | None = None
     id_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is not None:
+            object.__setattr__(self, "error", capped(self.error))
 
     @classmethod
     def about(

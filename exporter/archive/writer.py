@@ -14,7 +14,10 @@ turns away a link, FIFO, device or hard link in any place an archive file goes.
 
 Exactly-once is this module's job alone. A commit appends a batch of lines to
 the current records file, fsyncs it, then appends one checkpoint entry listing
-those ids and the file's new length, and fsyncs that. Opening the archive cuts
+those ids and the file's new length, and fsyncs that. A batch whose ids would
+make an entry longer than `layout.CHECKPOINT_LINE_BYTES` (which readers refuse
+as damage) is written as several commits, each its own entry and (compressed)
+its own frame, with the same two fsyncs; so any batch size is safe. Opening the archive cuts
 the current records file back to the length the checkpoint last recorded, so
 whatever a crash left behind (a partial line, whole lines never logged) is gone
 and will be fetched again; nothing committed is ever rewritten.
@@ -228,24 +231,29 @@ class Archive:
     # -- writing ---------------------------------------------------------------
 
     def commit(self, records: Sequence[tuple[str, Record]]) -> None:
-        """Make `records` (id, line without its newline) durable and part of the archive, in one commit."""
+        """Make `records` (id, line without its newline) durable and part of the archive.
+
+        One commit, or several when their ids would not fit in one checkpoint
+        entry (`checkpoint.commit_groups`): all appended, then one fsync of
+        the records file, then their entries in one write and one fsync.
+        """
         if not records:
             return
         current = self._writable_file()
-        chunks = current.codec.frame([line for _, line in records])
+        ids = [record_id for record_id, _ in records]
         size_before = current.size
+        entries = []
         try:
-            crc = current.append(chunks, len(records))
-            os.fdatasync(current.fd)
-            self._log(
-                checkpoint.commit_entry(
-                    file=current.name,
-                    end=current.size,
-                    lines=current.lines,
-                    crc32=crc,
-                    ids=[record_id for record_id, _ in records],
+            for group in checkpoint.commit_groups(ids):
+                chunks = current.codec.frame([line for _, line in records[group]])
+                crc = current.append(chunks, group.stop - group.start)
+                entries.append(
+                    checkpoint.commit_entry(
+                        file=current.name, end=current.size, lines=current.lines, crc32=crc, ids=ids[group]
+                    )
                 )
-            )
+            os.fdatasync(current.fd)
+            self._log(b"".join(entries))
         except OSError as exc:
             raise ArchiveError(
                 f"cannot write to {current.path}: {exc.strerror}; the records committed so far "

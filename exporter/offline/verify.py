@@ -4,8 +4,9 @@ For each archive the checkpoint is the contract and everything else is checked
 against it, reading only what was committed (an uncommitted tail left by a
 killed run is a note, not damage: the next export cuts it):
 
-    checkpoint.ndjson   replayed; damage before the last line is a problem, a torn
-                        last line a note (a run killed mid-commit)
+    checkpoint.ndjson   replayed; damage before the last line is a problem (a line
+                        longer than the writer writes among it), a torn last line
+                        a note (a run killed mid-commit)
     records files       listed ones exist and hold at least their committed bytes;
                         closed ones exactly that many, with the sha256 of their
                         close entry; each commit's bytes have its crc32; every line
@@ -14,7 +15,8 @@ killed run is a note, not damage: the next export cuts it):
                         that the checkpoint does not list are problems
     summary.json        agrees with the checkpoint (files, lines, hashes, records);
                         when a killed run left it older than the checkpoint, only the
-                        files whose sizes agree are compared
+                        files whose sizes agree are compared; one longer than a
+                        summary of its files can be is a problem, and is not read
     every entry         where the archive keeps a file (or superseded/), a symbolic
                         link, FIFO, device or hard-linked file written in place is
                         a problem, and is never opened
@@ -330,7 +332,7 @@ class _Checker(Findings):
         if SUMMARY_NAME in archive.unsafe:
             return
         try:
-            summary = read_summary(path)
+            summary = read_summary(path, files=len(state.files))
         except ValueError as exc:
             self.problem(
                 path, None, f"is not a summary this exporter writes ({exc}); the next run rewrites it"
