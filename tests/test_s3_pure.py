@@ -174,3 +174,58 @@ def test_the_writer_seals_early_and_forgets_shipped_files(tmp_path: Path) -> Non
     (out / "records-00002.ndjson").unlink()  # closed? no: open, and never shipped
     with pytest.raises(ArchiveCorrupt, match=r"records-00002\.ndjson is missing"):
         Archive.open(settings, REQUEST)
+
+
+@pytest.mark.parametrize("compression", ["none", "gzip", "zstd"])
+def test_an_orphan_is_taken_in_with_entries_under_the_cap(tmp_path: Path, compression: str) -> None:
+    """18,000 ids in one piece: commits split where the file's frames end, each entry under the cap,
+    and the directory they make verifies (every line, crc32 and the sha256)."""
+    import gzip
+    import os
+
+    import zstandard
+
+    from exporter.archive.layout import CHECKPOINT_LINE_BYTES, records_name
+    from exporter.remote.adopt import _entries
+    from exporter.remote.checksums import b64
+    from exporter.remote.store import ObjectFacts
+
+    name = records_name(1, compression)  # type: ignore[arg-type]
+    ids = [f"orphan-{n:06d}" for n in range(18_000)]
+    frames = []
+    for start in range(0, len(ids), 1000):  # one frame per commit of 1,000 records, as the writer would
+        text = b"".join(json.dumps({"id": i}).encode() + b"\n" for i in ids[start : start + 1000])
+        if compression == "gzip":
+            frames.append(gzip.compress(text, mtime=0))
+        elif compression == "zstd":
+            frames.append(zstandard.ZstdCompressor().compress(text))
+        else:
+            frames.append(text)
+    data = b"".join(frames)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / name).write_bytes(data)
+    checksum = b64(hashlib.sha256(data).digest())
+    facts = ObjectFacts(
+        key=f"p/{name}", size=len(data), etag='"e"', version_id="v", checksum_sha256=checksum,
+        checksum_type="FULL_OBJECT", lock_mode=None, retain_until=None, legal_hold=False, sse=None,
+    )  # fmt: skip
+    fd = os.open(out / name, os.O_RDONLY)
+    try:
+        entries = _entries(fd, name, len(data), b"", facts)
+    finally:
+        os.close(fd)
+    lines = entries.splitlines(keepends=True)
+    assert len(lines) >= 4  # several commits, a close, a shipped
+    assert max(map(len, lines)) < CHECKPOINT_LINE_BYTES
+    (out / CHECKPOINT_NAME).write_bytes(entries)
+    manifest = tmp_path / "ids.txt"
+    manifest.write_text("\n".join(ids) + "\n")
+    report = verify_archives([out], manifest=ManifestSource(path=manifest))
+    assert report.ok, [str(f) for f in report.findings][:5]
+    fd = os.open(out / name, os.O_RDONLY)
+    try:
+        with pytest.raises(ArchiveCorrupt, match="already in the archive"):
+            _entries(fd, name, len(data), entries, facts)
+    finally:
+        os.close(fd)

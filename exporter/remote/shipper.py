@@ -42,14 +42,12 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
-import hashlib
 import logging
 import os
 import secrets
 import shutil
 import threading
 import time
-import zlib
 from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, TypeVar
@@ -57,7 +55,6 @@ from typing import Any, TypeVar
 import orjson
 
 from exporter.archive import checkpoint
-from exporter.archive.framing import codec_of_file, decompressed_lines
 from exporter.archive.layout import (
     CHECKPOINT_NAME,
     FAILED_NAME,
@@ -65,32 +62,28 @@ from exporter.archive.layout import (
     run_failed_name,
     run_summary_name,
     segment_name,
-    temp_name,
 )
 from exporter.archive.lock import take_lock
-from exporter.archive.reader import line_id
 from exporter.archive.safe_fs import SafeDir, os_error
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, RemoteSettings
-from exporter.digests import DigestSet, id_digest
 from exporter.errors import ArchiveCorrupt, ArchiveError, UsageError
 from exporter.payload import Record
 
-from .checksums import b64, sha256_b64_of_hex
+from .adopt import adopt
+from .checksums import sha256_b64_of_hex
 from .location import Location
 from .multipart import UPLOADS_DIR, journaled_uploads, ship_file
 from .options import REFETCH_REMOTE
 from .remote_read import MAX_SMALL_OBJECT, read_segments, replay
 from .state import Standing, sort_listing, standing, strays
-from .store import ObjectFacts, ObjectStore
+from .store import ObjectStore
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
 STAGE_DIR = "stage"
-#: An orphan piece larger than this is not taken in (the exporter ships pieces of --upload-bytes).
-_MAX_ADOPTED_BYTES = 8 << 30
 
 
 class _LoopThread:
@@ -160,7 +153,7 @@ async def prepare(store: ObjectStore, location: Location, work: SafeDir) -> Prep
         )
     segments = len(listing.segments)
     if orphan is not None and orphan not in local_files:
-        segment = await _adopt(store, location, work, orphan, remote)
+        segment = await adopt(store, location, work, orphan, remote)
         segments += 1
         await store.put_new(location.key(segment_name(segments)), segment)
         remote += segment
@@ -242,96 +235,6 @@ def _rebuild_stage(work: SafeDir, remote: bytes, failed: bytes | None) -> None:
             uploads.unlink(name)
     finally:
         uploads.close()
-
-
-async def _adopt(
-    store: ObjectStore,
-    location: Location,
-    work: SafeDir,
-    name: str,
-    remote: bytes,
-) -> bytes:
-    """Take in a piece shipped by a run killed before its segment: read it, and write the segment it lacks.
-
-    Every line must be a record whose id the archive does not hold yet, once;
-    otherwise the run stops (exit 4) and nothing is written.
-    """
-    key = location.key(name)
-    facts = await store.head(key)
-    if facts is None:
-        raise ArchiveCorrupt(f"s3://{store.bucket}/{key} was listed but is gone")
-    if facts.size > _MAX_ADOPTED_BYTES:
-        raise ArchiveCorrupt(
-            f"s3://{store.bucket}/{key} is not listed in the checkpoint and too large to read"
-        )
-    log.warning("%s: shipped by a run killed before its checkpoint segment; reading it to take it in", key)
-    temp = temp_name("adopted")
-    fd = await asyncio.to_thread(work.open, temp, os.O_RDWR, create=True, exclusive=True)
-    try:
-        size = await store.get_to(key, fd, _MAX_ADOPTED_BYTES)
-        entries = await asyncio.to_thread(_adopted_entries, fd, name, size, remote, facts)
-    except OSError as exc:
-        raise os_error(work.path / temp, exc, "read back") from exc
-    finally:
-        os.close(fd)
-        await asyncio.to_thread(work.unlink, temp)
-    return entries
-
-
-def _adopted_entries(fd: int, name: str, size: int, remote: bytes, facts: ObjectFacts) -> bytes:
-    archived = DigestSet()
-
-    def remember(ids: list[str]) -> None:
-        for record_id in ids:
-            archived.add(id_digest(record_id))
-
-    checkpoint.replay(remote.splitlines(keepends=True), remember)
-    sha = hashlib.sha256()
-    crc = 0
-    offset = 0
-    while offset < size:
-        chunk = os.pread(fd, min(1 << 20, size - offset), offset)
-        if not chunk:
-            break
-        sha.update(chunk)
-        crc = zlib.crc32(chunk, crc)
-        offset += len(chunk)
-    single = facts.checksum_sha256 is not None and "-" not in facts.checksum_sha256
-    if single and b64(sha.digest()) != facts.checksum_sha256:
-        raise ArchiveCorrupt(f"{facts.key}: the bytes read do not have the checksum the store keeps")
-    ids: list[str] = []
-    with os.fdopen(os.dup(fd), "rb") as handle:
-        handle.seek(0)
-        try:
-            for number, raw in enumerate(decompressed_lines(handle, codec_of_file(name)), 1):
-                record_id, why = line_id(raw)
-                if record_id is None or not raw.endswith(b"\n"):
-                    raise ArchiveCorrupt(
-                        f"{facts.key} line {number} {why or 'has no newline'}: it is not a piece this "
-                        "exporter shipped; nothing was changed, export into a prefix of its own"
-                    )
-                if not archived.add(id_digest(record_id)):
-                    raise ArchiveCorrupt(
-                        f"{facts.key} line {number}: id {record_id!r} is already in the archive; nothing "
-                        "was changed, export into a prefix of its own"
-                    )
-                ids.append(record_id)
-        except (OSError, EOFError, ValueError, zlib.error) as exc:
-            raise ArchiveCorrupt(f"{facts.key} cannot be read as records: {exc}") from exc
-    return b"".join(
-        [
-            checkpoint.commit_entry(file=name, end=size, lines=len(ids), crc32=crc, ids=ids),
-            checkpoint.close_entry(file=name, size=size, lines=len(ids), sha256=sha.hexdigest()),
-            checkpoint.shipped_entry(
-                file=name,
-                key=facts.key,
-                size=size,
-                checksum=facts.checksum_sha256 or "",
-                etag=facts.etag,
-                version=facts.version_id,
-            ),
-        ]
-    )
 
 
 async def _abort_stale_uploads(store: ObjectStore, location: Location, work: SafeDir) -> None:
