@@ -37,6 +37,7 @@ from exporter.errors import ArchiveCorrupt
 
 from .checksums import b64
 from .location import Location
+from .remote_read import lines_of
 from .store import ObjectFacts, ObjectStore
 
 log = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ def _entries(fd: int, name: str, size: int, remote: bytes, facts: ObjectFacts) -
         for record_id in ids:
             archived.add(id_digest(record_id))
 
-    checkpoint.replay(remote.splitlines(keepends=True), remember)
+    checkpoint.replay(lines_of(remote), remember)
     entries: list[bytes] = []
     sha = hashlib.sha256()
     ids: list[str] = []

@@ -12,14 +12,17 @@ Nothing is written to the bucket.
 from __future__ import annotations
 
 import asyncio
+import io
 import os
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.archive import checkpoint
 from exporter.archive.layout import CHECKPOINT_NAME, FAILED_NAME, SUMMARY_NAME
+from exporter.archive.reader import checkpoint_lines
 from exporter.archive.safe_fs import SafeDir
+from exporter.bounded import Overlong
 from exporter.errors import ArchiveCorrupt, UsageError
 
 from .location import Location
@@ -58,10 +61,15 @@ async def read_segments(store: ObjectStore, segments: Sequence[tuple[int, str, i
     return b"".join(parts)
 
 
+def lines_of(data: bytes) -> Iterator[bytes | Overlong]:
+    """Checkpoint bytes as the replay takes them: lines, none over the cap (as read from a file)."""
+    return checkpoint_lines(io.BytesIO(data))
+
+
 def replay(data: bytes, location: Location | None) -> checkpoint.CheckpointState:
     """The state of checkpoint bytes; a remote checkpoint may not end with a torn entry."""
     name = f"{location.url}/checkpoint.d" if location is not None else CHECKPOINT_NAME
-    state = checkpoint.replay(data.splitlines(keepends=True), name=name)
+    state = checkpoint.replay(lines_of(data), name=name)
     if location is not None and state.torn_tail:
         raise ArchiveCorrupt(f"{location.url}: the last checkpoint segment ends with a damaged entry")
     return state

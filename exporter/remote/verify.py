@@ -32,7 +32,7 @@ from exporter.offline.verify_report import Findings, Problem, Report
 
 from .checksums import sha256_b64_of_hex
 from .location import Location, parse
-from .remote_read import RemoteArchive, full_copy, metadata_copy, read_remote, require_archive
+from .remote_read import RemoteArchive, full_copy, lines_of, metadata_copy, read_remote, require_archive
 from .state import strays
 from .store import ObjectFacts, ObjectStore
 
@@ -174,7 +174,7 @@ async def _check_objects(store: ObjectStore, remote: RemoteArchive, findings: Fi
 
 def _check_ids(remote: RemoteArchive, findings: Findings, seen: DigestSet) -> None:
     """No id listed twice, in this archive or an earlier one."""
-    lines = remote.checkpoint_bytes.splitlines(keepends=True)
+    lines = lines_of(remote.checkpoint_bytes)
     for commit in checkpoint.commits(lines, name=f"{remote.location.url}/checkpoint.d"):
         for offset, record_id in enumerate(commit.ids):
             if not seen.add(id_digest(record_id)):
