@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import pytest
 from conftest import ROOT, TOKEN, write_manifest
 from fake_api import FakeServerHandle
 from s3_support import (
@@ -254,12 +253,11 @@ def test_options_are_checked_before_anything_is_sent(
     assert api.stats()["requests_total"] == 0
 
 
-@pytest.mark.parametrize("lock", [False])
 def test_object_lock_preflight_stops_before_the_api(
-    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, lock: bool, capsys: Any
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path, capsys: Any
 ) -> None:
     """--object-lock on a bucket without it: exit 2 with the fix, and no request to the recordings API."""
-    bucket = make_bucket(s3_endpoint, lock=lock)
+    bucket = make_bucket(s3_endpoint)
     manifest = write_manifest(tmp_path / "ids.txt", IDS[:3])
     done = s3_export(
         capsys,

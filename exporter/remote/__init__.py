@@ -6,7 +6,9 @@
                    Object Lock preflight, retries; the one module that imports aiobotocore
     state.py       what a prefix holds, and how a work dir stands to it (pure)
     multipart.py   a multipart upload's journal in the work dir, so a crash resumes it
-    shipper.py     `RemoteArchive`: the local archive in --work-dir, sealed in pieces and shipped
+    shipper.py     `RemoteArchive`: the local archive in --work-dir, sealed in pieces and shipped;
+                   `prepare`, which makes the work dir agree with the bucket before a run
+    adopt.py       a piece shipped by a run killed before its checkpoint segment, read back and taken in
     remote_read.py a remote archive read back: for resume, verify, status and --dry-run
     verify.py      `exporter verify s3://...`: HEAD read-back against the checkpoint; --deep downloads
     options.py     the command line's object-storage options -> `RemoteSettings` (no aiobotocore)
