@@ -16,6 +16,7 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, NoReturn, cast
 
@@ -35,6 +36,7 @@ from .config import (
     MetricsSettings,
     ProgressMode,
     ProxySettings,
+    RemoteSettings,
     RetrySettings,
     Secret,
     Shard,
@@ -46,6 +48,9 @@ from .logs import JsonFormatter, TextFormatter, TextOnly, event
 from .offline import dryrun, status, verify
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
+from .remote import options as remote_options
+from .remote.location import is_remote
+from .remote.options import REFETCH_REMOTE
 from .signals import ProcessSignals
 from .transport import tls
 from .transport.client import check_base_url
@@ -93,6 +98,8 @@ examples:
   exporter export ids.csv.gz --base-url https://api.example.com --out archive/ \\
       --token-file ~/.config/exporter/token --rate 20 --concurrency 32 --include photos
   zcat nightly-ids.gz | exporter export - --base-url https://api.example.com --out archive/ --quiet
+  exporter export ids.txt --base-url https://api.example.com --out s3://bucket/exports/q4 \\
+      --object-lock compliance --retain-days 2557
 
 the token:
   from the environment variable {TOKEN_ENV}, or from the file named by --token-file
@@ -215,13 +222,35 @@ def resolve_shard(shard: Shard | None, environ: Mapping[str, str]) -> Shard | No
     return Shard(index=index, count=shard.count)
 
 
-def _out_dir(out: Path, shard: Shard | None) -> Path:
+def _out_dir(out: str, shard: Shard | None) -> Path:
     """--out, with `{shard}` replaced by the shard's index (one archive per shard)."""
-    if "{shard}" not in str(out):
-        return out
+    if "{shard}" not in out:
+        return Path(out)
     if shard is None:
         raise UsageError("--out contains {shard} but no --shard was given")
-    return Path(str(out).replace("{shard}", str(shard.index)))
+    return Path(out.replace("{shard}", str(shard.index)))
+
+
+def _archive_settings(
+    args: argparse.Namespace, shard: Shard | None, environ: Mapping[str, str]
+) -> tuple[ArchiveSettings, RemoteSettings | None]:
+    """Where the archive goes: a directory, or (s3://) object storage staged in --work-dir."""
+    remote = None
+    if is_remote(args.out):
+        remote = remote_options.settings_from(args, args.out, shard, environ)
+    else:
+        remote_options.check_unused(args)
+    limit = args.max_file_bytes
+    if remote is not None:  # pieces are sealed at --upload-bytes at the latest
+        limit = remote.upload_bytes if limit is None else min(limit, remote.upload_bytes)
+    settings = ArchiveSettings(
+        out_dir=remote.work_dir / "stage" if remote is not None else _out_dir(args.out, shard),
+        max_file_bytes=limit,
+        compress=args.compress,
+        compress_level=args.compress_level,
+        compressed_commit_bytes=args.compress_batch,
+    )
+    return settings, remote
 
 
 def _size_or_zero(text: str) -> int | None:
@@ -372,9 +401,9 @@ def _add_export(commands: Any) -> None:
     export.add_argument(
         "--out",
         required=True,
-        type=Path,
         metavar="DIR",
-        help="the archive directory (created, mode 0700)",
+        help="the archive directory (created, mode 0700), or s3://BUCKET/PREFIX for object storage "
+        "(see the object storage options)",
     )
     export.add_argument(
         "--token-file",
@@ -633,6 +662,9 @@ def _add_export(commands: Any) -> None:
         "--rate); sends nothing, writes nothing, needs no token, takes no lock",
     )
     output.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
+    remote_options.add_arguments(
+        export, parse_duration=parse_duration, parse_size=parse_size, positive_int=_positive_int
+    )
     export.set_defaults(handler=_export_command)
 
 
@@ -717,11 +749,11 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     query = tuple((name, "true") for name in includes) + tuple(args.query)
     burst = args.burst if args.burst is not None else max(1, int(args.rate))
     shard = resolve_shard(args.shard, environ)
-    out_dir = _out_dir(args.out, shard)
     _check_compress_level(args.compress, args.compress_level)
+    archive, remote = _archive_settings(args, shard, environ)
     progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
     return ExportConfig(
-        metrics=metrics_from(args, out_dir),
+        metrics=metrics_from(args, archive.out_dir),
         progress_interval_s=args.progress_interval,
         log_format=args.log_format,
         manifest=ManifestSource(
@@ -737,13 +769,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
             proxy=proxy.proxy,
             tls=tls_from(args),
         ),
-        archive=ArchiveSettings(
-            out_dir=out_dir,
-            max_file_bytes=args.max_file_bytes,
-            compress=args.compress,
-            compress_level=args.compress_level,
-            compressed_commit_bytes=args.compress_batch,
-        ),
+        archive=archive,
+        remote=remote,
         shard=shard,
         retry=RetrySettings(max_attempts=args.max_attempts, max_outage_s=args.max_outage),
         limits=LimitSettings(concurrency=args.concurrency, rate_per_s=args.rate, burst=burst),
@@ -846,12 +873,33 @@ def _dry_run_command(args: argparse.Namespace) -> int:
     """--dry-run: the options are checked as for a run, but no token is read and nothing is sent."""
     check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
     shard = resolve_shard(args.shard, os.environ)
+    if is_remote(args.out):
+        return _remote_dry_run(args, shard)
+    return _print_dry_run(args, shard, _out_dir(args.out, shard))
+
+
+def _remote_dry_run(args: argparse.Namespace, shard: Shard | None) -> int:
+    """--dry-run of an s3:// --out: the same plan, from a private copy of the archive's checkpoint."""
+    import tempfile
+
+    from .remote.verify import remote_archive_copy  # the S3 client only for s3:// URLs
+
+    remote = remote_options.settings_from(args, args.out, shard, os.environ)
+    if args.refetch:
+        raise UsageError(REFETCH_REMOTE)
+    with tempfile.TemporaryDirectory(prefix="exporter-dry-run-") as temp:
+        copy = Path(temp) / "archive"
+        remote_archive_copy(remote.url, copy)
+        return _print_dry_run(args, shard, copy, shown=remote.url)
+
+
+def _print_dry_run(args: argparse.Namespace, shard: Shard | None, out: Path, shown: str | None = None) -> int:
     report = dryrun.dry_run(
         dryrun.DryRunRequest(
             manifest=ManifestSource(
                 path=None if args.manifest == "-" else Path(args.manifest), format=args.format
             ),
-            out_dir=_out_dir(args.out, shard),
+            out_dir=out,
             shard=shard,
             retry_failed=args.retry_failed,
             refetch=args.refetch,
@@ -860,6 +908,8 @@ def _dry_run_command(args: argparse.Namespace) -> int:
             max_duration_s=args.max_duration,
         )
     )
+    if shown is not None:
+        report = replace(report, out=shown)
     if args.json:
         sys.stdout.write(json.dumps(dryrun.to_json(report)) + "\n")
     else:
@@ -886,7 +936,7 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     if config.quiet:
         return
     counts = dict(summary.counts) if summary else {}
-    out = config.archive.out_dir
+    out: Path | str = config.remote.url if config.remote is not None else config.archive.out_dir
     exported = counts.get("exported", 0)
     if summary is None:
         # The reports could not be written (the error is above); the records committed can be counted.
@@ -910,7 +960,7 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     if extras:
         parts.append(", ".join(extras))
     if counts.get("not_found") or counts.get("invalid") or counts.get("failed"):
-        parts.append(f"see {out / FAILED_NAME}")
+        parts.append(f"see {config.archive.out_dir / FAILED_NAME}")
     fields = event(
         "end",
         status=summary.status if summary else None,

@@ -52,7 +52,7 @@ from .archive.layout import Summary, reported_id
 from .archive.writer import Archive, RunRequest
 from .batches import CommitQueue, commit_policy
 from .config import ExportConfig
-from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
+from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason, UsageError
 from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
 from .jobs import Job, JobSource
 from .logs import event, rfc3339
@@ -100,6 +100,19 @@ class RunOutcome:
     def summary(self) -> dict[str, Any]:
         """The summary as summary.json holds it; empty when none was written."""
         return {} if self.report is None else self.report.to_json()
+
+
+def open_archive(config: ExportConfig, request: RunRequest) -> Archive:
+    """The run's archive: a directory, or (`--out s3://...`) one staged in --work-dir and shipped."""
+    if config.remote is None:
+        return Archive.open(config.archive, request)
+    try:
+        from .remote.shipper import open_remote  # aiobotocore is imported only for s3:// URLs
+    except ImportError as exc:
+        raise UsageError(
+            f"--out s3://... needs the optional S3 client ({exc.name} is missing): pip install 'exporter[s3]'"
+        ) from exc
+    return open_remote(config.archive, config.remote, request)
 
 
 def utc_iso(epoch: float) -> str:
@@ -210,8 +223,8 @@ class _Run:
                 entries = itertools.chain([first] if first is not None else [], entries)
                 archive = await loop.run_in_executor(
                     self.writer_pool,
-                    Archive.open,
-                    config.archive,
+                    open_archive,
+                    config,
                     RunRequest(
                         started_at=utc_iso(started_epoch),
                         refetch=config.refetch,
