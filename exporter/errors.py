@@ -123,6 +123,17 @@ class BadResponse(Exception):
         super().__init__(capped(message))
 
 
+class Cause(enum.StrEnum):
+    """Which part of the way to the API failed: what an outage is blamed on (summary.json's
+    `pacing.halt.cause`)."""
+
+    API = "api"
+    #: The proxy: no connection to it, no tunnel, or an answer to CONNECT that is not one.
+    PROXY = "proxy"
+    #: The TLS handshake with the API (through the proxy, if there is one).
+    TLS = "tls"
+
+
 class TransportError(Exception):
     """A request that produced no complete response: timeout, reset, truncated body.
 
@@ -130,13 +141,24 @@ class TransportError(Exception):
     fail the same way again (a body over --max-response-bytes). `down` says
     whether, met by every request, it would mean the API is down (refused,
     unreachable, timing out, cut off) rather than misconfigured (a certificate
-    we do not trust) or misbehaving (malformed HTTP).
+    we do not trust) or misbehaving (malformed HTTP). `connected` is False when
+    no connection to the API was made, so the request (and its id) never left:
+    such a failure says nothing about the id. `cause` names the hop that failed.
     """
 
     def __init__(
-        self, reason: Reason, message: str, *, retryable: bool = True, down: bool | None = None
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        retryable: bool = True,
+        down: bool | None = None,
+        connected: bool = True,
+        cause: Cause = Cause.API,
     ) -> None:
         super().__init__(capped(message))
         self.reason = reason
         self.retryable = retryable
         self.down = retryable and reason in (Reason.NETWORK, Reason.TIMEOUT) if down is None else down
+        self.connected = connected
+        self.cause = cause

@@ -7,6 +7,14 @@ line), a `Failure` (a reason worth recording), `Later` (try again after a wait),
 `Unfinished` (the pool may send no more: a budget or an outage), or
 `AuthRefused`, which stops the whole run: with a refused token every remaining
 request would be refused too.
+
+Whose a failure is, the id's or the API's, is the pacer's to say
+(`outage.OutageBreaker`), and not always at once: a failure while the API
+answers nobody uses an attempt provisionally, and an id whose attempts are all
+used that way waits for the verdict before it fails (an outage gives them
+back). The pacer may also hand a worker a check instead of a slot: a
+recording served earlier, asked for again to learn whether the API is up;
+its record is dropped.
 """
 
 from __future__ import annotations
@@ -22,10 +30,12 @@ from .archive.layout import REPORTED_ID_BYTES, FailedEntry
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
 from .logs import event
-from .pacing import Halt, Pacer
+from .outage import Blame
+from .pacing import Effect, Halt, Pacer, Ticket, Trouble
 from .payload import PayloadDecoder, Record
 from .retry import Verdict, backoff_delay, classify_status
 from .transport.client import RawResponse
+from .waits import seconds_text
 
 log = logging.getLogger(__name__)
 
@@ -97,10 +107,12 @@ class FetchStats:
 
 @dataclass(slots=True)
 class Unfinished:
-    """An id left for the next run: no request for it may start any more (`halt` says why)."""
+    """An id left for the next run: no request for it may start any more (`halt` says why,
+    `message` in a line for the user)."""
 
     id: str
     halt: Halt
+    message: str = ""
 
 
 @dataclass(slots=True)
@@ -109,6 +121,12 @@ class Tries:
 
     sent: int = 0
     counted: int = 0
+    #: Attempts used in dry spell `spell` while the API answered nobody: they count once the
+    #: spell is judged the ids' own, and are given back if it was an outage.
+    provisional: int = 0
+    spell: int = 0
+    #: The last failure (reason, message, status): what the id fails with if it comes to that.
+    last: tuple[Reason, str, int | None] | None = None
 
 
 @dataclass(slots=True)
@@ -167,41 +185,41 @@ class Fetcher:
         tries = tries if tries is not None else Tries()
         renewals = 0
         while True:
-            ticket = await self._pacer.start()
+            self._judge(tries)
+            if tries.counted >= retry.max_attempts:
+                return self._gave_up(record_id, tries)
+            # All attempts used, some provisionally: no further one before the verdict on those.
+            pending = tries.spell if tries.counted + tries.provisional >= retry.max_attempts else None
+            ticket = await self._pacer.start(pending=pending)
+            if ticket is None:
+                continue  # the verdict is in
             if isinstance(ticket, Halt):
-                return Unfinished(record_id, ticket)
+                return Unfinished(record_id, ticket, self._pacer.halt_message())
+            if ticket.canary is not None:
+                await self._ask(ticket, ticket.canary)
+                continue
             tries.sent += 1
-            self.stats.requests += 1
+            effect, answer = await self._ask(ticket, record_id)
             status: int | None = None
-            self.stats.in_flight += 1
-            try:
-                response = await self._client.get(record_id)
-            except TransportError as exc:
-                self.stats.in_flight -= 1
-                self.stats.answers["error"] += 1
-                verdict = Verdict("retry" if exc.retryable else "fail", exc.reason, str(exc))
-                effect = self._pacer.finish(ticket, status=None, down=exc.down)
-            except BaseException:
-                self.stats.in_flight -= 1  # cancelled at a stop: never answered
-                raise
+            generation = 0
+            if isinstance(answer, TransportError):
+                verdict = Verdict("retry" if answer.retryable else "fail", answer.reason, str(answer))
             else:
-                self.stats.in_flight -= 1
-                status = response.status
-                self.stats.answers[answer_class(status)] += 1
-                effect = self._pacer.finish(
-                    ticket, status=status, headers=response.headers, down=status in _DOWN_STATUSES
-                )
+                status, generation = answer.status, answer.token_generation
                 verdict = classify_status(status)
                 if verdict.action == "ok":
                     try:
-                        return Success(record_id, self._decode(response.body, record_id), tries.sent)
+                        line = self._decode(answer.body, record_id)
                     except BadResponse as exc:
                         verdict = Verdict("retry", Reason.BAD_RESPONSE, str(exc))
+                    else:
+                        self._pacer.served(record_id, len(line))
+                        return Success(record_id, line, tries.sent)
             if verdict.action == "auth":
                 if (
                     self._renew_token is not None
                     and renewals < _MAX_TOKEN_RENEWALS
-                    and self._renew_token(response.token_generation)
+                    and self._renew_token(generation)
                 ):
                     renewals += 1  # the token was rotated: the same request, with the new one
                     continue
@@ -217,8 +235,8 @@ class Fetcher:
                 return Failure(
                     record_id,
                     reason,
-                    f"{verdict.message}; the API asked to wait {wait_s:.0f}s, more than "
-                    f"{retry.retry_after_max_s:.0f}s: run again later",
+                    f"{verdict.message}; the API asked to wait {seconds_text(wait_s).replace(' ', '')}, more "
+                    f"than {retry.retry_after_max_s:.0f}s: run again later",
                     status,
                     tries.sent,
                 )
@@ -233,17 +251,20 @@ class Fetcher:
             if effect.outage:
                 # The pool waits for the API as one (Pacer.start); no attempt is used up.
                 continue
-            tries.counted += 1
-            if tries.counted >= retry.max_attempts:
-                return Failure(
-                    record_id,
-                    reason,
-                    f"{verdict.message} (gave up after {tries.sent} attempts; --max-attempts)",
-                    status,
-                    tries.sent,
-                )
+            tries.last = (reason, verdict.message, status)
+            if effect.spell:
+                self._judge(tries)  # an earlier spell of this id is over, so judged
+                tries.spell = effect.spell
+                tries.provisional += 1
+            else:
+                tries.counted += 1
+            used = tries.counted + tries.provisional
+            if used >= retry.max_attempts:
+                if not tries.provisional:
+                    return self._gave_up(record_id, tries)
+                continue  # wait for the verdict on the provisional ones (Pacer.start(pending=...))
             delay = backoff_delay(
-                tries.counted, base_s=retry.backoff_base_s, cap_s=retry.backoff_cap_s, rand=self._rand
+                used, base_s=retry.backoff_base_s, cap_s=retry.backoff_cap_s, rand=self._rand
             )
             again_in_s = max(delay, effect.own_wait_s())
             log.debug(
@@ -263,6 +284,54 @@ class Fetcher:
                 ),
             )
             return Later(record_id, self._clock() + again_in_s, tries)
+
+    async def _ask(self, ticket: Ticket, record_id: str) -> tuple[Effect, RawResponse | TransportError]:
+        """One request for `record_id` on `ticket`, told to the pacer; what it means and what came back.
+
+        A check (`ticket.canary`) goes through here too: the pacer learns from it whether
+        the API is up, and its answer goes no further.
+        """
+        self.stats.requests += 1
+        self.stats.in_flight += 1
+        try:
+            response = await self._client.get(record_id)
+        except TransportError as exc:
+            self.stats.in_flight -= 1
+            self.stats.answers["error"] += 1
+            trouble = Trouble(str(exc), exc.cause, exc.connected) if exc.down else None
+            return self._pacer.finish(ticket, status=None, record_id=record_id, trouble=trouble), exc
+        except BaseException:
+            self.stats.in_flight -= 1  # cancelled at a stop: never answered
+            raise
+        self.stats.in_flight -= 1
+        status = response.status
+        self.stats.answers[answer_class(status)] += 1
+        trouble = Trouble(classify_status(status).message) if status in _DOWN_STATUSES else None
+        effect = self._pacer.finish(
+            ticket, status=status, headers=response.headers, record_id=record_id, trouble=trouble
+        )
+        return effect, response
+
+    def _judge(self, tries: Tries) -> None:
+        """Settle the id's provisional attempts once their spell has a verdict."""
+        if not tries.provisional:
+            return
+        blame = self._pacer.verdict(tries.spell)
+        if blame is Blame.UNKNOWN:
+            return
+        if blame is Blame.ID:
+            tries.counted += tries.provisional
+        tries.provisional = 0
+
+    def _gave_up(self, record_id: str, tries: Tries) -> Failure:
+        reason, message, status = tries.last or (Reason.HTTP_ERROR, "no answer", None)
+        return Failure(
+            record_id,
+            reason,
+            f"{message} (gave up after {tries.sent} attempts; --max-attempts)",
+            status,
+            tries.sent,
+        )
 
 
 _DOWN_STATUSES = frozenset({500, 502, 503, 504})

@@ -7,24 +7,34 @@ is applied to every worker at once:
 * the rate: --rate as the ceiling, lowered to what the API accepts when it
   answers 429 (`congestion.AdaptiveRate`, inside `limiter.RateLimiter`);
 * an announced quota, spread evenly over the rest of its window, and every
-  worker held when it is spent (`quota.py`);
+  worker held when it is spent (`quota.py`); a spread slower than one request
+  per `retry_after_max_s` is not kept (what is left goes at the usual pace),
+  and a quota spent until later than that halts the pool, as a long
+  `Retry-After` does;
 * a `Retry-After`: the id that got it is not tried again sooner (`Effect`; the
   pipeline parks it, `jobs.py`), a wait longer than a second holds the whole
   pool (a second or less is how a token bucket says "just over", which the rate
   cut already answers), and one longer than the cap (15 min, `retry_after_max_s`; a
   daily quota spent) halts the pool: nothing would be answered before then;
-* an outage: the pool waits together and probes one request at a time
-  (`outage.OutageBreaker`), until --max-outage;
+* an outage: each failure is judged the id's own or the API's
+  (`outage.OutageBreaker`: an answer to anyone else, or a recording served
+  earlier asked for again, tells them apart); in an outage the pool waits
+  together and probes one request at a time, until --max-outage;
 * --max-requests: no request beyond it is ever sent.
 
 Every hold longer than `NOTICE_S` is told once through `notice` (a line on
-stderr, the progress bar) and every held second is booked to its reason for
-summary.json. The clock, the wall clock, the sleep and randomness are injected.
+stderr, the progress bar), with its end's date when that is not today, and
+every held second is booked to its reason for summary.json. A halt says why in
+one line (`halt_message`) and in summary.json (`halt_report`). No header value
+can make any of this raise: the times a server announces are bounded by the
+cap before they are waited for, and written by `waits.py`, which never raises.
+The clock, the wall clock, the sleep and randomness are injected.
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import enum
 import logging
 import math
@@ -32,14 +42,16 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from typing import Any, overload
 
 from .config import LimitSettings, RetrySettings
 from .congestion import AdaptiveRate, Change
+from .errors import Cause
 from .limiter import RateLimiter
-from .outage import OutageBreaker
-from .quota import QuotaTracker, parse_quota
+from .outage import Blame, OutageBreaker
+from .quota import QuotaReport, QuotaTracker, parse_quota
 from .retry import retry_after_s
+from .waits import clock_text, duration_text, seconds_text, until_text, utc_text
 
 log = logging.getLogger(__name__)
 
@@ -49,6 +61,15 @@ NOTICE_S = 5.0
 _ASK_AGAIN_S = 0.1
 #: A Retry-After longer than this holds every worker, not only the request that got it.
 POOL_RETRY_AFTER_S = 1.0
+#: A dry spell (failures, and no answer from the API) is judged after this long...
+OUTAGE_SPAN_S = 2.0
+#: ...or after this many requests' worth at the pace allowed, if longer (a slow pace sends few
+#: requests in 2 s, and a spell of two failures is noise, not evidence)...
+_SPAN_REQUESTS = 4
+#: ...but never later than this.
+_MAX_SPAN_S = 30.0
+#: The part of a failure's text kept for notices, messages and summary.json.
+_ERROR_CHARS = 300
 
 
 class PauseReason(enum.StrEnum):
@@ -64,7 +85,8 @@ class Halt(enum.Enum):
 
     MAX_REQUESTS = "max_requests"
     API_UNAVAILABLE = "api_unavailable"
-    #: The API asked to wait longer than `RetrySettings.retry_after_max_s` (a daily quota spent).
+    #: The API asked to wait longer than `RetrySettings.retry_after_max_s` (a Retry-After, or
+    #: an announced quota spent until then).
     TOLD_TO_WAIT = "told_to_wait"
 
 
@@ -75,7 +97,20 @@ class Ticket:
     started_at: float
     #: When the slot was booked: a request booked before a rate cut says nothing about the new rate.
     booked_at: float
+    #: The check of a dry spell or the probe of an outage: its outcome decides for the pool.
     probe: bool = False
+    #: Ask for this id instead of the worker's own (a recording served earlier: the canary).
+    canary: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Trouble:
+    """A failure that, met by every request, would mean the API is down: what to tell about it."""
+
+    error: str
+    cause: Cause = Cause.API
+    #: False when no connection to the API was made: the id never left.
+    connected: bool = True
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,6 +123,9 @@ class Effect:
     outage: bool = False
     #: The Retry-After holds the whole pool, so the id's own retry need not wait for it apart.
     pooled: bool = False
+    #: The failure came in a dry spell not judged yet (this is its number; 0: none): the
+    #: attempt it used is provisional until `Pacer.verdict(spell)` says whose it was.
+    spell: int = 0
 
     def own_wait_s(self) -> float:
         """How long the id that got this answer waits on its own before asking for a slot again."""
@@ -103,15 +141,19 @@ class PauseNotice:
     message: str
     until_epoch: float | None = None
     ended: bool = False
+    #: `until_epoch` for a person: a time of day, with the date when not today.
+    until_text: str = ""
+    #: Not held, but slowed to a few requests (a quota spread thin).
+    slowed: bool = False
 
     def status(self) -> str | None:
         """A few words for the progress bar while the hold lasts; None once it is over."""
         if self.ended:
             return None
-        if self.until_epoch is None:
-            return f"paused ({self.reason.value})"
-        until = datetime.fromtimestamp(self.until_epoch).strftime("%H:%M:%S")
-        return f"paused ({self.reason.value}) until {until}"
+        state = "slowed" if self.slowed else "paused"
+        if not self.until_text:
+            return f"{state} ({self.reason.value})"
+        return f"{state} ({self.reason.value}) {self.until_text}"
 
 
 Notice = Callable[[PauseNotice], None]
@@ -119,6 +161,20 @@ Notice = Callable[[PauseNotice], None]
 
 def _no_notice(notice: PauseNotice) -> None:
     pass
+
+
+@dataclass(frozen=True, slots=True)
+class HaltDetail:
+    """Why the pool halted, for the closing line and summary.json's `pacing.halt`."""
+
+    halt: Halt
+    #: What it is blamed on: `api`, `proxy`, `tls` (`errors.Cause`), `rate_limited` (nothing but
+    #: 429s), `retry_after`, `quota`, or `max_requests`.
+    cause: str
+    message: str
+    #: When the API said it would answer again (Unix time), for a halt on its word.
+    resume_epoch: float | None = None
+    wait_s: float | None = None
 
 
 class Pacer:
@@ -144,38 +200,43 @@ class Pacer:
             clock=clock,
         )
         self.quota = QuotaTracker()
-        self.breaker = OutageBreaker(
-            # One more than an id's attempts: a lone id failing every time is that id's failure.
-            threshold=retry.max_attempts + 1,
-            max_outage_s=retry.max_outage_s,
-        )
+        self.breaker = OutageBreaker(max_outage_s=retry.max_outage_s, span_s=OUTAGE_SPAN_S, rand=rand)
         self._max_requests = max_requests
         self._notice = notice
         self._clock = clock
         self._now_epoch = now_epoch
         self._sleep = sleep
-        self._rand = rand
         self._wake = asyncio.Event()
         self._max_outage_s = retry.max_outage_s
         self._retry_after_max_s = retry.retry_after_max_s
-        #: The Retry-After that halted the pool (Halt.TOLD_TO_WAIT), in seconds.
-        self.told_to_wait_s = 0.0
         self._outage_s = 0.0
         self._announced_until = -math.inf
-        # The reason of the hold last told, until its end is told too.
+        # The reason of the hold last told, and when it ends, until its end is told too.
         self._shown: PauseReason | None = None
+        self._shown_until = -math.inf
         self._outage_told = False
-        self._last_accepted = math.nan
+        # Since when every answer has been a 429 (NaN: the last answer was not one).
+        self._refused_since = math.nan
+        # The last failure that may be the API's: what notices and the halt name.
+        self._trouble = Trouble("no answer")
         self.sent = 0
         self.halted: Halt | None = None
+        self.halt_detail: HaltDetail | None = None
 
     # --- before a request ---------------------------------------------------------------------
 
-    async def start(self) -> Ticket | Halt:
-        """Wait until a request may start; a Halt when none may any more."""
+    async def start(self, *, pending: int | None = None) -> Ticket | Halt | None:
+        """Wait until a request may start; a Halt when none may any more.
+
+        `pending`: the caller's id has used all its attempts, some provisionally in that dry
+        spell; it waits for the spell's verdict (None once it is in), sending the check if
+        it is the one due.
+        """
         while True:
             now = self._clock()
-            admitted = self.reserve(now)
+            admitted = self.reserve(now, pending=pending)
+            if admitted is None:
+                return None
             if isinstance(admitted, float):
                 await self._wait(admitted)
                 continue
@@ -189,29 +250,50 @@ class Pacer:
         """The request of `ticket` leaves now: from here on it spends the announced quota."""
         self.quota.started()
 
-    def reserve(self, now: float) -> Ticket | Halt | float:
+    @overload
+    def reserve(self, now: float) -> Ticket | Halt | float: ...
+
+    @overload
+    def reserve(self, now: float, *, pending: int | None) -> Ticket | Halt | float | None: ...
+
+    def reserve(self, now: float, *, pending: int | None = None) -> Ticket | Halt | float | None:
         """A request that wants to start at `now`: its ticket (it may start at `started_at`),
-        a Halt, or seconds to wait before asking again (math.inf: until a probe answers)."""
+        a Halt, seconds to wait before asking again (math.inf: until a probe answers), or, with
+        `pending`, None once that spell's verdict is in."""
         if self.halted is not None:
             return self.halted
         if self._max_requests is not None and self.sent >= self._max_requests:
-            self.halted = Halt.MAX_REQUESTS
-            return self.halted
-        if math.isnan(self._last_accepted):
-            self._last_accepted = now
-        elif now - self._last_accepted > self._max_outage_s:
-            # Nothing but refusals (429s, failures) for --max-outage.
-            self.halted = Halt.API_UNAVAILABLE
-            return self.halted
-        admission = self.breaker.admit(now)
+            return self._halt(
+                Halt.MAX_REQUESTS,
+                "max_requests",
+                "--max-requests reached: no more requests sent; run the same command again to continue",
+            )
+        if not math.isnan(self._refused_since) and now - self._refused_since > self._max_outage_s:
+            return self._halt(
+                Halt.API_UNAVAILABLE,
+                "rate_limited",
+                "the API answered nothing but 429 (too many requests) for longer than --max-outage "
+                f"({seconds_text(self._max_outage_s)}); what was fetched is kept: run the same command "
+                "again later",
+            )
+        if pending is not None and self.breaker.verdict(pending) is not Blame.UNKNOWN:
+            return None
+        span_s = self._span_s(now)
+        admission = self.breaker.admit(now, span_s=span_s)
         if admission.give_up:
-            self.halted = Halt.API_UNAVAILABLE
-            return self.halted
+            return self._halt(Halt.API_UNAVAILABLE, self._trouble.cause.value, self._outage_message())
+        if admission.probe:
+            # One request decides for the pool; it keeps to the pace and to any pause too.
+            self.sent += 1
+            return Ticket(self.limiter.reserve(now), now, probe=True, canary=admission.canary)
+        if pending is not None:
+            if self.breaker.verdict(pending) is not Blame.UNKNOWN:
+                return None
+            if admission.go:
+                # Not judged yet: wait until it may be (an answer in between wakes the wait).
+                return max(_ASK_AGAIN_S, self.breaker.ripe_in(now, span_s=span_s))
         if not admission.go:
             return admission.wait_s
-        if admission.probe:
-            self.sent += 1
-            return Ticket(now, now, probe=True)
         start = self.limiter.try_reserve(now)
         if start is None:
             # Nothing near: ask again a little later (near the end of a pause, if one holds),
@@ -219,6 +301,12 @@ class Pacer:
             return max(_ASK_AGAIN_S, self.limiter.paused_until() - now - _ASK_AGAIN_S)
         self.sent += 1
         return Ticket(start, now)
+
+    def _span_s(self, now: float) -> float:
+        rate = self.limiter.current_rate(now)
+        if rate == math.inf:
+            return OUTAGE_SPAN_S
+        return min(_MAX_SPAN_S, max(OUTAGE_SPAN_S, _SPAN_REQUESTS / rate))
 
     async def _wait(self, seconds: float) -> None:
         """Sleep `seconds`, or until the breaker changes (a probe answered), whichever is first."""
@@ -243,22 +331,39 @@ class Pacer:
         status: int | None,
         headers: Mapping[str, str] | None = None,
         down: bool = False,
+        record_id: str = "",
+        trouble: Trouble | None = None,
     ) -> Effect:
-        """Apply one answer (`status` None: no answer) to the pool; what it means for its id.
+        """Apply one answer (`status` None: no answer) for `record_id` to the pool; what it
+        means for that id.
 
-        `down`: the failure looks like the API being down (refused, timed out, 5xx).
+        `down` (or a `trouble` describing it): the failure looks like the API being down
+        (refused, timed out, cut off, 5xx).
         """
         now = self._clock()
         limited = status == 429
         report = parse_quota(headers, now_epoch=self._now_epoch()) if headers is not None else None
         self.quota.answered(now, report)
-        if down:
-            return self._failed_down(now)
-        ended = self.breaker.succeeded(now)
-        if ended is not None:
-            self._end_outage(now, ended)
-        if not limited:
-            self._last_accepted = now
+        if down or trouble is not None or status is None:
+            # Not a 429 either: the pace measures what the API let through.
+            self.limiter.response(ticket.booked_at, rate_limited=False)
+        if down or trouble is not None:
+            failed = self._failed_down(now, ticket, record_id, trouble or Trouble("no answer"))
+            # A 503 may say when to come back (maintenance): honoured as a 429's would be.
+            asked = self._asked_to_wait(now, headers, status)
+            if asked.retry_after_s is None:
+                return failed
+            return dataclasses.replace(failed, retry_after_s=asked.retry_after_s, pooled=asked.pooled)
+        if limited:
+            if math.isnan(self._refused_since):
+                self._refused_since = now
+        else:
+            self._refused_since = math.nan
+        if not self.breaker.quiet():
+            self._wake.set()  # a spell's verdict, the check's, or the end of an outage
+        lasted = self.breaker.answered(now)
+        if lasted is not None:
+            self._end_outage(now, lasted)
         if status is not None:
             change = self.limiter.response(ticket.booked_at, rate_limited=limited)
             if change is Change.CUT:
@@ -266,15 +371,19 @@ class Pacer:
             elif change is Change.UNDONE:
                 log.debug("slowing down did not reduce the 429s: back to %.3g/s", self.rate_now())
         self._apply_quota(now, report)
+        return self._asked_to_wait(now, headers, status)
+
+    def _asked_to_wait(self, now: float, headers: Mapping[str, str] | None, status: int | None) -> Effect:
+        """What a 429's or 503's Retry-After asks: nothing, this id, the whole pool, or an end."""
         wait_s = None
-        if headers is not None and (limited or status == 503):
+        if headers is not None and status in (429, 503):
             wait_s = retry_after_s(headers.get("Retry-After"), now_epoch=self._now_epoch())
         if wait_s is not None and wait_s > self._retry_after_max_s:
             # Hours, say, for a daily quota: no request would be answered before then, so
             # none is sent; the run ends and the same command later goes on.
-            if self.halted is None:
-                self.halted = Halt.TOLD_TO_WAIT
-                self.told_to_wait_s = wait_s
+            self._told_to_wait(
+                wait_s, "retry_after", f"the API asked to wait {seconds_text(wait_s)} (Retry-After),"
+            )
             return Effect(retry_after_s=wait_s)
         if wait_s is not None and wait_s > POOL_RETRY_AFTER_S:
             # The whole pool waits, this id with it: its worker need not sit it out alone.
@@ -284,19 +393,41 @@ class Pacer:
             return Effect(retry_after_s=wait_s, pooled=True)
         return Effect(retry_after_s=wait_s)
 
-    def _failed_down(self, now: float) -> Effect:
-        holding = self.breaker.failed(now, rand=self._rand())
+    def _failed_down(self, now: float, ticket: Ticket, record_id: str, trouble: Trouble) -> Effect:
+        blame = self.breaker.failed(
+            now,
+            record_id=record_id,
+            sent_at=ticket.started_at,
+            probe=ticket.probe,
+            connected=trouble.connected,
+            span_s=self._span_s(now),
+        )
+        if blame is not Blame.ID:
+            self._trouble = trouble
         self._wake.set()
-        return Effect(outage=holding)
+        if blame is Blame.API:
+            return Effect(outage=True)
+        if blame is Blame.UNKNOWN:
+            return Effect(spell=self.breaker.spell)
+        return Effect()
+
+    def verdict(self, spell: int) -> Blame:
+        """Whose the failures of dry spell `spell` were (`Effect.spell`); UNKNOWN until judged."""
+        return self.breaker.verdict(spell)
+
+    def served(self, record_id: str, size: int) -> None:
+        """`record_id` was fetched and checked: it may be asked for again to tell whether the API is up."""
+        self.breaker.served(record_id, size)
 
     def _end_outage(self, now: float, lasted_s: float) -> None:
         self._outage_s += lasted_s
-        self._wake.set()
         if self._outage_told:
             self._outage_told = False
             self._notice(
                 PauseNotice(
-                    PauseReason.OUTAGE, f"the API answers again after {lasted_s:.0f} s; resuming", ended=True
+                    PauseReason.OUTAGE,
+                    f"{self._down_subject()} answers again after {lasted_s:.0f} s; resuming",
+                    ended=True,
                 )
             )
 
@@ -309,24 +440,55 @@ class Pacer:
                 self._notice(
                     PauseNotice(
                         PauseReason.OUTAGE,
-                        "the API looks down (no answer, or 5xx, for every request): the pool waits and "
-                        "probes with one request at a time, for at most "
-                        f"{self._max_outage_s:.0f} s (--max-outage)",
+                        f"{self._looks_down()}: the pool waits and probes with one request at a time, "
+                        f"for at most {seconds_text(self._max_outage_s)} (--max-outage)",
                     )
                 )
-        elif self._shown is not None and now >= self.limiter.paused_until():
+        elif self._shown is not None and now >= max(self._shown_until, self.limiter.paused_until()):
             reason, self._shown = self._shown, None
             self._notice(PauseNotice(reason, "", ended=True))
 
-    def _apply_quota(self, now: float, report: object) -> None:
+    def _apply_quota(self, now: float, report: QuotaReport | None) -> None:
         pace = self.quota.pace(now)
         if pace is None:
             return
         per_s, until = pace
         if per_s > 0:
+            gap_s = 1.0 / per_s
+            if gap_s > self._retry_after_max_s:
+                # One request per more than the cap is a wait the run would not sit out either:
+                # what is left goes at the usual pace, and once it is spent the quota halts the
+                # run (below) if its reset is further away than the cap.
+                self.limiter.cap(math.inf, -math.inf)
+                return
             self.limiter.cap(per_s, until)
+            if gap_s > NOTICE_S and report is not None:
+                self._tell_spread(now, until, per_s * (until - now), gap_s)
         elif report is not None:
-            self._hold(until, PauseReason.QUOTA, "the API's announced quota is spent")
+            if until - now > self._retry_after_max_s:
+                self._told_to_wait(until - now, "quota", "the API's announced quota is spent")
+            else:
+                self._hold(until, PauseReason.QUOTA, "the API's announced quota is spent")
+
+    def _tell_spread(self, now: float, until: float, left: float, gap_s: float) -> None:
+        """Say why nothing is sent for a while: a quota spread thin over the rest of its window."""
+        if until <= self._announced_until + NOTICE_S:
+            return
+        self._announced_until = until
+        self._shown, self._shown_until = PauseReason.QUOTA, until
+        until_epoch = self._now_epoch() + (until - now)
+        when = until_text(until_epoch, now_epoch=self._now_epoch())
+        count = round(left)
+        self._notice(
+            PauseNotice(
+                PauseReason.QUOTA,
+                f"the API's announced quota leaves {count} request{'' if count == 1 else 's'} {when}: "
+                f"one every {duration_text(gap_s)}, nothing in between",
+                _writable(until_epoch),
+                until_text=when,
+                slowed=True,
+            )
+        )
 
     def _hold(self, until: float, reason: PauseReason, why: str) -> None:
         """Hold every worker until `until` (monotonic), and say so when it is long."""
@@ -334,10 +496,100 @@ class Pacer:
         now = self._clock()
         if until - now > NOTICE_S and until > self._announced_until + NOTICE_S:
             self._announced_until = until
-            self._shown = reason
+            self._shown, self._shown_until = reason, until
             until_epoch = self._now_epoch() + (until - now)
-            resume = datetime.fromtimestamp(until_epoch).strftime("%H:%M:%S")
-            self._notice(PauseNotice(reason, f"{why}; resuming at {resume}", until_epoch))
+            when = until_text(until_epoch, now_epoch=self._now_epoch())
+            resume = when.removeprefix("until ")
+            self._notice(
+                PauseNotice(reason, f"{why}; resuming at {resume}", _writable(until_epoch), until_text=when)
+            )
+
+    # --- halts ----------------------------------------------------------------------------------
+
+    def _halt(
+        self,
+        halt: Halt,
+        cause: str,
+        message: str,
+        *,
+        resume_epoch: float | None = None,
+        wait_s: float | None = None,
+    ) -> Halt:
+        """No request starts any more; the first reason is the one told."""
+        if self.halted is None:
+            self.halted = halt
+            self.halt_detail = HaltDetail(halt, cause, message, resume_epoch, wait_s)
+        return self.halted
+
+    def _told_to_wait(self, wait_s: float, cause: str, what: str) -> None:
+        """Halt for a wait longer than the cap, saying until when (the date, unless today)."""
+        now_epoch = self._now_epoch()
+        resume = now_epoch + wait_s
+        clock = clock_text(resume, now_epoch=now_epoch)
+        when = (
+            f"for {duration_text(wait_s)}" if clock is None else f"until {clock} (in {duration_text(wait_s)})"
+        )
+        self._halt(
+            Halt.TOLD_TO_WAIT,
+            cause,
+            f"{what} {when}; more than {duration_text(self._retry_after_max_s)}, so no more requests "
+            "were sent: run the same command again after that",
+            resume_epoch=resume,
+            wait_s=wait_s,
+        )
+
+    def halt_message(self) -> str:
+        """One line for the user: why no more requests start, blaming what failed."""
+        detail = self.halt_detail
+        return "" if detail is None else detail.message
+
+    def halt_report(self) -> dict[str, Any] | None:
+        """summary.json's `pacing.halt`: why the pool halted, what it blames, when the API said to
+        come back (None when the pool did not halt)."""
+        detail = self.halt_detail
+        if detail is None:
+            return None
+        return {
+            "reason": detail.halt.value,
+            "cause": detail.cause,
+            "message": detail.message,
+            "resume_at": None if detail.resume_epoch is None else utc_text(detail.resume_epoch),
+            "wait_s": None if detail.wait_s is None else round(detail.wait_s, 3),
+        }
+
+    def _down_subject(self) -> str:
+        cause = self._trouble.cause
+        if cause is Cause.PROXY:
+            return "the proxy"
+        if cause is Cause.TLS:
+            return "TLS to the API"
+        return "the API"
+
+    def _looks_down(self) -> str:
+        error = self._trouble.error[:_ERROR_CHARS]
+        if self._trouble.cause is Cause.API:
+            return f"the API looks down (no answer, or 5xx, for every request; last: {error})"
+        return f"{self._down_subject()} fails every request ({error})"
+
+    def _outage_message(self) -> str:
+        error = self._trouble.error[:_ERROR_CHARS]
+        longer = f"for longer than --max-outage ({seconds_text(self._max_outage_s)})"
+        kept = "what was fetched is kept"
+        cause = self._trouble.cause
+        if cause is Cause.PROXY:
+            return (
+                f"the proxy failed every request {longer}: {error}; the API itself may be up: check the "
+                f"proxy (--proxy, HTTPS_PROXY) and run the same command again; {kept}"
+            )
+        if cause is Cause.TLS:
+            return (
+                f"TLS to the API failed for every request {longer}: {error}; check the API's certificate, "
+                f"--ca-cert and any proxy, then run the same command again; {kept}"
+            )
+        return (
+            f"the API was unavailable {longer}; last error: {error}; {kept}: run the same command again "
+            "when it is back"
+        )
 
     # --- for the summary ----------------------------------------------------------------------
 
@@ -359,3 +611,8 @@ class Pacer:
     @property
     def rate_cuts(self) -> int:
         return self.limiter.adaptive.cuts
+
+
+def _writable(epoch: float) -> float | None:
+    """`epoch` if a log line can write it as a date (RFC 3339), else None."""
+    return epoch if utc_text(epoch) is not None else None

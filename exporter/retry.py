@@ -90,7 +90,7 @@ def retry_after_s(value: str | None, *, now_epoch: float) -> float | None:
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return seconds + 0.0 if math.isfinite(seconds) and seconds >= 0 else None  # -0 is 0
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

@@ -80,13 +80,17 @@ def run_counts(
 
 
 def pacing_report(pacer: Pacer) -> dict[str, Any]:
-    """How the API's limits shaped the run: seconds held by reason, rate cuts, the pace at the end."""
+    """How the API's limits shaped the run: seconds held by reason, rate cuts, the pace at the end,
+    outages and the checks that told them from broken ids, and why the pool halted (`halt`: its
+    reason, what it blames, the line the user saw, when the API said to come back; or null)."""
     rate = pacer.rate_now()
     return {
         "paused_s": pacer.paused_s(),
         "rate_cuts": pacer.rate_cuts,
         "rate_per_s_at_end": None if math.isinf(rate) else round(rate, 3),
         "outages": pacer.breaker.outages,
+        "outage_checks": pacer.breaker.checks,
+        "halt": pacer.halt_report(),
     }
 
 

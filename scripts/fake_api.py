@@ -26,7 +26,8 @@ behaviour, so a test chooses it by naming the id:
     pretty-*    a normal record, pretty-printed over many lines
 
 Fault kinds (``fail_first`` for "each flaky-* id fails twice, then works"; ``fault_rate``
-for load tests): 500 502 503; 429 (Retry-After seconds + X-RateLimit-*); 429date
+for load tests, with ``fault_attempts`` to fault only each id's first requests): 500 502 503
+504; 429 (Retry-After seconds + X-RateLimit-*); 429date
 (Retry-After as an HTTP date); reset (half the body, then a TCP RST); truncate (half the
 body, then a clean close, short of Content-Length); html (200 text/html error page);
 badjson (200, invalid JSON); empty (200, no body); wrongid (200, data.id is another id);
@@ -91,6 +92,7 @@ FaultKind = Literal[
     "500",
     "502",
     "503",
+    "504",
     "429",
     "429date",
     "429bare",
@@ -188,6 +190,9 @@ class ServerConfig:
     """Probability (0..1) that a request gets a random fault from fault_kinds."""
     fault_kinds: tuple[FaultKind, ...] = ("500", "502", "503", "429", "reset")
     """The kinds fault_rate draws from, uniformly."""
+    fault_attempts: int | None = None
+    """Random faults only on each id's first this many requests (None: on every request), as
+    an API whose first tries fail and whose retries work."""
     fail_first: Mapping[str, tuple[FaultKind, int]] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
     )
@@ -240,6 +245,8 @@ class ServerConfig:
             _check_range("revoke_after", self.revoke_after, 0.0, math.inf)
         if self.record_bytes is not None:
             _check_range("record_bytes", self.record_bytes, 1.0, MAX_RECORD_BYTES)
+        if self.fault_attempts is not None and self.fault_attempts < 1:
+            raise ValueError("fault_attempts must be >= 1; use None to fault every request")
         if self.rate_limit_rps is not None and not self.rate_limit_rps > 0:
             raise ValueError("rate_limit_rps must be > 0; use None to disable the rate limit")
         if self.rate_limit_burst is not None and self.rate_limit_burst < 1:
@@ -364,6 +371,7 @@ _FIELD_READERS: Final[Mapping[str, Callable[[str, object], Any]]] = {
     "jitter_ms": _as_float,
     "fault_rate": _as_float,
     "fault_kinds": _as_kinds,
+    "fault_attempts": _optional(_as_int),
     "fail_first": _as_fail_first,
     "retry_after_s": _as_int,
     "slow_s": _as_float,
@@ -1057,6 +1065,8 @@ def choose_fault(config: ServerConfig, recording_id: str, attempt: int) -> Fault
     rule = fail_first_rule(config.fail_first, recording_id)
     if rule is not None and attempt <= rule[1]:
         return rule[0]
+    if config.fault_attempts is not None and attempt > config.fault_attempts:
+        return None
     if config.fault_kinds and _unit_hash(config.seed, "fault", recording_id, attempt) < (config.fault_rate):
         pick = _unit_hash(config.seed, "kind", recording_id, attempt)
         return config.fault_kinds[int(pick * len(config.fault_kinds))]
@@ -1551,7 +1561,7 @@ _Fault = Callable[[web.Request, ServerConfig, str, FaultKind], Awaitable[web.Str
 async def _fault_status(
     request: web.Request, config: ServerConfig, rid: str, kind: FaultKind
 ) -> web.StreamResponse:
-    """500, 502 or 503 with the JSON error body."""
+    """500, 502, 503 or 504 with the JSON error body."""
     return _error(int(kind), f"injected {kind} for {rid}")
 
 
@@ -1656,6 +1666,7 @@ _FAULTS: Final[Mapping[FaultKind, _Fault]] = {
     "500": _fault_status,
     "502": _fault_status,
     "503": _fault_status,
+    "504": _fault_status,
     "429": _fault_429,
     "429date": _fault_429,
     "429bare": _fault_429bare,
@@ -2053,7 +2064,7 @@ special ids (by prefix):
   pretty-*     a pretty-printed body
 
 fault kinds:
-  500 502 503  JSON error        429      Retry-After seconds + X-RateLimit-*
+  500 502 503 504  JSON error    429      Retry-After seconds + X-RateLimit-*
   429date      Retry-After date  429bare  Retry-After seconds only (a flaky gateway)
   reset        half the body, then TCP RST
   truncate     half the body, then close (short of Content-Length)
@@ -2171,6 +2182,13 @@ def build_parser() -> argparse.ArgumentParser:
         help=f"kinds --fault-rate draws from (default: {','.join(d.fault_kinds)})",
     )
     add(
+        "--fault-attempts",
+        type=int,
+        default=d.fault_attempts,
+        metavar="N",
+        help="random faults only on each id's first N requests (default: every request)",
+    )
+    add(
         "--fail-first",
         type=_fail_first_arg,
         action="append",
@@ -2263,6 +2281,7 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         jitter_ms=args.jitter_ms,
         fault_rate=args.fault_rate,
         fault_kinds=tuple(args.fault_kinds),
+        fault_attempts=args.fault_attempts,
         fail_first=dict(args.fail_first),
         retry_after_s=args.retry_after_s,
         slow_s=args.slow_s,

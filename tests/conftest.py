@@ -86,7 +86,7 @@ def make_config(
 
 async def export(config: ExportConfig) -> RunOutcome:
     """Run the exporter in this process (no signal handlers)."""
-    return await run_export(config, handle_signals=False)
+    return await run_export(config)
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
@@ -201,3 +201,24 @@ def cli_peak_rss(
         cwd=ROOT,
     )
     return result, int(report.read_text())
+
+
+# -- object storage (tests/test_s3_*.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ministack on loopback for the whole session (its own virtualenv, `scripts/ministack_server.py`).
+
+    Skipped, with the reason, only when it cannot be installed here; under CI
+    (`CI=true`, where .ci/run installs it first) that is a failure instead.
+    """
+    import ministack_server
+
+    try:
+        with ministack_server.running(tmp_path_factory.mktemp("ministack")) as server:
+            yield server.endpoint
+    except ministack_server.Unavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"ministack (the S3-compatible test server) is not available: {exc}")

@@ -231,6 +231,17 @@ def test_random_faults_are_seeded_and_follow_the_rate() -> None:
     assert draws != [choose_fault(ServerConfig(fault_rate=0.2, seed=8), f"rec-{i}", 1) for i in range(3_000)]
 
 
+def test_random_faults_can_be_kept_to_the_first_attempts() -> None:
+    """fault_attempts 2: about fault_rate of first and second attempts fault, never a third."""
+    config = ServerConfig(fault_rate=0.6, fault_kinds=("504", "html"), fault_attempts=2, seed=3)
+    for attempt in (1, 2):
+        faulted = sum(choose_fault(config, f"rec-{i}", attempt) is not None for i in range(2_000))
+        assert 1_100 <= faulted <= 1_300
+    assert all(choose_fault(config, f"rec-{i}", 3) is None for i in range(2_000))
+    with pytest.raises(ValueError, match="fault_attempts"):
+        ServerConfig(fault_attempts=0)
+
+
 def test_token_bucket_allows_a_burst_then_paces() -> None:
     """The bucket passes `capacity` requests at once, then one per 1/rate seconds, and says when."""
     now = [100.0]
@@ -573,7 +584,7 @@ async def test_query_toggles_arrive_and_are_recorded(
     assert server.stats()["queries"] == {query: 1, everything: 1}
 
 
-@pytest.mark.parametrize("status", ["500", "502", "503"])
+@pytest.mark.parametrize("status", ["500", "502", "503", "504"])
 async def test_server_error_faults(
     server: FakeServerHandle, session: aiohttp.ClientSession, status: str
 ) -> None:

@@ -13,6 +13,12 @@ Entries (`t` is the type):
     {"t":"commit","file":"records-00001.ndjson","end":81234,"lines":812,"crc32":1234567,"ids":["a","b"]}
     {"t":"close","file":"records-00001.ndjson","bytes":536870912,"lines":51234,"sha256":"..."}
     {"t":"end","run":3,"at":"...","exit":0,"status":"complete","counts":{...},"message":null}
+    {"t":"shipped","file":"records-00001.ndjson","key":"exports/records-00001.ndjson","bytes":536870912,
+     "checksum":"<x-amz-checksum-sha256 read back>","etag":"...","version":"..."}
+
+A `shipped` entry (only with `--out s3://...`) says a closed file is in object
+storage under `key`, as a HEAD read it back after the upload; such a file may
+be missing from the directory (the work dir drops it once shipped).
 
 `end` and `lines` are the file's totals after the commit, so the last commit of
 a file alone says how long it is; `crc32` covers the bytes that commit appended,
@@ -119,8 +125,33 @@ def end_entry(
     )
 
 
+def shipped_entry(*, file: str, key: str, size: int, checksum: str, etag: str, version: str | None) -> bytes:
+    """The line that says a closed file is in object storage, as read back from there."""
+    return _line(
+        {
+            "t": "shipped",
+            "file": file,
+            "key": key,
+            "bytes": size,
+            "checksum": checksum,
+            "etag": etag,
+            "version": version,
+        }
+    )
+
+
 def _line(entry: dict[str, Any]) -> bytes:
     return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+
+
+@dataclass(frozen=True, slots=True)
+class ShippedCopy:
+    """Where a closed file was shipped (`--out s3://...`), and what its read-back said."""
+
+    key: str
+    checksum: str
+    etag: str
+    version: str | None
 
 
 @dataclass(slots=True)
@@ -132,6 +163,7 @@ class FileState:
     lines: int = 0
     closed: bool = False
     sha256: str | None = None
+    shipped: ShippedCopy | None = None
 
 
 @dataclass(slots=True)
@@ -314,6 +346,20 @@ def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | N
         digest = _str(entry, "sha256")
         current.closed = True
         current.sha256 = digest
+    elif kind == "shipped":
+        name = _str(entry, "file")
+        current = state.files.get(name)
+        if current is None or not current.closed:
+            raise ValueError(f"shipped {name}, which is not closed")
+        if _int(entry, "bytes") != current.size:
+            raise ValueError(f"shipped {name} disagrees with its close entry")
+        version = entry.get("version")
+        current.shipped = ShippedCopy(
+            key=_str(entry, "key"),
+            checksum=_str(entry, "checksum"),
+            etag=_str(entry, "etag"),
+            version=version if isinstance(version, str) else None,
+        )
     elif kind == "run":
         shard = entry.get("shard")
         state.runs.append(

@@ -20,7 +20,8 @@ and summary.json is read only up to `layout.summary_max_bytes`:
     check_same_shard
     has_checkpoint      whether the directory is an archive yet
     read_checkpoint     the checkpoint's state, its ids handed to a callback (as a run reads it)
-    replay_checkpoint   the same from a path (`checkpoint.replay` on the file)
+    replay_checkpoint   the same from a path (`checkpoint.replay` on the file, or on the
+                        segments of checkpoint.d/ in the remote form, as one stream)
     replay_commits      its commits once more, numbered, one at a time, up to the bytes replayed
     checkpoint_lines    the checkpoint's lines, bounded, as `checkpoint.replay` takes them
     failed_entries,     failed.ndjson as `layout.FailedEntry` records, and `Unreadable` for a
@@ -50,12 +51,13 @@ from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 import zstandard
 
 from exporter.bounded import LineCutter, Overlong
+from exporter.errors import ArchiveCorrupt
 
 from . import checkpoint
 from .checkpoint import CheckpointState as CheckpointState
@@ -70,10 +72,13 @@ from .layout import (
     CHECKPOINT_NAME,
     FAILED_LINE_BYTES,
     FAILED_NAME,
+    SEGMENTS_DIR,
     EntryKind,
     FailedEntry,
     Summary,
+    checkpoint_path,
     entry_kind,
+    segment_number,
     summary_max_bytes,
     too_long,
 )
@@ -281,8 +286,62 @@ def size_on_disk(path: Path) -> int | None:
 
 def replay_checkpoint(path: Path) -> CheckpointState:
     """The state of the checkpoint at `path`; raises OSError, ArchiveCorrupt (with the line), ArchiveError."""
-    with open_regular(path) as handle:
+    with open_checkpoint(path) as handle:
         return checkpoint.replay(checkpoint_lines(handle), name=path.name)
+
+
+def open_checkpoint(path: Path) -> BinaryIO:
+    """The checkpoint at `path` for reading: the file, or (a `checkpoint.d` directory) its segments in order.
+
+    The remote form keeps the checkpoint as consecutive segments, each ending
+    with a whole entry, so their concatenation reads as one checkpoint.ndjson;
+    a gap in their numbering is ArchiveCorrupt.
+    """
+    if not path.is_dir() or path.is_symlink():
+        return open_regular(path)
+    numbered = sorted(
+        (number, name)
+        for name in os.listdir(path)
+        if (number := segment_number(f"{SEGMENTS_DIR}/{name}")) is not None
+    )
+    for expected, (number, name) in enumerate(numbered, 1):
+        if number != expected:
+            raise ArchiveCorrupt(
+                f"segment {expected} is missing (the next is {name}): the checkpoint cannot be read past "
+                "it; download it again, or restore it from the bucket's versions"
+            )
+    return io.BufferedReader(_Concatenated([path / name for _, name in numbered]))
+
+
+class _Concatenated(io.RawIOBase):
+    """Files read one after the other as one stream, each opened (safely) only when reached."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = paths
+        self._current: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if self._current is None:
+                if not self._paths:
+                    return 0
+                self._current = open_regular(self._paths.pop(0))
+            chunk = self._current.read(len(buffer))
+            count = len(chunk)
+            if count:
+                buffer[:count] = chunk
+                return count
+            self._current.close()
+            self._current = None
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            self._current = None
+        super().close()
 
 
 def replay_commits(path: Path, valid_bytes: int) -> Iterator[tuple[int, Commit]]:
@@ -292,7 +351,7 @@ def replay_commits(path: Path, valid_bytes: int) -> Iterator[tuple[int, Commit]]
     meets exactly the entries that one accepted (a run still appending cannot
     change them); one commit's ids are held at a time.
     """
-    with open_regular(path) as handle:
+    with open_checkpoint(path) as handle:
         lines = _first_bytes(checkpoint_lines(handle), valid_bytes)
         yield from enumerate(checkpoint.commits(lines, name=path.name), 1)
 
@@ -463,7 +522,7 @@ def read_records(root: Path, state: CheckpointState) -> Iterator[RecordsEvent]:
     current: FileState | None = None
     reader: RecordsReader | None = None
     try:
-        for ordinal, commit in replay_commits(root / CHECKPOINT_NAME, state.valid_bytes):
+        for ordinal, commit in replay_commits(checkpoint_path(root), state.valid_bytes):
             if current is None or current.name != commit.file:
                 if reader is not None and current is not None:
                     yield from _end_file(reader, current)
@@ -591,7 +650,7 @@ def _json_int(text: str) -> int | str:
 def line_at(path: Path, offset: int) -> int:
     """The number of the line that starts at byte `offset` of `path` (a torn checkpoint line's)."""
     newlines = 0
-    with open_regular(path) as handle:
+    with open_checkpoint(path) as handle:
         while offset > 0 and (chunk := handle.read(min(offset, 1 << 20))):
             newlines += chunk.count(b"\n")
             offset -= len(chunk)

@@ -81,6 +81,7 @@ class Archive:
     """An open archive: replayed checkpoint, recovered files, the lock held."""
 
     __slots__ = (
+        "_checkpoint_bytes",
         "_checkpoint_fd",
         "_codec",
         "_current",
@@ -107,6 +108,8 @@ class Archive:
         self._deflaters = _deflate_pool(settings)
         self._current: _RecordsFile | None = None
         self._checkpoint_fd = -1
+        #: The checkpoint's length as this process wrote it (whole entries only).
+        self._checkpoint_bytes = 0
         self._journal = FailureJournal(directory)
         self.root = settings.out_dir
         #: Digests of every id the archive held when it was opened.
@@ -163,6 +166,7 @@ class Archive:
                 os.ftruncate(self._checkpoint_fd, self.state.valid_bytes)
             except OSError as exc:
                 raise os_error(self.root / ckpt, exc, "cut the torn last line of") from exc
+        self._checkpoint_bytes = self.state.valid_bytes
         self.run = self.state.next_run
         self._log(
             checkpoint.run_entry(
@@ -207,6 +211,8 @@ class Archive:
         for state in known.values():
             path = self.root / state.name
             st = self._dir.lstat(state.name)
+            if st is None and state.shipped is not None:
+                continue  # in object storage (--out s3://...): the work dir keeps no copy
             if st is None:
                 raise ArchiveCorrupt(
                     f"{path} is missing but the checkpoint lists {state.lines} records in it; "
@@ -308,6 +314,41 @@ class Archive:
             os.fdatasync(self._checkpoint_fd)
         except OSError as exc:
             raise os_error(self.root / CHECKPOINT_NAME, exc, "write") from exc
+        self._checkpoint_bytes += len(entry)
+
+    # -- shipping to object storage (exporter/remote/) ---------------------------
+
+    def seal(self) -> str | None:
+        """Close the open records file now, before it is full (rotation early); its name, if one was open."""
+        current = self._current
+        if current is None:
+            return None
+        self._close_current()
+        return current.name
+
+    def log_shipped(self, name: str, *, key: str, checksum: str, etag: str, version: str | None) -> int:
+        """Log that closed file `name` is in object storage under `key`; the checkpoint's length after it."""
+        state = self.state.files[name]
+        self._log(
+            checkpoint.shipped_entry(
+                file=name, key=key, size=state.size, checksum=checksum, etag=etag, version=version
+            )
+        )
+        state.shipped = checkpoint.ShippedCopy(key=key, checksum=checksum, etag=etag, version=version)
+        return self._checkpoint_bytes
+
+    def drop_shipped(self, name: str) -> None:
+        """Remove the local copy of a shipped file (the work dir is a staging area, not the archive)."""
+        state = self.state.files[name]
+        if state.shipped is None or not state.closed:
+            raise ValueError(f"{name} is not shipped")
+        if self._dir.lstat(name) is not None:
+            self._dir.unlink(name)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """The checkpoint's length: the entries written so far, whole."""
+        return self._checkpoint_bytes
 
     # -- the end of a run ------------------------------------------------------
 

@@ -25,7 +25,7 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter.archive.layout import CHECKPOINT_NAME, FAILED_NAME
+from exporter.archive.layout import FAILED_NAME, checkpoint_path, failed_path
 from exporter.archive.reader import CheckpointState, Unreadable, read_failed, replay_commits
 from exporter.config import ManifestSource
 from exporter.digests import DigestSet, id_digest
@@ -88,7 +88,7 @@ def check_manifest(
 
 def _check_listed(findings: Findings, root: Path, state: CheckpointState, listed: DigestSet) -> None:
     """Every id the archive in `root` holds is one of `listed`, the manifest's."""
-    for _, commit in replay_commits(root / CHECKPOINT_NAME, state.valid_bytes):
+    for _, commit in replay_commits(checkpoint_path(root), state.valid_bytes):
         for offset, record_id in enumerate(commit.ids):
             if id_digest(record_id) not in listed:
                 findings.detail(
@@ -111,7 +111,7 @@ def _failures(findings: Findings, roots: Sequence[Path]) -> tuple[DigestSet, dic
     not_found = DigestSet()
     others: dict[str, DigestSet] = {}
     for root in roots:
-        path = root / FAILED_NAME
+        path = failed_path(root)
         if not os.path.lexists(path):
             continue
         try:

@@ -37,6 +37,7 @@ from exporter.archive.reader import (
 )
 from exporter.config import ManifestSource, Shard
 from exporter.digests import DigestSet, id_digest
+from exporter.display import escape
 from exporter.errors import Reason
 from exporter.manifest import open_manifest
 from exporter.plan import Planner
@@ -203,7 +204,7 @@ def to_json(report: DryRunReport) -> dict[str, Any]:
 
 
 def render_text(report: DryRunReport) -> str:
-    """The dry run for a person."""
+    """The dry run for a person; each line escaped, since the manifest's and archive's names are anyone's."""
     lines = [f"dry run: nothing was sent and nothing written; manifest {report.manifest}"]
     if not report.archive_exists:
         lines.append(f"archive {report.out}: does not exist yet (a run creates it)")
@@ -244,7 +245,7 @@ def render_text(report: DryRunReport) -> str:
             )
         else:
             lines.append(f"{budget}: enough for every id, if few need a retry")
-    return "\n".join(lines) + "\n"
+    return "".join(escape(line) + "\n" for line in lines)
 
 
 def _fetch_note(report: DryRunReport) -> str:

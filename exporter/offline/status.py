@@ -30,8 +30,11 @@ from exporter.archive.layout import (
     ArchiveKind,
     FileReport,
     archive_kind,
+    checkpoint_path,
+    failed_path,
     file_number,
     not_an_archive,
+    summary_path,
 )
 from exporter.archive.reader import (
     LockState,
@@ -45,6 +48,7 @@ from exporter.archive.reader import (
     size_on_disk,
     unsafe_entries_at,
 )
+from exporter.display import escape, json_safe
 from exporter.errors import ArchiveError
 
 #: Failed ids shown per reason.
@@ -129,7 +133,7 @@ class ArchiveStatus:
 
 def gather_status(root: Path) -> ArchiveStatus:
     """Read what `exporter status` shows about the archive in `root`."""
-    ckpt = root / CHECKPOINT_NAME
+    ckpt = checkpoint_path(root)
     if archive_kind(root) is not ArchiveKind.ARCHIVE:
         raise not_an_archive(root)
     unsafe = unsafe_entries_at(root)
@@ -154,7 +158,7 @@ def gather_status(root: Path) -> ArchiveStatus:
             )
         )
     failures, newest_error, skipped_lines = (
-        ([], None, 0) if FAILED_NAME in skipped else _failures(root / FAILED_NAME, not_read)
+        ([], None, 0) if FAILED_NAME in skipped else _failures(failed_path(root), not_read)
     )
     last_message = state.runs[-1].message if state.runs else None
     return ArchiveStatus(
@@ -175,7 +179,7 @@ def gather_status(root: Path) -> ArchiveStatus:
 
 def _summary_files(root: Path, files: int, not_read: list[Skipped]) -> dict[str, FileReport]:
     try:
-        summary = read_summary(root / SUMMARY_NAME, files=files)
+        summary = read_summary(summary_path(root), files=files)
     except ValueError as exc:  # too long, or not JSON: the checkpoint has the truth
         not_read.append(Skipped(SUMMARY_NAME, None, f"not a summary this exporter writes ({exc})"))
         return {}
@@ -295,7 +299,12 @@ def to_json(status: ArchiveStatus) -> dict[str, Any]:
 
 
 def render_text(status: ArchiveStatus) -> str:
-    """The status for a person: runs, files, totals, failures, the last error, the lock."""
+    """The status for a person: runs, files, totals, failures, the last error, the lock.
+
+    Ids, messages and names come from files anyone who could write the archive
+    chose: each line is escaped (`display.escape`), so none can reach the
+    terminal as a control sequence or a line break of its own.
+    """
     out = [f"archive {status.root}"]
     if status.lock.held:
         out.append(f"  a run is in progress (pid {status.lock.pid or 'unknown'})")
@@ -340,7 +349,7 @@ def render_text(status: ArchiveStatus) -> str:
         for g in status.superseded:
             records = "? records" if g.records is None else f"{g.records} records"
             out.append(f"  {g.name}  {records}, {human_bytes(g.bytes)} in {g.files} files")
-    return "\n".join(out) + "\n"
+    return "".join(escape(line) + "\n" for line in out)
 
 
 def _run_lines(run: RunState, *, running: bool) -> list[str]:
@@ -418,15 +427,26 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=STATUS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dir", type=Path, metavar="DIR", help="the archive directory (the --out of export)")
+    parser.add_argument(
+        "dir", metavar="DIR", help="the archive directory (the --out of export), or s3://BUCKET/PREFIX"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead, for scripts")
     parser.set_defaults(handler=_status_command)
 
 
 def _status_command(args: argparse.Namespace) -> int:
-    status = gather_status(args.dir)
-    if args.json:
-        sys.stdout.write(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode() + "\n")
+    renamed: dict[str, str] = {}
+    if args.dir.startswith("s3://"):
+        from exporter.remote.verify import remote_status  # the S3 client only for s3:// archives
+
+        status, renamed = remote_status(args.dir)
     else:
-        sys.stdout.write(render_text(status))
+        status = gather_status(Path(args.dir))
+    if args.json:
+        text = json_safe(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode()) + "\n"
+    else:
+        text = render_text(status)
+    for copy, url in renamed.items():  # a remote archive is read from a private copy of its metadata
+        text = text.replace(copy, url).replace("  no run in progress\n", "")
+    sys.stdout.write(text)
     return 0

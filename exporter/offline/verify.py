@@ -66,8 +66,10 @@ from exporter.archive.layout import (
     SUPERSEDED_DIR,
     ArchiveKind,
     archive_kind,
+    checkpoint_path,
     file_number,
     not_an_archive,
+    summary_path,
     unlisted_records_files,
 )
 from exporter.archive.reader import (
@@ -204,7 +206,7 @@ class _Checker(Findings):
                 )
 
     def _replay(self, root: Path) -> CheckpointState | None:
-        path = root / CHECKPOINT_NAME
+        path = checkpoint_path(root)
         if not path.exists():
             listed = sorted(n for n in os.listdir(root) if file_number(n) is not None)
             self.problem(
@@ -217,6 +219,9 @@ class _Checker(Findings):
         try:
             state = replay_checkpoint(path)
         except ArchiveCorrupt as exc:
+            if exc.line is None:  # no one entry: a segment of checkpoint.d/ is missing
+                self.problem(path, None, str(exc))
+                return None
             self.problem(
                 path,
                 exc.line,
@@ -322,7 +327,7 @@ class _Checker(Findings):
         return places
 
     def _check_summary(self, archive: _Archive, hashes: dict[str, str]) -> None:
-        path = archive.root / SUMMARY_NAME
+        path = summary_path(archive.root)
         state = archive.state
         if SUMMARY_NAME in archive.unsafe:
             return
@@ -538,6 +543,7 @@ VERIFY_EPILOG = """\
 examples:
   exporter verify archive/
   exporter verify shard-0/ shard-1/ shard-2/ --manifest ids.txt.gz
+  exporter verify s3://bucket/export/shard-0 s3://bucket/export/shard-1 --manifest ids.txt
 
   Each problem is one line, `DIR/FILE:LINE: what is wrong`; notes (`note: ...`) are
   expected leftovers of a killed run that the next export run cleans up by itself.
@@ -566,7 +572,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "dirs", nargs="+", type=Path, metavar="DIR", help="archive directories (the --out of export runs)"
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        help="archive directories (the --out of export runs), or s3://BUCKET/PREFIX archives",
     )
     parser.add_argument(
         "--manifest",
@@ -581,6 +590,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the manifest's format (default: from its name, else guessed from the first line)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="s3:// archives: download every object and check it as a directory is checked (without "
+        "it: the checkpoint, and a HEAD of every records file: size, checksum, version)",
+    )
     parser.set_defaults(handler=_verify_command)
 
 
@@ -593,6 +608,13 @@ def _verify_command(args: argparse.Namespace) -> int:
     source: ManifestSource | None = None
     if manifests:
         source = ManifestSource(path=None if manifests[0] == "-" else Path(manifests[0]), format=args.format)
-    report = verify_archives(args.dirs, manifest=source)
+    remote = [d for d in args.dirs if d.startswith("s3://")]
+    if remote:
+        from exporter.remote.verify import verify_remote  # the S3 client only for s3:// archives
+
+        local = [Path(d) for d in args.dirs if not d.startswith("s3://")]
+        report = verify_remote(remote, local, manifest=source, deep=args.deep)
+    else:
+        report = verify_archives([Path(d) for d in args.dirs], manifest=source)
     print_report(report, sys.stdout, quiet=args.quiet)
     return report.exit_code
