@@ -27,6 +27,7 @@ from .config import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     INCLUDE_PARAMS,
+    MAX_COMPRESS_THREADS,
     ArchiveSettings,
     Budgets,
     ExportConfig,
@@ -249,6 +250,7 @@ def _archive_settings(
         compress=args.compress,
         compress_level=args.compress_level,
         compressed_commit_bytes=args.compress_batch,
+        compress_threads=args.compress_threads,
     )
     return settings, remote
 
@@ -265,6 +267,13 @@ def _positive_int(text: str) -> int:
     value = int(match.group(1))
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
+    return value
+
+
+def _thread_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_COMPRESS_THREADS:
+        raise argparse.ArgumentTypeError(f"{value} threads: at most {MAX_COMPRESS_THREADS}")
     return value
 
 
@@ -597,6 +606,14 @@ def _add_export(commands: Any) -> None:
         metavar="SIZE",
         help="with --compress, gather SIZE of records (or 5 s of them) into each gzip member or zstd "
         "frame (default: 1MiB); larger compresses better, smaller re-fetches less after a kill -9",
+    )
+    archive.add_argument(
+        "--compress-threads",
+        type=_thread_count,
+        default=None,
+        metavar="N",
+        help="with --compress gzip, threads that deflate a commit of 1MiB or more in pieces, at once "
+        "(default: one per CPU; 1: the writer thread alone)",
     )
     archive.add_argument(
         "--shard",

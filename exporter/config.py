@@ -16,6 +16,8 @@ ManifestFormat = Literal["auto", "text", "csv", "ndjson"]
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 DEFAULT_COMPRESS_BATCH_BYTES = 1 << 20
+#: --compress-threads: more would only cost memory (each deflating thread holds a piece and its state).
+MAX_COMPRESS_THREADS = 64
 #: Far above any recording (the largest are a few MB), low enough that a runaway body cannot eat RAM.
 DEFAULT_MAX_RESPONSE_BYTES = 256 << 20
 Compression = Literal["none", "gzip", "zstd"]
@@ -176,6 +178,9 @@ class ArchiveSettings:
     #: (`batches.commit_policy`); a kill -9 costs at most that batch and the one
     #: being written fetched again, never a duplicate.
     compressed_commit_bytes: int = DEFAULT_COMPRESS_BATCH_BYTES
+    #: Threads that deflate a large gzip commit in pieces (`framing.GZIP_PIECE_BYTES`);
+    #: None: one per CPU this process may run on; 1: the writer thread alone, in one piece.
+    compress_threads: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)

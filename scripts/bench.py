@@ -46,9 +46,11 @@ Scenarios, each printing its figures and the issue's target:
               held meanwhile): wall time, CPU, peak RSS, vs the 10 s target; no nginx
     compress  plain vs gzip vs zstd against `scripts/fake_api.py --record-bytes N` (bodies of
               exactly 300 B, 2 KB, 20 KB and 3 MB): records/s at --compress-rate 50
-              (concurrency 8) for records up to 20 KB and at --rate 0 (--concurrency), vs
-              plain (target: >= 90%), and the bytes stored, ratios and records per frame at
-              each size (issue 16); no nginx
+              (concurrency 8) for records up to 20 KB, 20 KB at --rate 100 and 3 MB at the
+              default --rate 10 (--compress-at), and at --rate 0 (--concurrency), vs plain
+              (target: >= 90%); the bytes stored, ratios and records per frame at each size;
+              CPU seconds of the exporter, the fake API and the rest of the machine (issue 16);
+              no nginx
 
     .venv/bin/python scripts/bench.py                      # 20,000 ids, concurrency 64, 3 repeats
     .venv/bin/python scripts/bench.py --smoke              # 2,000 ids, once (CI; asserts no timings)
@@ -1993,7 +1995,7 @@ class CompressRun:
     """One exporter run of the compression scenario, as the user would see it and as stored."""
 
     codec: str
-    """`none`, `gzip`, `zstd`, or with a level: `gzip:1`."""
+    """`none`, `gzip`, `zstd`, or with a level: `gzip:1`, and --compress-threads: `gzip/1`."""
     record_bytes: int
     """Each body as the fake API serves it (`--record-bytes`); the archive keeps its data member."""
     rate: float
@@ -2011,6 +2013,10 @@ class CompressRun:
     """The same records as plain NDJSON lines."""
     frames: int
     """Commits: each one gzip member or zstd frame when compressed."""
+    api_cpu_s: float = 0.0
+    """CPU the fake API spent serving this run: on this machine it competes for the same cores."""
+    others_cpu_s: float = 0.0
+    """CPU the rest of the machine spent meanwhile (other people's work)."""
 
     @property
     def records_per_s(self) -> float:
@@ -2021,19 +2027,28 @@ class CompressRun:
 
 
 def _codecs(text: str) -> list[str]:
-    """`none,gzip,zstd,gzip:1`: each a --compress value, optionally with a --compress-level."""
+    """`none,gzip,zstd,gzip:1,gzip/1`: --compress values, with :--compress-level and /--compress-threads."""
     codecs = [part.strip() for part in text.split(",") if part.strip()]
     for codec in codecs:
-        name, _, level = codec.partition(":")
+        name, level, threads = _codec_parts(codec)
         if (
             name not in ("none", "gzip", "zstd")
-            or (level and not level.isdigit())
-            or (name == "none" and level)
+            or any(part and not part.isdigit() for part in (level, threads))
+            or (name == "none" and (level or threads))
         ):
-            raise argparse.ArgumentTypeError(f"{codec!r}: choose none, gzip or zstd, optionally :LEVEL")
+            raise argparse.ArgumentTypeError(
+                f"{codec!r}: choose none, gzip or zstd, optionally :LEVEL and /THREADS (gzip:6/1)"
+            )
     if not codecs or codecs[0] != "none":
         raise argparse.ArgumentTypeError(f"{text!r}: start with none, the baseline, e.g. none,gzip,zstd")
     return codecs
+
+
+def _codec_parts(codec: str) -> tuple[str, str, str]:
+    """`gzip:6/1` -> ("gzip", "6", "1"): --compress, --compress-level, --compress-threads ("": not given)."""
+    spec, _, threads = codec.partition("/")
+    name, _, level = spec.partition(":")
+    return name, level, threads
 
 
 def archive_figures(out: Path) -> tuple[int, int, int]:
@@ -2053,11 +2068,16 @@ def archive_figures(out: Path) -> tuple[int, int, int]:
 
 def run_compress_case(
     setup: Setup, url: str, manifest: Path, ids: int, *, codec: str, record_bytes: int, rate: float,
-    concurrency: int, repetition: int,
+    concurrency: int, repetition: int, api_pid: int,
 ) -> CompressRun:  # fmt: skip
-    """One exporter run, fresh --out, as a user runs it; figures from its summary and archive."""
-    name, _, level = codec.partition(":")
-    run_dir = setup.runs / "compress" / f"{name}{level}-{record_bytes}-{rate:g}-{repetition}"
+    """One exporter run, fresh --out, as a user runs it; figures from its summary and archive.
+
+    The CPU the fake API (`api_pid`) and the rest of the machine spent meanwhile
+    are taken too: where all of it adds up to the machine's cores, a codec
+    cannot go faster however it is threaded.
+    """
+    name, level, threads = _codec_parts(codec)
+    run_dir = setup.runs / "compress" / f"{name}{level}t{threads}-{record_bytes}-{rate:g}-{repetition}"
     shutil.rmtree(run_dir, ignore_errors=True)
     run_dir.mkdir(parents=True)
     out = run_dir / "out"
@@ -2065,8 +2085,12 @@ def run_compress_case(
         setup.exporter, "export", str(manifest), "--base-url", url, "--out", str(out),
         "--rate", f"{rate:g}", "--concurrency", str(concurrency), "--compress", name, "--quiet",
         *(["--compress-level", level] if level else []),
+        *(["--compress-threads", threads] if threads else []),
     ]  # fmt: skip
+    api_before, machine_before = process_cpu_s(api_pid), machine_busy_s()
     result = run_measured(argv, env=_env(), log_path=run_dir / "output.log")
+    api_cpu_s = process_cpu_s(api_pid) - api_before
+    others_cpu_s = max(0.0, machine_busy_s() - machine_before - api_cpu_s - result.cpu_s)
     summary_path = out / "summary.json"
     exported = 0
     if summary_path.exists():
@@ -2079,6 +2103,7 @@ def run_compress_case(
         codec=codec, record_bytes=record_bytes, rate=rate, concurrency=concurrency,
         repetition=repetition, ids=ids, exported=exported, exit_code=result.exit_code,
         wall_s=result.wall_s, cpu_s=result.cpu_s, stored_bytes=stored, raw_bytes=raw, frames=frames,
+        api_cpu_s=api_cpu_s, others_cpu_s=others_cpu_s,
     )  # fmt: skip
 
 
@@ -2101,7 +2126,7 @@ class CompressCase:
 
 
 def compress_cases(args: argparse.Namespace) -> list[CompressCase]:
-    """At --compress-rate: records up to --compress-rate-max-bytes; at --rate 0: every size."""
+    """At --compress-rate: records up to --compress-rate-max-bytes; --compress-at; at --rate 0: every size."""
     cases = [
         CompressCase(
             record_bytes=size,
@@ -2111,6 +2136,16 @@ def compress_cases(args: argparse.Namespace) -> list[CompressCase]:
         )
         for size in args.compress_sizes
         if size <= args.compress_rate_max_bytes
+    ]
+    cases += [
+        CompressCase(
+            record_bytes=size,
+            rate=rate,
+            concurrency=args.compress_concurrency,
+            ids=max(1, int(rate * args.compress_seconds)),
+        )
+        for size, rate in args.compress_at
+        if size in args.compress_sizes and rate > 0
     ]
     for size in args.compress_sizes:
         by_bytes = int(args.compress_mb * MB // size)
@@ -2132,7 +2167,9 @@ def compress_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     print(
         f"\n== compress: {' vs '.join(codecs)}; {', '.join(_size_text(s) for s in args.compress_sizes)} "
         f"records; --rate {args.compress_rate:g} --concurrency {args.compress_concurrency} (records up to "
-        f"{_size_text(args.compress_rate_max_bytes)}) and --rate 0 --concurrency {args.concurrency}; "
+        f"{_size_text(args.compress_rate_max_bytes)}), "
+        f"{', '.join(f'{_size_text(size)} at --rate {rate:g}' for size, rate in args.compress_at)}, "
+        f"and --rate 0 --concurrency {args.concurrency}; "
         f"{args.repeat} repetition(s); the fake API serves on this machine too"
     )
     scratch = setup.runs / "compress"
@@ -2144,7 +2181,7 @@ def compress_scenario(setup: Setup, results: dict[str, Any]) -> bool:
         server_dir = scratch / f"server-{size}"
         server_dir.mkdir()
         extra = ["--record-bytes", str(size)]
-        with fake_api_server(args, server_dir, latency_ms=0.0, extra=extra) as (url, _pid):
+        with fake_api_server(args, server_dir, latency_ms=0.0, extra=extra) as (url, api_pid):
             for case in (c for c in cases if c.record_bytes == size):
                 manifest = write_manifest(scratch / f"ids-{case.ids}.txt", recording_ids(case.ids))
                 print(
@@ -2156,13 +2193,14 @@ def compress_scenario(setup: Setup, results: dict[str, Any]) -> bool:
                     for codec in codecs:
                         run = run_compress_case(
                             setup, url, manifest, case.ids, codec=codec, record_bytes=size, rate=case.rate,
-                            concurrency=case.concurrency, repetition=repetition,
+                            concurrency=case.concurrency, repetition=repetition, api_pid=api_pid,
                         )  # fmt: skip
                         ok = ok and run.exit_code == 0 and run.exported == case.ids
                         runs.append(run)
                         print(
                             f"    {codec:<7} {run.records_per_s:>9,.1f} records/s  {run.wall_s:6.2f} s  "
-                            f"CPU {run.cpu_s:5.2f} s  stored {run.stored_bytes / MB:8.3f} MB in "
+                            f"CPU {run.cpu_s:5.2f} s (API {run.api_cpu_s:5.2f} s, others "
+                            f"{run.others_cpu_s:5.2f} s)  stored {run.stored_bytes / MB:8.3f} MB in "
                             f"{run.frames:,} commits",
                             flush=True,
                         )
@@ -2173,6 +2211,9 @@ def compress_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     compressed = codecs[1:]
     print(_table(("record", "stored line", "ids", *(f"{c} stored" for c in codecs),
                   *(f"{c} records a frame" for c in compressed)), size_rows))  # fmt: skip
+    print()
+    cpu_rows = compress_cpu_rows(runs, cases, codecs)
+    print(_table(("record", "--rate", *(f"{c} CPU s: exporter / API / others" for c in codecs)), cpu_rows))
     print(f"\n target: every compressed median >= 90% of plain's records/s: {verdict(met)}")
     results["compress"] = {
         "codecs": codecs,
@@ -2180,9 +2221,37 @@ def compress_scenario(setup: Setup, results: dict[str, Any]) -> bool:
         "runs": [r.as_json() for r in runs],
         "rate_table": rate_rows,
         "size_table": size_rows,
+        "cpu_table": cpu_rows,
         "target_met": met,
     }
     return ok
+
+
+def compress_cpu_rows(
+    runs: Sequence[CompressRun], cases: Sequence[CompressCase], codecs: Sequence[str]
+) -> list[list[str]]:
+    """Median CPU seconds per run of the exporter, the fake API and the rest of the machine, by codec.
+
+    Their sum over the run's wall time is how many of the machine's cores were
+    busy: near 2 on this VM, no threading of a codec can make it faster.
+    """
+    rows = []
+    for case in cases:
+        mine = [r for r in runs if (r.record_bytes, r.rate) == (case.record_bytes, case.rate)]
+        cells = []
+        for codec in codecs:
+            of_codec = [r for r in mine if r.codec == codec]
+            if not of_codec:
+                cells.append("-")
+                continue
+            exporter, api, others, wall = (
+                statistics.median(getattr(r, field) for r in of_codec)
+                for field in ("cpu_s", "api_cpu_s", "others_cpu_s", "wall_s")
+            )
+            busy = (exporter + api + others) / wall if wall else 0.0
+            cells.append(f"{exporter:.1f} / {api:.1f} / {others:.1f} ({busy:.1f} cores)")
+        rows.append([_size_text(case.record_bytes), f"{case.rate:g}", *cells])
+    return rows
 
 
 def compress_tables(
@@ -2357,7 +2426,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--compress-codecs",
         type=_codecs,
         default=["none", "gzip", "zstd"],
-        help="--compress values to compare, none first, e.g. none,gzip,gzip:1,zstd (default: none,gzip,zstd)",
+        help="--compress values to compare, none first, each with :--compress-level and /--compress-threads "
+        "if wanted, e.g. none,gzip/1,gzip,gzip:1,zstd (default: none,gzip,zstd)",
     )
     compress.add_argument(
         "--compress-sizes",
@@ -2379,6 +2449,13 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=10.0,
         help="ids of a limited run = --compress-rate x this (default: %(default)s)",
+    )
+    compress.add_argument(
+        "--compress-at",
+        type=_points,
+        default=[(20_000, 100.0), (3_000_000, 10.0)],
+        help="more limited runs, SIZE@RATE comma-separated, for the sizes --compress-sizes has; "
+        "3 MB at the default --rate 10 is 30 MB/s (default: 20000@100,3000000@10)",
     )
     compress.add_argument(
         "--compress-rate-max-bytes",
@@ -2404,6 +2481,18 @@ def _sizes(text: str) -> list[int]:
     if not sizes or min(sizes) < 1:
         raise argparse.ArgumentTypeError(f"{text!r}: sizes in bytes, comma-separated, e.g. 300,2000")
     return sizes
+
+
+def _points(text: str) -> list[tuple[int, float]]:
+    """`20000@100,3000000@10`: (record bytes, --rate) pairs."""
+    points = []
+    for part in (p.strip() for p in text.split(",") if p.strip()):
+        size, _, rate = part.partition("@")
+        try:
+            points.append((int(size), float(rate)))
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"{part!r}: SIZE@RATE, e.g. 3000000@10") from None
+    return points
 
 
 def exporter_revision() -> str:

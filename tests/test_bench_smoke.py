@@ -3,6 +3,7 @@ and the pacing scenario's figures are computed right (pure arithmetic on made-up
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 import shutil
@@ -15,6 +16,9 @@ from bench import (
     CompressCase,
     CompressRun,
     accepted_rates,
+    build_parser,
+    compress_cases,
+    compress_cpu_rows,
     compress_tables,
     convergence_s,
     pacing_cases,
@@ -86,6 +90,28 @@ def test_compress_tables_hold_the_target_only_at_90_percent_of_plain() -> None:
     fast = [_compress_run("none", 0.0, 3000.0, 30_000), _compress_run("zstd", 0.0, 3000.0, 5_000)]
     _, sizes, _ = compress_tables(fast, at_full_speed, ["none", "zstd"])
     assert sizes == [["300 B", "300 B", "100", "30 KB", "5 KB (6.0x)", "50"]]
+
+
+def test_compress_scenario_runs_3_mb_records_at_the_default_rate_and_shows_whose_cpu() -> None:
+    """3 MB records at --rate 10 are a case of their own; each case shows the CPU of exporter, API, the rest.
+
+    Only the sizes --compress-sizes names get their --compress-at points, so a quick run stays quick.
+    """
+    args = build_parser().parse_args(["--scenario", "compress", "--compress-sizes", "20000,3000000"])
+    cases = compress_cases(args)
+    at_ten = [c for c in cases if c.rate == 10.0]
+    assert [(c.record_bytes, c.ids, c.concurrency) for c in at_ten] == [(3_000_000, 100, 8)]
+    assert (20_000, 100.0) in [(c.record_bytes, c.rate) for c in cases]
+    quick = build_parser().parse_args(["--compress-sizes", "2000", "--compress-at", "3000000@10"])
+    assert all(c.record_bytes == 2000 for c in compress_cases(quick))
+
+    run = dataclasses.replace(
+        _compress_run("gzip", 10.0, 5.0, 5_000), cpu_s=14.0, api_cpu_s=1.0, others_cpu_s=15.0
+    )
+    rows = compress_cpu_rows(
+        [run], [CompressCase(record_bytes=300, rate=10.0, concurrency=8, ids=100)], ["gzip"]
+    )
+    assert rows == [["300 B", "10", "14.0 / 1.0 / 15.0 (1.5 cores)"]]
 
 
 # --- the pacing scenario's arithmetic (pure) ------------------------------------------------

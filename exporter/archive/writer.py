@@ -24,7 +24,9 @@ and will be fetched again; nothing committed is ever rewritten.
 
 `Archive` is synchronous and not thread-safe on purpose: the pipeline calls it
 from a single writer thread, so no lock is needed and the event loop never
-waits on a disk.
+waits on a disk. The one exception is deflate: a large gzip commit is deflated
+in pieces by the writer thread and helper threads at once (`framing.DeflatePool`),
+before the writer writes it; the helpers touch no file.
 """
 
 from __future__ import annotations
@@ -44,7 +46,7 @@ from exporter.payload import Record
 from . import checkpoint
 from .checkpoint import CheckpointState, FileState, check_same_shard, resumes_refetch
 from .failures import FailureJournal, known_missing
-from .framing import Codec, codec_for, codec_of_file
+from .framing import Codec, DeflatePool, codec_for, codec_of_file
 from .generations import finish_superseding, interrupted_move, supersede
 from .layout import (
     CHECKPOINT_NAME,
@@ -83,6 +85,7 @@ class Archive:
         "_checkpoint_fd",
         "_codec",
         "_current",
+        "_deflaters",
         "_dir",
         "_journal",
         "_lock_fd",
@@ -102,6 +105,7 @@ class Archive:
         self._dir = directory
         self._lock_fd = lock_fd
         self._codec = codec_for(settings.compress, settings.compress_level)
+        self._deflaters = _deflate_pool(settings)
         self._current: _RecordsFile | None = None
         self._checkpoint_fd = -1
         #: The checkpoint's length as this process wrote it (whole entries only).
@@ -245,7 +249,7 @@ class Archive:
         entries = []
         try:
             for group in checkpoint.commit_groups(ids):
-                chunks = current.codec.frame([line for _, line in records[group]])
+                chunks = current.codec.frame([line for _, line in records[group]], self._deflaters)
                 crc = current.append(chunks, group.stop - group.start)
                 entries.append(
                     checkpoint.commit_entry(
@@ -404,6 +408,9 @@ class Archive:
         # The journal only matters until write_failed has merged it; a run that
         # dies before that retries its failed ids next time anyway.
         self._journal.close()
+        if self._deflaters is not None:
+            self._deflaters.close()
+            self._deflaters = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
@@ -416,6 +423,14 @@ class Archive:
             f"<Archive {self.root} run={self.run} archived={len(self.archived)} "
             f"committed={self.committed} {where}>"
         )
+
+
+def _deflate_pool(settings: ArchiveSettings) -> DeflatePool | None:
+    """Threads for deflating large gzip commits in pieces; None where the writer thread does it alone."""
+    if settings.compress != "gzip":
+        return None
+    threads = settings.compress_threads or len(os.sched_getaffinity(0))
+    return DeflatePool(threads) if threads >= 2 else None
 
 
 class _RecordsFile:
