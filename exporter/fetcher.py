@@ -30,12 +30,11 @@ from .archive.layout import REPORTED_ID_BYTES, FailedEntry
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
 from .logs import event
-from .outage import Blame
-from .pacing import Effect, Halt, Pacer, Ticket, Trouble
+from .pacing import Blame, Effect, Halt, Pacer, Ticket, Trouble
+from .pacing.waits import seconds_text
 from .payload import PayloadDecoder, Record
 from .retry import Verdict, backoff_delay, classify_status
 from .transport.client import RawResponse
-from .waits import seconds_text
 
 log = logging.getLogger(__name__)
 

@@ -26,11 +26,11 @@ from scripted import Conversation, scripted
 from exporter.config import LimitSettings, RetrySettings
 from exporter.logs import rfc3339
 from exporter.pacing import Halt, Pacer, PauseNotice, Ticket
-from exporter.quota import FIELDS as QUOTA_FIELDS
+from exporter.pacing.quota import FIELDS as QUOTA_FIELDS
+from exporter.pacing.waits import clock_text, duration_text, seconds_text, until_text, utc_text
 from exporter.summary import pacing_report
 from exporter.transport.client import _decoded
 from exporter.transport.http1 import Connection, ConnectionClosed, ProtocolError, Refused, Response
-from exporter.waits import clock_text, duration_text, seconds_text, until_text, utc_text
 
 NOW = 1_800_000_000.0
 CAP_S = RetrySettings().retry_after_max_s

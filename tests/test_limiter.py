@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.limiter import RateLimiter
+from exporter.pacing.limiter import RateLimiter
 
 
 class FakeTime:

@@ -11,8 +11,8 @@ import math
 import pytest
 
 from exporter.config import LimitSettings, RetrySettings
-from exporter.outage import Blame, OutageBreaker, State
 from exporter.pacing import Pacer, Ticket, Trouble
+from exporter.pacing.outage import Blame, OutageBreaker, State
 
 
 def breaker(**changes: float) -> OutageBreaker:

@@ -15,7 +15,7 @@ from pacing_sim import Both, BucketServer, TransientFaults, flaky_api, simulate
 
 from exporter.config import LimitSettings, RetrySettings
 from exporter.pacing import Pacer, Ticket
-from exporter.quota import QuotaTracker, parse_quota
+from exporter.pacing.quota import QuotaTracker, parse_quota
 
 NOW = 1_800_000_000.0
 

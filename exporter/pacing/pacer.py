@@ -44,13 +44,14 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, overload
 
-from .config import LimitSettings, RetrySettings
+from exporter.config import LimitSettings, RetrySettings
+from exporter.errors import Cause
+from exporter.retry import retry_after_s
+
 from .congestion import AdaptiveRate, Change
-from .errors import Cause
 from .limiter import RateLimiter
 from .outage import Blame, OutageBreaker
 from .quota import QuotaReport, QuotaTracker, parse_quota
-from .retry import retry_after_s
 from .waits import clock_text, duration_text, seconds_text, until_text, utc_text
 
 log = logging.getLogger(__name__)
