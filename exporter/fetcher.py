@@ -23,16 +23,16 @@ import logging
 import random
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Protocol
 
-from .archive.layout import REPORTED_ID_BYTES, FailedEntry
+from .archive.layout import REPORTED_ID_BYTES
 from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
 from .logs import event
+from .outcomes import Failure, FetchStats, Later, Outcome, Success, Tries, Unfinished, answer_class
 from .pacing import Blame, Effect, Halt, Pacer, Ticket, Trouble
 from .pacing.waits import seconds_text
-from .payload import PayloadDecoder, Record
+from .payload import PayloadDecoder
 from .retry import Verdict, backoff_delay, classify_status
 from .transport.client import RawResponse
 
@@ -40,104 +40,6 @@ log = logging.getLogger(__name__)
 
 #: Token renewals one id may go through (a token file flapping between refused tokens ends here).
 _MAX_TOKEN_RENEWALS = 2
-
-
-@dataclass(slots=True)
-class Success:
-    """A recording fetched and checked: `line` is what goes into the records file (no newline)."""
-
-    id: str
-    line: Record
-    attempts: int
-
-
-@dataclass(slots=True)
-class Failure:
-    """An id that did not export, and why; one line of failed.ndjson."""
-
-    id: str
-    reason: Reason
-    error: str
-    status: int | None = None
-    attempts: int = 0
-    #: The manifest line, for problems found in the manifest itself.
-    line: int | None = None
-
-    def to_json_line(self, *, run: int, at: str) -> bytes:
-        return FailedEntry.about(
-            self.id,
-            reason=self.reason.value,
-            error=self.error,
-            status=self.status,
-            attempts=self.attempts,
-            run=run,
-            at=at,
-            line=self.line,
-        ).to_json_line()
-
-
-#: The classes `FetchStats.answers` counts by (a 429 apart from the other 4xx; `error`: no answer).
-ANSWER_CLASSES = ("2xx", "3xx", "4xx", "5xx", "429", "error")
-
-
-def answer_class(status: int | None) -> str:
-    """The class of an answer for the metrics: `429`, `2xx`..`5xx`, or `error` (none, or nonsense)."""
-    if status is None:
-        return "error"
-    if status == 429:
-        return "429"
-    if 200 <= status < 600:
-        return f"{status // 100}xx"
-    return "error"
-
-
-@dataclass(slots=True)
-class FetchStats:
-    """Counters for summary.json and the metrics; touched only from the event loop."""
-
-    requests: int = 0
-    retries: int = 0
-    rate_limited: int = 0
-    #: Answers by `answer_class`; a request abandoned at a stop is in none.
-    answers: dict[str, int] = field(default_factory=lambda: dict.fromkeys(ANSWER_CLASSES, 0))
-    #: Requests sent and not yet answered.
-    in_flight: int = 0
-
-
-@dataclass(slots=True)
-class Unfinished:
-    """An id left for the next run: no request for it may start any more (`halt` says why,
-    `message` in a line for the user)."""
-
-    id: str
-    halt: Halt
-    message: str = ""
-
-
-@dataclass(slots=True)
-class Tries:
-    """What an id has used so far: requests sent, and those that count against --max-attempts."""
-
-    sent: int = 0
-    counted: int = 0
-    #: Attempts used in dry spell `spell` while the API answered nobody: they count once the
-    #: spell is judged the ids' own, and are given back if it was an outage.
-    provisional: int = 0
-    spell: int = 0
-    #: The last failure (reason, message, status): what the id fails with if it comes to that.
-    last: tuple[Reason, str, int | None] | None = None
-
-
-@dataclass(slots=True)
-class Later:
-    """An id to try again no sooner than `not_before` (monotonic seconds)."""
-
-    id: str
-    not_before: float
-    tries: Tries
-
-
-Outcome = Success | Failure | Unfinished | Later
 
 
 class Getter(Protocol):

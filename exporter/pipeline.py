@@ -48,16 +48,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from .archive.layout import Summary, reported_id
+from .archive.layout import FailedEntry, Summary, reported_id
 from .archive.writer import Archive, RunRequest
 from .batches import CommitQueue, commit_policy
 from .config import ExportConfig
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason, UsageError
-from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
+from .fetcher import Fetcher
 from .jobs import Job, JobSource
 from .logs import event, rfc3339
 from .manifest import estimate_lines, open_manifest
 from .metrics import Snapshot, push, render, write_file
+from .outcomes import Failure, FetchStats, Later, Success, Unfinished
 from .pacing import Halt, Pacer, PauseNotice
 from .payload import Record
 from .plan import Planner
@@ -502,7 +503,7 @@ class _Run:
                 else:
                     at = at or utc_iso(time.time())
                     self.failures[item.reason] += 1
-                    failures.append(item.to_json_line(run=archive.run, at=at))
+                    failures.append(failed_entry(item, run=archive.run, at=at).to_json_line())
                     if self.config.log_format == "json":
                         _log_failure(item)
             try:
@@ -556,6 +557,20 @@ class _Run:
         summary = build_summary(facts, counts, dict(self.failures), files, failed_lines, pacing)
         archive.write_summary(summary)
         return summary
+
+
+def failed_entry(failure: Failure, *, run: int, at: str) -> FailedEntry:
+    """The failed.ndjson entry of `failure`, failed in run `run` at `at` (RFC 3339)."""
+    return FailedEntry.about(
+        failure.id,
+        reason=failure.reason.value,
+        error=failure.error,
+        status=failure.status,
+        attempts=failure.attempts,
+        run=run,
+        at=at,
+        line=failure.line,
+    )
 
 
 def _log_failure(failure: Failure) -> None:

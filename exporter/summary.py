@@ -14,7 +14,7 @@ from typing import Any
 
 from .archive.layout import FileReport, Summary
 from .errors import ExitCode, Reason
-from .fetcher import FetchStats
+from .outcomes import FetchStats
 from .pacing import Pacer
 from .plan import PlanCounts
 

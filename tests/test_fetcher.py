@@ -12,7 +12,8 @@ from fake_api import FakeServerHandle
 
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason
-from exporter.fetcher import Failure, Fetcher, Later, Success, Unfinished
+from exporter.fetcher import Fetcher
+from exporter.outcomes import Failure, Later, Success, Unfinished
 from exporter.pacing import Halt, Pacer
 from exporter.transport.client import RecordingsClient
 
