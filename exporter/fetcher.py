@@ -30,8 +30,7 @@ from .config import RetrySettings
 from .errors import AuthRefused, BadResponse, Reason, TransportError
 from .logs import event
 from .outcomes import Failure, FetchStats, Later, Outcome, Success, Tries, Unfinished, answer_class
-from .pacing import Blame, Effect, Halt, Pacer, Ticket, Trouble
-from .pacing.waits import seconds_text
+from .pacing import Blame, Effect, HaltDetail, Pacer, Ticket, Trouble
 from .payload import PayloadDecoder
 from .retry import Verdict, backoff_delay, classify_status
 from .transport.client import RawResponse
@@ -94,8 +93,8 @@ class Fetcher:
             ticket = await self._pacer.start(pending=pending)
             if ticket is None:
                 continue  # the verdict is in
-            if isinstance(ticket, Halt):
-                return Unfinished(record_id, ticket, self._pacer.halt_message())
+            if isinstance(ticket, HaltDetail):
+                return Unfinished(record_id, ticket.halt, ticket.message)
             if ticket.canary is not None:
                 await self._ask(ticket, ticket.canary)
                 continue
@@ -131,16 +130,8 @@ class Fetcher:
             reason = verdict.reason or Reason.HTTP_ERROR
             if verdict.action == "fail":
                 return Failure(record_id, reason, verdict.message, status, tries.sent)
-            wait_s = effect.retry_after_s
-            if wait_s is not None and wait_s > retry.retry_after_max_s:
-                return Failure(
-                    record_id,
-                    reason,
-                    f"{verdict.message}; the API asked to wait {seconds_text(wait_s).replace(' ', '')}, more "
-                    f"than {retry.retry_after_max_s:.0f}s: run again later",
-                    status,
-                    tries.sent,
-                )
+            if effect.over_cap:
+                return Failure(record_id, reason, f"{verdict.message}; {effect.over_cap}", status, tries.sent)
             self.stats.retries += 1
             if status == 429:
                 self.stats.rate_limited += 1

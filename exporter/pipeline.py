@@ -74,7 +74,7 @@ log = logging.getLogger(__name__)
 _PLAN_BATCH = 1024
 
 
-#: The exit code of each halt; its message is the pacer's (`Pacer.halt_message`), naming the cause.
+#: The exit code of each halt; its message, naming the cause, comes with the `Unfinished` outcome.
 _HALTS = {
     Halt.MAX_REQUESTS: ExitCode.BUDGET,
     Halt.API_UNAVAILABLE: ExitCode.API_UNAVAILABLE,
@@ -284,12 +284,10 @@ class _Run:
     async def _export(self, planner: Planner, archive: Archive) -> None:
         """Run feeder, workers and writer until the manifest is done or the run is stopped."""
         config = self.config
-        self.pacer = Pacer(
-            config.limits, config.retry, max_requests=config.budgets.max_requests, notice=self._notice
-        )
+        self.pacer = Pacer(config.limits, config.retry, max_requests=config.budgets.max_requests)
         total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
         total.add_done_callback(self._set_total)
-        ticker = asyncio.create_task(self._tick())
+        ticker = asyncio.create_task(self._tick(self.pacer))
         metrics = asyncio.create_task(self._metrics_loop()) if config.metrics.file else None
         async with RecordingsClient(config.http, tokens=self.tokens) as client:
             fetcher = Fetcher(
@@ -328,18 +326,23 @@ class _Run:
             )
         )
 
-    async def _tick(self) -> None:
-        """Tell the progress display the time passes, so it keeps talking during a long pause."""
+    async def _tick(self, pacer: Pacer) -> None:
+        """Show the pacer's notices as soon as it has any; once a second, tell the progress display
+        the pace and that time passes, so it keeps talking during a long pause."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + 1.0
         while True:
-            await asyncio.sleep(1.0)
-            if self.pacer is not None:
-                self.pacer.tick()
-                rate = self.pacer.rate_now()
+            await pacer.news(max(0.0, next_tick - loop.time()))
+            for notice in pacer.poll():
+                self._notice(notice)
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + 1.0
+                rate = pacer.rate_now()
                 self.progress.limit(None if math.isinf(rate) else rate)
-            self.progress.tick()
+                self.progress.tick()
 
     def _notice(self, notice: PauseNotice) -> None:
-        """A pause, an outage or its end, from the pacer: once on stderr, and on the bar.
+        """A pause, an outage or its end, polled from the pacer: once on stderr, and on the bar.
 
         In JSON logs a pause is a `pause` event with its reason and when it
         ends, and its end a `resume` event.
@@ -381,9 +384,9 @@ class _Run:
 
     def snapshot(self, exit_code: int | None = None) -> Snapshot:
         """The run's counters now, for the metrics; with `exit_code`, the last one."""
-        pacer = self.pacer
-        if pacer is not None:
-            rate, paused = pacer.rate_now(), pacer.paused_s()
+        if self.pacer is not None:
+            pacing = self.pacer.report()
+            rate, paused = pacing.rate_per_s, pacing.paused_s
         else:
             rate, paused = self.config.limits.rate_per_s or math.inf, {}
         return Snapshot(
@@ -553,7 +556,7 @@ class _Run:
             shard=str(config.shard) if config.shard else None,
             superseded_to=str(archive.superseded_to) if archive.superseded_to else None,
         )
-        pacing = pacing_report(self.pacer) if self.pacer is not None else None
+        pacing = pacing_report(self.pacer.report()) if self.pacer is not None else None
         summary = build_summary(facts, counts, dict(self.failures), files, failed_lines, pacing)
         archive.write_summary(summary)
         return summary

@@ -198,7 +198,7 @@ async def test_retry_after_pauses_the_whole_pool(api: FakeServerHandle) -> None:
     assert elapsed >= 1.9
     assert pacer.limiter.paused_until() >= started + 1.9
     # The fake API's 429 also says the quota is spent (X-RateLimit-Remaining: 0) until then.
-    assert sum(pacer.paused_s().values()) >= 1.9
+    assert sum(pacer.report().paused_s.values()) >= 1.9
 
 
 async def test_429s_do_not_use_up_attempts(api: FakeServerHandle) -> None:

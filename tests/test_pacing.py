@@ -67,7 +67,7 @@ def test_random_429s_do_not_collapse_the_rate() -> None:
     )
     assert outcome.rate(10.0, 300.0) >= 0.85 * 8 / 0.02
     assert outcome.pacer is not None
-    assert outcome.pacer.rate_cuts <= 6
+    assert outcome.pacer.report().rate_cuts <= 6
 
 
 # --- noise: 429s that slowing down does not reduce (issue 16) -------------------------------------

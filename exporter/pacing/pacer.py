@@ -22,42 +22,44 @@ is applied to every worker at once:
   together and probes one request at a time, until --max-outage;
 * --max-requests: no request beyond it is ever sent.
 
-Every hold longer than `NOTICE_S` is told once through `notice` (a line on
-stderr, the progress bar), with its end's date when that is not today, and
-every held second is booked to its reason for summary.json. A halt says why in
-one line (`halt_message`) and in summary.json (`halt_report`). No header value
-can make any of this raise: the times a server announces are bounded by the
-cap before they are waited for, and written by `waits.py`, which never raises.
-The clock, the wall clock, the sleep and randomness are injected.
+Whether a request may still start is `halts.HaltRule`'s to say, for every
+reason at once. Every held second is booked to its reason in one ledger
+(`pauses.PauseLedger`). Every hold longer than `notices.NOTICE_S` becomes a
+`PauseNotice` that the run takes with `poll` (a line on stderr, the progress
+bar); the run reads the rest as one value, `report()`. No header value can make
+any of this raise: the times a server announces are bounded by the cap before
+they are waited for, and written by `waits.py`, which never raises. The clock,
+the wall clock, the sleep and randomness are injected.
 """
 
 from __future__ import annotations
 
 import asyncio
 import dataclasses
-import enum
 import logging
 import math
 import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
-from typing import Any, overload
+from typing import overload
 
 from exporter.config import LimitSettings, RetrySettings
-from exporter.errors import Cause
 from exporter.retry import retry_after_s
 
 from .congestion import AdaptiveRate, Change
+from .halts import HaltDetail, HaltRule
 from .limiter import RateLimiter
+from .notices import NOTICE_S, Notices, PauseNotice
 from .outage import Blame, OutageBreaker
+from .pauses import PauseLedger, PauseReason
 from .quota import QuotaReport, QuotaTracker, parse_quota
-from .waits import clock_text, duration_text, seconds_text, until_text, utc_text
+from .tickets import Effect, Ticket
+from .trouble import NO_ANSWER, Trouble
+from .waits import seconds_text
 
 log = logging.getLogger(__name__)
 
-#: Holds longer than this are told to the user.
-NOTICE_S = 5.0
 #: How soon a worker that found no slot near asks again.
 _ASK_AGAIN_S = 0.1
 #: A Retry-After longer than this holds every worker, not only the request that got it.
@@ -69,117 +71,32 @@ OUTAGE_SPAN_S = 2.0
 _SPAN_REQUESTS = 4
 #: ...but never later than this.
 _MAX_SPAN_S = 30.0
-#: The part of a failure's text kept for notices, messages and summary.json.
-_ERROR_CHARS = 300
-
-
-class PauseReason(enum.StrEnum):
-    """Why the pool was held; the keys of summary.json's `pacing.paused_s`."""
-
-    RETRY_AFTER = "retry_after"
-    QUOTA = "quota"
-    OUTAGE = "outage"
-
-
-class Halt(enum.Enum):
-    """Why no more requests may start."""
-
-    MAX_REQUESTS = "max_requests"
-    API_UNAVAILABLE = "api_unavailable"
-    #: The API asked to wait longer than `RetrySettings.retry_after_max_s` (a Retry-After, or
-    #: an announced quota spent until then).
-    TOLD_TO_WAIT = "told_to_wait"
+#: An answer that asks nothing of its id.
+_NO_EFFECT = Effect()
 
 
 @dataclass(frozen=True, slots=True)
-class Ticket:
-    """A request allowed to start: when it may, when it asked, and whether it probes an outage."""
+class PacingReport:
+    """How the API's limits have shaped the run so far: summary.json's `pacing`, and the metrics."""
 
-    started_at: float
-    #: When the slot was booked: a request booked before a rate cut says nothing about the new rate.
-    booked_at: float
-    #: The check of a dry spell or the probe of an outage: its outcome decides for the pool.
-    probe: bool = False
-    #: Ask for this id instead of the worker's own (a recording served earlier: the canary).
-    canary: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class Trouble:
-    """A failure that, met by every request, would mean the API is down: what to tell about it."""
-
-    error: str
-    cause: Cause = Cause.API
-    #: False when no connection to the API was made: the id never left.
-    connected: bool = True
-
-
-@dataclass(frozen=True, slots=True)
-class Effect:
-    """What one answer means for the id that got it."""
-
-    #: The server's Retry-After (seconds; None when it sent none): never retry sooner.
-    retry_after_s: float | None = None
-    #: The failure was the API being down: it does not use up one of the id's attempts.
-    outage: bool = False
-    #: The Retry-After holds the whole pool, so the id's own retry need not wait for it apart.
-    pooled: bool = False
-    #: The failure came in a dry spell not judged yet (this is its number; 0: none): the
-    #: attempt it used is provisional until `Pacer.verdict(spell)` says whose it was.
-    spell: int = 0
-
-    def own_wait_s(self) -> float:
-        """How long the id that got this answer waits on its own before asking for a slot again."""
-        return 0.0 if self.pooled or self.retry_after_s is None else self.retry_after_s
-
-
-@dataclass(frozen=True, slots=True)
-class PauseNotice:
-    """The whole pool held (for `reason`, until `until_epoch` if known), or that hold over (`ended`)."""
-
-    reason: PauseReason
-    #: For a person: what, why and until when; "" when the end of a pause needs no words.
-    message: str
-    until_epoch: float | None = None
-    ended: bool = False
-    #: `until_epoch` for a person: a time of day, with the date when not today.
-    until_text: str = ""
-    #: Not held, but slowed to a few requests (a quota spread thin).
-    slowed: bool = False
-
-    def status(self) -> str | None:
-        """A few words for the progress bar while the hold lasts; None once it is over."""
-        if self.ended:
-            return None
-        state = "slowed" if self.slowed else "paused"
-        if not self.until_text:
-            return f"{state} ({self.reason.value})"
-        return f"{state} ({self.reason.value}) {self.until_text}"
-
-
-Notice = Callable[[PauseNotice], None]
-
-
-def _no_notice(notice: PauseNotice) -> None:
-    pass
-
-
-@dataclass(frozen=True, slots=True)
-class HaltDetail:
-    """Why the pool halted, for the closing line and summary.json's `pacing.halt`."""
-
-    halt: Halt
-    #: What it is blamed on: `api`, `proxy`, `tls` (`errors.Cause`), `rate_limited` (nothing but
-    #: 429s), `retry_after`, `quota`, or `max_requests`.
-    cause: str
-    message: str
-    #: When the API said it would answer again (Unix time), for a halt on its word.
-    resume_epoch: float | None = None
-    wait_s: float | None = None
+    #: Seconds every worker was held, by reason (`PauseReason`), to the millisecond.
+    paused_s: Mapping[str, float]
+    #: The pace allowed now, requests per second (math.inf: none).
+    rate_per_s: float
+    rate_cuts: int
+    outages: int
+    #: Recordings served earlier asked for again, to tell an outage from broken ids.
+    outage_checks: int
+    #: Why no more requests may start (None: they may).
+    halt: HaltDetail | None
 
 
 class Pacer:
-    """The pool's shared pacing state; lives on the event loop."""
+    """The pool's shared pacing state; lives on the event loop.
+
+    The run reads it through values only (`start`, `finish`, `poll`, `report`);
+    its parts are attributes so that tests can look into them.
+    """
 
     def __init__(
         self,
@@ -187,47 +104,41 @@ class Pacer:
         retry: RetrySettings,
         *,
         max_requests: int | None = None,
-        notice: Notice = _no_notice,
         clock: Callable[[], float] = time.monotonic,
         now_epoch: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
     ) -> None:
         ceiling = math.inf if limits.rate_per_s == 0 else limits.rate_per_s
+        self.pauses = PauseLedger()
         self.limiter = RateLimiter(
             rate_per_s=limits.rate_per_s,
             burst=limits.burst,
             adaptive=AdaptiveRate(ceiling_per_s=ceiling, floor_per_s=limits.min_rate_per_s),
+            pauses=self.pauses,
             clock=clock,
         )
         self.quota = QuotaTracker()
-        self.breaker = OutageBreaker(max_outage_s=retry.max_outage_s, span_s=OUTAGE_SPAN_S, rand=rand)
-        self._max_requests = max_requests
-        self._notice = notice
+        self.breaker = OutageBreaker(span_s=OUTAGE_SPAN_S, pauses=self.pauses, rand=rand)
+        self.halts = HaltRule(
+            max_requests=max_requests,
+            max_outage_s=retry.max_outage_s,
+            retry_after_max_s=retry.retry_after_max_s,
+        )
+        self._notices = Notices()
         self._clock = clock
         self._now_epoch = now_epoch
         self._sleep = sleep
         self._wake = asyncio.Event()
         self._max_outage_s = retry.max_outage_s
-        self._retry_after_max_s = retry.retry_after_max_s
-        self._outage_s = 0.0
-        self._announced_until = -math.inf
-        # The reason of the hold last told, and when it ends, until its end is told too.
-        self._shown: PauseReason | None = None
-        self._shown_until = -math.inf
-        self._outage_told = False
-        # Since when every answer has been a 429 (NaN: the last answer was not one).
-        self._refused_since = math.nan
         # The last failure that may be the API's: what notices and the halt name.
-        self._trouble = Trouble("no answer")
+        self._trouble = NO_ANSWER
         self.sent = 0
-        self.halted: Halt | None = None
-        self.halt_detail: HaltDetail | None = None
 
     # --- before a request ---------------------------------------------------------------------
 
-    async def start(self, *, pending: int | None = None) -> Ticket | Halt | None:
-        """Wait until a request may start; a Halt when none may any more.
+    async def start(self, *, pending: int | None = None) -> Ticket | HaltDetail | None:
+        """Wait until a request may start; why not when none may any more.
 
         `pending`: the caller's id has used all its attempts, some provisionally in that dry
         spell; it waits for the spell's verdict (None once it is in), sending the check if
@@ -239,7 +150,8 @@ class Pacer:
             if admitted is None:
                 return None
             if isinstance(admitted, float):
-                await self._wait(admitted)
+                self._wake.clear()
+                await self._wait(self._wake, admitted)
                 continue
             if isinstance(admitted, Ticket):
                 if admitted.started_at > now:
@@ -252,49 +164,36 @@ class Pacer:
         self.quota.started()
 
     @overload
-    def reserve(self, now: float) -> Ticket | Halt | float: ...
+    def reserve(self, now: float) -> Ticket | HaltDetail | float: ...
 
     @overload
-    def reserve(self, now: float, *, pending: int | None) -> Ticket | Halt | float | None: ...
+    def reserve(self, now: float, *, pending: int | None) -> Ticket | HaltDetail | float | None: ...
 
-    def reserve(self, now: float, *, pending: int | None = None) -> Ticket | Halt | float | None:
+    def reserve(self, now: float, *, pending: int | None = None) -> Ticket | HaltDetail | float | None:
         """A request that wants to start at `now`: its ticket (it may start at `started_at`),
-        a Halt, seconds to wait before asking again (math.inf: until a probe answers), or, with
-        `pending`, None once that spell's verdict is in."""
-        if self.halted is not None:
-            return self.halted
-        if self._max_requests is not None and self.sent >= self._max_requests:
-            return self._halt(
-                Halt.MAX_REQUESTS,
-                "max_requests",
-                "--max-requests reached: no more requests sent; run the same command again to continue",
-            )
-        if not math.isnan(self._refused_since) and now - self._refused_since > self._max_outage_s:
-            return self._halt(
-                Halt.API_UNAVAILABLE,
-                "rate_limited",
-                "the API answered nothing but 429 (too many requests) for longer than --max-outage "
-                f"({seconds_text(self._max_outage_s)}); what was fetched is kept: run the same command "
-                "again later",
-            )
+        why none may start any more, seconds to wait before asking again (math.inf: until a
+        probe answers), or, with `pending`, None once that spell's verdict is in."""
+        span_s = self._span_s(now)
+        halt = self.halts.check(
+            now,
+            sent=self.sent,
+            down_since=self.breaker.waiting_since(now, span_s=span_s),
+            trouble=self._trouble,
+        )
+        if halt is not None:
+            return halt
         if pending is not None and self.breaker.verdict(pending) is not Blame.UNKNOWN:
             return None
-        span_s = self._span_s(now)
         admission = self.breaker.admit(now, span_s=span_s)
-        if admission.give_up:
-            return self._halt(Halt.API_UNAVAILABLE, self._trouble.cause.value, self._outage_message())
         if admission.probe:
             # One request decides for the pool; it keeps to the pace and to any pause too.
             self.sent += 1
             return Ticket(self.limiter.reserve(now), now, probe=True, canary=admission.canary)
-        if pending is not None:
-            if self.breaker.verdict(pending) is not Blame.UNKNOWN:
-                return None
-            if admission.go:
-                # Not judged yet: wait until it may be (an answer in between wakes the wait).
-                return max(_ASK_AGAIN_S, self.breaker.ripe_in(now, span_s=span_s))
         if not admission.go:
             return admission.wait_s
+        if pending is not None:
+            # Not judged yet: wait until it may be (an answer in between wakes the wait).
+            return max(_ASK_AGAIN_S, self.breaker.ripe_in(now, span_s=span_s))
         start = self.limiter.try_reserve(now)
         if start is None:
             # Nothing near: ask again a little later (near the end of a pause, if one holds),
@@ -309,13 +208,12 @@ class Pacer:
             return OUTAGE_SPAN_S
         return min(_MAX_SPAN_S, max(OUTAGE_SPAN_S, _SPAN_REQUESTS / rate))
 
-    async def _wait(self, seconds: float) -> None:
-        """Sleep `seconds`, or until the breaker changes (a probe answered), whichever is first."""
-        self._wake.clear()
+    async def _wait(self, event: asyncio.Event, seconds: float) -> None:
+        """Sleep `seconds`, or until `event` is set, whichever is first."""
         if math.isinf(seconds):
-            await self._wake.wait()
+            await event.wait()
             return
-        waker = asyncio.ensure_future(self._wake.wait())
+        waker = asyncio.ensure_future(event.wait())
         sleeper = asyncio.ensure_future(self._sleep(seconds))
         try:
             await asyncio.wait({waker, sleeper}, return_when=asyncio.FIRST_COMPLETED)
@@ -349,22 +247,20 @@ class Pacer:
             # Not a 429 either: the pace measures what the API let through.
             self.limiter.response(ticket.booked_at, rate_limited=False)
         if down or trouble is not None:
-            failed = self._failed_down(now, ticket, record_id, trouble or Trouble("no answer"))
+            failed = self._failed_down(now, ticket, record_id, trouble or NO_ANSWER)
             # A 503 may say when to come back (maintenance): honoured as a 429's would be.
             asked = self._asked_to_wait(now, headers, status)
             if asked.retry_after_s is None:
                 return failed
-            return dataclasses.replace(failed, retry_after_s=asked.retry_after_s, pooled=asked.pooled)
-        if limited:
-            if math.isnan(self._refused_since):
-                self._refused_since = now
-        else:
-            self._refused_since = math.nan
+            return dataclasses.replace(
+                failed, retry_after_s=asked.retry_after_s, pooled=asked.pooled, over_cap=asked.over_cap
+            )
+        self.halts.answered(now, refused=limited)
         if not self.breaker.quiet():
             self._wake.set()  # a spell's verdict, the check's, or the end of an outage
         lasted = self.breaker.answered(now)
         if lasted is not None:
-            self._end_outage(now, lasted)
+            self._notices.outage_over(self._trouble, lasted)
         if status is not None:
             change = self.limiter.response(ticket.booked_at, rate_limited=limited)
             if change is Change.CUT:
@@ -376,17 +272,22 @@ class Pacer:
 
     def _asked_to_wait(self, now: float, headers: Mapping[str, str] | None, status: int | None) -> Effect:
         """What a 429's or 503's Retry-After asks: nothing, this id, the whole pool, or an end."""
-        wait_s = None
-        if headers is not None and status in (429, 503):
-            wait_s = retry_after_s(headers.get("Retry-After"), now_epoch=self._now_epoch())
-        if wait_s is not None and wait_s > self._retry_after_max_s:
+        if headers is None or status not in (429, 503):
+            return _NO_EFFECT
+        wait_s = retry_after_s(headers.get("Retry-After"), now_epoch=self._now_epoch())
+        if wait_s is None:
+            return _NO_EFFECT
+        if self.halts.beyond_cap(wait_s):
             # Hours, say, for a daily quota: no request would be answered before then, so
             # none is sent; the run ends and the same command later goes on.
-            self._told_to_wait(
-                wait_s, "retry_after", f"the API asked to wait {seconds_text(wait_s)} (Retry-After),"
+            self.halts.told_to_wait(
+                wait_s,
+                now_epoch=self._now_epoch(),
+                cause="retry_after",
+                what=f"the API asked to wait {seconds_text(wait_s)} (Retry-After),",
             )
-            return Effect(retry_after_s=wait_s)
-        if wait_s is not None and wait_s > POOL_RETRY_AFTER_S:
+            return Effect(retry_after_s=wait_s, over_cap=self.halts.not_retried(wait_s))
+        if wait_s > POOL_RETRY_AFTER_S:
             # The whole pool waits, this id with it: its worker need not sit it out alone.
             self._hold(
                 now + wait_s, PauseReason.RETRY_AFTER, f"the API asked to wait {wait_s:.0f} s (Retry-After)"
@@ -410,7 +311,7 @@ class Pacer:
             return Effect(outage=True)
         if blame is Blame.UNKNOWN:
             return Effect(spell=self.breaker.spell)
-        return Effect()
+        return _NO_EFFECT
 
     def verdict(self, spell: int) -> Blame:
         """Whose the failures of dry spell `spell` were (`Effect.spell`); UNKNOWN until judged."""
@@ -420,35 +321,6 @@ class Pacer:
         """`record_id` was fetched and checked: it may be asked for again to tell whether the API is up."""
         self.breaker.served(record_id, size)
 
-    def _end_outage(self, now: float, lasted_s: float) -> None:
-        self._outage_s += lasted_s
-        if self._outage_told:
-            self._outage_told = False
-            self._notice(
-                PauseNotice(
-                    PauseReason.OUTAGE,
-                    f"{self._down_subject()} answers again after {lasted_s:.0f} s; resuming",
-                    ended=True,
-                )
-            )
-
-    def tick(self) -> None:
-        """Once a second: tell an outage once it has lasted `NOTICE_S`, clear a pause that is over."""
-        now = self._clock()
-        if self.breaker.is_open():
-            if not self._outage_told and now - self.breaker.outage_started() > NOTICE_S:
-                self._outage_told = True
-                self._notice(
-                    PauseNotice(
-                        PauseReason.OUTAGE,
-                        f"{self._looks_down()}: the pool waits and probes with one request at a time, "
-                        f"for at most {seconds_text(self._max_outage_s)} (--max-outage)",
-                    )
-                )
-        elif self._shown is not None and now >= max(self._shown_until, self.limiter.paused_until()):
-            reason, self._shown = self._shown, None
-            self._notice(PauseNotice(reason, "", ended=True))
-
     def _apply_quota(self, now: float, report: QuotaReport | None) -> None:
         pace = self.quota.pace(now)
         if pace is None:
@@ -456,7 +328,7 @@ class Pacer:
         per_s, until = pace
         if per_s > 0:
             gap_s = 1.0 / per_s
-            if gap_s > self._retry_after_max_s:
+            if self.halts.beyond_cap(gap_s):
                 # One request per more than the cap is a wait the run would not sit out either:
                 # what is left goes at the usual pace, and once it is spent the quota halts the
                 # run (below) if its reset is further away than the cap.
@@ -464,156 +336,58 @@ class Pacer:
                 return
             self.limiter.cap(per_s, until)
             if gap_s > NOTICE_S and report is not None:
-                self._tell_spread(now, until, per_s * (until - now), gap_s)
+                self._notices.spread(now, until, per_s * (until - now), gap_s, now_epoch=self._now_epoch())
         elif report is not None:
-            if until - now > self._retry_after_max_s:
-                self._told_to_wait(until - now, "quota", "the API's announced quota is spent")
+            if self.halts.beyond_cap(until - now):
+                self.halts.told_to_wait(
+                    until - now,
+                    now_epoch=self._now_epoch(),
+                    cause="quota",
+                    what="the API's announced quota is spent",
+                )
             else:
                 self._hold(until, PauseReason.QUOTA, "the API's announced quota is spent")
-
-    def _tell_spread(self, now: float, until: float, left: float, gap_s: float) -> None:
-        """Say why nothing is sent for a while: a quota spread thin over the rest of its window."""
-        if until <= self._announced_until + NOTICE_S:
-            return
-        self._announced_until = until
-        self._shown, self._shown_until = PauseReason.QUOTA, until
-        until_epoch = self._now_epoch() + (until - now)
-        when = until_text(until_epoch, now_epoch=self._now_epoch())
-        count = round(left)
-        self._notice(
-            PauseNotice(
-                PauseReason.QUOTA,
-                f"the API's announced quota leaves {count} request{'' if count == 1 else 's'} {when}: "
-                f"one every {duration_text(gap_s)}, nothing in between",
-                _writable(until_epoch),
-                until_text=when,
-                slowed=True,
-            )
-        )
 
     def _hold(self, until: float, reason: PauseReason, why: str) -> None:
         """Hold every worker until `until` (monotonic), and say so when it is long."""
         self.limiter.pause_until(until, reason)
+        self._notices.hold(self._clock(), until, reason, why, now_epoch=self._now_epoch())
+
+    # --- for the run --------------------------------------------------------------------------
+
+    def poll(self) -> list[PauseNotice]:
+        """What to tell the user now, each notice once: the holds made since the last poll, an
+        outage once it has lasted `NOTICE_S`, the end of a hold. The run polls once a second,
+        and as soon as `news` returns."""
+        breaker = self.breaker
+        self._notices.due(
+            self._clock(),
+            outage_since=breaker.outage_started() if breaker.is_open() else None,
+            paused_until=self.limiter.paused_until(),
+            trouble=self._trouble,
+            max_outage_s=self._max_outage_s,
+        )
+        return self._notices.take()
+
+    async def news(self, timeout_s: float) -> None:
+        """Return once a notice waits to be taken by `poll`, or after `timeout_s`."""
+        await self._wait(self._notices.news, timeout_s)
+
+    def report(self) -> PacingReport:
+        """How the pacing stands now, as one value."""
         now = self._clock()
-        if until - now > NOTICE_S and until > self._announced_until + NOTICE_S:
-            self._announced_until = until
-            self._shown, self._shown_until = reason, until
-            until_epoch = self._now_epoch() + (until - now)
-            when = until_text(until_epoch, now_epoch=self._now_epoch())
-            resume = when.removeprefix("until ")
-            self._notice(
-                PauseNotice(reason, f"{why}; resuming at {resume}", _writable(until_epoch), until_text=when)
-            )
-
-    # --- halts ----------------------------------------------------------------------------------
-
-    def _halt(
-        self,
-        halt: Halt,
-        cause: str,
-        message: str,
-        *,
-        resume_epoch: float | None = None,
-        wait_s: float | None = None,
-    ) -> Halt:
-        """No request starts any more; the first reason is the one told."""
-        if self.halted is None:
-            self.halted = halt
-            self.halt_detail = HaltDetail(halt, cause, message, resume_epoch, wait_s)
-        return self.halted
-
-    def _told_to_wait(self, wait_s: float, cause: str, what: str) -> None:
-        """Halt for a wait longer than the cap, saying until when (the date, unless today)."""
-        now_epoch = self._now_epoch()
-        resume = now_epoch + wait_s
-        clock = clock_text(resume, now_epoch=now_epoch)
-        when = (
-            f"for {duration_text(wait_s)}" if clock is None else f"until {clock} (in {duration_text(wait_s)})"
+        return PacingReport(
+            paused_s={str(reason): round(held, 3) for reason, held in self.pauses.paused_s(now).items()},
+            rate_per_s=self.limiter.current_rate(now),
+            rate_cuts=self.limiter.adaptive.cuts,
+            outages=self.breaker.outages,
+            outage_checks=self.breaker.checks,
+            halt=self.halts.halted,
         )
-        self._halt(
-            Halt.TOLD_TO_WAIT,
-            cause,
-            f"{what} {when}; more than {duration_text(self._retry_after_max_s)}, so no more requests "
-            "were sent: run the same command again after that",
-            resume_epoch=resume,
-            wait_s=wait_s,
-        )
-
-    def halt_message(self) -> str:
-        """One line for the user: why no more requests start, blaming what failed."""
-        detail = self.halt_detail
-        return "" if detail is None else detail.message
-
-    def halt_report(self) -> dict[str, Any] | None:
-        """summary.json's `pacing.halt`: why the pool halted, what it blames, when the API said to
-        come back (None when the pool did not halt)."""
-        detail = self.halt_detail
-        if detail is None:
-            return None
-        return {
-            "reason": detail.halt.value,
-            "cause": detail.cause,
-            "message": detail.message,
-            "resume_at": None if detail.resume_epoch is None else utc_text(detail.resume_epoch),
-            "wait_s": None if detail.wait_s is None else round(detail.wait_s, 3),
-        }
-
-    def _down_subject(self) -> str:
-        cause = self._trouble.cause
-        if cause is Cause.PROXY:
-            return "the proxy"
-        if cause is Cause.TLS:
-            return "TLS to the API"
-        return "the API"
-
-    def _looks_down(self) -> str:
-        error = self._trouble.error[:_ERROR_CHARS]
-        if self._trouble.cause is Cause.API:
-            return f"the API looks down (no answer, or 5xx, for every request; last: {error})"
-        return f"{self._down_subject()} fails every request ({error})"
-
-    def _outage_message(self) -> str:
-        error = self._trouble.error[:_ERROR_CHARS]
-        longer = f"for longer than --max-outage ({seconds_text(self._max_outage_s)})"
-        kept = "what was fetched is kept"
-        cause = self._trouble.cause
-        if cause is Cause.PROXY:
-            return (
-                f"the proxy failed every request {longer}: {error}; the API itself may be up: check the "
-                f"proxy (--proxy, HTTPS_PROXY) and run the same command again; {kept}"
-            )
-        if cause is Cause.TLS:
-            return (
-                f"TLS to the API failed for every request {longer}: {error}; check the API's certificate, "
-                f"--ca-cert and any proxy, then run the same command again; {kept}"
-            )
-        return (
-            f"the API was unavailable {longer}; last error: {error}; {kept}: run the same command again "
-            "when it is back"
-        )
-
-    # --- for the summary ----------------------------------------------------------------------
-
-    def paused_s(self) -> dict[str, float]:
-        """Seconds the whole pool was held, by reason."""
-        now = self._clock()
-        paused = {str(reason): round(seconds, 3) for reason, seconds in self.limiter.paused_s(now).items()}
-        outage = self._outage_s
-        if self.breaker.is_open():
-            outage += now - self.breaker.outage_started()
-        if outage:
-            paused[PauseReason.OUTAGE.value] = round(outage, 3)
-        return paused
 
     def rate_now(self) -> float:
         """The pace allowed now (math.inf: none)."""
         return self.limiter.current_rate(self._clock())
 
-    @property
-    def rate_cuts(self) -> int:
-        return self.limiter.adaptive.cuts
-
-
-def _writable(epoch: float) -> float | None:
-    """`epoch` if a log line can write it as a date (RFC 3339), else None."""
-    return epoch if utc_text(epoch) is not None else None
+    def __repr__(self) -> str:
+        return f"<Pacer sent={self.sent} {self.limiter!r} {self.breaker!r} {self.halts!r} {self._notices!r}>"
