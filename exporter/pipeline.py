@@ -3,8 +3,8 @@
     manifest reader thread          event loop                       writer thread
     ----------------------          ----------                       -------------
     Planner.next_batch  ->  feed -> work queue -> N workers
-                                    (bounded)     (limiter, client,
-                                                   retry, payload)
+                                    (bounded)     (Fetcher: pacer,
+                                                   client, payload)
                                                         |
                                                   CommitQueue (bounded)
                                                         |
@@ -16,7 +16,13 @@ Both queues are bounded, so memory follows `--concurrency` and record size,
 never the manifest. Only the writer thread touches the archive, and it takes
 whatever results piled up during the previous commit as the next group commit
 (batches.py), so fsyncs are per batch, not per record, batches grow by
-themselves when the disk is slow, and workers keep fetching meanwhile.
+themselves when the disk is slow, and workers keep fetching meanwhile. The
+writer turns each `Failure` into failed.ndjson's entry (`failed_entry`).
+
+The run reads the pool's pacer through values: a halt comes back as an
+`Unfinished` outcome carrying its line, the ticker shows the `PauseNotice`s it
+takes with `Pacer.poll` (as soon as `Pacer.news` says there are some), and the
+summary and the metrics read `Pacer.report()`.
 
 Stopping: every reason to end early (SIGINT/SIGTERM, a refused token, a
 budget, an outage, a broken archive) is one `stops.Stop`, folded into the
