@@ -318,6 +318,8 @@ class _Run:
             except ArchiveError as exc:
                 self.stop(Stop(ExitCode.ARCHIVE, str(exc)))
         ticker.cancel()
+        for notice in self.pacer.poll():  # made by the last answers, after the ticker's last look
+            self._notice(notice)
         total.cancel()
         if metrics is not None:
             metrics.cancel()
