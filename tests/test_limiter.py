@@ -1,4 +1,4 @@
-"""Unit tests for `exporter.limiter`: GCRA spacing, pauses and 429 back-off, on a fake clock."""
+"""Unit tests for `exporter.pacing.limiter`: GCRA spacing, pauses and 429 back-off, on a fake clock."""
 
 from __future__ import annotations
 
