@@ -39,7 +39,7 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from .errors import Reason
-from .fetcher import ANSWER_CLASSES
+from .outcomes import ANSWER_CLASSES
 from .pacing import PauseReason
 from .transport import http1
 
@@ -61,7 +61,7 @@ class Snapshot:
 
     labels: tuple[tuple[str, str], ...] = ()
     exported: int
-    #: Answers by class (`fetcher.ANSWER_CLASSES`).
+    #: Answers by class (`outcomes.ANSWER_CLASSES`).
     answers: Mapping[str, int]
     retries: int
     #: Ids failed in this run, by reason (failed.ndjson's reasons).

@@ -3,8 +3,8 @@
     manifest reader thread          event loop                       writer thread
     ----------------------          ----------                       -------------
     Planner.next_batch  ->  feed -> work queue -> N workers
-                                    (bounded)     (limiter, client,
-                                                   retry, payload)
+                                    (bounded)     (Fetcher: pacer,
+                                                   client, payload)
                                                         |
                                                   CommitQueue (bounded)
                                                         |
@@ -16,7 +16,13 @@ Both queues are bounded, so memory follows `--concurrency` and record size,
 never the manifest. Only the writer thread touches the archive, and it takes
 whatever results piled up during the previous commit as the next group commit
 (batches.py), so fsyncs are per batch, not per record, batches grow by
-themselves when the disk is slow, and workers keep fetching meanwhile.
+themselves when the disk is slow, and workers keep fetching meanwhile. The
+writer turns each `Failure` into failed.ndjson's entry (`failed_entry`).
+
+The run reads the pool's pacer through values: a halt comes back as an
+`Unfinished` outcome carrying its line, the ticker shows the `PauseNotice`s it
+takes with `Pacer.poll` (as soon as `Pacer.news` says there are some), and the
+summary and the metrics read `Pacer.report()`.
 
 Stopping: every reason to end early (SIGINT/SIGTERM, a refused token, a
 budget, an outage, a broken archive) is one `stops.Stop`, folded into the
@@ -48,16 +54,17 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from .archive.layout import Summary, reported_id
+from .archive.layout import FailedEntry, Summary, reported_id
 from .archive.writer import Archive, RunRequest
 from .batches import CommitQueue, commit_policy
 from .config import ExportConfig
 from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason, UsageError
-from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
+from .fetcher import Fetcher
 from .jobs import Job, JobSource
 from .logs import event, rfc3339
 from .manifest import estimate_lines, open_manifest
 from .metrics import Snapshot, push, render, write_file
+from .outcomes import Failure, FetchStats, Later, Success, Unfinished
 from .pacing import Halt, Pacer, PauseNotice
 from .payload import Record
 from .plan import Planner
@@ -73,7 +80,7 @@ log = logging.getLogger(__name__)
 _PLAN_BATCH = 1024
 
 
-#: The exit code of each halt; its message is the pacer's (`Pacer.halt_message`), naming the cause.
+#: The exit code of each halt; its message, naming the cause, comes with the `Unfinished` outcome.
 _HALTS = {
     Halt.MAX_REQUESTS: ExitCode.BUDGET,
     Halt.API_UNAVAILABLE: ExitCode.API_UNAVAILABLE,
@@ -283,12 +290,10 @@ class _Run:
     async def _export(self, planner: Planner, archive: Archive) -> None:
         """Run feeder, workers and writer until the manifest is done or the run is stopped."""
         config = self.config
-        self.pacer = Pacer(
-            config.limits, config.retry, max_requests=config.budgets.max_requests, notice=self._notice
-        )
+        self.pacer = Pacer(config.limits, config.retry, max_requests=config.budgets.max_requests)
         total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
         total.add_done_callback(self._set_total)
-        ticker = asyncio.create_task(self._tick())
+        ticker = asyncio.create_task(self._tick(self.pacer))
         metrics = asyncio.create_task(self._metrics_loop()) if config.metrics.file else None
         async with RecordingsClient(config.http, tokens=self.tokens) as client:
             fetcher = Fetcher(
@@ -313,6 +318,8 @@ class _Run:
             except ArchiveError as exc:
                 self.stop(Stop(ExitCode.ARCHIVE, str(exc)))
         ticker.cancel()
+        for notice in self.pacer.poll():  # made by the last answers, after the ticker's last look
+            self._notice(notice)
         total.cancel()
         if metrics is not None:
             metrics.cancel()
@@ -327,18 +334,23 @@ class _Run:
             )
         )
 
-    async def _tick(self) -> None:
-        """Tell the progress display the time passes, so it keeps talking during a long pause."""
+    async def _tick(self, pacer: Pacer) -> None:
+        """Show the pacer's notices as soon as it has any; once a second, tell the progress display
+        the pace and that time passes, so it keeps talking during a long pause."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + 1.0
         while True:
-            await asyncio.sleep(1.0)
-            if self.pacer is not None:
-                self.pacer.tick()
-                rate = self.pacer.rate_now()
+            await pacer.news(max(0.0, next_tick - loop.time()))
+            for notice in pacer.poll():
+                self._notice(notice)
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + 1.0
+                rate = pacer.rate_now()
                 self.progress.limit(None if math.isinf(rate) else rate)
-            self.progress.tick()
+                self.progress.tick()
 
     def _notice(self, notice: PauseNotice) -> None:
-        """A pause, an outage or its end, from the pacer: once on stderr, and on the bar.
+        """A pause, an outage or its end, polled from the pacer: once on stderr, and on the bar.
 
         In JSON logs a pause is a `pause` event with its reason and when it
         ends, and its end a `resume` event.
@@ -380,9 +392,9 @@ class _Run:
 
     def snapshot(self, exit_code: int | None = None) -> Snapshot:
         """The run's counters now, for the metrics; with `exit_code`, the last one."""
-        pacer = self.pacer
-        if pacer is not None:
-            rate, paused = pacer.rate_now(), pacer.paused_s()
+        if self.pacer is not None:
+            pacing = self.pacer.report()
+            rate, paused = pacing.rate_per_s, pacing.paused_s
         else:
             rate, paused = self.config.limits.rate_per_s or math.inf, {}
         return Snapshot(
@@ -502,7 +514,7 @@ class _Run:
                 else:
                     at = at or utc_iso(time.time())
                     self.failures[item.reason] += 1
-                    failures.append(item.to_json_line(run=archive.run, at=at))
+                    failures.append(failed_entry(item, run=archive.run, at=at).to_json_line())
                     if self.config.log_format == "json":
                         _log_failure(item)
             try:
@@ -552,10 +564,24 @@ class _Run:
             shard=str(config.shard) if config.shard else None,
             superseded_to=str(archive.superseded_to) if archive.superseded_to else None,
         )
-        pacing = pacing_report(self.pacer) if self.pacer is not None else None
+        pacing = pacing_report(self.pacer.report()) if self.pacer is not None else None
         summary = build_summary(facts, counts, dict(self.failures), files, failed_lines, pacing)
         archive.write_summary(summary)
         return summary
+
+
+def failed_entry(failure: Failure, *, run: int, at: str) -> FailedEntry:
+    """The failed.ndjson entry of `failure`, failed in run `run` at `at` (RFC 3339)."""
+    return FailedEntry.about(
+        failure.id,
+        reason=failure.reason.value,
+        error=failure.error,
+        status=failure.status,
+        attempts=failure.attempts,
+        run=run,
+        at=at,
+        line=failure.line,
+    )
 
 
 def _log_failure(failure: Failure) -> None:

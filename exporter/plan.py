@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 from .config import Shard
 from .digests import DigestSet, id_digest, shard_of
 from .errors import Reason
-from .fetcher import Failure
 from .manifest import Entry, id_problem
+from .outcomes import Failure
 
 
 @dataclass(slots=True)

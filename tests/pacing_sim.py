@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.config import LimitSettings, RetrySettings
-from exporter.pacing import Halt, Pacer, Ticket
+from exporter.pacing import HaltDetail, Pacer, Ticket
 
 EPOCH0 = 1_800_000_000.0
 
@@ -223,7 +223,7 @@ def simulate(
         clock.now = at
         if kind == "want":
             admitted = pacer.reserve(at)
-            if isinstance(admitted, Halt):
+            if isinstance(admitted, HaltDetail):
                 continue
             if isinstance(admitted, float):
                 push(at + min(admitted, 1.0), "want")

@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from exporter.congestion import AdaptiveRate, Change, binomial_tail, share_drop
+from exporter.pacing.congestion import AdaptiveRate, Change, binomial_tail, share_drop
 
 
 def answers(

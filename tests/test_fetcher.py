@@ -12,7 +12,8 @@ from fake_api import FakeServerHandle
 
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason
-from exporter.fetcher import Failure, Fetcher, Later, Success, Unfinished
+from exporter.fetcher import Fetcher
+from exporter.outcomes import Failure, Later, Success, Unfinished
 from exporter.pacing import Halt, Pacer
 from exporter.transport.client import RecordingsClient
 
@@ -197,7 +198,7 @@ async def test_retry_after_pauses_the_whole_pool(api: FakeServerHandle) -> None:
     assert elapsed >= 1.9
     assert pacer.limiter.paused_until() >= started + 1.9
     # The fake API's 429 also says the quota is spent (X-RateLimit-Remaining: 0) until then.
-    assert sum(pacer.paused_s().values()) >= 1.9
+    assert sum(pacer.report().paused_s.values()) >= 1.9
 
 
 async def test_429s_do_not_use_up_attempts(api: FakeServerHandle) -> None:

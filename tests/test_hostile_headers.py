@@ -25,12 +25,12 @@ from scripted import Conversation, scripted
 
 from exporter.config import LimitSettings, RetrySettings
 from exporter.logs import rfc3339
-from exporter.pacing import Halt, Pacer, PauseNotice, Ticket
-from exporter.quota import FIELDS as QUOTA_FIELDS
+from exporter.pacing import Halt, HaltDetail, Pacer, PauseNotice, Ticket
+from exporter.pacing.quota import FIELDS as QUOTA_FIELDS
+from exporter.pacing.waits import clock_text, duration_text, seconds_text, until_text, utc_text
 from exporter.summary import pacing_report
 from exporter.transport.client import _decoded
 from exporter.transport.http1 import Connection, ConnectionClosed, ProtocolError, Refused, Response
-from exporter.waits import clock_text, duration_text, seconds_text, until_text, utc_text
 
 NOW = 1_800_000_000.0
 CAP_S = RetrySettings().retry_after_max_s
@@ -66,7 +66,8 @@ class FakeTime:
     def __init__(self, epoch0: float = NOW) -> None:
         self.now = 0.0
         self.epoch0 = epoch0
-        self.notices: list[PauseNotice] = []
+        self._pacer: Pacer | None = None
+        self._told: list[PauseNotice] = []
 
     def clock(self) -> float:
         return self.now
@@ -79,14 +80,21 @@ class FakeTime:
 
     def pacer(self, limits: LimitSettings | None = None) -> Pacer:
         """A pacer on these clocks, its notices kept in `notices`."""
-        return Pacer(
+        self._pacer = Pacer(
             limits or LimitSettings(),
             RetrySettings(),
-            notice=self.notices.append,
             clock=self.clock,
             now_epoch=self.epoch,
             sleep=self.sleep,
         )
+        return self._pacer
+
+    @property
+    def notices(self) -> list[PauseNotice]:
+        """Every notice the pacer has told so far, polled as the run polls it."""
+        if self._pacer is not None:
+            self._told.extend(self._pacer.poll())
+        return self._told
 
 
 def sane_notice(notice: PauseNotice) -> None:
@@ -104,7 +112,8 @@ def assert_sane(pacer: Pacer, time: FakeTime) -> None:
     for notice in time.notices:
         sane_notice(notice)
     now = time.now
-    if pacer.halted is None:
+    halt = pacer.report().halt
+    if halt is None:
         assert pacer.limiter.paused_until() - now <= CAP_S + 1.0
         rate = pacer.rate_now()
         assert rate > 0
@@ -116,14 +125,13 @@ def assert_sane(pacer: Pacer, time: FakeTime) -> None:
         elif isinstance(admitted, float):
             assert 0.0 <= admitted <= CAP_S + 1.0
     else:
-        assert pacer.reserve(now) is pacer.halted
-        assert pacer.halt_message()
-    json.dumps(pacing_report(pacer), allow_nan=False)  # raises on NaN or infinity
-    for seconds in pacer.paused_s().values():
+        assert pacer.reserve(now) is halt
+        assert halt.message
+    json.dumps(pacing_report(pacer.report()), allow_nan=False)  # raises on NaN or infinity
+    for seconds in pacer.report().paused_s.values():
         assert math.isfinite(seconds)
         assert seconds >= 0
     time.now += CAP_S + 2.0
-    pacer.tick()
     for notice in time.notices:
         sane_notice(notice)
 
@@ -180,13 +188,15 @@ def test_a_wait_beyond_the_cap_halts_with_when_it_would_resume(
     ticket = pacer.reserve(0.0)
     assert isinstance(ticket, Ticket)
     pacer.finish(ticket, status=429 if "Retry-After" in headers else 200, headers=headers)
-    assert pacer.reserve(0.1) is Halt.TOLD_TO_WAIT
-    report = pacing_report(pacer)["halt"]
+    halted = pacer.reserve(0.1)
+    assert isinstance(halted, HaltDetail)
+    assert halted.halt is Halt.TOLD_TO_WAIT
+    report = pacing_report(pacer.report())["halt"]
     assert report["reason"] == "told_to_wait"
     assert report["wait_s"] == pytest.approx(wait_s, rel=1e-6, abs=0.5)  # a quota's: 0.25 s past its reset
     resume = utc_text(NOW + report["wait_s"])
     assert report["resume_at"] == resume
-    message = pacer.halt_message()
+    message = halted.message
     if resume is None:
         assert " for " in message
         assert " years" in message
@@ -247,8 +257,10 @@ def test_a_quota_too_thin_to_spread_within_the_cap_is_spent_and_then_halts() -> 
             status=200,
             headers={"X-RateLimit-Remaining": left, "X-RateLimit-Reset": str(int(NOW) + 3600)},
         )
-    assert pacer.reserve(time.now) is Halt.TOLD_TO_WAIT
-    assert "quota is spent until" in pacer.halt_message()
+    halted = pacer.reserve(time.now)
+    assert isinstance(halted, HaltDetail)
+    assert halted.halt is Halt.TOLD_TO_WAIT
+    assert "quota is spent until" in halted.message
 
 
 @pytest.mark.parametrize(
@@ -419,4 +431,6 @@ def test_a_503s_retry_after_holds_the_pool_like_a_429s() -> None:
     ticket = pacer.reserve(0.0)
     assert isinstance(ticket, Ticket)
     pacer.finish(ticket, status=503, headers={"Retry-After": "86400"}, down=True, record_id="a")
-    assert pacer.reserve(0.1) is Halt.TOLD_TO_WAIT
+    halted = pacer.reserve(0.1)
+    assert isinstance(halted, HaltDetail)
+    assert halted.halt is Halt.TOLD_TO_WAIT

@@ -11,14 +11,14 @@ import math
 import pytest
 
 from exporter.config import LimitSettings, RetrySettings
-from exporter.outage import Blame, OutageBreaker, State
 from exporter.pacing import Pacer, Ticket, Trouble
+from exporter.pacing.halts import Halt, HaltRule
+from exporter.pacing.outage import Blame, OutageBreaker, State
 
 
 def breaker(**changes: float) -> OutageBreaker:
     """A breaker whose probe delays are exact (no jitter): 1 s doubling to 10 s, spells of 2 s."""
     settings: dict[str, float] = {
-        "max_outage_s": 600.0,
         "span_s": 2.0,
         "start_delay_s": 1.0,
         "max_delay_s": 10.0,
@@ -100,7 +100,8 @@ def test_an_outage_at_the_tail_is_still_an_outage() -> None:
     recording served earlier fails too. That is an outage: the spell's attempts are given back,
     the pool waits and probes with the canary (a broken id never decides), and gives up once
     --max-outage has passed since the spell began."""
-    b = breaker(max_outage_s=60.0)
+    b = breaker()
+    halts = HaltRule(max_requests=None, max_outage_s=60.0, retry_after_max_s=900.0)
     last = served_until(b, 3.0)
     began = last + 0.1
     for i, record_id in enumerate(["r-1", "r-2", "r-3"]):
@@ -121,8 +122,10 @@ def test_an_outage_at_the_tail_is_still_an_outage() -> None:
     assert (probe.go, probe.probe, probe.canary) == (True, True, check.canary)
     assert b.failed(began + 3.2, record_id=check.canary, sent_at=began + 3.1, probe=True) is Blame.API
     assert b.admit(began + 4.0).wait_s == pytest.approx(1.2)  # the delay doubled
-    assert not b.admit(began + 59.0).give_up
-    assert b.admit(began + 60.5).give_up
+    assert halts.check(began + 59.0, sent=0, down_since=b.waiting_since(began + 59.0)) is None
+    gave_up = halts.check(began + 60.5, sent=0, down_since=b.waiting_since(began + 60.5))
+    assert gave_up is not None
+    assert gave_up.halt is Halt.API_UNAVAILABLE
 
 
 def test_an_outage_mid_run_ends_at_the_first_answer() -> None:

@@ -15,7 +15,7 @@ from pacing_sim import Both, BucketServer, TransientFaults, flaky_api, simulate
 
 from exporter.config import LimitSettings, RetrySettings
 from exporter.pacing import Pacer, Ticket
-from exporter.quota import QuotaTracker, parse_quota
+from exporter.pacing.quota import QuotaTracker, parse_quota
 
 NOW = 1_800_000_000.0
 
@@ -67,7 +67,7 @@ def test_random_429s_do_not_collapse_the_rate() -> None:
     )
     assert outcome.rate(10.0, 300.0) >= 0.85 * 8 / 0.02
     assert outcome.pacer is not None
-    assert outcome.pacer.rate_cuts <= 6
+    assert outcome.pacer.report().rate_cuts <= 6
 
 
 # --- noise: 429s that slowing down does not reduce (issue 16) -------------------------------------

@@ -31,9 +31,10 @@ earlier). What tells them apart is whether the API answers anyone else:
    connect counts as one: the id never left), and fewer are those ids' own.
 5. In an outage the pool stops and one request at a time probes (the canary,
    if there is one, so a broken id never decides), with capped exponential
-   backoff; provisional attempts are given back. The first answer ends it; an
-   outage longer than `max_outage_s`, counted from the start of its spell,
-   ends the run (exit 6), leaving the ids not fetched for the next run.
+   backoff; provisional attempts are given back. The first answer ends it.
+   Whether it has lasted too long (--max-outage, counted from the start of its
+   spell: `waiting_since`) is for `halts.HaltRule` to say, with the run's other
+   reasons to end; the time it held the pool is booked in `pauses.PauseLedger`.
 
 What this cannot tell: a cache in front of the API that serves the canary
 while the origin is down (the failing ids fail, and the next run retries
@@ -54,6 +55,8 @@ import random
 from collections import deque
 from collections.abc import Callable
 from typing import NamedTuple
+
+from .pauses import PauseLedger, PauseReason
 
 
 class State(enum.Enum):
@@ -80,13 +83,11 @@ class Blame(enum.Enum):
 
 
 class Admission(NamedTuple):
-    """What a worker about to send a request may do: go, wait, or give up."""
+    """What a worker about to send a request may do: go, or wait."""
 
     go: bool
     #: Seconds to wait before asking again (when not `go`); math.inf: until the probe answers.
     wait_s: float = 0.0
-    #: The outage has lasted longer than --max-outage: stop the run.
-    give_up: bool = False
     #: This request is a check or a probe: its outcome decides for the pool.
     probe: bool = False
     #: The id to ask for instead of the worker's own (the canary), if there is one.
@@ -111,10 +112,10 @@ class OutageBreaker:
         "_dry_since",
         "_last_answer",
         "_max_delay_s",
-        "_max_outage_s",
         "_next_probe",
         "_outage_since",
         "_outage_spells",
+        "_pauses",
         "_rand",
         "_span_s",
         "_spell_ids",
@@ -130,21 +131,22 @@ class OutageBreaker:
     def __init__(
         self,
         *,
-        max_outage_s: float = 600.0,
         span_s: float = 2.0,
         distinct: int = 3,
         start_delay_s: float = 1.0,
         max_delay_s: float = 10.0,
+        pauses: PauseLedger | None = None,
         rand: Callable[[], float] = random.random,
     ) -> None:
-        if max_outage_s <= 0 or span_s <= 0 or distinct < 1 or not 0 < start_delay_s <= max_delay_s:
-            raise ValueError("max_outage_s > 0, span_s > 0, distinct >= 1, 0 < start_delay_s <= max_delay_s")
-        self._max_outage_s = max_outage_s
+        if span_s <= 0 or distinct < 1 or not 0 < start_delay_s <= max_delay_s:
+            raise ValueError("span_s > 0, distinct >= 1, 0 < start_delay_s <= max_delay_s")
         self._span_s = span_s
         self._distinct = distinct
         self._start_delay_s = start_delay_s
         self._max_delay_s = max_delay_s
         self._rand = rand
+        #: Where the time an outage holds the pool is booked.
+        self._pauses = pauses if pauses is not None else PauseLedger()
         self.state = State.CLOSED
         self._last_answer = -math.inf
         self._canaries: deque[tuple[int, str]] = deque(maxlen=_CANARIES)
@@ -175,6 +177,7 @@ class OutageBreaker:
         lasted = None
         if self.state in (State.OPEN, State.PROBING):
             lasted = now - self._outage_since
+            self._pauses.release(PauseReason.OUTAGE, now)
         self._spell_open = False  # the failures of the spell were the ids' own
         self.state = State.CLOSED
         return lasted
@@ -241,14 +244,22 @@ class OutageBreaker:
             self.state = State.CHECKING
             self.checks += 1
             return Admission(True, probe=True, canary=self.canary())
-        if now - self.outage_started() > self._max_outage_s:
-            return Admission(False, give_up=True)
         if state is not State.OPEN:
             return Admission(False, wait_s=math.inf)
         if now < self._next_probe:
             return Admission(False, wait_s=self._next_probe - now)
         self.state = State.PROBING
         return Admission(True, probe=True, canary=self.canary())
+
+    def waiting_since(self, now: float, *, span_s: float | None = None) -> float | None:
+        """Since when the pool has waited on the API (the first unanswered request of the spell
+        being checked, or of the outage); None while requests may go. A spell that has lasted
+        the span is judged first, as `admit` would."""
+        if self.state is State.CLOSED:
+            self._ripen(now, span_s)
+        if self.state in (State.CLOSED, State.CHECK_DUE):
+            return None
+        return self.outage_started()
 
     def ripe_in(self, now: float, *, span_s: float | None = None) -> float:
         """Seconds until the open spell may be judged (0: now, or there is none)."""
@@ -294,6 +305,7 @@ class OutageBreaker:
         if first:
             self.outages += 1
             self._outage_since = self._dry_since
+            self._pauses.hold(PauseReason.OUTAGE, self._outage_since, now=now)
             self._outage_spells.append(self.spell)
             self._spell_open = False
             self._spell_ids.clear()
