@@ -15,5 +15,5 @@
 
 Nothing here is imported unless an s3:// URL is given (`options.py` and
 `location.py` excepted: they import no S3 client), so a local run never loads
-aiobotocore. The design and its alternatives: docs/decisions/0001-s3-archive.md.
+aiobotocore. The design and its alternatives: docs/decisions/0002-s3-archive.md.
 """
