@@ -321,6 +321,40 @@ async def test_disk_full_stops_with_exit_4_and_loses_nothing(
     assert sorted(r["id"] for r in read_records(tmp_path / "out")) == sorted(ids)
 
 
+async def test_ctrl_c_then_a_full_disk_while_draining_exits_4_with_the_disk_error(
+    api: FakeServerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT reaches the run, then the commit of what was fetched hits a full disk: the disk error
+    decides the exit code (4) and is the message shown, not the interruption (130)."""
+    import errno
+    import signal
+    import time
+
+    from exporter.pipeline import run_export
+    from exporter.signals import ProcessSignals
+
+    manifest = write_manifest(tmp_path / "ids.txt", [f"rec-{i}" for i in range(300)])
+    real_fdatasync = os.fdatasync
+    calls = {"n": 0}
+
+    def interrupted_then_full(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)  # (the writer thread) the run takes the SIGINT before this commit fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", interrupted_then_full)
+    with ProcessSignals().installed() as signals:
+        outcome = await run_export(make_config(manifest, tmp_path / "out", api.url), signals=signals)
+    assert calls["n"] >= 4
+    assert outcome.exit_code == ExitCode.ARCHIVE
+    assert "No space left on device" in (outcome.message or "")
+    assert outcome.summary is not None  # only that commit failed: the reports say how the run ended
+    assert (outcome.summary.exit_code, outcome.summary.status) == (ExitCode.ARCHIVE, "archive_error")
+
+
 async def test_max_requests_stops_with_exit_5_and_the_rerun_continues(
     api: FakeServerHandle, tmp_path: Path
 ) -> None:
