@@ -132,10 +132,10 @@ def recording_ids(count: int, prefix: str = "rec-") -> list[str]:
 
 
 def _fake_api() -> Any:
-    """`scripts/fake_api.py`, imported lazily so the floor's process never loads it."""
-    import fake_api
+    """The fake API's package (scripts/fakeapi/), imported lazily so the floor's process never loads it."""
+    import fakeapi
 
-    return fake_api
+    return fakeapi
 
 
 def _readable_dir(path: Path) -> Path:
@@ -160,7 +160,7 @@ def ensure_bodies(
 ) -> BodySet:
     """Write any missing body for `ids` into the cache dir keyed by the generation parameters.
 
-    Bodies are `fake_api.success_body`, a pure function of (id, seed, large_fraction,
+    Bodies are `fakeapi.success_body`, a pure function of (id, seed, large_fraction,
     large_bytes), so a cache dir never holds a stale body and a bigger `--ids` reuses it.
     """
     fake_api = _fake_api()
