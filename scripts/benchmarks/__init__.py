@@ -18,7 +18,7 @@ few of several MB) as static files at `/v1/core/recordings/<id>`. The contenders
 interleaved (floor, exporter, curl, ..., floor, exporter, ...) `--repeat` times and medians are
 quoted; the machine is noisy, so the exporter/floor ratio is taken within each repetition.
 Each contender is its own process, reaped with `os.wait4` by a small launcher, so its wall
-time, CPU (user+sys) and peak RSS (`ru_maxrss`) are its own (see LAUNCHER for why a launcher).
+time, CPU (user+sys) and peak RSS (`ru_maxrss`) are its own (see measure.LAUNCHER for why a launcher).
 
 Scenarios, each printing its figures and the issue's target:
 

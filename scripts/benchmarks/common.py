@@ -1,4 +1,4 @@
-"""What every part of the benchmark shares: paths, constants, the error, the child environment, tables."""
+"""What every part of the benchmark shares: paths, constants, the error, the child environment, verdicts."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ SCRIPTS: Final = ROOT / "scripts"
 API_PATH: Final = "/v1/core/recordings/"
 TOKEN: Final = "bench-token"  # a fake token: the servers here are loopback-only
 CONTENDERS: Final = ("floor", "client", "exporter", "curl", "aria2c")
-#: Contenders that are this script in a minimal loop, reporting one JSON line of counts.
+#: Contenders that are `bench.py` itself in a minimal loop (loops.py), reporting a JSON line of counts.
 LOOPS: Final = ("floor", "client")
 #: `bench.py report RESULTS` and `bench.py compare OLD NEW` read results files (benchmarks.results).
 RESULTS_COMMANDS: Final = ("report", "compare")
@@ -19,7 +19,7 @@ NGINX_INSTALL: Final = "apt-get install -y nginx-light"
 MB: Final = 1_000_000
 
 # The memory scenario's ids are `m-` and seven digits; nginx picks one of 1,000 template bodies
-# by the last three digits and writes the requested id into it (see NGINX_CONF).
+# by the last three digits and writes the requested id into it (see nginx.NGINX_CONF).
 MEMORY_PREFIX: Final = "m-"
 MEMORY_TEMPLATES: Final = 1000
 MEMORY_PLACEHOLDER: Final = "m-XXXXXXX"

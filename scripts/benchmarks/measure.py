@@ -70,7 +70,7 @@ class ProcessResult:
 
 # Runs one contender and reports its rusage. Why a launcher: at exec, Linux carries the old
 # address space's high-water mark into the new program's ru_maxrss, and subprocess spawns with
-# vfork, whose old address space is this script's own (a million-id list makes that 150 MB).
+# vfork, whose old address space is the benchmark's own (a million-id list makes that 150 MB).
 # Forked from this small interpreter instead, a contender's peak RSS is its own (floor: ~5 MB).
 LAUNCHER: Final = """\
 import json, os, sys, time

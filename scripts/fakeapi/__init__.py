@@ -19,7 +19,7 @@ One module per concern, pure core first and the aiohttp shell last:
     cli         main: the command line (`scripts/fake_api.py` is its entry)
 
 Tests import it as `fakeapi` (pytest's `pythonpath` puts scripts/ on the path; see pyproject);
-the names below are the package's public face.
+the names in `__all__` are the package's public face.
 
 Ids are one percent-encoded path segment: ``a%2Fb`` is the id ``a/b``. Prefixes pick
 behaviour, so a test chooses it by naming the id:

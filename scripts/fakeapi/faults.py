@@ -1,4 +1,8 @@
-"""Which fault a request gets (a pure function of config, id and attempt), and how each is served."""
+"""Which fault a request gets (a pure function of config, id and attempt), and how each is served.
+
+The API's JSON answers (json_response, and error_response, its error shape) live here because the
+faults are their first users; the app's refusals and control endpoints use them too.
+"""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The fake API in-process, on its own thread and loop: what tests and the benchmark start."""
+"""The fake API in-process, on its own thread and loop: what the tests start (conftest, per test)."""
 
 from __future__ import annotations
 
