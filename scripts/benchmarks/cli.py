@@ -94,7 +94,7 @@ def build_parser() -> argparse.ArgumentParser:
     add("--nginx-workers", default="1", help="nginx worker_processes (default: %(default)s)")
     for scenario in SCENARIOS:
         if scenario.add_arguments is not None:
-            scenario.add_arguments(parser.add_argument_group(f"--scenario {scenario.name}"))
+            scenario.add_arguments(parser)
     return parser  # fmt: skip
 
 

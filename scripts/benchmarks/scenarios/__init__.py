@@ -2,8 +2,9 @@
 
 A scenario is a function `run(setup, results) -> bool` that prints its figures, puts its JSON
 section into `results[name]` (README tables under "tables", see `common.record_table`) and says
-whether every target was met, plus, if it has options of its own, `add_arguments(group)` for its
-`--scenario NAME` group. To add one: write its module and add a line to SCENARIOS.
+whether every target was met, plus, if it has options of its own, `add_arguments(parser)`, which
+adds them in a `--scenario NAME` help group. To add one: write its module and add a line to
+SCENARIOS.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from benchmarks.scenarios import compress, dryrun, latency, memory, pacing, rate
 class Scenario:
     name: str
     run: Callable[[Setup, dict[str, Any]], bool]
-    add_arguments: Callable[[argparse._ArgumentGroup], None] | None = None
+    add_arguments: Callable[[argparse.ArgumentParser], None] | None = None
     needs_nginx: bool = True
 
 

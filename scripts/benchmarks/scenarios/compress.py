@@ -360,8 +360,9 @@ def _points(text: str) -> list[tuple[int, float]]:
     return points
 
 
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    """The `--scenario compress` options."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--scenario compress` options, in their own help group."""
+    group = parser.add_argument_group("--scenario compress")
     group.add_argument(
         "--compress-codecs",
         type=_codecs,

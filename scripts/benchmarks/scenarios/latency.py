@@ -116,8 +116,9 @@ def _latency_runs(
     }
 
 
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    """The `--scenario latency` options."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--scenario latency` options, in their own help group."""
+    group = parser.add_argument_group("--scenario latency")
     group.add_argument(
         "--latency-ms",
         type=float,

@@ -112,8 +112,9 @@ def memory_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     return ok
 
 
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    """The `--scenario memory` options."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--scenario memory` options, in their own help group."""
+    group = parser.add_argument_group("--scenario memory")
     group.add_argument(
         "--memory-ids", type=int, default=1_000_000, help="manifest length (default: %(default)s)"
     )

@@ -526,8 +526,9 @@ def pacing_scenario(setup: Setup, results: dict[str, Any]) -> bool:
     return ok
 
 
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    """The `--scenario pacing` options."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--scenario pacing` options, in their own help group."""
+    group = parser.add_argument_group("--scenario pacing")
     group.add_argument(
         "--pacing-cases",
         type=_pacing_keys,

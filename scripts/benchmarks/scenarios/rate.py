@@ -101,8 +101,9 @@ def max_in_window(starts: Sequence[float], window_s: float) -> tuple[int, float]
     return most, at
 
 
-def add_arguments(group: argparse._ArgumentGroup) -> None:
-    """The `--scenario rate` options."""
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The `--scenario rate` options, in their own help group."""
+    group = parser.add_argument_group("--scenario rate")
     group.add_argument("--rate", type=float, default=500.0, help="exporter --rate (default: %(default)s)")
     group.add_argument("--burst", type=int, default=50, help="exporter --burst (default: %(default)s)")
     group.add_argument(
