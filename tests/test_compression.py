@@ -14,7 +14,7 @@ import duckdb
 import pytest
 import zstandard
 from conftest import cli, export, make_config, read_summary, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from test_framing import one_member, sync_points
 
 from exporter.archive import checkpoint

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import TOKEN, cli, read_summary, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.logs import JsonFormatter
 from exporter.pacing import PauseNotice, PauseReason

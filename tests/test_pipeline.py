@@ -9,10 +9,10 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import fake_api
+import fakeapi
 import pytest
 from conftest import export, make_config, read_failed, read_records, read_summary, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.config import Budgets, LimitSettings
 from exporter.errors import ExitCode
@@ -23,9 +23,9 @@ sys.set_int_max_str_digits(0)
 def served(api: FakeServerHandle, record_id: str) -> object:
     """The `data` the fake API serves for an id, parsed with Python's json."""
     if record_id.startswith("edge-"):
-        body = fake_api.edge_body(record_id)
+        body = fakeapi.edge_body(record_id)
     else:
-        body = fake_api.success_body(record_id, api.config, frozenset())
+        body = fakeapi.success_body(record_id, api.config, frozenset())
     return json.loads(body)["data"]
 
 
