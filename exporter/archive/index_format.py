@@ -1,0 +1,610 @@
+"""The archive index's run format: which ids are archived and where, in files a lookup maps, not reads.
+
+The index is derived from the checkpoint alone (docs/decisions/0001-archive-index.md says why,
+and how it compares with LSM trees, git's pack `.idx` and Parquet's page index). Every id the
+checkpoint lists gets an *ordinal*, its position in checkpoint order (0, 1, 2, ... over every
+commit of the generation). A *run* covers a stretch of the checkpoint, its bytes
+`ckpt_start..ckpt_end`, and holds:
+
+    header     128 bytes: magic, version, bucket bits, the ordinals and checkpoint bytes it
+               covers, and the sha256 of the checkpoint's first `ckpt_start` / `ckpt_end` bytes
+    fanout     (2**bits + 1) u32: fanout[b] = entries in buckets below b, as git's `.idx`, on
+               the first `bits` bits of the id's BLAKE2b-128 digest (the exporter's `id_digest`)
+    keys       per entry, the digest's first 8 bytes, grouped by bucket: what a lookup searches
+    checks     per entry, the digest's last 8 bytes, in the same order: compared once found
+    ordinals   per entry, its ordinal (u32, big-endian), in the same order
+    firsts     per commit that holds ids, its first ordinal (u64), ascending
+    commits    per such commit: its records file (an index into `state.files`), crc32, start
+               and end bytes in that file, and where its entry starts in the checkpoint (as
+               Parquet's OffsetIndex gives a page's place and first row)
+    state      JSON: the checkpoint's state at `ckpt_end` (files, runs, id count), so a reader
+               replays only the checkpoint after the last run
+    trailer    crc32 of everything before it, and the magic again
+
+Sections start on 8-byte boundaries; integers are little-endian but the ordinals. A run of n
+ids has about n / 24 buckets (`bucket_bits`): a lookup is one `find` of 8 bytes over some 24
+keys, then one 8-byte comparison. Within a bucket, the entries of one digest are in ordinal
+order, so the first found is the id's first place. Runs merge (`merged_parts`) by
+concatenating each bucket's entries, run after run, so a merge does no sorting; a run with
+fewer bucket bits than the result is first re-laid with more (`rebucketed`), which costs a
+little per id and happens only to the smaller runs of a merge.
+
+Pure: bytes in, bytes and values out; `index.py` does the files.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import operator
+import struct
+import sys
+import zlib
+from array import array
+from bisect import bisect_left, bisect_right
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, replace
+from typing import Any, Protocol
+
+import orjson
+
+from .checkpoint import CheckpointState, Commit, FileState, RunState
+
+MAGIC = b"EXPIDX\r\n"
+VERSION = 1
+MIN_BUCKET_BITS = 4
+MAX_BUCKET_BITS = 20
+#: Ids a bucket holds on average, at most (but in runs of over 24 * 2**20 ids).
+BUCKET_TARGET = 24
+_KEY = slice(0, 8)
+_CHECK = slice(8, 16)
+_ORDINAL = slice(16, 20)
+KEY_BYTES = 8
+CHECK_BYTES = 8
+ORDINAL_BYTES = 4
+_DIGEST_BYTES = 16
+_ENTRY_BYTES = _DIGEST_BYTES + ORDINAL_BYTES
+#: Ordinals are u32: the index numbers at most this many ids.
+MAX_IDS = 1 << 32
+_HEADER = struct.Struct("<8sHBB4xQQQQQQ32s32s")
+HEADER_BYTES = 128
+_COMMIT = struct.Struct("<IIQQQ")
+_TRAILER = struct.Struct("<I4x8s")
+TRAILER_BYTES = _TRAILER.size
+_EMPTY_SHA = hashlib.sha256().digest()
+_LITTLE = sys.byteorder == "little"
+#: Pieces joined at a time when a merge writes its buckets.
+_BATCH_PIECES = 1 << 16
+assert _HEADER.size <= HEADER_BYTES
+assert _COMMIT.size == 32
+
+
+class IndexFormatError(ValueError):
+    """Bytes that are not a run of this version: damaged, cut short, or written by another version."""
+
+
+class Buffer(Protocol):
+    """What a run is read from: `bytes` (built in memory) or an `mmap` of its file."""
+
+    def __len__(self) -> int: ...
+    def __getitem__(self, index: slice, /) -> bytes: ...
+    def find(self, sub: bytes, start: int = ..., end: int = ..., /) -> int: ...
+
+
+def bucket_bits(count: int) -> int:
+    """The bucket bits of a run of `count` ids: about BUCKET_TARGET ids a bucket."""
+    return min(MAX_BUCKET_BITS, max(MIN_BUCKET_BITS, (count // BUCKET_TARGET).bit_length()))
+
+
+def _pad(size: int) -> int:
+    return -size % 8
+
+
+@dataclass(frozen=True, slots=True)
+class RunHeader:
+    """What a run covers: ordinals `first_ordinal..end_ordinal`, checkpoint bytes, and their hashes."""
+
+    bits: int
+    first_ordinal: int
+    count: int
+    commits: int
+    ckpt_start: int
+    ckpt_end: int
+    state_bytes: int
+    #: sha256 of the checkpoint's first `ckpt_start` / `ckpt_end` bytes.
+    sha_start: bytes
+    sha_end: bytes
+
+    @property
+    def end_ordinal(self) -> int:
+        return self.first_ordinal + self.count
+
+    def sections(self) -> dict[str, tuple[int, int]]:
+        """Offset and length of each section, in file order."""
+        layout: dict[str, tuple[int, int]] = {}
+        at = HEADER_BYTES
+        for name, size in (
+            ("fanout", ((1 << self.bits) + 1) * 4),
+            ("keys", self.count * KEY_BYTES),
+            ("checks", self.count * CHECK_BYTES),
+            ("ordinals", self.count * ORDINAL_BYTES),
+            ("firsts", self.commits * 8),
+            ("commits", self.commits * _COMMIT.size),
+            ("state", self.state_bytes),
+        ):
+            layout[name] = (at, size)
+            at += size + _pad(size)
+        layout["trailer"] = (at, TRAILER_BYTES)
+        return layout
+
+    @property
+    def file_bytes(self) -> int:
+        offset, size = self.sections()["trailer"]
+        return offset + size
+
+    def pack(self) -> bytes:
+        packed = _HEADER.pack(
+            MAGIC,
+            VERSION,
+            self.bits,
+            1,  # the sections' integers are little-endian
+            self.first_ordinal,
+            self.count,
+            self.commits,
+            self.ckpt_start,
+            self.ckpt_end,
+            self.state_bytes,
+            self.sha_start,
+            self.sha_end,
+        )
+        return packed + bytes(HEADER_BYTES - len(packed))
+
+    @classmethod
+    def unpack(cls, raw: bytes) -> RunHeader:
+        """The header at the start of `raw`; IndexFormatError when it is not one of this version."""
+        if len(raw) < HEADER_BYTES:
+            raise IndexFormatError("shorter than a header")
+        (magic, version, bits, order, first, count, commits, start, end, state, sha_start, sha_end) = (
+            _HEADER.unpack_from(raw)
+        )
+        if magic != MAGIC:
+            raise IndexFormatError("not an index run (wrong magic)")
+        if version != VERSION or order != 1 or not MIN_BUCKET_BITS <= bits <= MAX_BUCKET_BITS:
+            raise IndexFormatError(f"written by another version (format {version})")
+        if start >= end or first + count > MAX_IDS:
+            raise IndexFormatError("covers an impossible span")
+        return cls(bits, first, count, commits, start, end, state, sha_start, sha_end)
+
+
+@dataclass(frozen=True, slots=True)
+class CommitPlace:
+    """Where the records of one commit are: bytes `start..end` of a records file, checked by `crc32`.
+
+    Its ids hold ordinals `first_ordinal..first_ordinal+count`, one line each, in
+    order, in the commit's bytes (decompressed when the file is compressed).
+    """
+
+    file: str
+    start: int
+    end: int
+    crc32: int
+    first_ordinal: int
+    count: int
+    #: Where the commit's entry starts in the checkpoint.
+    ckpt_offset: int
+
+
+# -- the checkpoint's state, carried by each run -----------------------------------------------
+
+
+def encode_state(state: CheckpointState) -> bytes:
+    """The state a run carries: files, runs and the id count (the bytes it covers are in the header)."""
+    return orjson.dumps(
+        {
+            "ids": state.ids,
+            "files": [[f.name, f.size, f.lines, f.closed, f.sha256] for f in state.files.values()],
+            "runs": [
+                [
+                    r.run,
+                    r.started_at,
+                    r.refetch,
+                    r.manifest,
+                    r.shard,
+                    r.ended_at,
+                    r.exit_code,
+                    r.status,
+                    r.counts,
+                    r.message,
+                ]
+                for r in state.runs
+            ],
+        }
+    )
+
+
+def decode_state(raw: bytes, valid_bytes: int) -> CheckpointState:
+    """The state `encode_state` wrote, at checkpoint length `valid_bytes`; IndexFormatError if it is not."""
+    try:
+        doc = orjson.loads(raw)
+        state = CheckpointState(ids=_count(doc["ids"]), valid_bytes=valid_bytes)
+        for name, size, lines, closed, sha in doc["files"]:
+            if not isinstance(name, str) or not isinstance(closed, bool) or not isinstance(sha, str | None):
+                raise TypeError("a file's name, state or hash")
+            state.files[name] = FileState(name, _count(size), _count(lines), closed, sha)
+        for run in doc["runs"]:
+            number, started, refetch, manifest, shard, ended, exit_code, status, counts, message = run
+            if not all(isinstance(value, str | None) for value in (shard, ended, status, message)):
+                raise TypeError("a run's text fields")
+            if not isinstance(started, str) or not isinstance(manifest, str) or not isinstance(refetch, bool):
+                raise TypeError("a run's start")
+            if not isinstance(counts, dict) or not all(isinstance(v, int) for v in counts.values()):
+                raise TypeError("a run's counts")
+            state.runs.append(
+                RunState(
+                    run=_count(number),
+                    started_at=started,
+                    refetch=refetch,
+                    manifest=manifest,
+                    shard=shard,
+                    ended_at=ended,
+                    exit_code=None if exit_code is None else _count(exit_code),
+                    status=status,
+                    counts=counts,
+                    message=message,
+                )
+            )
+    except (ValueError, TypeError, KeyError) as exc:
+        raise IndexFormatError(f"its checkpoint state is unreadable ({exc})") from None
+    return state
+
+
+def _count(value: Any) -> int:
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise TypeError(f"{value!r} is not a count")
+    return value
+
+
+# -- laying out entries --------------------------------------------------------------------------
+
+
+def _lay_out(entries: list[bytes], bits: int) -> list[bytes]:
+    """Sorted entries (digest + big-endian ordinal) as the fanout, keys, checks and ordinals sections.
+
+    The fanout comes from one bisection per bucket boundary (the entries are
+    sorted), about one per BUCKET_TARGET entries, all in C.
+    """
+    shift = 24 - bits
+    bounds = map(operator.methodcaller("to_bytes", 3, "big"), range(0, 1 << 24, 1 << shift))
+    fanout = array("I", map(bisect_left, itertools.repeat(entries), bounds))
+    fanout.append(len(entries))
+    if not _LITTLE:
+        fanout.byteswap()
+    columns = [b"".join(map(operator.itemgetter(part), entries)) for part in (_KEY, _CHECK, _ORDINAL)]
+    return [fanout.tobytes(), *columns]
+
+
+class RunBuilder:
+    """Collects the commits of a stretch of the checkpoint, then lays them out as one run.
+
+    Each id costs its digest and one small `bytes` until `parts` sorts them, so
+    the caller bounds a builder (the index flushes one every `FLUSH_IDS` ids).
+    """
+
+    __slots__ = ("_entries", "_firsts", "_rows", "ckpt_start", "first_ordinal", "next_ordinal")
+
+    def __init__(self, *, first_ordinal: int, ckpt_start: int) -> None:
+        self.first_ordinal = first_ordinal
+        self.next_ordinal = first_ordinal
+        self.ckpt_start = ckpt_start
+        # digest + ordinal (big-endian): sorting them orders each digest's places by ordinal.
+        self._entries: list[bytes] = []
+        self._firsts = array("Q")
+        self._rows: list[bytes] = []
+
+    def __len__(self) -> int:
+        return self.next_ordinal - self.first_ordinal
+
+    def add(self, commit: Commit, *, file_index: int, ckpt_offset: int) -> None:
+        """Add one commit (in checkpoint order) whose entry starts at `ckpt_offset` in the checkpoint."""
+        ids = commit.ids
+        if not ids:
+            return  # an empty commit holds no record to find
+        first = self.next_ordinal
+        if first + len(ids) > MAX_IDS:
+            raise IndexFormatError(f"more than {MAX_IDS} ids: the index cannot number them")
+        blake2b = hashlib.blake2b
+        append = self._entries.append
+        for ordinal, record_id in enumerate(ids, first):
+            digest = blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=_DIGEST_BYTES).digest()
+            append(digest + ordinal.to_bytes(ORDINAL_BYTES, "big"))
+        self._firsts.append(first)
+        self._rows.append(_COMMIT.pack(file_index, commit.crc32, commit.start, commit.end, ckpt_offset))
+        self.next_ordinal = first + len(ids)
+
+    def parts(
+        self, *, ckpt_end: int, sha_start: bytes, sha_end: bytes, state: CheckpointState
+    ) -> list[bytes]:
+        """The run's bytes, in pieces to write one after another (the builder is spent)."""
+        entries = self._entries
+        self._entries = []
+        entries.sort()
+        bits = bucket_bits(len(entries))
+        firsts = self._firsts
+        if not _LITTLE:
+            firsts.byteswap()
+        state_raw = encode_state(state)
+        header = RunHeader(
+            bits=bits,
+            first_ordinal=self.first_ordinal,
+            count=len(entries),
+            commits=len(self._rows),
+            ckpt_start=self.ckpt_start,
+            ckpt_end=ckpt_end,
+            state_bytes=len(state_raw),
+            sha_start=sha_start,
+            sha_end=sha_end,
+        )
+        sections = [
+            header.pack(),
+            *_lay_out(entries, bits),
+            firsts.tobytes(),
+            b"".join(self._rows),
+            state_raw,
+        ]
+        return _with_trailer(sections)
+
+
+def _with_trailer(sections: Sequence[bytes]) -> list[bytes]:
+    """The sections, each padded to 8 bytes, then the trailer (crc32 of all of it, and the magic)."""
+    parts: list[bytes] = []
+    crc = 0
+    for section in sections:
+        for piece in (section, bytes(_pad(len(section)))):
+            if piece:
+                parts.append(piece)
+                crc = zlib.crc32(piece, crc)
+    parts.append(_TRAILER.pack(crc, MAGIC))
+    return parts
+
+
+# -- reading a run -------------------------------------------------------------------------------
+
+
+class Run:
+    """One run, read in place from a buffer (an mmap of its file, or bytes built in memory).
+
+    `open` checks everything a damaged or foreign file could get wrong before
+    a lookup trusts it: the magic and version, the size, the crc32 of the whole
+    file, the fanout's shape and the state's JSON. Lookups then touch only the
+    pages of the buckets they search.
+    """
+
+    __slots__ = ("_buf", "_fanout", "_firsts", "_sections", "_shift", "header", "state")
+
+    def __init__(self, buf: Buffer, header: RunHeader, state: CheckpointState) -> None:
+        self._buf = buf
+        self.header = header
+        self.state = state
+        self._sections = header.sections()
+        self._shift = 24 - header.bits
+        self._fanout = _native(buf, *self._sections["fanout"], "I")
+        self._firsts = _native(buf, *self._sections["firsts"], "Q")
+
+    @classmethod
+    def open(cls, buf: Buffer, *, check_crc: bool = True) -> Run:
+        """The run in `buf`; IndexFormatError when it is damaged, cut short or of another version."""
+        header = RunHeader.unpack(buf[:HEADER_BYTES])
+        if len(buf) != header.file_bytes:
+            raise IndexFormatError(f"{len(buf)} bytes where its header says {header.file_bytes}")
+        trailer_at = len(buf) - TRAILER_BYTES
+        crc, magic = _TRAILER.unpack(buf[trailer_at:])
+        if magic != MAGIC:
+            raise IndexFormatError("its trailer is damaged")
+        if check_crc and _crc32(buf, trailer_at) != crc:
+            raise IndexFormatError("its crc32 does not match: the file is damaged")
+        at, size = header.sections()["state"]
+        state = decode_state(buf[at : at + size], header.ckpt_end)
+        if state.ids != header.end_ordinal:
+            raise IndexFormatError(f"its state counts {state.ids} ids, its entries {header.end_ordinal}")
+        run = cls(buf, header, state)
+        fanout, firsts = run._fanout, run._firsts
+        shaped = fanout[0] == 0 and fanout[-1] == header.count
+        if not shaped or any(map(operator.gt, fanout[:-1], fanout[1:])):
+            run.release()
+            raise IndexFormatError("its fanout table is not a count of its entries")
+        if firsts and (firsts[0] != header.first_ordinal or firsts[-1] >= header.end_ordinal):
+            run.release()
+            raise IndexFormatError("its commits do not number its ids")
+        return run
+
+    def lookup(self, digest: bytes) -> int | None:
+        """The first ordinal of the id with this 16-byte digest, or None when the run does not hold it."""
+        fanout = self._fanout
+        bucket = int.from_bytes(digest[:3], "big") >> self._shift
+        low, high = fanout[bucket], fanout[bucket + 1]
+        if low == high:
+            return None
+        buf = self._buf
+        keys = self._sections["keys"][0]
+        key = digest[_KEY]
+        end = keys + high * KEY_BYTES
+        at = buf.find(key, keys + low * KEY_BYTES, end)
+        while at >= 0:
+            offset = at - keys
+            if offset % KEY_BYTES:
+                at = buf.find(key, at + 1, end)  # a match across two keys
+                continue
+            entry = offset // KEY_BYTES
+            check = self._sections["checks"][0] + entry * CHECK_BYTES
+            if buf[check : check + CHECK_BYTES] == digest[_CHECK]:
+                place = self._sections["ordinals"][0] + entry * ORDINAL_BYTES
+                return int.from_bytes(buf[place : place + ORDINAL_BYTES], "big")
+            at = buf.find(key, at + KEY_BYTES, end)
+        return None
+
+    def holds(self, ordinal: int) -> bool:
+        return self.header.first_ordinal <= ordinal < self.header.end_ordinal
+
+    def place(self, ordinal: int, files: Sequence[str]) -> CommitPlace:
+        """The commit holding `ordinal` (which this run must hold); `files` names the file indexes."""
+        if not self.holds(ordinal):
+            raise IndexFormatError(f"ordinal {ordinal} is not in this run")
+        return self._commit(bisect_right(self._firsts, ordinal) - 1, files)
+
+    def commit_places(self, files: Sequence[str]) -> Iterator[CommitPlace]:
+        """Every commit of the run that holds ids, in checkpoint order (for `verify`)."""
+        return (self._commit(number, files) for number in range(len(self._firsts)))
+
+    def _commit(self, number: int, files: Sequence[str]) -> CommitPlace:
+        firsts = self._firsts
+        first = firsts[number]
+        end = firsts[number + 1] if number + 1 < len(firsts) else self.header.end_ordinal
+        at = self._sections["commits"][0] + number * _COMMIT.size
+        file_index, crc, start, stop, ckpt_offset = _COMMIT.unpack(self._buf[at : at + _COMMIT.size])
+        if file_index >= len(files):
+            raise IndexFormatError(f"a commit names file {file_index}, which the state does not list")
+        return CommitPlace(files[file_index], start, stop, crc, first, end - first, ckpt_offset)
+
+    def entries(self) -> Iterator[bytes]:
+        """Every entry as digest + big-endian ordinal, bucket by bucket (a little Python per entry)."""
+        keys, checks, ordinals = (self._sections[name][0] for name in ("keys", "checks", "ordinals"))
+        buf = self._buf
+        for entry in range(self.header.count):
+            yield (
+                buf[keys + entry * KEY_BYTES : keys + (entry + 1) * KEY_BYTES]
+                + buf[checks + entry * CHECK_BYTES : checks + (entry + 1) * CHECK_BYTES]
+                + buf[ordinals + entry * ORDINAL_BYTES : ordinals + (entry + 1) * ORDINAL_BYTES]
+            )
+
+    def bucket_slices(self, column: str) -> Iterator[bytes]:
+        """The `column` ("keys", "checks", "ordinals") of each bucket in turn, for merging."""
+        width = {"keys": KEY_BYTES, "checks": CHECK_BYTES, "ordinals": ORDINAL_BYTES}[column]
+        base = self._sections[column][0]
+        # In C (map, slice, getitem): a merge slices every bucket of every run and column.
+        scaled = map(operator.mul, self._fanout, itertools.repeat(width))
+        bounds = array("Q", map(operator.add, itertools.repeat(base), scaled))
+        return map(self._buf.__getitem__, map(slice, bounds[:-1], bounds[1:]))
+
+    def section(self, name: str) -> bytes:
+        at, size = self._sections[name]
+        return self._buf[at : at + size]
+
+    def release(self) -> None:
+        """Let go of the views into the buffer, so an mmap under them can be closed."""
+        for view in (self._fanout, self._firsts):
+            if isinstance(view, memoryview):
+                view.release()
+
+    def __repr__(self) -> str:
+        h = self.header
+        return f"<Run ids {h.first_ordinal}..{h.end_ordinal} checkpoint {h.ckpt_start}..{h.ckpt_end}>"
+
+
+def _native(buf: Buffer, at: int, size: int, code: str) -> Sequence[int]:
+    """A little-endian integer section as a sequence: a view in place, or a swapped copy on big-endian."""
+    if _LITTLE:
+        view: Sequence[int] = memoryview(buf)[at : at + size].cast(code)  # type: ignore[arg-type,call-overload]
+        return view
+    values = array(code, buf[at : at + size])
+    values.byteswap()
+    return values
+
+
+def _crc32(buf: Buffer, size: int) -> int:
+    crc = 0
+    view = memoryview(buf)  # type: ignore[arg-type]
+    try:
+        for at in range(0, size, 1 << 24):
+            crc = zlib.crc32(view[at : min(size, at + (1 << 24))], crc)
+    finally:
+        view.release()
+    return crc
+
+
+# -- merging runs --------------------------------------------------------------------------------
+
+
+def rebucketed(run: Run, bits: int) -> Run:
+    """`run` laid out again with `bits` bucket bits, in memory (a little Python per entry)."""
+    entries = sorted(run.entries())
+    header = replace(run.header, bits=bits)
+    sections = [
+        header.pack(),
+        *_lay_out(entries, bits),
+        run.section("firsts"),
+        run.section("commits"),
+        run.section("state"),
+    ]
+    return Run.open(b"".join(_with_trailer(sections)), check_crc=False)
+
+
+def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
+    """The bytes of one run holding `runs` (adjacent, oldest first), bucket by bucket, trailer last.
+
+    Each bucket of the result is the same bucket of each run, one after the
+    other, so a digest's places stay in ordinal order; commits and firsts are
+    concatenated; the state is the last run's. Runs with fewer bucket bits than
+    the result needs are re-laid first. Yields the file in pieces of bounded
+    size, so a merge of any size holds about one piece at a time.
+    """
+    if len(runs) < 2:
+        raise ValueError("a merge needs two runs or more")
+    for older, newer in itertools.pairwise(runs):
+        a, b = older.header, newer.header
+        if a.end_ordinal != b.first_ordinal or a.ckpt_end != b.ckpt_start:
+            raise ValueError(f"{older} and {newer} are not adjacent")
+    first, last = runs[0].header, runs[-1].header
+    count = sum(r.header.count for r in runs)
+    bits = max(bucket_bits(count), *(r.header.bits for r in runs))
+    laid = [r if r.header.bits == bits else rebucketed(r, bits) for r in runs]
+    try:
+        state_raw = runs[-1].section("state")
+        header = RunHeader(
+            bits=bits,
+            first_ordinal=first.first_ordinal,
+            count=count,
+            commits=sum(r.header.commits for r in runs),
+            ckpt_start=first.ckpt_start,
+            ckpt_end=last.ckpt_end,
+            state_bytes=len(state_raw),
+            sha_start=first.sha_start,
+            sha_end=last.sha_end,
+        )
+        fanout = array("I", map(sum, zip(*(r._fanout for r in laid), strict=True)))
+        if not _LITTLE:
+            fanout.byteswap()
+        crc = 0
+
+        def emit(pieces: Iterable[bytes]) -> Iterator[bytes]:
+            """The pieces joined in batches (in C: a merge has millions), then the section's padding."""
+            nonlocal crc
+            size = 0
+            source = iter(pieces)
+            while batch := list(itertools.islice(source, _BATCH_PIECES)):
+                chunk = b"".join(batch)
+                crc = zlib.crc32(chunk, crc)
+                size += len(chunk)
+                yield chunk
+            padding = bytes(_pad(size))
+            if padding:
+                crc = zlib.crc32(padding, crc)
+                yield padding
+
+        yield from emit([header.pack()])
+        yield from emit([fanout.tobytes()])
+        for column in ("keys", "checks", "ordinals"):
+            buckets = zip(*(r.bucket_slices(column) for r in laid), strict=True)
+            yield from emit(itertools.chain.from_iterable(buckets))
+        yield from emit(r.section("firsts") for r in runs)
+        yield from emit(r.section("commits") for r in runs)
+        yield from emit([state_raw])
+        yield _TRAILER.pack(crc, MAGIC)
+    finally:
+        for made, given in zip(laid, runs, strict=True):
+            if made is not given:
+                made.release()
+
+
+def empty_sha() -> bytes:
+    """The sha256 of no bytes: what a run starting at the checkpoint's first byte records as `sha_start`."""
+    return _EMPTY_SHA
