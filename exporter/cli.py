@@ -19,7 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NoReturn
 
-from . import __version__, metrics
+from . import __version__, index_command, metrics
 from .archive.layout import FAILED_NAME
 from .config import (
     DEFAULT_COMPRESS_BATCH_BYTES,
@@ -282,6 +282,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_export(commands)
     verify.add_parser(commands)
     status.add_parser(commands)
+    index_command.add_parser(commands)
     return parser
 
 

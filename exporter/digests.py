@@ -19,6 +19,7 @@ machines, Python versions and runs (Python's own `hash` is salted per process).
 from __future__ import annotations
 
 import hashlib
+from typing import Protocol
 
 DIGEST_BYTES = 16
 _BUCKET_BITS = 16
@@ -34,6 +35,17 @@ def id_digest(record_id: str) -> bytes:
 def shard_of(digest: bytes, count: int) -> int:
     """Which of `count` shards the id with this digest belongs to (0-based)."""
     return int.from_bytes(digest[:8], "big") % count
+
+
+class ArchivedLookup(Protocol):
+    """What planning asks of the ids an archive holds: how many, whether it holds one, first visits.
+
+    `DigestSet` is one; so is the archive index's view (`archive.archived.ArchivedIds`).
+    """
+
+    def __len__(self) -> int: ...
+    def __contains__(self, digest: bytes, /) -> bool: ...
+    def visit(self, digest: bytes, /) -> int: ...
 
 
 class DigestSet:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 
 from .config import Shard
-from .digests import DigestSet, id_digest, shard_of
+from .digests import ArchivedLookup, DigestSet, id_digest, shard_of
 from .errors import Reason
 from .fetcher import Failure
 from .manifest import Entry, id_problem
@@ -67,7 +67,7 @@ class Planner:
         self,
         entries: Iterator[Entry],
         *,
-        archived: DigestSet,
+        archived: ArchivedLookup,
         known_missing: DigestSet,
         retry_failed: bool = False,
         shard: Shard | None = None,

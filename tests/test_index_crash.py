@@ -1,0 +1,163 @@
+"""kill -9 at chosen instants of the index's life: the next reader is exact, the next run catches up.
+
+A helper process runs the archive's real writer with small index runs (a run
+every 30 ids, merged by size), and stops dead at one instant: halfway through
+writing a run, halfway through a merge, after a merge's rename but before its
+inputs are removed, with a commit's records written but its checkpoint entry
+torn, with an entry durable but not yet folded into the index, and right after
+a seal. It prints PAUSED there and the test SIGKILLs it. Then a reader must be
+exact (`test_index.assert_exact`), the next run must open it, catch the index up
+to the whole checkpoint and leave no temporary file, and `exporter verify` must
+find the archive sound.
+"""
+
+from __future__ import annotations
+
+import os
+import select
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from test_index import assert_exact, export_run
+
+from exporter.archive import index, layout
+from exporter.offline.verify import verify_archives
+
+ROOT = Path(__file__).resolve().parent.parent
+
+HELPER = r"""
+import os, sys, time
+from pathlib import Path
+from exporter.archive import index, layout, writer
+from exporter.archive.safe_fs import SafeDir
+from exporter.archive.writer import Archive, RunRequest
+from exporter.config import ArchiveSettings
+
+index.FLUSH_IDS = 30
+index.MERGE_FLOOR = 1
+out, where, nth, compress = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
+calls = {"n": 0}
+
+def due():
+    calls["n"] += 1
+    return calls["n"] == nth
+
+def pause():
+    print("PAUSED", flush=True)
+    time.sleep(120)
+
+if where in ("run-write", "merge-write"):
+    original_write = SafeDir.write_whole
+    def write_whole(self, name, chunks):
+        span = layout.index_run_span(name)
+        if span is not None:
+            parts = list(chunks)
+            inside = [s for s in map(layout.index_run_span, self.names()) if s and span[0] <= s[0] < span[1]]
+            merge = len(inside) > 1
+            if merge == (where == "merge-write") and due():
+                temp, fd = self.create_temp(name)
+                data = b"".join(parts)
+                os.write(fd, data[: len(data) // 2])
+                os.fsync(fd)
+                pause()
+            chunks = parts
+        return original_write(self, name, chunks)
+    SafeDir.write_whole = write_whole
+elif where == "merge-unlink":
+    original_unlink = SafeDir.unlink
+    def unlink(self, name):
+        if layout.index_run_span(name) is not None and due():
+            pause()
+        return original_unlink(self, name)
+    SafeDir.unlink = unlink
+elif where in ("commit-torn", "seal"):
+    original_log = Archive._log
+    def log(self, entry):
+        if where == "commit-torn" and entry.startswith(b'{"t":"commit"') and due():
+            os.write(self._checkpoint_fd, entry[: len(entry) // 2])
+            os.fsync(self._checkpoint_fd)
+            pause()
+        original_log(self, entry)
+        if where == "seal" and entry.startswith(b'{"t":"close"') and due():
+            pause()
+    Archive._log = log
+elif where == "before-fold":
+    original_logged = index.IndexKeeper.logged
+    def logged(self, entry):
+        if due():
+            pause()
+        original_logged(self, entry)
+    index.IndexKeeper.logged = logged
+
+for run in range(3):
+    archive = Archive.open(
+        ArchiveSettings(out_dir=out, compress=compress, max_file_bytes=700),
+        RunRequest(started_at=f"t{run}", refetch=False, manifest="m", shard=None),
+    )
+    for start in range(0, 120, 6):
+        archive.commit([(f"r{run}-{i}", b'{"id":"r%d-%d"}' % (run, i)) for i in range(start, start + 6)])
+    archive.end_run(at="t", exit_code=0, status="complete", counts={})
+    archive.close()
+print("FINISHED", flush=True)
+"""
+
+INSTANTS = [
+    ("run-write", 3),
+    ("run-write", 9),
+    ("merge-write", 1),
+    ("merge-write", 4),
+    ("merge-unlink", 1),
+    ("merge-unlink", 5),
+    ("commit-torn", 7),
+    ("commit-torn", 30),
+    ("before-fold", 12),
+    ("before-fold", 45),
+    ("seal", 2),
+]
+
+
+def run_until_paused(out: Path, where: str, nth: int, compress: str) -> None:
+    """Start the helper and SIGKILL it once it says PAUSED (it must get there)."""
+    process = subprocess.Popen(
+        [sys.executable, "-c", HELPER, str(out), where, str(nth), compress],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        cwd=ROOT,
+    )
+    assert process.stdout is not None
+    deadline = time.monotonic() + 60
+    line = b""
+    while time.monotonic() < deadline:
+        ready, _, _ = select.select([process.stdout], [], [], 1.0)
+        if ready:
+            line = process.stdout.readline()
+            break
+    os.kill(process.pid, signal.SIGKILL)
+    _, stderr = process.communicate(timeout=30)
+    assert line == b"PAUSED\n", f"the helper never reached {where} #{nth}: {line!r} {stderr.decode()[-2000:]}"
+
+
+@pytest.mark.parametrize("compress", ["none", "zstd"])
+@pytest.mark.parametrize(("where", "nth"), INSTANTS, ids=[f"{w}-{n}" for w, n in INSTANTS])
+def test_kill_at_an_instant_then_read_and_resume(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, where: str, nth: int, compress: str
+) -> None:
+    """Killed at that instant: a reader is exact at once, and the next run leaves the index whole."""
+    out = tmp_path / "out"
+    run_until_paused(out, where, nth, compress)
+    assert_exact(out, absent=["never"])  # a reader, before anything repairs the archive
+    monkeypatch.setattr(index, "FLUSH_IDS", 30)
+    monkeypatch.setattr(index, "MERGE_FLOOR", 1)
+    export_run(out, ["after-1", "after-2"], compress=compress, max_file_bytes=700)
+    report = assert_exact(out)
+    assert report.covered_bytes == report.checkpoint_bytes  # the next start replays nothing
+    assert not report.ignored
+    names = os.listdir(out)
+    assert not [n for n in names if layout.is_index_temp(n)]
+    assert not [n for n in names if n.startswith(layout.INDEX_PREFIX) and n not in report.runs]
+    verified = verify_archives([out])
+    assert not verified.problems, verified.problems
