@@ -42,7 +42,7 @@ from .config import (
 )
 from .errors import ExitCode, ExporterError, UsageError
 from .logs import JsonFormatter, TextOnly, event
-from .offline import dryrun, status, verify
+from .offline import dryrun, get, status, verify
 from .pipeline import RunOutcome, run_export
 from .progress import BarSafeHandler, make_progress
 from .transport import tls
@@ -283,6 +283,7 @@ def build_parser() -> argparse.ArgumentParser:
     verify.add_parser(commands)
     status.add_parser(commands)
     index_command.add_parser(commands)
+    get.add_parser(commands)
     return parser
 
 
