@@ -45,7 +45,7 @@ class ArchivedLookup(Protocol):
 
     def __len__(self) -> int: ...
     def __contains__(self, digest: bytes, /) -> bool: ...
-    def visit(self, digest: bytes, /) -> int: ...
+    def visit(self, digest: bytes, text: str | None = None, /) -> int: ...
 
 
 class DigestSet:
@@ -88,8 +88,8 @@ class DigestSet:
         self._len += 1
         return True
 
-    def visit(self, digest: bytes) -> int:
-        """0 if `digest` is not in the set; else 1 the first time it is visited, 2 after.
+    def visit(self, digest: bytes, text: str | None = None, /) -> int:
+        """0 if `digest` is not in the set; else 1 the first time it is visited, 2 after (`text` unused).
 
         A manifest that lists an archived id twice must count its second line as
         a duplicate. Adding every archived id to a second set would cost a resume

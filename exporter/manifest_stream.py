@@ -68,6 +68,8 @@ class Overlong(NamedTuple):
 
 #: A numbered line of a manifest, without its line end.
 Line = tuple[int, bytes | Overlong]
+#: Consecutive lines of a manifest: the number of the first, and the lines.
+LineBatch = tuple[int, list[bytes | Overlong]]
 
 #: What can go wrong while reading (decompressing) a manifest's bytes.
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
@@ -209,6 +211,17 @@ def numbered_lines(chunks: Iterable[bytes], display: str, limit: int) -> Iterato
     A longer line becomes an `Overlong` (its first bytes and its length) as
     its remainder streams past. Read errors become ManifestError.
     """
+    for first, lines in line_batches(chunks, display, limit):
+        # The common case, kept out of Python bytecode: millions of short lines.
+        yield from zip(itertools.count(first), lines)
+
+
+def line_batches(chunks: Iterable[bytes], display: str, limit: int) -> Iterator[LineBatch]:
+    """The lines `numbered_lines` gives, a chunk's worth at a time: (number of the first, the lines).
+
+    For readers that handle millions of lines with a few calls in C per batch
+    (the planner's fast path) rather than a few in Python per line.
+    """
     number = 0
     held: list[bytes] = []  # the start of a line that spans chunks
     held_bytes = 0
@@ -218,26 +231,26 @@ def numbered_lines(chunks: Iterable[bytes], display: str, limit: int) -> Iterato
             pieces = chunk.split(b"\n")
             tail = pieces.pop()
             if pieces:
-                # The first piece ends the line that was held or is being skipped.
-                number += 1
+                lines = cast(list[bytes | Overlong], pieces)  # the same list: no copy
+                # The first piece ends the line that was held or is being skipped (in place: no copy).
                 if over is not None:
-                    yield number, over._replace(size=over.size + len(pieces[0]))
+                    lines[0] = over._replace(size=over.size + len(lines[0]))
                     over = None
                 else:
                     held.append(pieces[0])
                     first = b"".join(held)
                     held.clear()
                     held_bytes = 0
-                    yield number, _bounded(first.removeprefix(_BOM) if number == 1 else first, limit)
-                rest = pieces[1:]
-                if rest and max(map(len, rest)) <= limit:
-                    # The common case, kept out of Python bytecode: millions of short lines.
-                    yield from zip(itertools.count(number + 1), rest)
-                    number += len(rest)
-                else:
-                    for piece in rest:
-                        number += 1
-                        yield number, _bounded(piece, limit)
+                    lines[0] = _bounded(first.removeprefix(_BOM) if number == 0 else first, limit)
+                if (
+                    len(pieces) > 1
+                    and len(chunk) > limit
+                    and max(map(len, itertools.islice(pieces, 1, None))) > limit
+                ):
+                    lines[1:] = [_bounded(piece, limit) for piece in itertools.islice(pieces, 1, None)]
+                yield number + 1, lines
+                number += len(lines)
+                del lines, pieces
             if not tail:
                 continue
             if over is not None:
@@ -256,12 +269,12 @@ def numbered_lines(chunks: Iterable[bytes], display: str, limit: int) -> Iterato
             "the ids before it were processed, fix or re-create the file and run again"
         ) from exc
     if over is not None:
-        yield number + 1, over
+        yield number + 1, [over]
     elif held:
         last = b"".join(held)
         if number == 0:
             last = last.removeprefix(_BOM)
-        yield number + 1, _bounded(last, limit)
+        yield number + 1, [_bounded(last, limit)]
 
 
 def _bounded(line: bytes, limit: int) -> bytes | Overlong:

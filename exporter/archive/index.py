@@ -40,20 +40,21 @@ import logging
 import mmap
 import os
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from exporter.errors import ArchiveError
 
-from . import checkpoint, layout
+from . import checkpoint, index_format, layout
 from .checkpoint import CheckpointState
 from .index_format import (
     CommitPlace,
     IndexFormatError,
     Run,
     RunBuilder,
+    bucket_bits,
     empty_sha,
     merged_parts,
 )
@@ -69,6 +70,8 @@ MERGE_RATIO = 4
 #: ... counting a run of fewer ids as this many, so small runs (one per finished export) merge.
 MERGE_FLOOR = 1 << 16
 _READ_BYTES = 1 << 20
+#: `IndexView.ids_from` hands out ids this many ID_POINTs at a time.
+_ID_STRETCH = 8
 _OPEN_ATTEMPTS = 3
 
 
@@ -112,15 +115,21 @@ class IndexView:
     checkpoint order.
     """
 
-    __slots__ = ("_opened", "_runs", "report", "state")
+    __slots__ = ("_directory", "_opened", "_runs", "report", "state")
 
     def __init__(
-        self, state: CheckpointState, opened: list[_Opened], tail: list[Run], report: IndexReport
+        self,
+        state: CheckpointState,
+        opened: list[_Opened],
+        tail: list[Run],
+        report: IndexReport,
+        directory: SafeDir | None = None,
     ) -> None:
         self.state = state
         self._opened = opened
         self._runs = [o.run for o in opened] + tail
         self.report = report
+        self._directory = directory
 
     @property
     def ids(self) -> int:
@@ -145,6 +154,25 @@ class IndexView:
 
     def runs(self) -> list[Run]:
         return list(self._runs)
+
+    def ids_from(self, ordinal: int) -> Iterator[tuple[int, list[bytes]]]:
+        """The archived ids (UTF-8) from about `ordinal` on, a stretch at a time, with its first ordinal.
+
+        The first stretch starts at the closest ordinal at or before `ordinal`
+        that the runs mark (`ID_POINT`). For the planner, which checks whole
+        chunks of manifest lines against the ids archived near them.
+        """
+        for run in self._runs:
+            header = run.header
+            if header.end_ordinal <= ordinal:
+                continue
+            point = index_format.ID_POINT
+            start = max(header.first_ordinal, ordinal - ordinal % point)
+            while start < header.end_ordinal:
+                stop = min(header.end_ordinal, (start // point + _ID_STRETCH) * point)
+                yield start, run.ids_between(start, stop)
+                start = stop
+            ordinal = header.end_ordinal
 
     def close(self) -> None:
         for opened in self._opened:
@@ -302,6 +330,8 @@ class _Segment:
     sha_end: bytes = b""
     #: The checkpoint's state at `end`.
     state: CheckpointState = field(default_factory=CheckpointState)
+    #: The bucket bits to lay it out with (0: for its own size).
+    bits: int = 0
 
 
 @dataclass(slots=True)
@@ -310,7 +340,6 @@ class _Opening:
 
     state: CheckpointState
     chain: list[_Opened]
-    segments: list[_Segment]
     report: IndexReport
     #: sha256 of the checkpoint's valid bytes (`state.valid_bytes`), to go on hashing.
     hasher: Any
@@ -321,8 +350,17 @@ class _Opening:
         self.chain = []
 
 
-def _open_index(directory: SafeDir, *, flush_ids: int, with_ids: bool = True) -> _Opening:
-    """Find the chain, check it against the checkpoint, replay the rest (see the module docstring)."""
+#: What becomes of each segment of the checkpoint's tail, as soon as it is complete.
+OnSegment = Callable[["_Segment"], None]
+
+
+def _open_index(directory: SafeDir, *, flush_ids: int, on_segment: OnSegment | None) -> _Opening:
+    """Find the chain, check it against the checkpoint, replay the rest (see the module docstring).
+
+    The tail's ids go to `on_segment` a segment (`flush_ids` ids) at a time, so
+    however far behind the index is, a segment's builder is all that is held;
+    with None they are not even digested (only the state is wanted).
+    """
     for attempt in range(_OPEN_ATTEMPTS):
         report = IndexReport()
         chain, vanished = _find_chain(directory, report)
@@ -330,15 +368,19 @@ def _open_index(directory: SafeDir, *, flush_ids: int, with_ids: bool = True) ->
             for opened in chain:
                 opened.close()
             continue  # a run went away while the chain was read (a merge): look again
-        return _replay_tail(directory, chain, report, flush_ids, with_ids)
+        return _replay_tail(directory, chain, report, flush_ids, on_segment)
     raise AssertionError("unreachable")
 
 
 def _replay_tail(
-    directory: SafeDir, chain: list[_Opened], report: IndexReport, flush_ids: int, with_ids: bool
+    directory: SafeDir,
+    chain: list[_Opened],
+    report: IndexReport,
+    flush_ids: int,
+    on_segment: OnSegment | None,
 ) -> _Opening:
     handle = directory.reader(layout.CHECKPOINT_NAME)
-    opening = _Opening(CheckpointState(), chain, [], report, hashlib.sha256())
+    opening = _Opening(CheckpointState(), chain, report, hashlib.sha256())
     if handle is None:
         opening.close()
         return opening
@@ -352,34 +394,37 @@ def _replay_tail(
                 start, ordinal = last.header.ckpt_end, last.header.end_ordinal
             else:
                 state, start, ordinal = CheckpointState(), 0, 0
+            size = os.fstat(handle.fileno()).st_size
             handle.seek(start)
             lines = _Lines(handle, start, hasher)
-            segments = [_Segment(RunBuilder(first_ordinal=ordinal, ckpt_start=start), hasher.copy().digest())]
+            segment = _Segment(RunBuilder(first_ordinal=ordinal, ckpt_start=start), hasher.copy().digest())
             files: dict[str, int] = {}
             for commit in checkpoint.commits(lines, state):
-                if not with_ids:
+                if on_segment is None:
                     continue
-                segment = segments[-1]
                 file_index = _file_index(files, state, commit.file)
                 segment.builder.add(commit, file_index=file_index, ckpt_offset=lines.line_start)
                 if len(segment.builder) >= flush_ids:
+                    # Laid out for the whole tail (estimated from the bytes read), so merging
+                    # the segments later needs no re-laying.
+                    read, done = max(1, lines.at - start), segment.builder.next_ordinal - ordinal
+                    expected = ordinal + done * (size - start) // read
                     segment.end, segment.sha_end = lines.at, lines.digest_through_last()
-                    segment.state = copy.deepcopy(state)
+                    segment.state, segment.bits = copy.deepcopy(state), bucket_bits(expected)
+                    on_segment(segment)
                     builder = RunBuilder(first_ordinal=segment.builder.next_ordinal, ckpt_start=lines.at)
-                    segments.append(_Segment(builder, segment.sha_end))
+                    segment = _Segment(builder, segment.sha_end, bits=segment.bits)
             lines.finish(state.valid_bytes)
-            segments[-1].end, segments[-1].sha_end, segments[-1].state = (
-                state.valid_bytes,
-                hasher.digest(),
-                state,
-            )
+            segment.end, segment.sha_end, segment.state = state.valid_bytes, hasher.digest(), state
+            if on_segment is not None and segment.end > segment.builder.ckpt_start:
+                on_segment(segment)
     except OSError as exc:
         opening.close()
         raise os_error(directory.path / layout.CHECKPOINT_NAME, exc, "read") from exc
     except BaseException:
         opening.close()
         raise
-    opening.state, opening.segments, opening.hasher = state, segments, hasher
+    opening.state, opening.hasher = state, hasher
     report.runs = [o.name for o in chain]
     report.covered_bytes = chain[-1].run.header.ckpt_end if chain else 0
     report.covered_ids = chain[-1].run.header.end_ordinal if chain else 0
@@ -401,43 +446,44 @@ def _file_index(files: dict[str, int], state: CheckpointState, name: str) -> int
 
 def _segment_parts(segment: _Segment) -> list[bytes]:
     return segment.builder.parts(
-        ckpt_end=segment.end, sha_start=segment.sha_start, sha_end=segment.sha_end, state=segment.state
+        ckpt_end=segment.end,
+        sha_start=segment.sha_start,
+        sha_end=segment.sha_end,
+        state=segment.state,
+        bits=segment.bits,
     )
-
-
-def _in_memory(segments: list[_Segment]) -> list[Run]:
-    """The tail's segments as one run in memory (merged when there are several), or none."""
-    runs = [
-        Run.open(b"".join(_segment_parts(s)), check_crc=False)
-        for s in segments
-        if len(s.builder) and s.end > s.builder.ckpt_start
-    ]
-    if len(runs) <= 1:
-        return runs
-    merged = b"".join(merged_parts(runs))
-    for run in runs:
-        run.release()
-    return [Run.open(merged, check_crc=False)]
 
 
 def open_view(directory: SafeDir, *, flush_ids: int | None = None) -> IndexView:
     """The archive in `directory` as the index and the checkpoint say, read-only (no lock, no writes).
 
-    The part of the checkpoint the index does not cover is replayed into memory.
-    Raises ArchiveCorrupt for damage in that part, as a full replay would.
+    The part of the checkpoint the index does not cover is replayed into a run
+    in memory. Raises ArchiveCorrupt for damage in that part, as a full replay
+    would.
     """
-    opening = _open_index(directory, flush_ids=flush_ids or FLUSH_IDS)
+    laid: list[Run] = []
+
+    def lay_out(segment: _Segment) -> None:
+        if len(segment.builder):
+            laid.append(Run.open(b"".join(_segment_parts(segment)), check_crc=False))
+
     try:
-        tail = _in_memory(opening.segments)
+        opening = _open_index(directory, flush_ids=flush_ids or FLUSH_IDS, on_segment=lay_out)
     except BaseException:
-        opening.close()
+        for run in laid:
+            run.release()
         raise
-    return IndexView(opening.state, opening.chain, tail, opening.report)
+    tail = laid
+    if len(laid) > 1:  # one run to probe, not one per segment
+        tail = [Run.open(b"".join(merged_parts(laid)), check_crc=False)]
+        for run in laid:
+            run.release()
+    return IndexView(opening.state, opening.chain, tail, opening.report, directory)
 
 
 def checkpoint_state(directory: SafeDir) -> CheckpointState:
     """The checkpoint's state (files, runs, id count): the last run's, plus the tail replayed."""
-    opening = _open_index(directory, flush_ids=FLUSH_IDS, with_ids=False)
+    opening = _open_index(directory, flush_ids=FLUSH_IDS, on_segment=None)
     opening.close()
     return opening.state
 
@@ -485,15 +531,26 @@ class IndexKeeper:
             if layout.is_index_temp(name):
                 directory.unlink(name)
         flush_ids = flush_ids or FLUSH_IDS
-        opening = _open_index(directory, flush_ids=flush_ids)
+        written: list[_Link] = []
+        failure: list[Exception] = []
+
+        def write(segment: _Segment) -> None:
+            if failure:
+                return
+            try:
+                written.append(
+                    _write_run(directory, segment.builder.ckpt_start, segment.end, _segment_parts(segment))
+                )
+            except (ArchiveError, IndexFormatError) as exc:
+                failure.append(exc)
+
+        opening = _open_index(directory, flush_ids=flush_ids, on_segment=write)
         keeper = cls(directory, opening.state, opening.hasher, flush_ids)
-        keeper._chain = [_link(o.name, o.run) for o in opening.chain]
+        keeper._chain = [_link(o.name, o.run) for o in opening.chain] + written
         opening.close()
         try:
-            for segment in opening.segments:
-                if segment.end > segment.builder.ckpt_start:
-                    parts = _segment_parts(segment)
-                    keeper._chain.append(keeper._write(segment.builder.ckpt_start, segment.end, parts))
+            if failure:
+                raise failure[0]
             keeper._compact()
             keeper._collect_garbage()
             keeper.view = _map_chain(directory, keeper._chain, keeper._state, opening.report)
@@ -560,30 +617,39 @@ class IndexKeeper:
             self.view.close()
 
     def _write(self, start: int, end: int, parts: Iterable[bytes]) -> _Link:
-        name = layout.index_run_name(start, end)
-        self._dir.write_whole(name, parts)
-        opened = _open_run(self._dir, name)  # read back: what the next reader will find
-        try:
-            return _link(name, opened.run)
-        finally:
-            opened.close()
+        return _write_run(self._dir, start, end, parts)
 
     def _compact(self) -> None:
-        """Merge the two newest runs while the older holds at most MERGE_RATIO times the newer's ids."""
+        """Merge the newest runs into one while the older holds at most MERGE_RATIO times the newer's ids.
+
+        The runs to merge are found first and merged at once (a catch-up writes
+        many runs of a similar size), so each id is copied once per merge.
+        """
         chain = self._chain
-        while len(chain) >= 2 and chain[-2].count <= MERGE_RATIO * max(chain[-1].count, MERGE_FLOOR):
-            started = time.monotonic()
-            older, newer = chain[-2], chain[-1]
-            inputs = [_open_run(self._dir, older.name), _open_run(self._dir, newer.name)]
-            try:
-                merged = self._write(older.ckpt_start, newer.ckpt_end, merged_parts([o.run for o in inputs]))
-            finally:
-                for opened in inputs:
-                    opened.close()
-            chain[-2:] = [merged]
-            for link in (older, newer):
-                self._dir.unlink(link.name)
-            log.debug("index runs merged into %s in %.2f s", merged.name, time.monotonic() - started)
+        first = len(chain) - 1
+        merged = chain[-1].count if chain else 0
+        while first > 0 and chain[first - 1].count <= MERGE_RATIO * max(merged, MERGE_FLOOR):
+            first -= 1
+            merged += chain[first].count
+        if first >= len(chain) - 1:
+            return
+        started = time.monotonic()
+        inputs = chain[first:]
+        opened: list[_Opened] = []
+        try:
+            opened.extend(_open_run(self._dir, link.name) for link in inputs)
+            result = self._write(
+                inputs[0].ckpt_start, inputs[-1].ckpt_end, merged_parts([o.run for o in opened])
+            )
+        finally:
+            for each in opened:
+                each.close()
+        chain[first:] = [result]
+        for link in inputs:
+            self._dir.unlink(link.name)
+        log.debug(
+            "%d index runs merged into %s in %.2f s", len(inputs), result.name, time.monotonic() - started
+        )
 
     def _collect_garbage(self) -> None:
         """Remove run files off the chain: merged away, damaged, of another version, a killed merge's."""
@@ -596,6 +662,17 @@ class IndexKeeper:
         return (
             f"<IndexKeeper runs={len(self._chain)} pending={len(self._builder)} at={self._state.valid_bytes}>"
         )
+
+
+def _write_run(directory: SafeDir, start: int, end: int, parts: Iterable[bytes]) -> _Link:
+    """Write a run (temporary name, fsync, rename) and read it back: what the next reader will find."""
+    name = layout.index_run_name(start, end)
+    directory.write_whole(name, parts)
+    opened = _open_run(directory, name)
+    try:
+        return _link(name, opened.run)
+    finally:
+        opened.close()
 
 
 def _link(name: str, run: Run) -> _Link:
@@ -625,7 +702,7 @@ def _map_chain(
         index_bytes=sum(len(o.mapped) for o in opened),
         disagreed_at=found.disagreed_at,
     )
-    return IndexView(copy.deepcopy(state), opened, [], report)
+    return IndexView(copy.deepcopy(state), opened, [], report, directory)
 
 
 def rebuild(directory: SafeDir, *, flush_ids: int | None = None) -> IndexReport:

@@ -13,6 +13,10 @@ commit of the generation). A *run* covers a stretch of the checkpoint, its bytes
     keys       per entry, the digest's first 8 bytes, grouped by bucket: what a lookup searches
     checks     per entry, the digest's last 8 bytes, in the same order: compared once found
     ordinals   per entry, its ordinal (u32, big-endian), in the same order
+    ids        the ids themselves in ordinal order, UTF-8, each ending in a newline (one that
+               holds a newline or is not UTF-8, which no plain-text manifest line can equal,
+               as an empty line): what the planner compares manifest lines with, in bulk
+    idpoints   per ordinal divisible by 1,024, where its id starts in `ids` (u64)
     firsts     per commit that holds ids, its first ordinal (u64), ascending
     commits    per such commit: its records file (an index into `state.files`), crc32, start
                and end bytes in that file, and where its entry starts in the checkpoint (as
@@ -34,6 +38,7 @@ Pure: bytes in, bytes and values out; `index.py` does the files.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import itertools
 import operator
@@ -66,10 +71,13 @@ _DIGEST_BYTES = 16
 _ENTRY_BYTES = _DIGEST_BYTES + ORDINAL_BYTES
 #: Ordinals are u32: the index numbers at most this many ids.
 MAX_IDS = 1 << 32
-_HEADER = struct.Struct("<8sHBB4xQQQQQQ32s32s")
-HEADER_BYTES = 128
+_HEADER = struct.Struct("<8sHBB4xQQQQQQQ32s32s")
+HEADER_BYTES = 160
+#: `idpoints` marks the ordinals divisible by this.
+ID_POINT = 1024
 _COMMIT = struct.Struct("<IIQQQ")
-_TRAILER = struct.Struct("<I4x8s")
+_TRAILER = struct.Struct("<I4s8s")
+_TRAILER_PAD = bytes(4)
 TRAILER_BYTES = _TRAILER.size
 _EMPTY_SHA = hashlib.sha256().digest()
 _LITTLE = sys.byteorder == "little"
@@ -114,10 +122,18 @@ class RunHeader:
     #: sha256 of the checkpoint's first `ckpt_start` / `ckpt_end` bytes.
     sha_start: bytes
     sha_end: bytes
+    ids_bytes: int = 0
 
     @property
     def end_ordinal(self) -> int:
         return self.first_ordinal + self.count
+
+    @property
+    def id_points(self) -> int:
+        """How many ordinals divisible by ID_POINT the run holds."""
+        if not self.count:
+            return 0
+        return (self.end_ordinal - 1) // ID_POINT - (self.first_ordinal - 1) // ID_POINT
 
     def sections(self) -> dict[str, tuple[int, int]]:
         """Offset and length of each section, in file order."""
@@ -128,6 +144,8 @@ class RunHeader:
             ("keys", self.count * KEY_BYTES),
             ("checks", self.count * CHECK_BYTES),
             ("ordinals", self.count * ORDINAL_BYTES),
+            ("ids", self.ids_bytes),
+            ("idpoints", self.id_points * 8),
             ("firsts", self.commits * 8),
             ("commits", self.commits * _COMMIT.size),
             ("state", self.state_bytes),
@@ -154,6 +172,7 @@ class RunHeader:
             self.ckpt_start,
             self.ckpt_end,
             self.state_bytes,
+            self.ids_bytes,
             self.sha_start,
             self.sha_end,
         )
@@ -164,7 +183,7 @@ class RunHeader:
         """The header at the start of `raw`; IndexFormatError when it is not one of this version."""
         if len(raw) < HEADER_BYTES:
             raise IndexFormatError("shorter than a header")
-        (magic, version, bits, order, first, count, commits, start, end, state, sha_start, sha_end) = (
+        (magic, version, bits, order, first, count, commits, start, end, state, ids, sha_start, sha_end) = (
             _HEADER.unpack_from(raw)
         )
         if magic != MAGIC:
@@ -173,7 +192,7 @@ class RunHeader:
             raise IndexFormatError(f"written by another version (format {version})")
         if start >= end or first + count > MAX_IDS:
             raise IndexFormatError("covers an impossible span")
-        return cls(bits, first, count, commits, start, end, state, sha_start, sha_end)
+        return cls(bits, first, count, commits, start, end, state, sha_start, sha_end, ids)
 
 
 @dataclass(frozen=True, slots=True)
@@ -271,7 +290,8 @@ def _lay_out(entries: list[bytes], bits: int) -> list[bytes]:
     """Sorted entries (digest + big-endian ordinal) as the fanout, keys, checks and ordinals sections.
 
     The fanout comes from one bisection per bucket boundary (the entries are
-    sorted), about one per BUCKET_TARGET entries, all in C.
+    sorted), about one per BUCKET_TARGET entries; the columns from strided
+    copies of the joined entries, 4 bytes at a time: all in C.
     """
     shift = 24 - bits
     bounds = map(operator.methodcaller("to_bytes", 3, "big"), range(0, 1 << 24, 1 << shift))
@@ -279,8 +299,12 @@ def _lay_out(entries: list[bytes], bits: int) -> list[bytes]:
     fanout.append(len(entries))
     if not _LITTLE:
         fanout.byteswap()
-    columns = [b"".join(map(operator.itemgetter(part), entries)) for part in (_KEY, _CHECK, _ORDINAL)]
-    return [fanout.tobytes(), *columns]
+    words = array("I", b"".join(entries))  # five 4-byte words an entry: key key check check ordinal
+    count = len(entries)
+    keys, checks = array("I", bytes(8 * count)), array("I", bytes(8 * count))
+    keys[0::2], keys[1::2] = words[0::5], words[1::5]
+    checks[0::2], checks[1::2] = words[2::5], words[3::5]
+    return [fanout.tobytes(), keys.tobytes(), checks.tobytes(), words[4::5].tobytes()]
 
 
 class RunBuilder:
@@ -290,7 +314,7 @@ class RunBuilder:
     the caller bounds a builder (the index flushes one every `FLUSH_IDS` ids).
     """
 
-    __slots__ = ("_entries", "_firsts", "_rows", "ckpt_start", "first_ordinal", "next_ordinal")
+    __slots__ = ("_entries", "_firsts", "_ids", "_rows", "ckpt_start", "first_ordinal", "next_ordinal")
 
     def __init__(self, *, first_ordinal: int, ckpt_start: int) -> None:
         self.first_ordinal = first_ordinal
@@ -298,6 +322,7 @@ class RunBuilder:
         self.ckpt_start = ckpt_start
         # digest + ordinal (big-endian): sorting them orders each digest's places by ordinal.
         self._entries: list[bytes] = []
+        self._ids: list[bytes] = []
         self._firsts = array("Q")
         self._rows: list[bytes] = []
 
@@ -312,27 +337,43 @@ class RunBuilder:
         first = self.next_ordinal
         if first + len(ids) > MAX_IDS:
             raise IndexFormatError(f"more than {MAX_IDS} ids: the index cannot number them")
-        blake2b = hashlib.blake2b
-        append = self._entries.append
-        for ordinal, record_id in enumerate(ids, first):
-            digest = blake2b(record_id.encode("utf-8", "surrogatepass"), digest_size=_DIGEST_BYTES).digest()
-            append(digest + ordinal.to_bytes(ORDINAL_BYTES, "big"))
+        try:
+            raw = list(map(str.encode, ids))
+            self._ids += raw
+        except UnicodeEncodeError:  # a lone surrogate: no plain-text line equals that id
+            raw = [i.encode("utf-8", "surrogatepass") for i in ids]
+            self._ids += [i if _is_utf8(i) else b"" for i in raw]
+        # All in C, as the writer adds every id of every commit (and a rebuild millions).
+        digests = map(_DIGEST_DONE, map(_DIGEST, raw))
+        ordinals = struct.pack(f">{len(ids)}I", *range(first, first + len(ids)))
+        self._entries += map(operator.add, digests, _pieces(ordinals, ORDINAL_BYTES))
         self._firsts.append(first)
         self._rows.append(_COMMIT.pack(file_index, commit.crc32, commit.start, commit.end, ckpt_offset))
         self.next_ordinal = first + len(ids)
 
     def parts(
-        self, *, ckpt_end: int, sha_start: bytes, sha_end: bytes, state: CheckpointState
+        self,
+        *,
+        ckpt_end: int,
+        sha_start: bytes,
+        sha_end: bytes,
+        state: CheckpointState,
+        bits: int | None = None,
     ) -> list[bytes]:
-        """The run's bytes, in pieces to write one after another (the builder is spent)."""
+        """The run's bytes, in pieces to write one after another (the builder is spent).
+
+        `bits` lays it out for a larger run it will be merged into (see `bucket_bits`).
+        """
         entries = self._entries
         self._entries = []
         entries.sort()
-        bits = bucket_bits(len(entries))
+        bits = max(bucket_bits(len(entries)), bits or 0)
         firsts = self._firsts
         if not _LITTLE:
             firsts.byteswap()
         state_raw = encode_state(state)
+        ids, points = _id_sections(self._ids, self.first_ordinal)
+        self._ids = []
         header = RunHeader(
             bits=bits,
             first_ordinal=self.first_ordinal,
@@ -343,15 +384,52 @@ class RunBuilder:
             state_bytes=len(state_raw),
             sha_start=sha_start,
             sha_end=sha_end,
+            ids_bytes=len(ids),
         )
         sections = [
             header.pack(),
             *_lay_out(entries, bits),
+            ids,
+            points,
             firsts.tobytes(),
             b"".join(self._rows),
             state_raw,
         ]
         return _with_trailer(sections)
+
+
+_DIGEST = functools.partial(hashlib.blake2b, digest_size=_DIGEST_BYTES)
+_DIGEST_DONE = operator.methodcaller("digest")
+
+
+def _pieces(data: bytes, width: int) -> Iterator[bytes]:
+    """`data` cut into pieces of `width` bytes (in C)."""
+    return map(
+        data.__getitem__, map(slice, range(0, len(data), width), range(width, len(data) + width, width))
+    )
+
+
+def _is_utf8(raw: bytes) -> bool:
+    try:
+        raw.decode()
+    except UnicodeDecodeError:
+        return False
+    return True
+
+
+def _id_sections(ids: list[bytes], first_ordinal: int) -> tuple[bytes, bytes]:
+    """The `ids` section (each id and a newline) and its `idpoints` (where each 1,024th ordinal's starts)."""
+    if not ids:
+        return b"", b""
+    joined = b"\n".join(ids)
+    if joined.count(b"\n") != len(ids) - 1:  # an id holding a newline: no plain-text line equals it
+        ids = [i if b"\n" not in i else b"" for i in ids]
+        joined = b"\n".join(ids)
+    before = list(itertools.accumulate(map(len, ids), initial=0))
+    points = array("Q", (before[k] + k for k in range(-first_ordinal % ID_POINT, len(ids), ID_POINT)))
+    if not _LITTLE:
+        points.byteswap()
+    return joined + b"\n", points.tobytes()
 
 
 def _with_trailer(sections: Sequence[bytes]) -> list[bytes]:
@@ -363,7 +441,7 @@ def _with_trailer(sections: Sequence[bytes]) -> list[bytes]:
             if piece:
                 parts.append(piece)
                 crc = zlib.crc32(piece, crc)
-    parts.append(_TRAILER.pack(crc, MAGIC))
+    parts.append(_TRAILER.pack(crc, _TRAILER_PAD, MAGIC))
     return parts
 
 
@@ -379,7 +457,7 @@ class Run:
     pages of the buckets they search.
     """
 
-    __slots__ = ("_buf", "_fanout", "_firsts", "_sections", "_shift", "header", "state")
+    __slots__ = ("_buf", "_fanout", "_firsts", "_points", "_sections", "_shift", "header", "state")
 
     def __init__(self, buf: Buffer, header: RunHeader, state: CheckpointState) -> None:
         self._buf = buf
@@ -389,6 +467,7 @@ class Run:
         self._shift = 24 - header.bits
         self._fanout = _native(buf, *self._sections["fanout"], "I")
         self._firsts = _native(buf, *self._sections["firsts"], "Q")
+        self._points = _native(buf, *self._sections["idpoints"], "Q")
 
     @classmethod
     def open(cls, buf: Buffer, *, check_crc: bool = True) -> Run:
@@ -397,8 +476,8 @@ class Run:
         if len(buf) != header.file_bytes:
             raise IndexFormatError(f"{len(buf)} bytes where its header says {header.file_bytes}")
         trailer_at = len(buf) - TRAILER_BYTES
-        crc, magic = _TRAILER.unpack(buf[trailer_at:])
-        if magic != MAGIC:
+        crc, pad, magic = _TRAILER.unpack(buf[trailer_at:])
+        if magic != MAGIC or pad != _TRAILER_PAD:
             raise IndexFormatError("its trailer is damaged")
         if check_crc and _crc32(buf, trailer_at) != crc:
             raise IndexFormatError("its crc32 does not match: the file is damaged")
@@ -415,6 +494,10 @@ class Run:
         if firsts and (firsts[0] != header.first_ordinal or firsts[-1] >= header.end_ordinal):
             run.release()
             raise IndexFormatError("its commits do not number its ids")
+        points = run._points
+        if points and (points[-1] > header.ids_bytes or any(map(operator.gt, points[:-1], points[1:]))):
+            run.release()
+            raise IndexFormatError("its id points are not offsets into its ids")
         return run
 
     def lookup(self, digest: bytes) -> int | None:
@@ -465,16 +548,39 @@ class Run:
             raise IndexFormatError(f"a commit names file {file_index}, which the state does not list")
         return CommitPlace(files[file_index], start, stop, crc, first, end - first, ckpt_offset)
 
+    def ids_between(self, start: int, end: int) -> list[bytes]:
+        """The ids (UTF-8) of ordinals `start..end`, each an end of the run or divisible by ID_POINT."""
+        at = self._sections["ids"][0]
+        low, high = (self._id_offset(ordinal) for ordinal in (start, end))
+        if high <= low:
+            return []
+        return self._buf[at + low : at + high - 1].split(b"\n")
+
+    def _id_offset(self, ordinal: int) -> int:
+        header = self.header
+        if ordinal == header.first_ordinal:
+            return 0
+        if ordinal == header.end_ordinal:
+            return header.ids_bytes
+        if ordinal % ID_POINT or not self.holds(ordinal):
+            raise ValueError(f"ordinal {ordinal} is neither an end of the run nor a multiple of {ID_POINT}")
+        first_point = header.first_ordinal + (-header.first_ordinal % ID_POINT)
+        return self._points[(ordinal - first_point) // ID_POINT]
+
     def entries(self) -> Iterator[bytes]:
-        """Every entry as digest + big-endian ordinal, bucket by bucket (a little Python per entry)."""
-        keys, checks, ordinals = (self._sections[name][0] for name in ("keys", "checks", "ordinals"))
-        buf = self._buf
-        for entry in range(self.header.count):
-            yield (
-                buf[keys + entry * KEY_BYTES : keys + (entry + 1) * KEY_BYTES]
-                + buf[checks + entry * CHECK_BYTES : checks + (entry + 1) * CHECK_BYTES]
-                + buf[ordinals + entry * ORDINAL_BYTES : ordinals + (entry + 1) * ORDINAL_BYTES]
+        """Every entry as digest + big-endian ordinal, bucket by bucket (built in C, for re-laying)."""
+        count = self.header.count
+        columns = []
+        for name, width in (("keys", KEY_BYTES), ("checks", CHECK_BYTES), ("ordinals", ORDINAL_BYTES)):
+            at = self._sections[name][0]
+            end = at + count * width
+            columns.append(
+                map(
+                    self._buf.__getitem__,
+                    map(slice, range(at, end, width), range(at + width, end + width, width)),
+                )
             )
+        return map(operator.add, map(operator.add, columns[0], columns[1]), columns[2])
 
     def bucket_slices(self, column: str) -> Iterator[bytes]:
         """The `column` ("keys", "checks", "ordinals") of each bucket in turn, for merging."""
@@ -491,7 +597,7 @@ class Run:
 
     def release(self) -> None:
         """Let go of the views into the buffer, so an mmap under them can be closed."""
-        for view in (self._fanout, self._firsts):
+        for view in (self._fanout, self._firsts, self._points):
             if isinstance(view, memoryview):
                 view.release()
 
@@ -531,6 +637,8 @@ def rebucketed(run: Run, bits: int) -> Run:
     sections = [
         header.pack(),
         *_lay_out(entries, bits),
+        run.section("ids"),
+        run.section("idpoints"),
         run.section("firsts"),
         run.section("commits"),
         run.section("state"),
@@ -569,6 +677,7 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
             state_bytes=len(state_raw),
             sha_start=first.sha_start,
             sha_end=last.sha_end,
+            ids_bytes=sum(r.header.ids_bytes for r in runs),
         )
         fanout = array("I", map(sum, zip(*(r._fanout for r in laid), strict=True)))
         if not _LITTLE:
@@ -595,14 +704,29 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
         for column in ("keys", "checks", "ordinals"):
             buckets = zip(*(r.bucket_slices(column) for r in laid), strict=True)
             yield from emit(itertools.chain.from_iterable(buckets))
+        yield from emit(r.section("ids") for r in runs)
+        yield from emit(_shifted_points(runs))
         yield from emit(r.section("firsts") for r in runs)
         yield from emit(r.section("commits") for r in runs)
         yield from emit([state_raw])
-        yield _TRAILER.pack(crc, MAGIC)
+        yield _TRAILER.pack(crc, _TRAILER_PAD, MAGIC)
     finally:
         for made, given in zip(laid, runs, strict=True):
             if made is not given:
                 made.release()
+
+
+def _shifted_points(runs: Sequence[Run]) -> Iterator[bytes]:
+    """Each run's id points, moved by the ids of the runs before it (they become one `ids` section)."""
+    shift = 0
+    for run in runs:
+        points = array("Q", run._points)
+        if shift:
+            points = array("Q", map(operator.add, points, itertools.repeat(shift)))
+        if not _LITTLE:
+            points.byteswap()
+        yield points.tobytes()
+        shift += run.header.ids_bytes
 
 
 def empty_sha() -> bytes:

@@ -1,7 +1,8 @@
 """`exporter status`: what an archive holds and how its runs went, for a person or a script.
 
-Read-only and quick: it replays the checkpoint (never the records), stats the
-records files, reads failed.ndjson and summary.json, and asks whether a run
+Read-only and quick: it reads the checkpoint's state from the archive's index
+(replaying only the part of the checkpoint the index does not cover; never
+the records), stats the records files, reads failed.ndjson and summary.json, and asks whether a run
 holds the archive's lock right now. A link, FIFO or device where the archive
 keeps a file is listed as refused and never opened. `exporter verify` is the one that reads
 every byte.
@@ -20,6 +21,7 @@ from typing import Any
 
 import orjson
 
+from exporter.archive.index import IndexReport, open_view
 from exporter.archive.layout import (
     CHECKPOINT_NAME,
     FAILED_NAME,
@@ -34,11 +36,11 @@ from exporter.archive.layout import (
 from exporter.archive.reader import (
     LockState,
     RunState,
+    open_directory,
     probe_lock,
     read_failed,
     read_summary,
     refuse_unsafe,
-    replay_checkpoint,
     size_on_disk,
     unsafe_entries_at,
 )
@@ -96,6 +98,8 @@ class ArchiveStatus:
     torn_tail: bool = False
     #: (name, what it is) of links, FIFOs, ... where the archive keeps a file: not read.
     refused: list[tuple[str, str]] = field(default_factory=list)
+    #: The index: its runs and how much of the checkpoint they cover.
+    index: IndexReport = field(default_factory=IndexReport)
 
     @property
     def bytes(self) -> int:
@@ -115,7 +119,9 @@ def gather_status(root: Path) -> ArchiveStatus:
     skipped = {name for name, _ in unsafe}
     refuse_unsafe(root, unsafe, CHECKPOINT_NAME)
     try:
-        state = replay_checkpoint(ckpt)
+        with open_directory(root) as directory, open_view(directory) as index:
+            # The index's state plus the checkpoint after it (see `archive/index.py`), not a replay.
+            state, index_report = index.state, index.report
     except OSError as exc:
         raise ArchiveError(f"cannot read {ckpt}: {exc.strerror}") from exc
     summary_files = {} if SUMMARY_NAME in skipped else _summary_files(root / SUMMARY_NAME)
@@ -144,6 +150,7 @@ def gather_status(root: Path) -> ArchiveStatus:
         superseded=[] if SUPERSEDED_DIR in skipped else _generations(root / SUPERSEDED_DIR),
         torn_tail=state.torn_tail,
         refused=unsafe,
+        index=index_report,
     )
 
 
@@ -251,6 +258,12 @@ def to_json(status: ArchiveStatus) -> dict[str, Any]:
         ],
         "torn_tail": status.torn_tail,
         "refused": [{"name": name, "problem": why} for name, why in status.refused],
+        "index": {
+            "runs": status.index.runs,
+            "bytes": status.index.index_bytes,
+            "covered_ids": status.index.covered_ids,
+            "ids": status.index.ids,
+        },
     }
 
 
@@ -284,6 +297,7 @@ def render_text(status: ArchiveStatus) -> str:
         out.append(f"  {f.name}  {human_bytes(f.bytes)}  {lines}  {state}  {sha}{note}")
     files = f"{len(status.files)} file{'' if len(status.files) == 1 else 's'}"
     out.append(f"total: {status.records} records, {human_bytes(status.bytes)} in {files}")
+    out.append(_index_line(status.index))
 
     out.append(f"failed: {status.failed} ids" + (f" ({FAILED_NAME})" if status.failed else ""))
     for group in status.failures:
@@ -296,6 +310,18 @@ def render_text(status: ArchiveStatus) -> str:
             records = "? records" if g.records is None else f"{g.records} records"
             out.append(f"  {g.name}  {records}, {human_bytes(g.bytes)} in {g.files} files")
     return "\n".join(out) + "\n"
+
+
+def _index_line(index: IndexReport) -> str:
+    runs = (
+        f"{len(index.runs)} run file{'' if len(index.runs) == 1 else 's'}, {human_bytes(index.index_bytes)}"
+    )
+    if index.covered_ids == index.ids:
+        return f"index: {runs}, covers every record"
+    return (
+        f"index: {runs}, covers {index.covered_ids} of {index.ids} records; "
+        "the next export run (or `exporter index`) brings it up to date"
+    )
 
 
 def _run_lines(run: RunState, *, running: bool) -> list[str]:
