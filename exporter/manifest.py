@@ -50,6 +50,10 @@ _BAD_ASCII = re.compile(r"[\x00-\x20\x7f/\\]")
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
 
 
+# The same for a chunk of ASCII lines joined by newlines (which no line holds).
+_BAD_ASCII_JOINED = re.compile(rb"[\x00-\x09\x0b-\x20\x7f/\\]")
+
+
 # What surrogateescape makes of bytes that are not UTF-8.
 _UNDECODED = re.compile(r"[\udc80-\udcff]")
 
@@ -84,6 +88,27 @@ def id_problem(candidate: str) -> str | None:
         if char in "/\\" or unicodedata.category(char) in _BAD_CATEGORIES:
             return f"contains {char!r} at position {position}"
     return None
+
+
+def sane_ascii_lines(lines: list[bytes]) -> bool:
+    """Whether every one of these stripped plain-text lines is an entry holding a sane ASCII id.
+
+    The common case, told for a whole chunk with a few calls in C; then each
+    line's entry is its text and `id_problem` has nothing to say about it.
+    """
+    if not lines or b"" in lines or b"." in lines or b".." in lines:
+        return False
+    try:
+        joined = b"\n".join(lines)
+    except TypeError:  # an over-long line
+        return False
+    return (
+        joined.isascii()
+        and not joined.startswith(b"#")
+        and b"\n#" not in joined
+        and max(map(len, lines)) <= MAX_ID_CHARS
+        and _BAD_ASCII_JOINED.search(joined) is None
+    )
 
 
 @contextlib.contextmanager
@@ -162,8 +187,8 @@ class ManifestEntries:
             if self._others is not None:
                 return next(self._others)
             assert self._batches is not None
-            first, lines = next(self._batches)
-            self._pending.extend(_text_entries(zip(itertools.count(first), lines)))
+            batch = next(self._batches)
+            self._pending.extend(_text_entries(zip(itertools.count(batch.first), batch.lines)))
 
     def push_back(self, entry: Entry) -> None:
         """Put an entry taken with `next` back in front (a run reads the first before opening the archive)."""
@@ -206,7 +231,7 @@ def read_entries(
 
 
 def _numbered(batches: Iterable[LineBatch]) -> Iterator[Line]:
-    return itertools.chain.from_iterable(zip(itertools.count(first), lines) for first, lines in batches)
+    return itertools.chain.from_iterable(zip(itertools.count(b.first), b.lines) for b in batches)
 
 
 def _sniff(batches: Iterator[LineBatch]) -> tuple[ManifestFormat, Iterator[LineBatch]]:
@@ -215,7 +240,7 @@ def _sniff(batches: Iterator[LineBatch]) -> tuple[ManifestFormat, Iterator[LineB
     Only that line's batch is held: blank and comment lines before it mean
     nothing in any format, so a manifest of a million blank lines costs no memory.
     """
-    for first, lines in batches:
+    for first, lines, padded in batches:
         for at, raw in enumerate(lines):
             text = (raw.head if isinstance(raw, Overlong) else raw).strip()
             if not text or text.startswith(b"#"):
@@ -225,7 +250,7 @@ def _sniff(batches: Iterator[LineBatch]) -> tuple[ManifestFormat, Iterator[LineB
                 fmt = "ndjson"
             elif b"," in text or text.lower() in (b"id", b'"id"'):
                 fmt = "csv"
-            return fmt, itertools.chain([(first + at, lines[at:])], batches)
+            return fmt, itertools.chain([LineBatch(first + at, lines[at:], padded)], batches)
     return "text", iter(())
 
 

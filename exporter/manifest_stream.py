@@ -68,8 +68,19 @@ class Overlong(NamedTuple):
 
 #: A numbered line of a manifest, without its line end.
 Line = tuple[int, bytes | Overlong]
-#: Consecutive lines of a manifest: the number of the first, and the lines.
-LineBatch = tuple[int, list[bytes | Overlong]]
+
+
+class LineBatch(NamedTuple):
+    """Consecutive lines of a manifest: the number of the first, the lines, and whether any may hold
+    white space that `bytes.strip` would take off (False only when none does)."""
+
+    first: int
+    lines: list[bytes | Overlong]
+    padded: bool = True
+
+
+#: What `bytes.strip` takes off a line, but the newline (no line holds one).
+_SPACES = (b" ", b"\t", b"\r", b"\x0b", b"\x0c")
 
 #: What can go wrong while reading (decompressing) a manifest's bytes.
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
@@ -211,9 +222,9 @@ def numbered_lines(chunks: Iterable[bytes], display: str, limit: int) -> Iterato
     A longer line becomes an `Overlong` (its first bytes and its length) as
     its remainder streams past. Read errors become ManifestError.
     """
-    for first, lines in line_batches(chunks, display, limit):
+    for batch in line_batches(chunks, display, limit):
         # The common case, kept out of Python bytecode: millions of short lines.
-        yield from zip(itertools.count(first), lines)
+        yield from zip(itertools.count(batch.first), batch.lines)
 
 
 def line_batches(chunks: Iterable[bytes], display: str, limit: int) -> Iterator[LineBatch]:
@@ -233,6 +244,7 @@ def line_batches(chunks: Iterable[bytes], display: str, limit: int) -> Iterator[
             if pieces:
                 lines = cast(list[bytes | Overlong], pieces)  # the same list: no copy
                 # The first piece ends the line that was held or is being skipped (in place: no copy).
+                first = b""
                 if over is not None:
                     lines[0] = over._replace(size=over.size + len(lines[0]))
                     over = None
@@ -242,13 +254,14 @@ def line_batches(chunks: Iterable[bytes], display: str, limit: int) -> Iterator[
                     held.clear()
                     held_bytes = 0
                     lines[0] = _bounded(first.removeprefix(_BOM) if number == 0 else first, limit)
+                padded = any(space in chunk or space in first for space in _SPACES)
                 if (
                     len(pieces) > 1
                     and len(chunk) > limit
                     and max(map(len, itertools.islice(pieces, 1, None))) > limit
                 ):
                     lines[1:] = [_bounded(piece, limit) for piece in itertools.islice(pieces, 1, None)]
-                yield number + 1, lines
+                yield LineBatch(number + 1, lines, padded)
                 number += len(lines)
                 del lines, pieces
             if not tail:
@@ -269,12 +282,12 @@ def line_batches(chunks: Iterable[bytes], display: str, limit: int) -> Iterator[
             "the ids before it were processed, fix or re-create the file and run again"
         ) from exc
     if over is not None:
-        yield number + 1, [over]
+        yield LineBatch(number + 1, [over])
     elif held:
         last = b"".join(held)
         if number == 0:
             last = last.removeprefix(_BOM)
-        yield number + 1, [_bounded(last, limit)]
+        yield LineBatch(number + 1, [_bounded(last, limit)])
 
 
 def _bounded(line: bytes, limit: int) -> bytes | Overlong:

@@ -177,14 +177,12 @@ class ArchivedIds:
             self._low = first
         self._high = first + len(ids)
         marks = self._marks
-        met = marks.find(1, first, self._high) >= 0
-        if met or b"" in ids or ids[0].startswith(b"#") or b"\n#" in b"\n".join(ids):
-            # Met already (by a lookup), or never an entry of a plain-text manifest (blank, comment).
-            self._window.update(
-                i for o, i in enumerate(ids, first) if not marks[o] and i and not i.startswith(b"#")
-            )
+        window = self._window
+        if marks.find(1, first, self._high) >= 0:  # some met already, by a lookup: left out
+            window.update(i for o, i in enumerate(ids, first) if not marks[o])
         else:
-            self._window.update(ids)
+            window.update(ids)
+        window.discard(b"")  # the index's stand-in for an id no plain-text line can be
         self._blocks.append((first, ids))
         while len(self._blocks) > WINDOW_BLOCKS:
             self._evict()

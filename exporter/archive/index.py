@@ -547,14 +547,14 @@ class IndexKeeper:
         opening = _open_index(directory, flush_ids=flush_ids, on_segment=write)
         keeper = cls(directory, opening.state, opening.hasher, flush_ids)
         keeper._chain = [_link(o.name, o.run) for o in opening.chain] + written
-        opening.close()
         try:
             if failure:
                 raise failure[0]
             keeper._compact()
             keeper._collect_garbage()
-            keeper.view = _map_chain(directory, keeper._chain, keeper._state, opening.report)
+            keeper.view = _map_chain(directory, keeper._chain, keeper._state, opening)
         except (ArchiveError, IndexFormatError) as exc:
+            opening.close()
             keeper._give_up(exc)
             keeper.view = open_view(directory, flush_ids=flush_ids)  # the tail in memory, as a reader
         return keeper
@@ -681,28 +681,38 @@ def _link(name: str, run: Run) -> _Link:
 
 
 def _map_chain(
-    directory: SafeDir, chain: list[_Link], state: CheckpointState, found: IndexReport
+    directory: SafeDir, chain: list[_Link], state: CheckpointState, opening: _Opening
 ) -> IndexView:
-    """The view of the chain the keeper just wrote or checked, mapped."""
-    opened: list[_Opened] = []
+    """The view of the chain the keeper has just checked, written and merged: mapped.
+
+    The runs the opening mapped (and checked) and still on the chain are kept;
+    the others are let go, and the new ones mapped.
+    """
+    found = {opened.name: opened for opened in opening.chain}
+    opening.chain = []
+    mapped: list[_Opened] = []
     try:
         for link in chain:
-            opened.append(_open_run(directory, link.name))
+            reused = found.pop(link.name, None)
+            mapped.append(reused if reused is not None else _open_run(directory, link.name))
     except BaseException:
-        for each in opened:
+        for each in mapped:
             each.close()
         raise
+    finally:
+        for unused in found.values():
+            unused.close()
     report = IndexReport(
         runs=[link.name for link in chain],
-        ignored=found.ignored,
+        ignored=opening.report.ignored,
         covered_bytes=state.valid_bytes,
         checkpoint_bytes=state.valid_bytes,
         covered_ids=state.ids,
         ids=state.ids,
-        index_bytes=sum(len(o.mapped) for o in opened),
-        disagreed_at=found.disagreed_at,
+        index_bytes=sum(len(o.mapped) for o in mapped),
+        disagreed_at=opening.report.disagreed_at,
     )
-    return IndexView(copy.deepcopy(state), opened, [], report, directory)
+    return IndexView(copy.deepcopy(state), mapped, [], report, directory)
 
 
 def rebuild(directory: SafeDir, *, flush_ids: int | None = None) -> IndexReport:

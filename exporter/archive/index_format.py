@@ -13,9 +13,9 @@ commit of the generation). A *run* covers a stretch of the checkpoint, its bytes
     keys       per entry, the digest's first 8 bytes, grouped by bucket: what a lookup searches
     checks     per entry, the digest's last 8 bytes, in the same order: compared once found
     ordinals   per entry, its ordinal (u32, big-endian), in the same order
-    ids        the ids themselves in ordinal order, UTF-8, each ending in a newline (one that
-               holds a newline or is not UTF-8, which no plain-text manifest line can equal,
-               as an empty line): what the planner compares manifest lines with, in bulk
+    ids        the ids themselves in ordinal order, UTF-8, each ending in a newline; an id no
+               plain-text manifest line can be (empty, a `#` comment, holding a newline, not
+               UTF-8) as an empty line: what the planner compares manifest lines with, in bulk
     idpoints   per ordinal divisible by 1,024, where its id starts in `ids` (u64)
     firsts     per commit that holds ids, its first ordinal (u64), ascending
     commits    per such commit: its records file (an index into `state.files`), crc32, start
@@ -422,8 +422,9 @@ def _id_sections(ids: list[bytes], first_ordinal: int) -> tuple[bytes, bytes]:
     if not ids:
         return b"", b""
     joined = b"\n".join(ids)
-    if joined.count(b"\n") != len(ids) - 1:  # an id holding a newline: no plain-text line equals it
-        ids = [i if b"\n" not in i else b"" for i in ids]
+    if joined.count(b"\n") != len(ids) - 1 or joined.startswith(b"#") or b"\n#" in joined:
+        # An id holding a newline, or one a plain-text manifest takes for a comment: no line equals it.
+        ids = [i if b"\n" not in i and not i.startswith(b"#") else b"" for i in ids]
         joined = b"\n".join(ids)
     before = list(itertools.accumulate(map(len, ids), initial=0))
     points = array("Q", (before[k] + k for k in range(-first_ordinal % ID_POINT, len(ids), ID_POINT)))
