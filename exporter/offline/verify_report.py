@@ -54,6 +54,8 @@ class Report:
     #: Committed lines read whose record has an id.
     records: int = 0
     manifest: str | None = None
+    #: What was proven beyond the records (the index agrees), one line each.
+    confirmed: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Problem]:
@@ -116,6 +118,8 @@ def print_report(report: Report, out: TextIO, *, quiet: bool = False) -> None:
     for path, count in report.unlisted.items():
         out.write(f"{path}: {_plural(count, 'more problem')} like the ones above, not listed\n")
     if not quiet:
+        for line in report.confirmed:
+            out.write(line + "\n")
         out.write(report.summary_line() + "\n")
 
 
