@@ -41,6 +41,8 @@ Scenarios, each printing its figures and the issue's target:
     dryrun    `export --dry-run --json` over the memory scenario's 1,000,000-id manifest with
               900,000 of them in an archive (written by the exporter's own Archive, its lock
               held meanwhile): wall time, CPU, peak RSS, vs the 10 s target; no nginx
+    scale     the archive index at 10,000,000 ids (`scripts/bench_scale.py`, its own module):
+              resume start, dry runs, `exporter get`, the index's build and size; no nginx
 
     .venv/bin/python scripts/bench.py                      # 20,000 ids, concurrency 64, 3 repeats
     .venv/bin/python scripts/bench.py --smoke              # 2,000 ids, once (CI; asserts no timings)
@@ -49,6 +51,7 @@ Scenarios, each printing its figures and the issue's target:
     .venv/bin/python scripts/bench.py --scenario memory    # 1,000,000 ids, then a 900k resume
     .venv/bin/python scripts/bench.py --scenario pacing    # limits, quotas, outages, ~7 min
     .venv/bin/python scripts/bench.py --scenario dryrun    # --dry-run over 1M ids, 900k archived
+    .venv/bin/python scripts/bench.py --scenario scale     # 10M ids, 9M archived, ~10 min
     .venv/bin/python scripts/bench.py --scenario all --json bench-out/results.json
 
 Scratch files (body cache, archives, logs) go under `--workdir` (default `bench-out/`,
@@ -89,7 +92,7 @@ SCRIPTS: Final = ROOT / "scripts"
 API_PATH: Final = "/v1/core/recordings/"
 TOKEN: Final = "bench-token"  # a fake token: the servers here are loopback-only
 CONTENDERS: Final = ("floor", "client", "exporter", "curl", "aria2c")
-SCENARIOS: Final = ("throughput", "rate", "latency", "memory", "pacing", "dryrun")
+SCENARIOS: Final = ("throughput", "rate", "latency", "memory", "pacing", "dryrun", "scale")
 #: Contenders that are this script in a minimal loop, reporting one JSON line of counts.
 LOOPS: Final = ("floor", "client")
 NGINX_INSTALL: Final = "apt-get install -y nginx-light"
@@ -2051,7 +2054,16 @@ def build_parser() -> argparse.ArgumentParser:
         default=20.0,
         help="the fake API's latency per answer in the pacing cases (default: %(default)s)",
     )
+    import bench_scale  # the 10M scenario lives in its own module (issue 18)
+
+    bench_scale.add_arguments(parser)
     return parser  # fmt: skip
+
+
+def _scale_scenario(setup: Setup, results: dict[str, Any]) -> bool:
+    import bench_scale
+
+    return bench_scale.scale_scenario(setup, results)
 
 
 def exporter_revision() -> str:
@@ -2103,7 +2115,7 @@ def _versions(tools: dict[str, str], nginx: str) -> dict[str, str]:
 
 def resolve_setup(args: argparse.Namespace) -> Setup:
     nginx = find_nginx()
-    if nginx is None and args.scenario not in ("pacing", "dryrun"):  # these need no nginx
+    if nginx is None and args.scenario not in ("pacing", "dryrun", "scale"):  # these need no nginx
         raise BenchError(f"nginx is not installed; install it with: {NGINX_INSTALL}", 2)
     exporter = args.exporter or next(
         (
@@ -2195,6 +2207,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "memory": memory_scenario,
         "pacing": pacing_scenario,
         "dryrun": dryrun_scenario,
+        "scale": _scale_scenario,
     }
     chosen = list(SCENARIOS) if args.scenario == "all" else [args.scenario]
     ok = True

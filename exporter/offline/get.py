@@ -124,24 +124,49 @@ class _Archive:
         self.directory.close()
 
 
-def get_records(roots: Sequence[Path], ids: Iterable[str]) -> Iterator[Result]:
-    """A `Found`, `Missing` or `Damaged` for each id of `ids`, in order (raises UsageError, ArchiveError)."""
-    for root in roots:
-        kind = archive_kind(root)
-        if kind is ArchiveKind.NOT_A_DIRECTORY:
-            raise UsageError(f"{root} is not a directory; give the --out directory of an export")
-        if kind is not ArchiveKind.ARCHIVE:
-            raise not_an_archive(root)
-    archives: list[_Archive] = []
-    try:
+class Getter:
+    """Archives opened once (their index mapped) for any number of `get` calls; a context manager."""
+
+    __slots__ = ("_archives",)
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        """Open the archives in `roots`: UsageError for one not an archive, ArchiveError if unreadable."""
         for root in roots:
-            archives.append(_Archive(root))
+            kind = archive_kind(root)
+            if kind is ArchiveKind.NOT_A_DIRECTORY:
+                raise UsageError(f"{root} is not a directory; give the --out directory of an export")
+            if kind is not ArchiveKind.ARCHIVE:
+                raise not_an_archive(root)
+        self._archives: list[_Archive] = []
+        try:
+            for root in roots:
+                self._archives.append(_Archive(root))
+        except BaseException:
+            self.close()
+            raise
+
+    def get(self, ids: Iterable[str]) -> Iterator[Result]:
+        """A `Found`, `Missing` or `Damaged` for each of `ids`, in order."""
         source = iter(ids)
         while batch := list(itertools.islice(source, BATCH_IDS)):
-            yield from _resolve(archives, batch)
-    finally:
-        for archive in archives:
+            yield from _resolve(self._archives, batch)
+
+    def close(self) -> None:
+        for archive in self._archives:
             archive.close()
+        self._archives = []
+
+    def __enter__(self) -> Getter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def get_records(roots: Sequence[Path], ids: Iterable[str]) -> Iterator[Result]:
+    """A `Found`, `Missing` or `Damaged` for each id of `ids`, in order (raises UsageError, ArchiveError)."""
+    with Getter(roots) as getter:
+        yield from getter.get(ids)
 
 
 def _resolve(archives: list[_Archive], batch: list[str]) -> list[Result]:
