@@ -43,6 +43,9 @@ BLOCK_IDS = 1 << 13
 WINDOW_BLOCKS = 4
 #: The next block is read when fewer ids than this are left in the window.
 _LOW_WATER = 2 * BLOCK_IDS
+#: Blocks read, or lookups made, between two returns of the index's mapped pages (`forget_pages`).
+_FORGET_BLOCKS = 64
+_FORGET_LOOKUPS = 1 << 16
 #: Lookups that found archived ids elsewhere, this many times the window's own hits, move it there.
 _RESYNC_AT = 64
 _RESYNC_RATIO = 4
@@ -60,6 +63,7 @@ class ArchivedIds:
         "_hits_before",
         "_low",
         "_marks",
+        "_touched",
         "_view",
         "_window",
     )
@@ -77,6 +81,8 @@ class ArchivedIds:
         #: Ordinals `visit` found outside the window since the last `claim`, and that claim's hits.
         self._found_elsewhere: list[int] = []
         self._hits_before = 0
+        #: Lookups and blocks (as lookups) since the index's pages were last given back.
+        self._touched = 0
 
     def __len__(self) -> int:
         return self._count
@@ -92,6 +98,7 @@ class ArchivedIds:
         """
         if not self._count:
             return 0
+        self._touch(1)
         ordinal = self._view.lookup(digest)
         if ordinal is None:
             return 0
@@ -183,6 +190,7 @@ class ArchivedIds:
         else:
             window.update(ids)
         window.discard(b"")  # the index's stand-in for an id no plain-text line can be
+        self._touch(_FORGET_LOOKUPS // _FORGET_BLOCKS)
         self._blocks.append((first, ids))
         while len(self._blocks) > WINDOW_BLOCKS:
             self._evict()
@@ -198,6 +206,13 @@ class ArchivedIds:
             self._marks[first:end] = bytes(map(operator.not_, map(window.__contains__, ids)))
             window.difference_update(ids)
         self._low = self._blocks[0][0] if self._blocks else self._high
+
+    def _touch(self, count: int) -> None:
+        """Count index pages read; now and then let them go, so RSS does not grow with the archive."""
+        self._touched += count
+        if self._touched >= _FORGET_LOOKUPS:
+            self._touched = 0
+            self._view.forget_pages()
 
     def __repr__(self) -> str:
         return f"<ArchivedIds {self._count} ids, window {self._low}..{self._high} ({len(self._window)} left)>"

@@ -34,12 +34,15 @@ merge may remove a run they were about to open, in which case they look again.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import logging
 import mmap
 import os
+import threading
 import time
+import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -50,6 +53,7 @@ from exporter.errors import ArchiveError
 from . import checkpoint, index_format, layout
 from .checkpoint import CheckpointState
 from .index_format import (
+    TRAILER_BYTES,
     CommitPlace,
     IndexFormatError,
     Run,
@@ -70,6 +74,8 @@ MERGE_RATIO = 4
 #: ... counting a run of fewer ids as this many, so small runs (one per finished export) merge.
 MERGE_FLOOR = 1 << 16
 _READ_BYTES = 1 << 20
+_CRC_READ_BYTES = 4 << 20
+_FORGET_BYTES = 16 << 20
 #: `IndexView.ids_from` hands out ids this many ID_POINTs at a time.
 _ID_STRETCH = 8
 _OPEN_ATTEMPTS = 3
@@ -155,6 +161,18 @@ class IndexView:
     def runs(self) -> list[Run]:
         return list(self._runs)
 
+    def forget_pages(self) -> None:
+        """Give the pages of the mapped runs read so far back to the page cache.
+
+        They count in the process's RSS while mapped, and a planner reading the
+        whole ids section and a bucket per lookup would otherwise hold most of
+        the index resident: memory that grows with the archive. A page needed
+        again is mapped again from the page cache (a minor fault).
+        """
+        for opened in self._opened:
+            with contextlib.suppress(OSError, ValueError):
+                opened.mapped.madvise(mmap.MADV_DONTNEED)
+
     def ids_from(self, ordinal: int) -> Iterator[tuple[int, list[bytes]]]:
         """The archived ids (UTF-8) from about `ordinal` on, a stretch at a time, with its first ordinal.
 
@@ -194,23 +212,43 @@ class IndexView:
 
 
 def _open_run(directory: SafeDir, name: str) -> _Opened:
-    """Map and check the run file `name`; IndexFormatError (or ArchiveError) when it cannot be used."""
+    """Map and check the run file `name`; IndexFormatError (or ArchiveError) when it cannot be used.
+
+    The crc32 is computed by reading the file, not the mapping: pages read
+    through a mapping count in the process's RSS, those read into a buffer
+    only in the page cache.
+    """
     fd = directory.open(name, os.O_RDONLY)
     try:
         size = os.fstat(fd).st_size
-        if size == 0:
-            raise IndexFormatError("empty")
+        if size <= TRAILER_BYTES:
+            raise IndexFormatError("shorter than a run")
+        crc = _file_crc32(fd, size - TRAILER_BYTES)
         mapped = mmap.mmap(fd, size, access=mmap.ACCESS_READ)
     except OSError as exc:
-        raise os_error(directory.path / name, exc, "map") from exc
+        raise os_error(directory.path / name, exc, "read") from exc
     finally:
         os.close(fd)
     try:
-        run = Run.open(mapped)
+        run = Run.open(mapped, crc_of_body=crc)
     except BaseException:
         mapped.close()
         raise
     return _Opened(name, run, mapped)
+
+
+def _file_crc32(fd: int, size: int) -> int:
+    crc = 0
+    buffer = bytearray(_CRC_READ_BYTES)
+    view = memoryview(buffer)
+    at = 0
+    while at < size:
+        got = os.preadv(fd, [view[: min(_CRC_READ_BYTES, size - at)]], at)
+        if not got:
+            raise IndexFormatError("shorter than its header says")
+        crc = zlib.crc32(view[:got], crc)
+        at += got
+    return crc
 
 
 def _find_chain(directory: SafeDir, report: IndexReport) -> tuple[list[_Opened], bool]:
@@ -254,24 +292,59 @@ def _find_chain(directory: SafeDir, report: IndexReport) -> tuple[list[_Opened],
     return chain, vanished
 
 
-def _check_against(handle: Any, chain: list[_Opened], report: IndexReport) -> tuple[list[_Opened], Any]:
+class _PrefixHashes(threading.Thread):
+    """The sha256 of the checkpoint's first N bytes for each N where a run file says it ends.
+
+    Hashed in a thread while the runs themselves are checked (sha256 and crc32
+    both let go of the GIL): on a 10-million-id archive the two reads cost
+    about as much, and two cores do them at once.
+    """
+
+    def __init__(self, directory: SafeDir, ends: list[int]) -> None:
+        super().__init__(name="index-checkpoint-hash", daemon=True)
+        self._directory = directory
+        self._ends = sorted(set(ends))
+        #: sha256 objects, as they stood after the checkpoint's first `end` bytes.
+        self.hashed: dict[int, Any] = {}
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        try:
+            handle = self._directory.reader(layout.CHECKPOINT_NAME)
+            if handle is None:
+                return
+            with handle:
+                hasher, read = hashlib.sha256(), 0
+                for end in self._ends:
+                    while read < end:
+                        chunk = handle.read(min(_READ_BYTES, end - read))
+                        if not chunk:
+                            return  # the checkpoint is shorter: no run ends past here
+                        hasher.update(chunk)
+                        read += len(chunk)
+                    self.hashed[end] = hasher.copy()
+        except BaseException as exc:  # handed to the opener, which raises it
+            self.error = exc
+
+    def result(self) -> dict[int, Any]:
+        self.join()
+        if self.error is not None:
+            raise self.error
+        return self.hashed
+
+
+def _check_against(
+    chain: list[_Opened], hashed: dict[int, Any], report: IndexReport
+) -> tuple[list[_Opened], Any]:
     """Cut `chain` at the first run whose `sha_end` the checkpoint's own bytes do not give.
 
     Returns the runs kept (the others closed) and the sha256 of the bytes they
     cover, ready to go on hashing from there.
     """
-    hasher = hashlib.sha256()
-    good = hasher.copy()
-    read = 0
+    good = hashlib.sha256()
     for index, opened in enumerate(chain):
-        end = opened.run.header.ckpt_end
-        while read < end:
-            chunk = handle.read(min(_READ_BYTES, end - read))
-            if not chunk:
-                break
-            hasher.update(chunk)
-            read += len(chunk)
-        if read != end or hasher.digest() != opened.run.header.sha_end:
+        hasher = hashed.get(opened.run.header.ckpt_end)
+        if hasher is None or hasher.digest() != opened.run.header.sha_end:
             report.disagreed_at = opened.run.header.ckpt_start
             for dropped in chain[index:]:
                 report.ignored.append((dropped.name, "does not match the checkpoint"))
@@ -363,12 +436,18 @@ def _open_index(directory: SafeDir, *, flush_ids: int, on_segment: OnSegment | N
     """
     for attempt in range(_OPEN_ATTEMPTS):
         report = IndexReport()
-        chain, vanished = _find_chain(directory, report)
+        ends = [span[1] for span in map(layout.index_run_span, directory.names()) if span is not None]
+        hashes = _PrefixHashes(directory, ends)
+        hashes.start()
+        try:
+            chain, vanished = _find_chain(directory, report)
+        finally:
+            hashed = hashes.result()
         if vanished and attempt < _OPEN_ATTEMPTS - 1:
             for opened in chain:
                 opened.close()
             continue  # a run went away while the chain was read (a merge): look again
-        return _replay_tail(directory, chain, report, flush_ids, on_segment)
+        return _replay_tail(directory, chain, report, flush_ids, on_segment, hashed)
     raise AssertionError("unreachable")
 
 
@@ -378,6 +457,7 @@ def _replay_tail(
     report: IndexReport,
     flush_ids: int,
     on_segment: OnSegment | None,
+    hashed: dict[int, Any],
 ) -> _Opening:
     handle = directory.reader(layout.CHECKPOINT_NAME)
     opening = _Opening(CheckpointState(), chain, report, hashlib.sha256())
@@ -386,7 +466,7 @@ def _replay_tail(
         return opening
     try:
         with handle:
-            chain, hasher = _check_against(handle, chain, report)
+            chain, hasher = _check_against(chain, hashed, report)
             opening.chain = chain
             if chain:
                 last = chain[-1].run
@@ -620,27 +700,37 @@ class IndexKeeper:
         return _write_run(self._dir, start, end, parts)
 
     def _compact(self) -> None:
-        """Merge the newest runs into one while the older holds at most MERGE_RATIO times the newer's ids.
+        """Merge runs until each holds more than MERGE_RATIO times the ids of the one after it.
 
-        The runs to merge are found first and merged at once (a catch-up writes
-        many runs of a similar size), so each id is copied once per merge.
+        The first run that does not is merged with every run after it, at once
+        (a catch-up writes many runs of one size: each id is copied once per
+        merge), and so on until none is left; runs of fewer than MERGE_FLOOR ids
+        count as that many, so the small run each export ends with is merged.
         """
         chain = self._chain
-        first = len(chain) - 1
-        merged = chain[-1].count if chain else 0
-        while first > 0 and chain[first - 1].count <= MERGE_RATIO * max(merged, MERGE_FLOOR):
-            first -= 1
-            merged += chain[first].count
-        if first >= len(chain) - 1:
-            return
+        while True:
+            first = next(
+                (
+                    at
+                    for at in range(len(chain) - 1)
+                    if chain[at].count <= MERGE_RATIO * max(chain[at + 1].count, MERGE_FLOOR)
+                ),
+                None,
+            )
+            if first is None:
+                return
+            self._merge(first)
+
+    def _merge(self, first: int) -> None:
+        """Merge the runs from `first` to the newest into one."""
+        chain = self._chain
         started = time.monotonic()
         inputs = chain[first:]
         opened: list[_Opened] = []
         try:
             opened.extend(_open_run(self._dir, link.name) for link in inputs)
-            result = self._write(
-                inputs[0].ckpt_start, inputs[-1].ckpt_end, merged_parts([o.run for o in opened])
-            )
+            parts = _forgetting(merged_parts([o.run for o in opened]), opened)
+            result = self._write(inputs[0].ckpt_start, inputs[-1].ckpt_end, parts)
         finally:
             for each in opened:
                 each.close()
@@ -662,6 +752,19 @@ class IndexKeeper:
         return (
             f"<IndexKeeper runs={len(self._chain)} pending={len(self._builder)} at={self._state.valid_bytes}>"
         )
+
+
+def _forgetting(parts: Iterable[bytes], inputs: list[_Opened]) -> Iterator[bytes]:
+    """`parts`, giving the inputs' pages back every 16 MB written (a merge reads each once, in order)."""
+    written = 0
+    for part in parts:
+        yield part
+        written += len(part)
+        if written >= _FORGET_BYTES:
+            written = 0
+            for each in inputs:
+                with contextlib.suppress(OSError, ValueError):
+                    each.mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def _write_run(directory: SafeDir, start: int, end: int, parts: Iterable[bytes]) -> _Link:

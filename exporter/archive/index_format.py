@@ -47,6 +47,7 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
+from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
@@ -64,6 +65,7 @@ BUCKET_TARGET = 24
 _KEY = slice(0, 8)
 _CHECK = slice(8, 16)
 _ORDINAL = slice(16, 20)
+_PREFIX = slice(0, 3)
 KEY_BYTES = 8
 CHECK_BYTES = 8
 ORDINAL_BYTES = 4
@@ -290,13 +292,21 @@ def _lay_out(entries: list[bytes], bits: int) -> list[bytes]:
     """Sorted entries (digest + big-endian ordinal) as the fanout, keys, checks and ordinals sections.
 
     The fanout comes from one bisection per bucket boundary (the entries are
-    sorted), about one per BUCKET_TARGET entries; the columns from strided
-    copies of the joined entries, 4 bytes at a time: all in C.
+    sorted), or when there are more buckets than entries from counting each
+    entry's bucket; the columns from strided copies of the joined entries, 4
+    bytes at a time: all in C.
     """
     shift = 24 - bits
-    bounds = map(operator.methodcaller("to_bytes", 3, "big"), range(0, 1 << 24, 1 << shift))
-    fanout = array("I", map(bisect_left, itertools.repeat(entries), bounds))
-    fanout.append(len(entries))
+    if len(entries) >= 1 << bits:
+        bounds = map(operator.methodcaller("to_bytes", 3, "big"), range(0, 1 << 24, 1 << shift))
+        fanout = array("I", map(bisect_left, itertools.repeat(entries), bounds))
+        fanout.append(len(entries))
+    else:  # more buckets than entries (a segment laid out for the run it will be merged into): count
+        prefixes = map(_BIG_ENDIAN, map(operator.itemgetter(_PREFIX), entries))
+        counts = Counter(map(operator.rshift, prefixes, itertools.repeat(shift)))
+        fanout = array(
+            "I", itertools.accumulate(map(counts.get, range(1 << bits), itertools.repeat(0)), initial=0)
+        )
     if not _LITTLE:
         fanout.byteswap()
     words = array("I", b"".join(entries))  # five 4-byte words an entry: key key check check ordinal
@@ -399,6 +409,7 @@ class RunBuilder:
 
 
 _DIGEST = functools.partial(hashlib.blake2b, digest_size=_DIGEST_BYTES)
+_BIG_ENDIAN = functools.partial(int.from_bytes, byteorder="big")
 _DIGEST_DONE = operator.methodcaller("digest")
 
 
@@ -471,8 +482,12 @@ class Run:
         self._points = _native(buf, *self._sections["idpoints"], "Q")
 
     @classmethod
-    def open(cls, buf: Buffer, *, check_crc: bool = True) -> Run:
-        """The run in `buf`; IndexFormatError when it is damaged, cut short or of another version."""
+    def open(cls, buf: Buffer, *, check_crc: bool = True, crc_of_body: int | None = None) -> Run:
+        """The run in `buf`; IndexFormatError when it is damaged, cut short or of another version.
+
+        `crc_of_body` is the crc32 of everything before the trailer when the
+        caller computed it already (reading the file, rather than the mapping).
+        """
         header = RunHeader.unpack(buf[:HEADER_BYTES])
         if len(buf) != header.file_bytes:
             raise IndexFormatError(f"{len(buf)} bytes where its header says {header.file_bytes}")
@@ -480,7 +495,7 @@ class Run:
         crc, pad, magic = _TRAILER.unpack(buf[trailer_at:])
         if magic != MAGIC or pad != _TRAILER_PAD:
             raise IndexFormatError("its trailer is damaged")
-        if check_crc and _crc32(buf, trailer_at) != crc:
+        if check_crc and (_crc32(buf, trailer_at) if crc_of_body is None else crc_of_body) != crc:
             raise IndexFormatError("its crc32 does not match: the file is damaged")
         at, size = header.sections()["state"]
         state = decode_state(buf[at : at + size], header.ckpt_end)
@@ -587,10 +602,15 @@ class Run:
         """The `column` ("keys", "checks", "ordinals") of each bucket in turn, for merging."""
         width = {"keys": KEY_BYTES, "checks": CHECK_BYTES, "ordinals": ORDINAL_BYTES}[column]
         base = self._sections[column][0]
-        # In C (map, slice, getitem): a merge slices every bucket of every run and column.
-        scaled = map(operator.mul, self._fanout, itertools.repeat(width))
-        bounds = array("Q", map(operator.add, itertools.repeat(base), scaled))
-        return map(self._buf.__getitem__, map(slice, bounds[:-1], bounds[1:]))
+        # In C (map, slice, getitem), and lazily: a merge slices every bucket of every run and column.
+        fanout = self._fanout
+        starts = map(operator.add, itertools.repeat(base), map(operator.mul, fanout, itertools.repeat(width)))
+        ends = map(
+            operator.add,
+            itertools.repeat(base),
+            map(operator.mul, itertools.islice(fanout, 1, None), itertools.repeat(width)),
+        )
+        return map(self._buf.__getitem__, map(slice, starts, ends))
 
     def section(self, name: str) -> bytes:
         at, size = self._sections[name]
@@ -686,7 +706,7 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
         crc = 0
 
         def emit(pieces: Iterable[bytes]) -> Iterator[bytes]:
-            """The pieces joined in batches (in C: a merge has millions), then the section's padding."""
+            """A column's pieces (one a bucket and run: millions) joined in batches, in C; the padding."""
             nonlocal crc
             size = 0
             source = iter(pieces)
@@ -700,16 +720,27 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
                 crc = zlib.crc32(padding, crc)
                 yield padding
 
-        yield from emit([header.pack()])
-        yield from emit([fanout.tobytes()])
+        def whole(pieces: Iterable[bytes]) -> Iterator[bytes]:
+            """A section of a few large pieces (one a run): each yielded as it is, then the padding."""
+            nonlocal crc
+            size = 0
+            for piece in pieces:
+                crc = zlib.crc32(piece, crc)
+                size += len(piece)
+                yield piece
+            padding = bytes(_pad(size))
+            if padding:
+                crc = zlib.crc32(padding, crc)
+                yield padding
+
+        yield from whole([header.pack()])
+        yield from whole([fanout.tobytes()])
         for column in ("keys", "checks", "ordinals"):
             buckets = zip(*(r.bucket_slices(column) for r in laid), strict=True)
             yield from emit(itertools.chain.from_iterable(buckets))
-        yield from emit(r.section("ids") for r in runs)
-        yield from emit(_shifted_points(runs))
-        yield from emit(r.section("firsts") for r in runs)
-        yield from emit(r.section("commits") for r in runs)
-        yield from emit([state_raw])
+        for name in ("ids", "idpoints", "firsts", "commits"):
+            yield from whole(_shifted_points(runs) if name == "idpoints" else (r.section(name) for r in runs))
+        yield from whole([state_raw])
         yield _TRAILER.pack(crc, _TRAILER_PAD, MAGIC)
     finally:
         for made, given in zip(laid, runs, strict=True):
