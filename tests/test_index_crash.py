@@ -13,7 +13,9 @@ find the archive sound.
 
 from __future__ import annotations
 
+import json
 import os
+import random
 import select
 import signal
 import subprocess
@@ -22,9 +24,13 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import cli, export_args, spawn, write_manifest
+from fake_api import FakeServerHandle
+from test_crash import decompressed
 from test_index import assert_exact, export_run
 
 from exporter.archive import index, layout
+from exporter.offline.get import Found, get_records
 from exporter.offline.verify import verify_archives
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -161,3 +167,66 @@ def test_kill_at_an_instant_then_read_and_resume(
     assert not [n for n in names if n.startswith(layout.INDEX_PREFIX) and n not in report.runs]
     verified = verify_archives([out])
     assert not verified.problems, verified.problems
+
+
+def test_shards_and_a_refetch_killed_at_random_then_resumed(api: FakeServerHandle, tmp_path: Path) -> None:
+    """Two shards exported by real processes SIGKILLed at random moments, then a --refetch of one, killed
+    too: every generation's index is exact, and `get` over the shards gives each record as archived."""
+    rng = random.Random(18)
+    api.configure(latency_ms=5, jitter_ms=5)
+    ids = [f"rec-{n}" for n in range(300)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    shards = [tmp_path / f"shard-{k}" for k in range(2)]
+
+    kills = 0
+
+    def run(k: int, *extra: str, kill_after: float | None = None) -> None:
+        nonlocal kills
+        args = export_args(
+            manifest,
+            shards[k],
+            api.url,
+            "--shard",
+            f"{k}/2",
+            "--concurrency",
+            "8",
+            "--quiet",
+            "--compress",
+            "zstd",
+            "--compress-batch",
+            "4KB",
+            "--max-file-bytes",
+            "20KB",
+            *extra,
+        )
+        if kill_after is None:
+            assert cli(*args).returncode == 0
+            return
+        process = spawn(*args, "--rate", "150")  # some 1 s a shard: the kill lands mid-run
+        time.sleep(kill_after)
+        kills += process.poll() is None
+        process.send_signal(signal.SIGKILL)
+        process.communicate(timeout=30)
+
+    for k in range(2):
+        for _ in range(3):
+            run(k, kill_after=rng.uniform(0.3, 1.5))
+        run(k)
+    run(0, "--refetch", kill_after=rng.uniform(0.5, 1.5))
+    run(0, "--refetch")
+    assert kills >= 4, "the runs ended before they were killed"
+    generations = [*shards, *(shards[0] / "superseded").iterdir()]
+    for out in generations:
+        report = assert_exact(out, absent=["rec-300"])
+        assert report.covered_bytes == report.checkpoint_bytes, out
+    stored = {}
+    for out in shards:
+        for path in sorted(out.glob("records-*")):
+            for line in decompressed(path).splitlines(keepends=True):
+                stored[json.loads(line)["id"]] = line
+    assert sorted(stored) == sorted(ids)
+    results = list(get_records(shards, ids))
+    assert [r.line for r in results if isinstance(r, Found)] == [stored[i] for i in ids]
+    done = cli("verify", *map(str, shards), "--manifest", str(manifest))
+    assert done.returncode == 0, done.stdout
+    assert done.stdout.count("agrees with the checkpoint") == 2
