@@ -33,7 +33,15 @@ import orjson
 
 from .config import ManifestFormat, ManifestSource
 from .errors import ManifestError
-from .manifest_stream import MAX_LINE_BYTES, Line, LineBatch, Overlong, line_batches, open_stream
+from .manifest_stream import (
+    MAX_LINE_BYTES,
+    Line,
+    LineBatch,
+    Overlong,
+    PlainFile,
+    line_batches,
+    open_stream,
+)
 from .manifest_stream import estimate_lines as estimate_lines
 
 MAX_ID_CHARS = 256
@@ -134,6 +142,7 @@ def open_manifest(
             _format_for(source),
             source.display,
             max_line_bytes,
+            file=raw if source.path is not None else None,
         )
 
 
@@ -145,12 +154,19 @@ class ManifestEntries:
     instead (`text_batches`) and does most of its work on whole batches in C.
     """
 
-    __slots__ = ("_batches", "_display", "_format", "_limit", "_make", "_others", "_pending")
+    __slots__ = ("_batches", "_display", "_file", "_format", "_limit", "_make", "_others", "_pending")
 
     def __init__(
-        self, make_chunks: Callable[[], Iterable[bytes]], fmt: ManifestFormat, display: str, limit: int
+        self,
+        make_chunks: Callable[[], Iterable[bytes]],
+        fmt: ManifestFormat,
+        display: str,
+        limit: int,
+        *,
+        file: BinaryIO | None = None,
     ) -> None:
         self._make: Callable[[], Iterable[bytes]] | None = make_chunks
+        self._file = file
         self._format = fmt
         self._display = display
         self._limit = limit
@@ -193,6 +209,13 @@ class ManifestEntries:
     def push_back(self, entry: Entry) -> None:
         """Put an entry taken with `next` back in front (a run reads the first before opening the archive)."""
         self._pending.appendleft(entry)
+
+    def plain_file(self) -> PlainFile | None:
+        """A plain-text manifest read from a regular, uncompressed file: that file, to read at any offset."""
+        self._start()
+        if self._batches is None or self._file is None:
+            return None
+        return PlainFile.of(self._file, self._display, self._limit)
 
     def text_batches(self) -> tuple[list[Entry], Iterator[LineBatch]] | None:
         """For a plain-text manifest: the entries read but not taken yet, then its raw lines, batch by batch.

@@ -24,6 +24,7 @@ from .errors import Reason
 from .fetcher import Failure
 from .manifest import Entry, ManifestEntries, id_problem, sane_ascii_lines, text_entries
 from .manifest_stream import LineBatch
+from .resume_point import resume_offset
 
 
 @dataclass(slots=True)
@@ -68,7 +69,8 @@ class Planner:
     (`claim`: a resume's archived lines go by at about 0.3 us each), and a chunk
     whose other lines all hold sane ASCII ids (told in C too) is planned by
     `plan_ids` without an `Entry` a line; anything else line by line, as any
-    entry is.
+    entry is. A resume's manifest file is planned from where its archived part
+    ends (`resume_point`), so the first request waits for none of that part.
     """
 
     __slots__ = (
@@ -233,35 +235,90 @@ class Planner:
 
 
 class _TextPlan:
-    """A plain-text manifest planned a chunk of lines at a time (see `Planner`)."""
+    """A plain-text manifest planned a chunk of lines at a time (see `Planner`).
 
-    __slots__ = ("_archived", "_batches", "_entries")
+    Over an archive with an index, from its resume point (`resume_point`):
+    the lines from there until the first ids to fetch, of which `_LEAD_IDS` go
+    out at once; then the lines before it, in order; then the rest.
+    """
+
+    __slots__ = ("_archived", "_entries", "_plans")
 
     def __init__(self, entries: ManifestEntries, archived: _Claims | None) -> None:
         self._entries: ManifestEntries | None = entries
         self._archived = archived
-        self._batches: Iterator[LineBatch] | None = None
+        self._plans: Iterator[tuple[PlanBatch, int]] | None = None
 
     def next_batch(self, planner: Planner) -> PlanBatch | None:
         """The plan of the next chunk of lines that holds an entry; None at the end of the manifest."""
-        batch = PlanBatch()
-        taken = 0
         if self._entries is not None:
             # Opens the stream; a manifest sniffed as CSV or NDJSON has no raw lines to give.
-            got = self._entries.text_batches()
+            entries, self._entries = self._entries, None
+            got = entries.text_batches()
             if got is None:
-                planner._entries, self._entries = self._entries, None
+                planner._entries = entries
                 return planner.next_batch()
-            pending, self._batches = got
-            self._entries = None
-            taken += planner.plan_entries(pending, batch)
-        assert self._batches is not None
-        while not taken:
-            chunk = next(self._batches, None)
-            if chunk is None:
-                return None
-            taken += self._plan_chunk(planner, chunk, batch)
-        return batch
+            self._plans = self._ordered(planner, entries, *got)
+        assert self._plans is not None
+        for batch, taken in self._plans:
+            if taken:
+                return batch
+        return None
+
+    def _ordered(
+        self, planner: Planner, entries: ManifestEntries, pending: list[Entry], batches: Iterator[LineBatch]
+    ) -> Iterator[tuple[PlanBatch, int]]:
+        """(batch, entries taken) in the order the ids should go out."""
+        tail = self._from_resume_point(planner, entries, pending)
+        if tail is None:
+            yield from self._in_order(planner, pending, batches)
+            return
+        first_line, after = tail
+        held: PlanBatch | None = None
+        for chunk in after:
+            batch = PlanBatch()
+            taken = self._plan_chunk(planner, chunk, batch)
+            if len(batch.fetch) > _LEAD_IDS:
+                held = PlanBatch(fetch=batch.fetch[_LEAD_IDS:])
+                del batch.fetch[_LEAD_IDS:]
+            yield batch, taken
+            if batch.fetch:
+                break
+        yield from self._in_order(planner, pending, _lines_before(batches, first_line))
+        if held is not None:
+            yield held, len(held.fetch)
+        for chunk in after:
+            batch = PlanBatch()
+            yield batch, self._plan_chunk(planner, chunk, batch)
+
+    def _in_order(
+        self, planner: Planner, pending: list[Entry], batches: Iterator[LineBatch]
+    ) -> Iterator[tuple[PlanBatch, int]]:
+        batch = PlanBatch()
+        yield batch, planner.plan_entries(pending, batch)
+        for chunk in batches:
+            batch = PlanBatch()
+            yield batch, self._plan_chunk(planner, chunk, batch)
+
+    def _from_resume_point(
+        self, planner: Planner, entries: ManifestEntries, pending: list[Entry]
+    ) -> tuple[int, Iterator[LineBatch]] | None:
+        """(its first line's number, the lines) from the resume point; None to plan in order."""
+        if self._archived is None or not len(planner._archived):
+            return None
+        manifest = entries.plain_file()
+        if manifest is None:
+            return None
+        offset = resume_offset(manifest, planner._archived.__contains__)
+        if not offset:
+            return None
+        try:
+            first_line = manifest.count_lines(offset) + 1
+        except OSError:
+            return None
+        if any(entry.line >= first_line for entry in pending):
+            return None
+        return first_line, manifest.batches_from(offset, first_line)
 
     def _plan_chunk(self, planner: Planner, chunk: LineBatch, batch: PlanBatch) -> int:
         first, lines = chunk.first, chunk.lines
@@ -291,6 +348,21 @@ class _TextPlan:
         numbered = zip(map(first.__add__, misses), map(lines.__getitem__, misses), strict=True)
         return hits + planner.plan_entries(text_entries(numbered), batch)
 
+
+def _lines_before(batches: Iterator[LineBatch], end: int) -> Iterator[LineBatch]:
+    """The batches' lines numbered below `end`."""
+    for chunk in batches:
+        if chunk.first >= end:
+            return
+        if chunk.first + len(chunk.lines) > end:
+            yield chunk._replace(lines=chunk.lines[: end - chunk.first])
+            return
+        yield chunk
+
+
+#: Ids to fetch handed out from the resume point before the lines ahead of it are planned: enough for
+#: the first requests, few enough not to wait in the job queue (twice the requests in flight).
+_LEAD_IDS = 16
 
 _DIGEST = functools.partial(hashlib.blake2b, digest_size=DIGEST_BYTES)
 _DIGEST_DONE = operator.methodcaller("digest")
