@@ -139,12 +139,17 @@ class FirstRequest:
         writer.close()
 
 
-def _env() -> dict[str, str]:
-    return {**os.environ, "EXPORTER_TOKEN": "bench-token"}
+def _env(workdir: Path) -> dict[str, str]:
+    """The commands run as installed: with their bytecode cached (in the work directory, if this
+    environment asks Python not to write it next to the sources), not compiled at every start."""
+    env = {**os.environ, "EXPORTER_TOKEN": "bench-token"}
+    if env.pop("PYTHONDONTWRITEBYTECODE", None):
+        env.setdefault("PYTHONPYCACHEPREFIX", str(workdir / "pycache"))
+    return env
 
 
 def _measure(argv: list[str], log: Path) -> ProcessResult:
-    return run_measured(argv, env=_env(), log_path=log)
+    return run_measured(argv, env=_env(log.parent.parent), log_path=log)
 
 
 def _row(result: ProcessResult, **extra: Any) -> dict[str, Any]:
@@ -256,10 +261,12 @@ def _resumes(
     ok = True
     limit = 1.0 if args.scale_ids <= 1_000_000 else 3.0
     with FirstRequest() as server:
-        for label, out in (("resume", archive), ("fresh run", scratch / "fresh")):
+        for label, out in (("resume", scratch / "resumed"), ("fresh run", scratch / "fresh")):
             rows = []
             for repetition in range(args.repeat):
-                shutil.rmtree(scratch / "fresh", ignore_errors=True)
+                shutil.rmtree(out, ignore_errors=True)
+                if label == "resume":  # on a copy: the run archives what it fetches
+                    _copy_archive(archive, out)
                 server.reset()
                 log = scratch / f"{label.split()[0]}-{repetition}.log"
                 argv = [
@@ -298,6 +305,16 @@ def _resumes(
                 )
             results[label.replace(" ", "_")] = rows
     return ok
+
+
+def _copy_archive(archive: Path, copy: Path) -> None:
+    """A copy a run may change: files copied, but index runs (never changed once written) linked."""
+    copy.mkdir()
+    for path in archive.iterdir():
+        if path.is_file() and index_run_span(path.name) is not None:
+            os.link(path, copy / path.name)
+        elif path.is_file():
+            shutil.copy2(path, copy / path.name)
 
 
 def _gets(

@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import itertools
 import random
+from array import array
+from unittest import mock
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from exporter.archive import index_format
 from exporter.archive.checkpoint import CheckpointState, Commit, FileState, RunState
 from exporter.archive.index_format import (
     HEADER_BYTES,
@@ -51,14 +54,18 @@ def commits_of(batches: list[list[str]]) -> list[Commit]:
     return made
 
 
-def build(commits: list[Commit], *, first: int = 0, start: int = 0, end: int | None = None) -> Run:
+def build(
+    commits: list[Commit], *, first: int = 0, start: int = 0, end: int | None = None, bits: int | None = None
+) -> Run:
     """A run holding `commits`, whose ids are numbered from `first`, covering checkpoint bytes start..end."""
     builder = RunBuilder(first_ordinal=first, ckpt_start=start)
     for number, commit in enumerate(commits):
         builder.add(commit, file_index=FILES.index(commit.file), ckpt_offset=start + number)
     end = start + len(commits) + 1 if end is None else end
     ids = first + len(builder)
-    parts = builder.parts(ckpt_end=end, sha_start=empty_sha(), sha_end=bytes(32), state=state_for(ids))
+    parts = builder.parts(
+        ckpt_end=end, sha_start=empty_sha(), sha_end=bytes(32), state=state_for(ids), bits=bits
+    )
     return Run.open(b"".join(parts))
 
 
@@ -153,6 +160,59 @@ def test_merging_grows_the_bucket_bits_with_the_ids() -> None:
     assert merged.header.bits == bucket_bits(3030)
     for record_id, place in first_places(commits).items():
         assert merged.lookup(id_digest(record_id)) == place
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(st.lists(ids_text, max_size=40), min_size=1, max_size=8),
+    grow=st.integers(min_value=1, max_value=4),
+    stretch=st.sampled_from([1, 3, 17, 1 << 16]),
+)
+def test_a_run_read_with_more_bucket_bits_is_the_run_laid_out_with_them(
+    batches: list[list[str]], grow: int, stretch: int
+) -> None:
+    """Re-laid as it is read, a stretch at a time: the same fanout and columns as built with those bits."""
+    commits = commits_of(batches)
+    few = build(commits)
+    bits = min(MAX_BUCKET_BITS, few.header.bits + grow)
+    many = build(commits, bits=bits)
+    assert many.header.bits == bits
+    with mock.patch.object(index_format, "_REBUCKET_ENTRIES", stretch):
+        assert few.fanout_for(bits) == array("I", many._fanout)
+        for column in ("keys", "checks", "ordinals"):
+            assert list(few.bucket_slices(column, bits)) == list(many.bucket_slices(column))
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(st.lists(ids_text, max_size=30), min_size=2, max_size=10),
+    grouping=st.randoms(use_true_random=False),
+    stretch=st.sampled_from([1, 5, 1 << 16]),
+)
+def test_merges_that_grow_the_bucket_bits_at_every_step_answer_as_one_run(
+    batches: list[list[str]], grouping: random.Random, stretch: int
+) -> None:
+    """Runs whose buckets hold pieces of several runs, re-laid with more bits by the next merge."""
+    commits = commits_of(batches)
+    with (
+        mock.patch.object(index_format, "BUCKET_TARGET", 1),
+        mock.patch.object(index_format, "_REBUCKET_ENTRIES", stretch),
+    ):
+        runs = []
+        ordinal = 0
+        for number, commit in enumerate(commits):
+            run = build([commit], first=ordinal, start=number * 10, end=number * 10 + 10)
+            runs.append(run)
+            ordinal = run.header.end_ordinal
+        while len(runs) > 1:
+            at = grouping.randrange(len(runs) - 1)
+            width = grouping.randint(2, len(runs) - at)
+            runs[at : at + width] = [Run.open(b"".join(merged_parts(runs[at : at + width])))]
+    (run,) = runs
+    assert run.header.bits == max(MIN_BUCKET_BITS, min(MAX_BUCKET_BITS, run.header.count.bit_length()))
+    for record_id, place in first_places(commits).items():
+        assert run.lookup(id_digest(record_id)) == place
+    assert [p.count for p in run.commit_places(FILES)] == [len(c.ids) for c in commits if c.ids]
 
 
 def test_only_adjacent_runs_merge() -> None:

@@ -30,8 +30,9 @@ ids has about n / 24 buckets (`bucket_bits`): a lookup is one `find` of 8 bytes 
 keys, then one 8-byte comparison. Within a bucket, the entries of one digest are in ordinal
 order, so the first found is the id's first place. Runs merge (`merged_parts`) by
 concatenating each bucket's entries, run after run, so a merge does no sorting; a run with
-fewer bucket bits than the result is first re-laid with more (`rebucketed`), which costs a
-little per id and happens only to the smaller runs of a merge.
+fewer bucket bits than the result is re-laid with more as it is read (`Run.bucket_slices`: each
+bucket split by its next bits, a stretch at a time), which costs a little per id and no memory
+beyond the stretch.
 
 Pure: bytes in, bytes and values out; `index.py` does the files.
 """
@@ -49,7 +50,7 @@ from array import array
 from bisect import bisect_left, bisect_right
 from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import orjson
@@ -85,6 +86,10 @@ _EMPTY_SHA = hashlib.sha256().digest()
 _LITTLE = sys.byteorder == "little"
 #: Pieces joined at a time when a merge writes its buckets.
 _BATCH_PIECES = 1 << 16
+#: Entries re-laid at a time when a run is merged into one with more bucket bits.
+_REBUCKET_ENTRIES = 1 << 16
+#: A merge copies a run's ids and commits in pieces of this size.
+_SECTION_PIECE_BYTES = 1 << 22
 assert _HEADER.size <= HEADER_BYTES
 assert _COMMIT.size == 32
 
@@ -320,19 +325,32 @@ def _lay_out(entries: list[bytes], bits: int) -> list[bytes]:
 class RunBuilder:
     """Collects the commits of a stretch of the checkpoint, then lays them out as one run.
 
-    Each id costs its digest and one small `bytes` until `parts` sorts them, so
-    the caller bounds a builder (the index flushes one every `FLUSH_IDS` ids).
+    Each id costs 20 bytes and its own `bytes` until `parts` lays them out (and
+    about 60 more while it sorts them), so the caller bounds a builder (the index
+    flushes one every `FLUSH_IDS` ids).
     """
 
-    __slots__ = ("_entries", "_firsts", "_ids", "_rows", "ckpt_start", "first_ordinal", "next_ordinal")
+    __slots__ = (
+        "_entries",
+        "_firsts",
+        "_ids",
+        "_points",
+        "_rows",
+        "ckpt_start",
+        "first_ordinal",
+        "next_ordinal",
+    )
 
     def __init__(self, *, first_ordinal: int, ckpt_start: int) -> None:
         self.first_ordinal = first_ordinal
         self.next_ordinal = first_ordinal
         self.ckpt_start = ckpt_start
-        # digest + ordinal (big-endian): sorting them orders each digest's places by ordinal.
-        self._entries: list[bytes] = []
-        self._ids: list[bytes] = []
+        # digest + ordinal (big-endian), one after another: sorting them (`parts`) orders each digest's
+        # places by ordinal. 20 bytes an id, not a `bytes` object each.
+        self._entries = bytearray()
+        #: The ids section so far (each id and a newline), and where each ID_POINT-th ordinal's id starts.
+        self._ids = bytearray()
+        self._points = array("Q")
         self._firsts = array("Q")
         self._rows: list[bytes] = []
 
@@ -349,14 +367,15 @@ class RunBuilder:
             raise IndexFormatError(f"more than {MAX_IDS} ids: the index cannot number them")
         try:
             raw = list(map(str.encode, ids))
-            self._ids += raw
+            listed = raw
         except UnicodeEncodeError:  # a lone surrogate: no plain-text line equals that id
             raw = [i.encode("utf-8", "surrogatepass") for i in ids]
-            self._ids += [i if _is_utf8(i) else b"" for i in raw]
+            listed = [i if _is_utf8(i) else b"" for i in raw]
+        _add_ids(self._ids, self._points, listed, first)
         # All in C, as the writer adds every id of every commit (and a rebuild millions).
         digests = map(_DIGEST_DONE, map(_DIGEST, raw))
         ordinals = struct.pack(f">{len(ids)}I", *range(first, first + len(ids)))
-        self._entries += map(operator.add, digests, _pieces(ordinals, ORDINAL_BYTES))
+        self._entries += b"".join(map(operator.add, digests, _pieces(ordinals, ORDINAL_BYTES)))
         self._firsts.append(first)
         self._rows.append(_COMMIT.pack(file_index, commit.crc32, commit.start, commit.end, ckpt_offset))
         self.next_ordinal = first + len(ids)
@@ -374,16 +393,18 @@ class RunBuilder:
 
         `bits` lays it out for a larger run it will be merged into (see `bucket_bits`).
         """
-        entries = self._entries
-        self._entries = []
-        entries.sort()
+        entries = sorted(_pieces(bytes(self._entries), _ENTRY_BYTES))
+        self._entries = bytearray()
         bits = max(bucket_bits(len(entries)), bits or 0)
         firsts = self._firsts
         if not _LITTLE:
             firsts.byteswap()
         state_raw = encode_state(state)
-        ids, points = _id_sections(self._ids, self.first_ordinal)
-        self._ids = []
+        ids, offsets = bytes(self._ids), self._points
+        if not _LITTLE:
+            offsets.byteswap()
+        points = offsets.tobytes()
+        self._ids, self._points = bytearray(), array("Q")
         header = RunHeader(
             bits=bits,
             first_ordinal=self.first_ordinal,
@@ -428,20 +449,23 @@ def _is_utf8(raw: bytes) -> bool:
     return True
 
 
-def _id_sections(ids: list[bytes], first_ordinal: int) -> tuple[bytes, bytes]:
-    """The `ids` section (each id and a newline) and its `idpoints` (where each 1,024th ordinal's starts)."""
+def _add_ids(section: bytearray, points: array[int], ids: list[bytes], first_ordinal: int) -> None:
+    """Append `ids` (ordinals from `first_ordinal`) to an `ids` section, and its `idpoints` (where each
+    ID_POINT-th ordinal's id starts) to `points`."""
     if not ids:
-        return b"", b""
+        return
     joined = b"\n".join(ids)
     if joined.count(b"\n") != len(ids) - 1 or joined.startswith(b"#") or b"\n#" in joined:
         # An id holding a newline, or one a plain-text manifest takes for a comment: no line equals it.
         ids = [i if b"\n" not in i and not i.startswith(b"#") else b"" for i in ids]
         joined = b"\n".join(ids)
-    before = list(itertools.accumulate(map(len, ids), initial=0))
-    points = array("Q", (before[k] + k for k in range(-first_ordinal % ID_POINT, len(ids), ID_POINT)))
-    if not _LITTLE:
-        points.byteswap()
-    return joined + b"\n", points.tobytes()
+    skip = -first_ordinal % ID_POINT
+    if skip < len(ids):
+        before = list(itertools.accumulate(map(len, ids), initial=0))
+        base = len(section)
+        points.extend(base + before[k] + k for k in range(skip, len(ids), ID_POINT))
+    section += joined
+    section += b"\n"
 
 
 def _with_trailer(sections: Sequence[bytes]) -> list[bytes]:
@@ -583,25 +607,33 @@ class Run:
         first_point = header.first_ordinal + (-header.first_ordinal % ID_POINT)
         return self._points[(ordinal - first_point) // ID_POINT]
 
-    def entries(self) -> Iterator[bytes]:
-        """Every entry as digest + big-endian ordinal, bucket by bucket (built in C, for re-laying)."""
-        count = self.header.count
-        columns = []
-        for name, width in (("keys", KEY_BYTES), ("checks", CHECK_BYTES), ("ordinals", ORDINAL_BYTES)):
-            at = self._sections[name][0]
-            end = at + count * width
-            columns.append(
+    def fanout_for(self, bits: int) -> array[int]:
+        """The fanout this run has with `bits` bucket bits (at least its own), as `bucket_slices` lays it."""
+        if bits == self.header.bits:
+            return array("I", self._fanout)
+        fanout = array("I")
+        for low, _high, first, end, ranked, _order in self._rebucketing(bits):
+            fanout.extend(
                 map(
-                    self._buf.__getitem__,
-                    map(slice, range(at, end, width), range(at + width, end + width, width)),
+                    operator.add,
+                    itertools.repeat(low),
+                    map(bisect_left, itertools.repeat(ranked), range(first, end)),
                 )
             )
-        return map(operator.add, map(operator.add, columns[0], columns[1]), columns[2])
+        fanout.append(self.header.count)
+        return fanout
 
-    def bucket_slices(self, column: str) -> Iterator[bytes]:
-        """The `column` ("keys", "checks", "ordinals") of each bucket in turn, for merging."""
+    def bucket_slices(self, column: str, bits: int | None = None) -> Iterator[bytes]:
+        """The `column` ("keys", "checks", "ordinals") of each bucket in turn, for merging.
+
+        With more `bits` than the run's own, the buckets it would have with
+        that many: each of its buckets split in two or more, its entries' order
+        kept within each (see `_rebucketing`).
+        """
         width = {"keys": KEY_BYTES, "checks": CHECK_BYTES, "ordinals": ORDINAL_BYTES}[column]
         base = self._sections[column][0]
+        if bits is not None and bits != self.header.bits:
+            return self._split_slices(base, width, bits)
         # In C (map, slice, getitem), and lazily: a merge slices every bucket of every run and column.
         fanout = self._fanout
         starts = map(operator.add, itertools.repeat(base), map(operator.mul, fanout, itertools.repeat(width)))
@@ -612,9 +644,67 @@ class Run:
         )
         return map(self._buf.__getitem__, map(slice, starts, ends))
 
+    def _split_slices(self, base: int, width: int, bits: int) -> Iterator[bytes]:
+        buf = self._buf
+        for low, high, first, end, ranked, order in self._rebucketing(bits):
+            data = buf[base + low * width : base + high * width]
+            if order is not None:
+                size = len(data)
+                pieces = list(
+                    map(
+                        data.__getitem__, map(slice, range(0, size, width), range(width, size + width, width))
+                    )
+                )
+                data = b"".join(map(pieces.__getitem__, order))
+            bounds = list(
+                map(
+                    operator.mul,
+                    map(bisect_left, itertools.repeat(ranked), range(first, end + 1)),
+                    itertools.repeat(width),
+                )
+            )
+            yield from map(data.__getitem__, map(slice, bounds, itertools.islice(bounds, 1, None)))
+
+    def _rebucketing(self, bits: int) -> Iterator[tuple[int, int, int, int, list[int], list[int] | None]]:
+        """The run's buckets as `bits` bits lay them, about `_REBUCKET_ENTRIES` entries at a time.
+
+        For each stretch: its entries `low..high`, the new buckets `first..end`
+        they fill, each entry's new bucket in ascending order, and the order in
+        which to take the stretch's entries (None: as they are). A new bucket is
+        a part of one old bucket (its next bits), and a stable sort keeps each
+        digest's entries in ordinal order: in C but for a few calls a stretch,
+        and memory for one stretch only, whatever the run's size.
+        """
+        own = self.header.bits
+        if bits < own:
+            raise ValueError(f"a run of {own} bucket bits cannot be laid out with {bits}")
+        grow, shift = bits - own, 64 - bits
+        fanout, buckets = self._fanout, 1 << own
+        keys = self._sections["keys"][0]
+        buf = self._buf
+        bucket = 0
+        while bucket < buckets:
+            low = fanout[bucket]
+            stop = max(bucket + 1, bisect_right(fanout, low + _REBUCKET_ENTRIES, bucket + 1, buckets + 1) - 1)
+            high = fanout[stop]
+            words = array("Q", buf[keys + low * KEY_BYTES : keys + high * KEY_BYTES])
+            if _LITTLE:
+                words.byteswap()
+            targets = list(map(operator.rshift, words, itertools.repeat(shift)))
+            ranked = sorted(targets)
+            order = None if ranked == targets else sorted(range(len(targets)), key=targets.__getitem__)
+            yield low, high, bucket << grow, stop << grow, ranked, order
+            bucket = stop
+
     def section(self, name: str) -> bytes:
         at, size = self._sections[name]
         return self._buf[at : at + size]
+
+    def section_pieces(self, name: str) -> Iterator[bytes]:
+        """A section in pieces of at most `_SECTION_PIECE_BYTES` (a merge copies the ids so, not whole)."""
+        at, size = self._sections[name]
+        for start in range(at, at + size, _SECTION_PIECE_BYTES):
+            yield self._buf[start : min(at + size, start + _SECTION_PIECE_BYTES)]
 
     def release(self) -> None:
         """Let go of the views into the buffer, so an mmap under them can be closed."""
@@ -651,30 +741,15 @@ def _crc32(buf: Buffer, size: int) -> int:
 # -- merging runs --------------------------------------------------------------------------------
 
 
-def rebucketed(run: Run, bits: int) -> Run:
-    """`run` laid out again with `bits` bucket bits, in memory (a little Python per entry)."""
-    entries = sorted(run.entries())
-    header = replace(run.header, bits=bits)
-    sections = [
-        header.pack(),
-        *_lay_out(entries, bits),
-        run.section("ids"),
-        run.section("idpoints"),
-        run.section("firsts"),
-        run.section("commits"),
-        run.section("state"),
-    ]
-    return Run.open(b"".join(_with_trailer(sections)), check_crc=False)
-
-
 def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
     """The bytes of one run holding `runs` (adjacent, oldest first), bucket by bucket, trailer last.
 
     Each bucket of the result is the same bucket of each run, one after the
     other, so a digest's places stay in ordinal order; commits and firsts are
     concatenated; the state is the last run's. Runs with fewer bucket bits than
-    the result needs are re-laid first. Yields the file in pieces of bounded
-    size, so a merge of any size holds about one piece at a time.
+    the result needs are re-laid as they are read (`Run.bucket_slices`). Yields
+    the file in pieces of bounded size, so a merge of any size holds about one
+    piece at a time.
     """
     if len(runs) < 2:
         raise ValueError("a merge needs two runs or more")
@@ -685,67 +760,64 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
     first, last = runs[0].header, runs[-1].header
     count = sum(r.header.count for r in runs)
     bits = max(bucket_bits(count), *(r.header.bits for r in runs))
-    laid = [r if r.header.bits == bits else rebucketed(r, bits) for r in runs]
-    try:
-        state_raw = runs[-1].section("state")
-        header = RunHeader(
-            bits=bits,
-            first_ordinal=first.first_ordinal,
-            count=count,
-            commits=sum(r.header.commits for r in runs),
-            ckpt_start=first.ckpt_start,
-            ckpt_end=last.ckpt_end,
-            state_bytes=len(state_raw),
-            sha_start=first.sha_start,
-            sha_end=last.sha_end,
-            ids_bytes=sum(r.header.ids_bytes for r in runs),
-        )
-        fanout = array("I", map(sum, zip(*(r._fanout for r in laid), strict=True)))
-        if not _LITTLE:
-            fanout.byteswap()
-        crc = 0
+    state_raw = runs[-1].section("state")
+    header = RunHeader(
+        bits=bits,
+        first_ordinal=first.first_ordinal,
+        count=count,
+        commits=sum(r.header.commits for r in runs),
+        ckpt_start=first.ckpt_start,
+        ckpt_end=last.ckpt_end,
+        state_bytes=len(state_raw),
+        sha_start=first.sha_start,
+        sha_end=last.sha_end,
+        ids_bytes=sum(r.header.ids_bytes for r in runs),
+    )
+    fanout = array("I", map(sum, zip(*(r.fanout_for(bits) for r in runs), strict=True)))
+    if not _LITTLE:
+        fanout.byteswap()
+    crc = 0
 
-        def emit(pieces: Iterable[bytes]) -> Iterator[bytes]:
-            """A column's pieces (one a bucket and run: millions) joined in batches, in C; the padding."""
-            nonlocal crc
-            size = 0
-            source = iter(pieces)
-            while batch := list(itertools.islice(source, _BATCH_PIECES)):
-                chunk = b"".join(batch)
-                crc = zlib.crc32(chunk, crc)
-                size += len(chunk)
-                yield chunk
-            padding = bytes(_pad(size))
-            if padding:
-                crc = zlib.crc32(padding, crc)
-                yield padding
+    def emit(pieces: Iterable[bytes]) -> Iterator[bytes]:
+        """A column's pieces (one a bucket and run: millions) joined in batches, in C; the padding."""
+        nonlocal crc
+        size = 0
+        source = iter(pieces)
+        while batch := list(itertools.islice(source, _BATCH_PIECES)):
+            chunk = b"".join(batch)
+            crc = zlib.crc32(chunk, crc)
+            size += len(chunk)
+            yield chunk
+        padding = bytes(_pad(size))
+        if padding:
+            crc = zlib.crc32(padding, crc)
+            yield padding
 
-        def whole(pieces: Iterable[bytes]) -> Iterator[bytes]:
-            """A section of a few large pieces (one a run): each yielded as it is, then the padding."""
-            nonlocal crc
-            size = 0
-            for piece in pieces:
-                crc = zlib.crc32(piece, crc)
-                size += len(piece)
-                yield piece
-            padding = bytes(_pad(size))
-            if padding:
-                crc = zlib.crc32(padding, crc)
-                yield padding
+    def whole(pieces: Iterable[bytes]) -> Iterator[bytes]:
+        """A section of a few large pieces (one a run): each yielded as it is, then the padding."""
+        nonlocal crc
+        size = 0
+        for piece in pieces:
+            crc = zlib.crc32(piece, crc)
+            size += len(piece)
+            yield piece
+        padding = bytes(_pad(size))
+        if padding:
+            crc = zlib.crc32(padding, crc)
+            yield padding
 
-        yield from whole([header.pack()])
-        yield from whole([fanout.tobytes()])
-        for column in ("keys", "checks", "ordinals"):
-            buckets = zip(*(r.bucket_slices(column) for r in laid), strict=True)
-            yield from emit(itertools.chain.from_iterable(buckets))
-        for name in ("ids", "idpoints", "firsts", "commits"):
-            yield from whole(_shifted_points(runs) if name == "idpoints" else (r.section(name) for r in runs))
-        yield from whole([state_raw])
-        yield _TRAILER.pack(crc, _TRAILER_PAD, MAGIC)
-    finally:
-        for made, given in zip(laid, runs, strict=True):
-            if made is not given:
-                made.release()
+    yield from whole([header.pack()])
+    yield from whole([fanout.tobytes()])
+    for column in ("keys", "checks", "ordinals"):
+        buckets = zip(*(r.bucket_slices(column, bits) for r in runs), strict=True)
+        yield from emit(itertools.chain.from_iterable(buckets))
+    for name in ("ids", "idpoints", "firsts", "commits"):
+        if name == "idpoints":
+            yield from whole(_shifted_points(runs))
+        else:
+            yield from whole(itertools.chain.from_iterable(r.section_pieces(name) for r in runs))
+    yield from whole([state_raw])
+    yield _TRAILER.pack(crc, _TRAILER_PAD, MAGIC)
 
 
 def _shifted_points(runs: Sequence[Run]) -> Iterator[bytes]:
