@@ -66,9 +66,12 @@ from .safe_fs import SafeDir, os_error
 
 log = logging.getLogger(__name__)
 
-#: A builder becomes a run file after this many ids (bounds the writer's memory, and the
-#: checkpoint a reader replays while a run is going on).
-FLUSH_IDS = 1 << 18
+#: A builder becomes a run file after this many ids (bounds the writer's memory: about 31 bytes an
+#: id held, and some 60 more while one is sorted; and the checkpoint a reader replays while a run
+#: is going on).
+FLUSH_IDS = 1 << 16
+#: A catch-up (or a rebuild) writes runs of this many times FLUSH_IDS ids: fewer runs to merge.
+CATCH_UP_FACTOR = 4
 #: The two newest runs are merged while the older holds at most this many times the newer's ids...
 MERGE_RATIO = 4
 #: ... counting a run of fewer ids as this many, so small runs (one per finished export) merge.
@@ -548,7 +551,9 @@ def open_view(directory: SafeDir, *, flush_ids: int | None = None) -> IndexView:
             laid.append(Run.open(b"".join(_segment_parts(segment)), check_crc=False))
 
     try:
-        opening = _open_index(directory, flush_ids=flush_ids or FLUSH_IDS, on_segment=lay_out)
+        opening = _open_index(
+            directory, flush_ids=flush_ids or FLUSH_IDS * CATCH_UP_FACTOR, on_segment=lay_out
+        )
     except BaseException:
         for run in laid:
             run.release()
@@ -611,6 +616,7 @@ class IndexKeeper:
             if layout.is_index_temp(name):
                 directory.unlink(name)
         flush_ids = flush_ids or FLUSH_IDS
+        catch_up_ids = flush_ids * CATCH_UP_FACTOR
         written: list[_Link] = []
         failure: list[Exception] = []
 
@@ -624,7 +630,7 @@ class IndexKeeper:
             except (ArchiveError, IndexFormatError) as exc:
                 failure.append(exc)
 
-        opening = _open_index(directory, flush_ids=flush_ids, on_segment=write)
+        opening = _open_index(directory, flush_ids=catch_up_ids, on_segment=write)
         keeper = cls(directory, opening.state, opening.hasher, flush_ids)
         keeper._chain = [_link(o.name, o.run) for o in opening.chain] + written
         try:
@@ -636,7 +642,7 @@ class IndexKeeper:
         except (ArchiveError, IndexFormatError) as exc:
             opening.close()
             keeper._give_up(exc)
-            keeper.view = open_view(directory, flush_ids=flush_ids)  # the tail in memory, as a reader
+            keeper.view = open_view(directory, flush_ids=catch_up_ids)  # the tail in memory, as a reader
         return keeper
 
     @property
@@ -671,8 +677,14 @@ class IndexKeeper:
             return
         self._builder = RunBuilder(first_ordinal=state.ids, ckpt_start=state.valid_bytes)
         sha_start = self._chain[-1].sha_end if self._chain else empty_sha()
+        # Laid out for the archive's whole size, as the runs it is merged into soon are: those merges
+        # then re-lay nothing but, once each time the archive doubles, the oldest run.
         parts = builder.parts(
-            ckpt_end=state.valid_bytes, sha_start=sha_start, sha_end=self._hasher.copy().digest(), state=state
+            ckpt_end=state.valid_bytes,
+            sha_start=sha_start,
+            sha_end=self._hasher.copy().digest(),
+            state=state,
+            bits=bucket_bits(state.ids),
         )
         try:
             self._chain.append(self._write(builder.ckpt_start, state.valid_bytes, parts))

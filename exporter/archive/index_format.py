@@ -85,9 +85,9 @@ TRAILER_BYTES = _TRAILER.size
 _EMPTY_SHA = hashlib.sha256().digest()
 _LITTLE = sys.byteorder == "little"
 #: Pieces joined at a time when a merge writes its buckets.
-_BATCH_PIECES = 1 << 16
+_BATCH_PIECES = 1 << 14
 #: Entries re-laid at a time when a run is merged into one with more bucket bits.
-_REBUCKET_ENTRIES = 1 << 16
+_REBUCKET_ENTRIES = 1 << 14
 #: A merge copies a run's ids and commits in pieces of this size.
 _SECTION_PIECE_BYTES = 1 << 22
 assert _HEADER.size <= HEADER_BYTES
@@ -645,25 +645,33 @@ class Run:
         return map(self._buf.__getitem__, map(slice, starts, ends))
 
     def _split_slices(self, base: int, width: int, bits: int) -> Iterator[bytes]:
-        buf = self._buf
-        for low, high, first, end, ranked, order in self._rebucketing(bits):
-            data = buf[base + low * width : base + high * width]
-            if order is not None:
-                size = len(data)
-                pieces = list(
-                    map(
-                        data.__getitem__, map(slice, range(0, size, width), range(width, size + width, width))
-                    )
-                )
-                data = b"".join(map(pieces.__getitem__, order))
-            bounds = list(
-                map(
-                    operator.mul,
-                    map(bisect_left, itertools.repeat(ranked), range(first, end + 1)),
-                    itertools.repeat(width),
-                )
+        # Chained in C: one call here a stretch, not a Python step a bucket.
+        stretches = self._rebucketing(bits)
+        return itertools.chain.from_iterable(
+            map(self._split_stretch, itertools.repeat((base, width)), stretches)
+        )
+
+    def _split_stretch(
+        self, column: tuple[int, int], stretch: tuple[int, int, int, int, list[int], list[int] | None]
+    ) -> Iterator[bytes]:
+        """A stretch's buckets (see `_rebucketing`) of the column at `column` (start, entry width)."""
+        base, width = column
+        low, high, first, end, ranked, order = stretch
+        data = self._buf[base + low * width : base + high * width]
+        if order is not None:
+            size = len(data)
+            pieces = list(
+                map(data.__getitem__, map(slice, range(0, size, width), range(width, size + width, width)))
             )
-            yield from map(data.__getitem__, map(slice, bounds, itertools.islice(bounds, 1, None)))
+            data = b"".join(map(pieces.__getitem__, order))
+        bounds = list(
+            map(
+                operator.mul,
+                map(bisect_left, itertools.repeat(ranked), range(first, end + 1)),
+                itertools.repeat(width),
+            )
+        )
+        return map(data.__getitem__, map(slice, bounds, itertools.islice(bounds, 1, None)))
 
     def _rebucketing(self, bits: int) -> Iterator[tuple[int, int, int, int, list[int], list[int] | None]]:
         """The run's buckets as `bits` bits lay them, about `_REBUCKET_ENTRIES` entries at a time.
