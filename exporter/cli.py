@@ -15,8 +15,9 @@ import os
 import re
 import sys
 from collections.abc import Mapping, Sequence
+from dataclasses import replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, cast
 
 from . import __version__, index_command
 from .archive.layout import FAILED_NAME
@@ -25,6 +26,7 @@ from .config import (
     DEFAULT_MAX_FILE_BYTES,
     DEFAULT_MAX_RESPONSE_BYTES,
     INCLUDE_PARAMS,
+    MAX_COMPRESS_THREADS,
     ArchiveSettings,
     Budgets,
     ExportConfig,
@@ -34,14 +36,20 @@ from .config import (
     MetricsSettings,
     ProgressMode,
     ProxySettings,
+    RemoteSettings,
     RetrySettings,
     Secret,
     Shard,
     TlsSettings,
 )
+from .display import escape
 from .errors import ExitCode, ExporterError, UsageError
-from .logs import JsonFormatter, TextOnly, event
+from .logs import JsonFormatter, TextFormatter, TextOnly, event
 from .offline import get, status, verify
+from .remote import options as remote_options
+from .remote.location import is_remote
+from .remote.options import REFETCH_REMOTE
+from .signals import ProcessSignals
 
 if TYPE_CHECKING:
     from .pipeline import RunOutcome
@@ -63,15 +71,18 @@ exit codes:
   0    every id of the manifest is in the archive
   1    the run finished, but some ids failed, were not found or were invalid
        (listed with the reason in DIR/failed.ndjson)
-  2    usage or configuration error (bad option, no token, unreadable manifest,
+  2    usage or configuration error (bad option, no token, unreadable manifest, a
+       secret file that is not a regular file, --metrics-file inside the archive,
        a proxy wanting credentials (407), an API wanting a client certificate)
   3    the API refused the token (401/403) and --token-file, read again, holds
        no other; what was fetched before is kept
   4    the archive cannot be used (locked by another run, damaged, a link or another
-       user's directory where the archive writes, read-only, disk full)
+       user's directory where the archive writes, read-only, disk full); this code
+       wins over any other reason the run stopped for, Ctrl-C included
   5    a budget was reached (--max-duration, --max-requests): what was fetched is kept;
        run the same command again to continue
-  6    the API was unavailable for longer than --max-outage: what was fetched is kept
+  6    the API (or the proxy on the way) was unavailable for longer than --max-outage,
+       or asked to wait longer than 15 minutes: what was fetched is kept
   130  interrupted by SIGINT (Ctrl-C): what was fetched is kept; run the same command to resume
   143  interrupted by SIGTERM: likewise
 """
@@ -82,6 +93,8 @@ examples:
   exporter export ids.csv.gz --base-url https://api.example.com --out archive/ \\
       --token-file ~/.config/exporter/token --rate 20 --concurrency 32 --include photos
   zcat nightly-ids.gz | exporter export - --base-url https://api.example.com --out archive/ --quiet
+  exporter export ids.txt --base-url https://api.example.com --out s3://bucket/exports/q4 \\
+      --object-lock compliance --retain-days 2557
 
 the token:
   from the environment variable {TOKEN_ENV}, or from the file named by --token-file
@@ -115,7 +128,11 @@ resuming:
 
 {EXIT_CODES_HELP}"""
 
-_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([kmgt]?i?b?)?\s*$", re.IGNORECASE)
+# Numbers are read in ASCII digits only, and not too many of them: int() and float() also take
+# other scripts' digits ('٣' is 3), refuse some that str.isdigit() accepts ('²'), turn 400
+# digits into infinity and refuse 4,300 (the int max str digits limit), each a traceback.
+_DECIMAL = r"([0-9]{1,15}(?:\.[0-9]{1,9})?)"
+_SIZE = re.compile(rf"\s*{_DECIMAL}\s*([kmgt]?i?b?)?\s*", re.IGNORECASE | re.ASCII)
 _SIZE_UNITS = {
     "": 1, "b": 1,
     "k": 10**3, "kb": 10**3, "kib": 2**10,
@@ -123,40 +140,58 @@ _SIZE_UNITS = {
     "g": 10**9, "gb": 10**9, "gib": 2**30,
     "t": 10**12, "tb": 10**12, "tib": 2**40,
 }  # fmt: skip
+_WHOLE = re.compile(r"\s*([0-9]{1,18})\s*", re.ASCII)
+_NUMBER = re.compile(rf"\s*{_DECIMAL}\s*", re.ASCII)
+#: The longest duration any option takes: beyond it no date can be shown.
+MAX_DURATION_S = 3650 * 86400
+#: Workers, each with its connection.
+MAX_CONCURRENCY = 10_000
+
+
+def _quoted(text: str) -> str:
+    """User input quoted in a message: its repr (which escapes), and no more than 40 characters of it."""
+    return repr(text if len(text) <= 40 else text[:37] + "...")
 
 
 def parse_size(text: str) -> int:
     """`512MB`, `1GiB`, `100k`, `1048576` -> bytes (decimal units, binary with `i`)."""
-    match = _SIZE.match(text)
+    match = _SIZE.fullmatch(text)
     unit = (match.group(2) or "").lower() if match else ""
     if match is None or unit not in _SIZE_UNITS:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a size such as 512MB, 1GiB or 1000000")
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a size such as 512MB, 1GiB or 1000000")
     size = int(float(match.group(1)) * _SIZE_UNITS[unit])
     if size < 1:
         raise argparse.ArgumentTypeError("the size must be at least 1 byte")
     return size
 
 
-_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$", re.IGNORECASE)
+_DURATION = re.compile(rf"\s*{_DECIMAL}\s*(ms|s|m|h|d)?\s*", re.IGNORECASE | re.ASCII)
 _DURATION_UNITS = {"ms": 0.001, "s": 1, "": 1, "m": 60, "h": 3600, "d": 86400}
 
 
 def parse_duration(text: str) -> float:
     """`45s`, `90m`, `6h`, `1d`, `30` (seconds) -> seconds."""
-    match = _DURATION.match(text)
+    match = _DURATION.fullmatch(text)
     if match is None:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a duration such as 45s, 90m or 6h")
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a duration such as 45s, 90m or 6h")
     seconds = float(match.group(1)) * _DURATION_UNITS[(match.group(2) or "").lower()]
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"{text!r}: the duration must be more than 0")
+    if not 0 < seconds <= MAX_DURATION_S:
+        raise argparse.ArgumentTypeError(
+            f"{_quoted(text)}: the duration must be more than 0 and at most {MAX_DURATION_S // 86400}d"
+        )
     return seconds
+
+
+_SHARD = re.compile(r"\s*([0-9]{1,9}|INDEX)\s*/\s*([0-9]{1,9})\s*", re.ASCII)
 
 
 def parse_shard(text: str) -> Shard:
     """`K/N` (K from 0 to N-1), or `INDEX/N` to take K from $JOB_COMPLETION_INDEX later."""
-    match = re.fullmatch(r"\s*(\d+|INDEX)\s*/\s*(\d+)\s*", text)
+    match = _SHARD.fullmatch(text)
     if match is None or int(match.group(2)) < 1:
-        raise argparse.ArgumentTypeError(f"{text!r} is not K/N, e.g. 0/4 (or INDEX/4 for Kubernetes)")
+        raise argparse.ArgumentTypeError(
+            f"{_quoted(text)} is not K/N, e.g. 0/4 (or INDEX/4 for Kubernetes), N at most 9 digits"
+        )
     count = int(match.group(2))
     index = -1 if match.group(1) == "INDEX" else int(match.group(1))
     if index >= count:
@@ -169,21 +204,49 @@ def resolve_shard(shard: Shard | None, environ: Mapping[str, str]) -> Shard | No
     if shard is None or shard.index >= 0:
         return shard
     raw = environ.get(SHARD_INDEX_ENV)
-    if raw is None or not raw.strip().isdigit():
-        raise UsageError(f"--shard INDEX/{shard.count} needs ${SHARD_INDEX_ENV} set to 0..{shard.count - 1}")
-    index = int(raw)
+    match = None if raw is None else re.fullmatch(r"\s*([0-9]{1,9})\s*", raw, re.ASCII)
+    if match is None:
+        given = "is not set" if raw is None else f"is {_quoted(raw)}, not a number in 0-9 digits"
+        raise UsageError(
+            f"--shard INDEX/{shard.count} takes the shard from ${SHARD_INDEX_ENV}, which {given}: "
+            f"set it to 0..{shard.count - 1} (a Kubernetes Indexed Job does), or give --shard K/{shard.count}"
+        )
+    index = int(match.group(1))
     if index >= shard.count:
         raise UsageError(f"${SHARD_INDEX_ENV}={index} is not a shard of {shard.count} (0..{shard.count - 1})")
     return Shard(index=index, count=shard.count)
 
 
-def _out_dir(out: Path, shard: Shard | None) -> Path:
+def _out_dir(out: str, shard: Shard | None) -> Path:
     """--out, with `{shard}` replaced by the shard's index (one archive per shard)."""
-    if "{shard}" not in str(out):
-        return out
+    if "{shard}" not in out:
+        return Path(out)
     if shard is None:
         raise UsageError("--out contains {shard} but no --shard was given")
-    return Path(str(out).replace("{shard}", str(shard.index)))
+    return Path(out.replace("{shard}", str(shard.index)))
+
+
+def _archive_settings(
+    args: argparse.Namespace, shard: Shard | None, environ: Mapping[str, str]
+) -> tuple[ArchiveSettings, RemoteSettings | None]:
+    """Where the archive goes: a directory, or (s3://) object storage staged in --work-dir."""
+    remote = None
+    if is_remote(args.out):
+        remote = remote_options.settings_from(args, args.out, shard, environ)
+    else:
+        remote_options.check_unused(args)
+    limit = args.max_file_bytes
+    if remote is not None:  # pieces are sealed at --upload-bytes at the latest
+        limit = remote.upload_bytes if limit is None else min(limit, remote.upload_bytes)
+    settings = ArchiveSettings(
+        out_dir=remote.work_dir / "stage" if remote is not None else _out_dir(args.out, shard),
+        max_file_bytes=limit,
+        compress=args.compress,
+        compress_level=args.compress_level,
+        compressed_commit_bytes=args.compress_batch,
+        compress_threads=args.compress_threads,
+    )
+    return settings, remote
 
 
 def _size_or_zero(text: str) -> int | None:
@@ -192,23 +255,41 @@ def _size_or_zero(text: str) -> int | None:
 
 
 def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a whole number") from None
+    match = _WHOLE.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a whole number (0-9, at most 18 digits)")
+    value = int(match.group(1))
     if value < 1:
         raise argparse.ArgumentTypeError(f"{value} must be at least 1")
     return value
 
 
-def _non_negative_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not value >= 0 or value == float("inf"):
-        raise argparse.ArgumentTypeError(f"{text} must be a finite number >= 0")
+def _thread_count(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_COMPRESS_THREADS:
+        raise argparse.ArgumentTypeError(f"{value} threads: at most {MAX_COMPRESS_THREADS}")
     return value
+
+
+def _concurrency(text: str) -> int:
+    value = _positive_int(text)
+    if value > MAX_CONCURRENCY:
+        raise argparse.ArgumentTypeError(f"{value} is more than {MAX_CONCURRENCY:,} requests in flight")
+    return value
+
+
+def _compress_level(text: str) -> int:
+    match = re.fullmatch(r"\s*(-?[0-9]{1,6})\s*", text, re.ASCII)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a compression level such as 3 or 19")
+    return int(match.group(1))
+
+
+def _non_negative_float(text: str) -> float:
+    match = _NUMBER.fullmatch(text)
+    if match is None:
+        raise argparse.ArgumentTypeError(f"{_quoted(text)} is not a number >= 0 such as 10 or 2.5")
+    return float(match.group(1))
 
 
 def _positive_float(text: str) -> float:
@@ -257,6 +338,13 @@ def _include_name(text: str) -> str:
     return param
 
 
+class _Parser(argparse.ArgumentParser):
+    """argparse, with its error messages escaped: they quote what was typed, which may be anything."""
+
+    def error(self, message: str) -> NoReturn:
+        super().error(escape(message))
+
+
 class _RefuseToken(argparse.Action):
     """`--token VALUE` would show in `ps` and shell history: refuse it with the alternative."""
 
@@ -275,14 +363,18 @@ class _RefuseToken(argparse.Action):
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="exporter",
         description="Export call recordings from the recordings API into an exact, resumable NDJSON archive.",
         epilog=EXIT_CODES_HELP,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--version", action="version", version=f"exporter {__version__}")
-    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    # The subcommands' parsers are _Parser too (argparse makes them of the parent's class).
+    commands = cast(
+        "argparse._SubParsersAction[argparse.ArgumentParser]",
+        parser.add_subparsers(dest="command", required=True, metavar="COMMAND"),
+    )
     _add_export(commands)
     verify.add_parser(commands)
     status.add_parser(commands)
@@ -318,9 +410,9 @@ def _add_export(commands: Any) -> None:
     export.add_argument(
         "--out",
         required=True,
-        type=Path,
         metavar="DIR",
-        help="the archive directory (created, mode 0700)",
+        help="the archive directory (created, mode 0700), or s3://BUCKET/PREFIX for object storage "
+        "(see the object storage options)",
     )
     export.add_argument(
         "--token-file",
@@ -385,7 +477,7 @@ def _add_export(commands: Any) -> None:
     pace = export.add_argument_group("pace")
     pace.add_argument(
         "--concurrency",
-        type=_positive_int,
+        type=_concurrency,
         default=8,
         metavar="N",
         help="requests in flight at once (default: 8)",
@@ -502,7 +594,7 @@ def _add_export(commands: Any) -> None:
     )
     archive.add_argument(
         "--compress-level",
-        type=int,
+        type=_compress_level,
         default=None,
         metavar="N",
         help="compression level (default: gzip 6, zstd 3)",
@@ -514,6 +606,14 @@ def _add_export(commands: Any) -> None:
         metavar="SIZE",
         help="with --compress, gather SIZE of records (or 5 s of them) into each gzip member or zstd "
         "frame (default: 1MiB); larger compresses better, smaller re-fetches less after a kill -9",
+    )
+    archive.add_argument(
+        "--compress-threads",
+        type=_thread_count,
+        default=None,
+        metavar="N",
+        help="with --compress gzip, threads that deflate a commit of 1MiB or more in pieces, at once "
+        "(default: one per CPU; 1: the writer thread alone)",
     )
     archive.add_argument(
         "--shard",
@@ -554,7 +654,7 @@ def _add_export(commands: Any) -> None:
         type=Path,
         metavar="PATH",
         help="write Prometheus metrics to PATH (text format, for node_exporter's textfile collector): "
-        "replaced atomically every 15 s and at the end of the run",
+        "replaced atomically every 15 s and at the end of the run; never inside --out",
     )
     output.add_argument(
         "--metrics-label",
@@ -579,6 +679,9 @@ def _add_export(commands: Any) -> None:
         "--rate); sends nothing, writes nothing, needs no token, takes no lock",
     )
     output.add_argument("--json", action="store_true", help="with --dry-run: print one JSON object")
+    remote_options.add_arguments(
+        export, parse_duration=parse_duration, parse_size=parse_size, positive_int=_positive_int
+    )
     export.set_defaults(handler=_export_command)
 
 
@@ -629,10 +732,21 @@ def proxy_from(args: argparse.Namespace, environ: Mapping[str, str], base_url: s
 
 
 def tls_from(args: argparse.Namespace) -> TlsSettings:
-    """--ca-cert, --client-cert and --client-key, checked now so that a bad file stops nothing half-done."""
-    from .transport import tls
-    from .transport.credentials import warn_if_shared
+    """--ca-cert, --client-cert and --client-key, checked now so that a bad file stops nothing half-done.
 
+    OpenSSL reads them by name, and would block on a FIFO: each must first be
+    a regular file of sane size (`check_pem_file`).
+    """
+    from .transport import tls
+    from .transport.credentials import check_pem_file, warn_if_shared
+
+    for option, path in (
+        ("--ca-cert", args.ca_cert),
+        ("--client-cert", args.client_cert),
+        ("--client-key", args.client_key),
+    ):
+        if path is not None:
+            check_pem_file(path, option)
     settings = TlsSettings(
         ca_cert=args.ca_cert,
         ca_cert_only=args.ca_cert_only,
@@ -662,9 +776,11 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     query = tuple((name, "true") for name in includes) + tuple(args.query)
     burst = args.burst if args.burst is not None else max(1, int(args.rate))
     shard = resolve_shard(args.shard, environ)
+    _check_compress_level(args.compress, args.compress_level)
+    archive, remote = _archive_settings(args, shard, environ)
     progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
     return ExportConfig(
-        metrics=metrics_from(args),
+        metrics=metrics_from(args, archive.out_dir),
         progress_interval_s=args.progress_interval,
         log_format=args.log_format,
         manifest=ManifestSource(
@@ -680,13 +796,8 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
             proxy=proxy.proxy,
             tls=tls_from(args),
         ),
-        archive=ArchiveSettings(
-            out_dir=_out_dir(args.out, shard),
-            max_file_bytes=args.max_file_bytes,
-            compress=args.compress,
-            compress_level=args.compress_level,
-            compressed_commit_bytes=args.compress_batch,
-        ),
+        archive=archive,
+        remote=remote,
         shard=shard,
         retry=RetrySettings(max_attempts=args.max_attempts, max_outage_s=args.max_outage),
         limits=LimitSettings(concurrency=args.concurrency, rate_per_s=args.rate, burst=burst),
@@ -698,8 +809,24 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     )
 
 
-def metrics_from(args: argparse.Namespace) -> MetricsSettings:
-    """--metrics-file, --metrics-label and --metrics-push; a file in no directory is a usage error now."""
+_COMPRESS_LEVELS = {"gzip": (0, 9), "zstd": (-(2**17), 22)}
+
+
+def _check_compress_level(codec: str, level: int | None) -> None:
+    """A --compress-level the codec takes (zstd's negative levels are its fastest)."""
+    if level is None or codec not in _COMPRESS_LEVELS:
+        return
+    low, high = _COMPRESS_LEVELS[codec]
+    if not low <= level <= high:
+        raise UsageError(f"--compress-level {level} is not a {codec} level: {low} to {high}")
+
+
+def metrics_from(args: argparse.Namespace, out_dir: Path) -> MetricsSettings:
+    """--metrics-file, --metrics-label and --metrics-push, checked before anything is written.
+
+    A file in no directory, or in the archive (`out_dir`, after `{shard}`),
+    is a usage error now.
+    """
     from . import metrics
 
     try:
@@ -714,7 +841,41 @@ def metrics_from(args: argparse.Namespace) -> MetricsSettings:
             )
         if not path.parent.is_dir():
             raise UsageError(f"--metrics-file {path}: the directory {path.parent} does not exist")
+        if in_directory(path, out_dir):
+            raise UsageError(
+                f"--metrics-file {path} is inside the archive {out_dir}, whose files only the exporter "
+                "may write (replacing one would break the archive): write the metrics outside it"
+            )
     return MetricsSettings(file=path, push_url=args.metrics_push, labels=labels)
+
+
+def in_directory(path: Path, directory: Path) -> bool:
+    """Whether the file `path` names is `directory` or lies anywhere under it.
+
+    The metrics file is renamed over `path`'s name in `path`'s directory, so
+    that directory is resolved with every link followed (and `..` applied after
+    them, as the kernel does); a link at the name itself is replaced, not
+    followed. The directory may not exist yet (a first run creates it). One
+    that does is also matched by device and inode, as a bind mount of it
+    would be.
+    """
+    parent = Path(os.path.realpath(path.parent))
+    where = parent / path.name
+    root = Path(os.path.realpath(directory))
+    if where == root or root in where.parents:
+        return True
+    try:
+        root_stat = os.stat(directory)
+    except OSError:
+        return False
+    for ancestor in (parent, *parent.parents):
+        try:
+            info = os.stat(ancestor)
+        except OSError:
+            continue
+        if (info.st_dev, info.st_ino) == (root_stat.st_dev, root_stat.st_ino):
+            return True
+    return False
 
 
 def _export_command(args: argparse.Namespace) -> int:
@@ -736,24 +897,47 @@ def _export_command(args: argparse.Namespace) -> int:
         every_s=config.progress_interval_s,
         json_logs=config.log_format == "json",
     )
-    outcome = asyncio.run(run_export(config, progress=progress))
+    signals: ProcessSignals | None = getattr(args, "signals", None)
+    outcome = asyncio.run(run_export(config, progress=progress, signals=signals))
     _report(outcome, config)
     return outcome.exit_code
 
 
 def _dry_run_command(args: argparse.Namespace) -> int:
     """--dry-run: the options are checked as for a run, but no token is read and nothing is sent."""
-    from .offline import dryrun
     from .transport.client import check_base_url
 
     check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
     shard = resolve_shard(args.shard, os.environ)
+    if is_remote(args.out):
+        return _remote_dry_run(args, shard)
+    return _print_dry_run(args, shard, _out_dir(args.out, shard))
+
+
+def _remote_dry_run(args: argparse.Namespace, shard: Shard | None) -> int:
+    """--dry-run of an s3:// --out: the same plan, from a private copy of the archive's checkpoint."""
+    import tempfile
+
+    from .remote.verify import remote_archive_copy  # the S3 client only for s3:// URLs
+
+    remote = remote_options.settings_from(args, args.out, shard, os.environ)
+    if args.refetch:
+        raise UsageError(REFETCH_REMOTE)
+    with tempfile.TemporaryDirectory(prefix="exporter-dry-run-") as temp:
+        copy = Path(temp) / "archive"
+        remote_archive_copy(remote.url, copy)
+        return _print_dry_run(args, shard, copy, shown=remote.url)
+
+
+def _print_dry_run(args: argparse.Namespace, shard: Shard | None, out: Path, shown: str | None = None) -> int:
+    from .offline import dryrun
+
     report = dryrun.dry_run(
         dryrun.DryRunRequest(
             manifest=ManifestSource(
                 path=None if args.manifest == "-" else Path(args.manifest), format=args.format
             ),
-            out_dir=_out_dir(args.out, shard),
+            out_dir=out,
             shard=shard,
             retry_failed=args.retry_failed,
             refetch=args.refetch,
@@ -762,6 +946,8 @@ def _dry_run_command(args: argparse.Namespace) -> int:
             max_duration_s=args.max_duration,
         )
     )
+    if shown is not None:
+        report = replace(report, out=shown)
     if args.json:
         sys.stdout.write(json.dumps(dryrun.to_json(report)) + "\n")
     else:
@@ -780,18 +966,23 @@ def _proxy_line(proxy: ProxySettings) -> str:
 def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     """The last word of a run: one error line, and unless --quiet one line of counts."""
     summary = outcome.report
+    run = summary.run if summary else None
+    for note in outcome.notes:
+        log.error("%s", note, extra=event("error", run=run))
     if outcome.message and outcome.exit_code not in (ExitCode.SIGINT, ExitCode.SIGTERM):
-        log.error("%s", outcome.message, extra=event("error", run=summary.run if summary else None))
+        log.error("%s", outcome.message, extra=event("error", run=run))
     if config.quiet:
         return
     counts = dict(summary.counts) if summary else {}
-    out = config.archive.out_dir
+    out: Path | str = config.remote.url if config.remote is not None else config.archive.out_dir
     exported = counts.get("exported", 0)
-    elapsed_s, per_s = (summary.elapsed_s, summary.records_per_s) if summary else (0, 0)
-    parts = [
-        f"exported {exported} recording{'' if exported == 1 else 's'} to {out} "
-        f"in {elapsed_s:.1f}s ({per_s:.1f}/s)"
-    ]
+    if summary is None:
+        # The reports could not be written (the error is above); the records committed can be counted.
+        exported = outcome.exported
+        timing = "(summary.json not written)"
+    else:
+        timing = f"in {summary.elapsed_s:.1f}s ({summary.records_per_s:.1f}/s)"
+    parts = [f"exported {exported} recording{'' if exported == 1 else 's'} to {out} {timing}"]
     extras = [
         f"{counts[key]} {label}"
         for key, label in (
@@ -807,7 +998,7 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     if extras:
         parts.append(", ".join(extras))
     if counts.get("not_found") or counts.get("invalid") or counts.get("failed"):
-        parts.append(f"see {out / FAILED_NAME}")
+        parts.append(f"see {config.archive.out_dir / FAILED_NAME}")
     fields = event(
         "end",
         status=summary.status if summary else None,
@@ -838,7 +1029,7 @@ def _setup_logging(args: argparse.Namespace) -> None:
             handler = BarSafeHandler(sys.stderr)
         else:
             handler = logging.StreamHandler(sys.stderr)
-        handler.setFormatter(logging.Formatter("exporter: %(message)s"))
+        handler.setFormatter(TextFormatter())
         handler.addFilter(TextOnly())
     root = logging.getLogger("exporter")
     root.handlers[:] = [handler]
@@ -847,15 +1038,21 @@ def _setup_logging(args: argparse.Namespace) -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the `exporter` console script and `python -m exporter`."""
-    parser = build_parser()
-    args = parser.parse_args(argv)
-    _setup_logging(args)
-    try:
-        code: int = args.handler(args)
-    except ExporterError as exc:
-        log.error("%s", exc)
-        return int(exc.exit_code)
-    except KeyboardInterrupt:
-        return int(ExitCode.SIGINT)
-    return code
+    """Entry point of the `exporter` console script and `python -m exporter`.
+
+    The signal handlers go in first and stay until the end (`signals.py`):
+    no SIGHUP kills the process at any moment of a command.
+    """
+    with ProcessSignals().installed() as signals:
+        parser = build_parser()
+        args = parser.parse_args(argv)
+        args.signals = signals  # for the export command's run
+        _setup_logging(args)
+        try:
+            code: int = args.handler(args)
+        except ExporterError as exc:
+            log.error("%s", exc)
+            return int(exc.exit_code)
+        except KeyboardInterrupt:
+            return int(ExitCode.SIGINT)
+        return code

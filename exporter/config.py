@@ -16,6 +16,8 @@ ManifestFormat = Literal["auto", "text", "csv", "ndjson"]
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30
 DEFAULT_COMPRESS_BATCH_BYTES = 1 << 20
+#: --compress-threads: more would only cost memory (each deflating thread holds a piece and its state).
+MAX_COMPRESS_THREADS = 64
 #: Far above any recording (the largest are a few MB), low enough that a runaway body cannot eat RAM.
 DEFAULT_MAX_RESPONSE_BYTES = 256 << 20
 Compression = Literal["none", "gzip", "zstd"]
@@ -172,17 +174,22 @@ class ArchiveSettings:
     #: With --compress, each commit is its own gzip member or zstd frame, and small
     #: frames compress poorly (zstd-3 on ~9 KB records: 2.6x with one record a frame,
     #: 10x with 1 MiB frames). So a compressed commit gathers this many bytes of
-    #: records (--compress-batch), or what 5 s brought (`batches.commit_policy`); a
-    #: kill -9 costs at most that much fetching again, never a duplicate.
+    #: records (--compress-batch), or what 5 s brought, or 4,096 records
+    #: (`batches.commit_policy`); a kill -9 costs at most that batch and the one
+    #: being written fetched again, never a duplicate.
     compressed_commit_bytes: int = DEFAULT_COMPRESS_BATCH_BYTES
+    #: Threads that deflate a large gzip commit in pieces (`framing.GZIP_PIECE_BYTES`);
+    #: None: one per CPU this process may run on; 1: the writer thread alone, in one piece.
+    compress_threads: int | None = None
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
 class CommitPolicy:
     """When the writer takes the workers' results as one group commit (`batches.CommitQueue`)."""
 
-    #: A batch never holds more than this many results or bytes: workers wait meanwhile,
-    #: which bounds memory and what a crash can cost.
+    #: A batch never holds more than this many results or bytes (but always one): workers
+    #: wait meanwhile, which bounds memory and what a crash can cost. A full batch goes at
+    #: once, so workers wait only while the writer is busy with the previous commit.
     max_items: int
     max_bytes: int
     #: A batch this large goes at once...
@@ -223,6 +230,46 @@ class MetricsSettings:
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
+class RemoteSettings:
+    """`--out s3://BUCKET/PREFIX`: where the archive goes, how it is staged, locked and encrypted.
+
+    The local archive is staged in `work_dir` and shipped in sealed pieces
+    (`exporter/remote/`); credentials, region and endpoint come from the AWS
+    chain itself (environment, config files, web identity, instance metadata).
+    """
+
+    bucket: str
+    #: Keys are PREFIX/NAME ("" for the bucket's top level).
+    prefix: str
+    #: Where the pieces are staged before they are shipped (created 0700).
+    work_dir: Path
+    #: Seal the open records file and ship it after this long, or this many bytes, whichever first.
+    upload_every_s: float = 300.0
+    upload_bytes: int = 64 << 20
+    #: Files up to this size go in one PutObject; larger ones in parts of at least `part_bytes`.
+    multipart_threshold_bytes: int = 16 << 20
+    part_bytes: int = 8 << 20
+    #: Object Lock: None (the bucket's default retention, if any), "GOVERNANCE" or "COMPLIANCE".
+    object_lock: Literal["GOVERNANCE", "COMPLIANCE"] | None = None
+    #: Retention: this many days from each object's upload, or until this instant (ISO 8601, UTC).
+    retain_days: int | None = None
+    retain_until: str | None = None
+    legal_hold: bool = False
+    sse: Literal["AES256", "aws:kms"] | None = None
+    sse_kms_key_id: str | None = None
+    #: Tries per S3 request for resets, 5xx, SlowDown, expired credentials, BadDigest.
+    max_attempts: int = 8
+    backoff_base_s: float = 0.5
+    backoff_cap_s: float = 20.0
+    #: Sealed pieces waiting to be shipped before commits wait for the store (bounds the work dir).
+    max_pending_pieces: int = 4
+
+    @property
+    def url(self) -> str:
+        return f"s3://{self.bucket}/{self.prefix}" if self.prefix else f"s3://{self.bucket}"
+
+
+@dataclass(frozen=True, kw_only=True, slots=True)
 class ExportConfig:
     """One `exporter export` run."""
 
@@ -244,3 +291,5 @@ class ExportConfig:
     log_format: LogFormat = "text"
     quiet: bool = False
     metrics: MetricsSettings = MetricsSettings()
+    #: `--out s3://...`: the archive lives in object storage, staged in `archive.out_dir`.
+    remote: RemoteSettings | None = None

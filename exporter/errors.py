@@ -13,7 +13,9 @@
 Per-request problems (a 404, a 503, an HTML page with status 200) are not
 exceptions that reach the user: they become `Failure` results with a `Reason`
 and end up in `failed.ndjson`. `BadResponse` and `TransportError` are the two
-exceptions that carry them from the parsing and I/O layers to the retry loop.
+exceptions that carry them from the parsing and I/O layers to the retry loop;
+their messages are capped as they are made (`bounded.capped`), since a server's
+bytes go into them and they are logged and stored.
 
 Every message names the thing that went wrong and what the user can do, and
 never contains the token.
@@ -22,6 +24,8 @@ never contains the token.
 from __future__ import annotations
 
 import enum
+
+from .bounded import capped
 
 
 class ExitCode(enum.IntEnum):
@@ -115,6 +119,20 @@ class Reason(enum.StrEnum):
 class BadResponse(Exception):
     """A 200 response whose body is not a recording for the id that was asked for."""
 
+    def __init__(self, message: str) -> None:
+        super().__init__(capped(message))
+
+
+class Cause(enum.StrEnum):
+    """Which part of the way to the API failed: what an outage is blamed on (summary.json's
+    `pacing.halt.cause`)."""
+
+    API = "api"
+    #: The proxy: no connection to it, no tunnel, or an answer to CONNECT that is not one.
+    PROXY = "proxy"
+    #: The TLS handshake with the API (through the proxy, if there is one).
+    TLS = "tls"
+
 
 class TransportError(Exception):
     """A request that produced no complete response: timeout, reset, truncated body.
@@ -123,13 +141,24 @@ class TransportError(Exception):
     fail the same way again (a body over --max-response-bytes). `down` says
     whether, met by every request, it would mean the API is down (refused,
     unreachable, timing out, cut off) rather than misconfigured (a certificate
-    we do not trust) or misbehaving (malformed HTTP).
+    we do not trust) or misbehaving (malformed HTTP). `connected` is False when
+    no connection to the API was made, so the request (and its id) never left:
+    such a failure says nothing about the id. `cause` names the hop that failed.
     """
 
     def __init__(
-        self, reason: Reason, message: str, *, retryable: bool = True, down: bool | None = None
+        self,
+        reason: Reason,
+        message: str,
+        *,
+        retryable: bool = True,
+        down: bool | None = None,
+        connected: bool = True,
+        cause: Cause = Cause.API,
     ) -> None:
-        super().__init__(message)
+        super().__init__(capped(message))
         self.reason = reason
         self.retryable = retryable
         self.down = retryable and reason in (Reason.NETWORK, Reason.TIMEOUT) if down is None else down
+        self.connected = connected
+        self.cause = cause

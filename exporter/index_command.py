@@ -29,6 +29,7 @@ from .archive.layout import (
 from .archive.lock import take_lock
 from .archive.reader import refuse_unsafe, unsafe_entries
 from .archive.safe_fs import SafeDir
+from .display import escape
 from .errors import ArchiveError, UsageError
 
 
@@ -58,10 +59,11 @@ class IndexOutcome:
         report = self.report
         what = "rebuilt" if self.rebuilt else "up to date"
         per_id = f", {report.index_bytes / report.ids:.1f} bytes an id" if report.ids else ""
-        return (
+        line = (
             f"{self.archive}: index {what} in {self.elapsed_s:.2f} s: {report.ids:,} ids, "
-            f"{len(report.runs)} run file(s), {report.index_bytes:,} bytes{per_id}\n"
+            f"{len(report.runs)} run file(s), {report.index_bytes:,} bytes{per_id}"
         )
+        return escape(line) + "\n"  # the archive's path is anyone's text
 
 
 def update_index(root: Path, *, rebuild: bool = False) -> IndexOutcome:

@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from typing import NamedTuple
 
-from .fetcher import Tries
+from .outcomes import Tries
 
 
 class Job(NamedTuple):

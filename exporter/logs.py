@@ -8,17 +8,27 @@ after its level (`warning`, `error`, ...). Events meant for machines only
 (`start`, `failed`, `commit`) are marked `text=False` and dropped from the
 text format, which stays as people know it.
 
+Both formats are where log text meets a person, so both make hostile text
+harmless (`display.py`): the text formatter escapes every control character
+the values of a line carry (an id, a path, a server's words), never the line's
+own wording; the JSON formatter keeps every value exact and writes the
+characters a terminal would act on as `\\u` escapes.
+
 Nothing here ever sees the token: it lives in a `Secret`, whose repr hides
 it, and no event carries it (tests assert that on every line).
 """
 
 from __future__ import annotations
 
+import json
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 import orjson
+
+from .display import escape, json_safe
 
 _EVENT = "exporter_event"
 _FIELDS = "exporter_fields"
@@ -45,6 +55,57 @@ class TextOnly(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         return bool(getattr(record, _IN_TEXT, True))
+
+
+class _Shown(str):
+    """A value in a text line: `%s` shows it escaped; `%r` as repr() does, which escapes alike."""
+
+    _value: object
+
+    def __new__(cls, value: object) -> _Shown:
+        shown = super().__new__(cls, escape(str(value)))
+        shown._value = value
+        return shown
+
+    def __repr__(self) -> str:
+        return repr(self._value)
+
+
+def _shown(value: object) -> object:
+    """A log call's argument as a text line may carry it: numbers as they are, anything else escaped."""
+    if value is None or isinstance(value, int | float):
+        return value
+    return _Shown(value)
+
+
+class TextFormatter(logging.Formatter):
+    """`exporter: MESSAGE` for people: the values in a message escaped, its own wording as written.
+
+    A log call's format string is the program's; its arguments are data (an
+    id, a path, a server's error text) and are escaped, so nothing they hold
+    can move the cursor, retitle the terminal or start a line of its own. A
+    message without arguments is escaped whole.
+    """
+
+    def __init__(self) -> None:
+        super().__init__("exporter: %(message)s")
+
+    def formatMessage(self, record: logging.LogRecord) -> str:
+        return f"exporter: {text_message(record)}"
+
+    def formatException(self, ei: Any) -> str:
+        # A traceback's lines are Python's; what an exception says is escaped line by line.
+        return "\n".join(escape(line) for line in super().formatException(ei).split("\n"))
+
+
+def text_message(record: logging.LogRecord) -> str:
+    """The record's message with its arguments escaped (`TextFormatter`)."""
+    args = record.args
+    if not args:
+        return escape(str(record.msg))
+    if isinstance(args, Mapping):
+        return str(record.msg) % {key: _shown(value) for key, value in args.items()}
+    return str(record.msg) % tuple(_shown(value) for value in args)
 
 
 class JsonFormatter(logging.Formatter):
@@ -75,5 +136,12 @@ class JsonFormatter(logging.Formatter):
             doc.setdefault(key, value)
         if record.exc_info:
             doc["exception"] = self.formatException(record.exc_info)
-        # orjson escapes every control character, so a line is always one line, whatever an id holds.
-        return orjson.dumps(doc, default=str).decode("utf-8")
+        # JSON escapes every C0 control, so a line is always one line, whatever an id holds;
+        # json_safe escapes the rest a terminal would act on (C1, bidi overrides, ...).
+        try:
+            line = orjson.dumps(doc, default=str).decode("utf-8")
+        except orjson.JSONEncodeError:
+            # A lone surrogate (bytes that were not UTF-8): orjson refuses it, json writes it
+            # as a \\u escape, the exact value still.
+            line = json.dumps(doc, default=str, ensure_ascii=True)
+        return json_safe(line)

@@ -5,7 +5,8 @@ input, and every cost its bytes can cause is bounded here:
 
 - `numbered_lines` holds a line up to `MAX_LINE_BYTES`; a longer one streams
   past and becomes an `Overlong` (its start and its length), so one 200 MB
-  line costs no more memory than a short one;
+  line costs no more memory than a short one (`bounded.LineCutter`, which
+  cuts the archive's own files too);
 - decompression hands out bounded chunks, so a small file that expands to
   gigabytes (a "zip bomb") costs time, not memory, and a zstd frame may not
   ask for a window over 32 MiB;
@@ -23,24 +24,25 @@ from __future__ import annotations
 import contextlib
 import gzip
 import io
-import itertools
 import os
 import shutil
 import stat
 import tempfile
 import zlib
 from collections.abc import Iterable, Iterator
-from typing import Any, BinaryIO, NamedTuple, cast
+from typing import Any, BinaryIO, cast
 
 import zstandard
 
+from .bounded import Line as Line
+from .bounded import LineBatch as LineBatch
+from .bounded import LineCutter
+from .bounded import Overlong as Overlong
 from .config import ManifestSource
 from .errors import ManifestError
 
 #: A longer line, or CSV row, is skipped as it streams past and reported as a bad line.
 MAX_LINE_BYTES = 1 << 20
-#: The start of an over-long line kept to quote in its report.
-HEAD_BYTES = 320
 
 _READ_BYTES = 1 << 16
 #: zstd input fed to the decompressor at a time. A zstd block of 4 bytes can stand for
@@ -55,32 +57,7 @@ _ESTIMATE_BYTES = 64 << 20
 
 _GZIP_MAGIC = b"\x1f\x8b"
 _ZSTD_MAGIC = b"\x28\xb5\x2f\xfd"
-_BOM = b"\xef\xbb\xbf"
 
-
-class Overlong(NamedTuple):
-    """A line longer than the limit, never held whole: its first bytes and its length."""
-
-    head: bytes
-    size: int
-    limit: int
-
-
-#: A numbered line of a manifest, without its line end.
-Line = tuple[int, bytes | Overlong]
-
-
-class LineBatch(NamedTuple):
-    """Consecutive lines of a manifest: the number of the first, the lines, and whether any may hold
-    white space that `bytes.strip` would take off (False only when none does)."""
-
-    first: int
-    lines: list[bytes | Overlong]
-    padded: bool = True
-
-
-#: What `bytes.strip` takes off a line, but the newline (no line holds one).
-_SPACES = (b" ", b"\t", b"\r", b"\x0b", b"\x0c")
 
 #: What can go wrong while reading (decompressing) a manifest's bytes.
 _READ_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
@@ -220,82 +197,34 @@ def numbered_lines(chunks: Iterable[bytes], display: str, limit: int) -> Iterato
     """Numbered lines of a chunked stream, none held beyond `limit` bytes; the BOM dropped.
 
     A longer line becomes an `Overlong` (its first bytes and its length) as
-    its remainder streams past. Read errors become ManifestError.
+    its remainder streams past (`bounded.LineCutter`). Read errors become ManifestError.
     """
-    for batch in line_batches(chunks, display, limit):
-        # The common case, kept out of Python bytecode: millions of short lines.
-        yield from zip(itertools.count(batch.first), batch.lines)
+    cutter = LineCutter(limit, strip_bom=True)
+    try:
+        yield from cutter.cut(chunks)
+    except _READ_ERRORS as exc:
+        raise ManifestError(
+            f"manifest {display} is damaged after line {cutter.lines}: {exc}; "
+            "the ids before it were processed, fix or re-create the file and run again"
+        ) from exc
 
 
 def line_batches(
     chunks: Iterable[bytes], display: str, limit: int, *, first_line: int = 1
 ) -> Iterator[LineBatch]:
-    """The lines `numbered_lines` gives, a chunk's worth at a time: (number of the first, the lines).
+    """The lines `numbered_lines` gives, a chunk's worth at a time (`LineCutter.batches`).
 
-    For readers that handle millions of lines with a few calls in C per batch
-    (the planner's fast path) rather than a few in Python per line. `chunks`
-    may start at a line further on (`PlainFile.batches_from`): `first_line` is
-    its number, and only a stream's first line can start with a byte order mark.
+    `chunks` may start at a line further on (`PlainFile.batches_from`):
+    `first_line` is its number. Read errors become ManifestError.
     """
-    number = first_line - 1
-    held: list[bytes] = []  # the start of a line that spans chunks
-    held_bytes = 0
-    over: Overlong | None = None  # the line being skipped, once it is known to be too long
+    cutter = LineCutter(limit, strip_bom=True, first_line=first_line)
     try:
-        for chunk in chunks:
-            pieces = chunk.split(b"\n")
-            tail = pieces.pop()
-            if pieces:
-                lines = cast(list[bytes | Overlong], pieces)  # the same list: no copy
-                # The first piece ends the line that was held or is being skipped (in place: no copy).
-                first = b""
-                if over is not None:
-                    lines[0] = over._replace(size=over.size + len(lines[0]))
-                    over = None
-                else:
-                    held.append(pieces[0])
-                    first = b"".join(held)
-                    held.clear()
-                    held_bytes = 0
-                    lines[0] = _bounded(first.removeprefix(_BOM) if number == 0 else first, limit)
-                padded = any(space in chunk or space in first for space in _SPACES)
-                if (
-                    len(pieces) > 1
-                    and len(chunk) > limit
-                    and max(map(len, itertools.islice(pieces, 1, None))) > limit
-                ):
-                    lines[1:] = [_bounded(piece, limit) for piece in itertools.islice(pieces, 1, None)]
-                yield LineBatch(number + 1, lines, padded)
-                number += len(lines)
-                del lines, pieces
-            if not tail:
-                continue
-            if over is not None:
-                over = over._replace(size=over.size + len(tail))
-                continue
-            held.append(tail)
-            held_bytes += len(tail)
-            if held_bytes > limit:
-                first = held[0] if len(held[0]) >= HEAD_BYTES else b"".join(held)
-                over = Overlong(first[: min(HEAD_BYTES, limit)], held_bytes, limit)
-                held.clear()
-                held_bytes = 0
+        yield from cutter.batches(chunks)
     except _READ_ERRORS as exc:
         raise ManifestError(
-            f"manifest {display} is damaged after line {number}: {exc}; "
+            f"manifest {display} is damaged after line {cutter.lines}: {exc}; "
             "the ids before it were processed, fix or re-create the file and run again"
         ) from exc
-    if over is not None:
-        yield LineBatch(number + 1, [over])
-    elif held:
-        last = b"".join(held)
-        if number == 0:
-            last = last.removeprefix(_BOM)
-        yield LineBatch(number + 1, [_bounded(last, limit)])
-
-
-def _bounded(line: bytes, limit: int) -> bytes | Overlong:
-    return line if len(line) <= limit else Overlong(line[: min(HEAD_BYTES, limit)], len(line), limit)
 
 
 def estimate_lines(source: ManifestSource, *, sample_bytes: int = _ESTIMATE_BYTES) -> int | None:

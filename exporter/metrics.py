@@ -16,14 +16,18 @@ collector's directory usually is.
 `push` sends the same text to a Pushgateway with PUT (the group's metrics are
 replaced, as `prometheus_client.push_to_gateway` does), under a grouping key
 made of the labels; it returns what went wrong instead of raising, because a
-push that fails must never fail the export.
+push that fails must never fail the export. The push has one deadline for
+all of it (connect, send, the whole answer), not one per read: a gateway that
+trickles its answer a byte at a time cannot keep a finished export alive. It
+runs on the event loop and reads the answer with the exporter's own bounded
+HTTP/1.1 reader (`transport/http1.py`).
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import contextlib
-import http.client
 import math
 import os
 import re
@@ -35,8 +39,9 @@ from pathlib import Path
 from urllib.parse import quote, urlsplit
 
 from .errors import Reason
-from .fetcher import ANSWER_CLASSES
+from .outcomes import ANSWER_CLASSES
 from .pacing import PauseReason
+from .transport import http1
 
 FILE_MODE = 0o644
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
@@ -46,8 +51,8 @@ _LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
 #: --metrics-label is bounded like any input: a grouping key is part of a URL path.
 MAX_LABEL_VALUE = 256
 MAX_LABELS = 16
-#: A Pushgateway's answer is read this far at most (it is a few bytes of error text).
-_MAX_ANSWER_BYTES = 4096
+#: A Pushgateway's answer body is read this far at most (it is a few bytes of error text).
+_MAX_ANSWER_BYTES = 64 * 1024
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -56,7 +61,7 @@ class Snapshot:
 
     labels: tuple[tuple[str, str], ...] = ()
     exported: int
-    #: Answers by class (`fetcher.ANSWER_CLASSES`).
+    #: Answers by class (`outcomes.ANSWER_CLASSES`).
     answers: Mapping[str, int]
     retries: int
     #: Ids failed in this run, by reason (failed.ndjson's reasons).
@@ -264,15 +269,18 @@ def check_push_url(text: str) -> str:
 def grouping_path(labels: tuple[tuple[str, str], ...]) -> str:
     """`/metrics/job/<job>/<label>/<value>...`: the group the push replaces.
 
-    `job` is the `job` label, else `exporter`. A value holding `/` (or empty)
-    goes base64url-encoded (`<label>@base64/<value>`), as the Pushgateway's API
-    asks; others are percent-encoded.
+    `job` is the `job` label, else `exporter`. A value that would not survive
+    as one path segment goes base64url-encoded (`<label>@base64/<value>`), as
+    the Pushgateway's API asks: one holding `/`, the empty one, and `.` and
+    `..`, which clients and proxies resolve as "this" and "the parent"
+    segment (`job=..` would otherwise push to `/metrics`). Others are
+    percent-encoded.
     """
     given = dict(labels)
     pairs = [("job", given.get("job", "exporter")), *((k, v) for k, v in labels if k != "job")]
     path = "/metrics"
     for name, value in pairs:
-        if value == "" or "/" in value:
+        if value in ("", ".", "..") or "/" in value:
             encoded = base64.urlsafe_b64encode(value.encode("utf-8")).decode("ascii") or "="
             path += f"/{name}@base64/{encoded}"
         else:
@@ -280,27 +288,50 @@ def grouping_path(labels: tuple[tuple[str, str], ...]) -> str:
     return path
 
 
-def push(url: str, labels: tuple[tuple[str, str], ...], text: str, *, timeout_s: float) -> str | None:
-    """PUT `text` to the Pushgateway at `url` under the labels' grouping key; what failed, or None."""
+async def push(url: str, labels: tuple[tuple[str, str], ...], text: str, *, timeout_s: float) -> str | None:
+    """PUT `text` to the Pushgateway at `url` under the labels' grouping key; what failed, or None.
+
+    `timeout_s` bounds the whole exchange, whatever the gateway does.
+    """
     parts = urlsplit(url)
     host = parts.hostname or ""
-    connection: http.client.HTTPConnection
-    if parts.scheme == "https":
-        connection = http.client.HTTPSConnection(
-            host, parts.port, timeout=timeout_s, context=ssl.create_default_context()
-        )
-    else:
-        connection = http.client.HTTPConnection(host, parts.port, timeout=timeout_s)
+    https = parts.scheme == "https"
+    port = parts.port or (443 if https else 80)
     target = parts.path.rstrip("/") + grouping_path(labels)
+    body = text.encode("utf-8")
+    authority = f"[{host}]" if ":" in host else host
+    head = (
+        f"PUT {target}".encode("ascii")
+        + http1.head_after_target(
+            {
+                "Host": authority if parts.port is None else f"{authority}:{parts.port}",
+                "Content-Type": CONTENT_TYPE,
+                "Content-Length": str(len(body)),
+                "Connection": "close",
+            }
+        )
+        + body
+    )
+    loop = asyncio.get_running_loop()
+    connection: http1.Connection | None = None
     try:
-        connection.request("PUT", target, body=text.encode("utf-8"), headers={"Content-Type": CONTENT_TYPE})
-        answer = connection.getresponse()
-        body = answer.read(_MAX_ANSWER_BYTES)
-    except (OSError, http.client.HTTPException) as exc:
+        async with asyncio.timeout(timeout_s):
+            _, connection = await loop.create_connection(
+                lambda: http1.Connection(_MAX_ANSWER_BYTES),
+                host,
+                port,
+                ssl=ssl.create_default_context() if https else None,
+                server_hostname=host if https else None,
+            )
+            answer = await connection.request(head)
+    except TimeoutError:
+        return f"cannot push the metrics to {url}: no complete answer within {timeout_s:g} s"
+    except (OSError, http1.ConnectionClosed, http1.ProtocolError, http1.Refused) as exc:
         return f"cannot push the metrics to {url}: {exc or type(exc).__name__}"
     finally:
-        connection.close()
+        if connection is not None:
+            connection.abort()  # nothing more to say or hear, even from a gateway still trickling
     if not 200 <= answer.status < 300:
-        said = body.decode("utf-8", "replace").strip().splitlines()[:1]
+        said = answer.body.decode("utf-8", "replace").strip().splitlines()[:1]
         return f"the Pushgateway at {url} answered {answer.status}" + (f": {said[0][:200]}" if said else "")
     return None

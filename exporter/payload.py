@@ -40,6 +40,7 @@ from typing import Any, NoReturn
 import orjson
 import simdjson
 
+from .bounded import capped
 from .errors import BadResponse
 
 # The guard for wide integers: map every digit to "0" and look for 19 zeros in a
@@ -51,6 +52,8 @@ _WS = re.compile(r"[ \t\n\r]*")
 # insignificant whitespace; `_minify` keeps the first and drops the second.
 _STRING_OR_WS = re.compile(r'("[^"\\]*(?:\\.[^"\\]*)*")|[ \t\n\r]+', re.DOTALL)
 _COMPACT_START = b'{"data":{'
+#: A member name quoted in a BadResponse is cut to this many bytes (a server may send 48 MiB of one).
+_KEY_BYTES = 40
 
 #: One archived record: a single line of JSON without its newline. A view into
 #: the response body when the served bytes are kept as they are.
@@ -159,7 +162,7 @@ def _recording(document: Any, expected_id: str) -> dict[str, Any]:
     if not isinstance(document, dict):
         raise BadResponse(f'body is a JSON {_kind(document)}, not an object with a "data" member')
     if "data" not in document:
-        keys = ", ".join(sorted(str(k) for k in document)[:8])
+        keys = ", ".join(capped(str(k), _KEY_BYTES) for k in sorted(document)[:8])
         raise BadResponse(f'body has no "data" member (it has: {keys or "nothing"})')
     data = document["data"]
     if not isinstance(data, dict):

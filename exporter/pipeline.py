@@ -3,8 +3,8 @@
     manifest reader thread          event loop                       writer thread
     ----------------------          ----------                       -------------
     Planner.next_batch  ->  feed -> work queue -> N workers
-                                    (bounded)     (limiter, client,
-                                                   retry, payload)
+                                    (bounded)     (Fetcher: pacer,
+                                                   client, payload)
                                                         |
                                                   CommitQueue (bounded)
                                                         |
@@ -16,13 +16,26 @@ Both queues are bounded, so memory follows `--concurrency` and record size,
 never the manifest. Only the writer thread touches the archive, and it takes
 whatever results piled up during the previous commit as the next group commit
 (batches.py), so fsyncs are per batch, not per record, batches grow by
-themselves when the disk is slow, and workers keep fetching meanwhile.
+themselves when the disk is slow, and workers keep fetching meanwhile. The
+writer turns each `Failure` into failed.ndjson's entry (`failed_entry`).
 
-Stopping: SIGINT/SIGTERM or a refused token set one stop flag; the feeder and
-the workers are cancelled (in-flight requests are abandoned and will be made
-again next run), the writer commits every result already handed to it, and the
-run ends with failed.ndjson, the checkpoint's end entry and summary.json
-written, exactly as after a normal finish. A second signal exits at once;
+The run reads the pool's pacer through values: a halt comes back as an
+`Unfinished` outcome carrying its line, the ticker shows the `PauseNotice`s it
+takes with `Pacer.poll` (as soon as `Pacer.news` says there are some), and the
+summary and the metrics read `Pacer.report()`.
+
+Stopping: every reason to end early (SIGINT/SIGTERM, a refused token, a
+budget, an outage, a broken archive) is one `stops.Stop`, folded into the
+run's one record by one rule (`Stop.merge`: an archive error always wins and is
+always shown). A stop that drains cancels the feeder and the workers
+(in-flight requests are abandoned and made again next run); one that does not
+lets the requests in flight finish. Either way the writer commits every result
+already handed to it, and the run ends with failed.ndjson, the checkpoint's end
+entry and summary.json written, exactly as after a normal finish.
+
+Signals reach the run for its whole length, the reports and the metrics push
+included (`signals.py`); once the fetch loop is over a stop signal changes
+nothing (the reports say how the run ended), and a second one exits at once;
 committed records are safe either way.
 """
 
@@ -32,31 +45,31 @@ import asyncio
 import contextlib
 import logging
 import math
-import os
 import signal
-import sys
 import time
-import traceback
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, BinaryIO
 
-from .archive.layout import Summary, reported_id
+from .archive.layout import FailedEntry, Summary, reported_id
 from .archive.writer import Archive, RunRequest
 from .batches import CommitQueue, commit_policy
 from .config import ExportConfig
-from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason
-from .fetcher import Failure, Fetcher, FetchStats, Later, Success, Unfinished
+from .errors import ArchiveError, AuthRefused, ExitCode, ExporterError, Reason, UsageError
+from .fetcher import Fetcher
 from .jobs import Job, JobSource
 from .logs import event, rfc3339
 from .manifest import estimate_lines, open_manifest
 from .metrics import Snapshot, push, render, write_file
+from .outcomes import Failure, FetchStats, Later, Success, Unfinished
 from .pacing import Halt, Pacer, PauseNotice
 from .payload import Record
 from .plan import Planner
 from .progress import NullProgress, Progress
+from .signals import STOP_SIGNALS, ProcessSignals
+from .stops import Stop
 from .summary import RunFacts, build_summary, pacing_report, run_counts, run_status
 from .transport.client import RecordingsClient
 from .transport.credentials import TokenSource
@@ -66,36 +79,46 @@ log = logging.getLogger(__name__)
 _PLAN_BATCH = 1024
 
 
+#: The exit code of each halt; its message, naming the cause, comes with the `Unfinished` outcome.
 _HALTS = {
-    Halt.MAX_REQUESTS: (
-        ExitCode.BUDGET,
-        "--max-requests reached: no more requests sent; run the same command again to continue",
-    ),
-    Halt.API_UNAVAILABLE: (
-        ExitCode.API_UNAVAILABLE,
-        "the API was unavailable for longer than --max-outage; what was fetched is kept: "
-        "run the same command again when it is back",
-    ),
-    Halt.TOLD_TO_WAIT: (
-        ExitCode.API_UNAVAILABLE,
-        "the API asked to wait {seconds:.0f} s (Retry-After), more than 15 minutes: no more requests "
-        "were sent; run the same command again after that",
-    ),
+    Halt.MAX_REQUESTS: ExitCode.BUDGET,
+    Halt.API_UNAVAILABLE: ExitCode.API_UNAVAILABLE,
+    Halt.TOLD_TO_WAIT: ExitCode.API_UNAVAILABLE,
 }
 
 
 @dataclass(frozen=True, slots=True)
 class RunOutcome:
-    """How the run ended: the exit code, the summary written (None if it was not), a line for the user."""
+    """How the run ended: the exit code, the summary written (None if it was not), a line for the user.
+
+    `notes` are the messages of reasons to stop that did not decide the exit
+    code but must be shown too (`Stop.also`).
+    """
 
     exit_code: int
     report: Summary | None
     message: str | None = None
+    notes: tuple[str, ...] = ()
+    #: Records this run committed (what `report` counts too, when there is one).
+    exported: int = 0
 
     @property
     def summary(self) -> dict[str, Any]:
         """The summary as summary.json holds it; empty when none was written."""
         return {} if self.report is None else self.report.to_json()
+
+
+def open_archive(config: ExportConfig, request: RunRequest) -> Archive:
+    """The run's archive: a directory, or (`--out s3://...`) one staged in --work-dir and shipped."""
+    if config.remote is None:
+        return Archive.open(config.archive, request)
+    try:
+        from .remote.shipper import open_remote  # aiobotocore is imported only for s3:// URLs
+    except ImportError as exc:
+        raise UsageError(
+            f"--out s3://... needs the optional S3 client ({exc.name} is missing): pip install 'exporter[s3]'"
+        ) from exc
+    return open_remote(config.archive, config.remote, request)
 
 
 def utc_iso(epoch: float) -> str:
@@ -108,30 +131,33 @@ async def run_export(
     *,
     stdin: BinaryIO | None = None,
     progress: Progress | None = None,
-    handle_signals: bool = True,
+    signals: ProcessSignals | None = None,
 ) -> RunOutcome:
     """Run one export as configured; raises ExporterError only before anything was written.
 
-    The metrics (`--metrics-file`, `--metrics-push`) are written once more at
-    the end, with the exit code, however the run ended.
+    With `signals` (the command's), SIGINT, SIGTERM and SIGHUP reach the run
+    from its first step to its last, the final metrics included. The metrics
+    (`--metrics-file`, `--metrics-push`) are written once more at the end,
+    with the exit code, however the run ended.
     """
-    run = _Run(config, progress or NullProgress(), handle_signals)
-    try:
-        outcome = await run.run(stdin)
-    except ExporterError as exc:
-        await run.final_metrics(int(exc.exit_code))
-        raise
-    await run.final_metrics(outcome.exit_code)
+    run = _Run(config, progress or NullProgress())
+    with signals.listening(run.on_signal) if signals is not None else contextlib.nullcontext():
+        try:
+            outcome = await run.run(stdin)
+        except ExporterError as exc:
+            run.settled = True
+            await run.final_metrics(int(exc.exit_code))
+            raise
+        await run.final_metrics(outcome.exit_code)
     return outcome
 
 
 class _Run:
     """The state of one run; lives on the event loop, hands archive work to one thread."""
 
-    def __init__(self, config: ExportConfig, progress: Progress, handle_signals: bool) -> None:
+    def __init__(self, config: ExportConfig, progress: Progress) -> None:
         self.config = config
         self.progress = progress
-        self.handle_signals = handle_signals
         concurrency = config.limits.concurrency
         self.jobs = JobSource(queue_size=2 * concurrency, max_parked=max(64, 4 * concurrency))
         self.results: CommitQueue[Success | Failure] = CommitQueue(commit_policy(config.archive, concurrency))
@@ -145,19 +171,51 @@ class _Run:
         self.paused: str | None = None
         self._metrics_failing = False
         self.stop_event = asyncio.Event()
-        self.stop_reason: ExitCode | None = None
-        self.stop_message: str | None = None
+        #: Why the run ends early (None: it has not been asked to).
+        self.stopping: Stop | None = None
+        #: The fetch loop is over: the exit code is decided and the reports are being written.
+        self.settled = False
         self.feeder: asyncio.Task[None] | None = None
         self.pacer: Pacer | None = None
         self.writer_pool = ThreadPoolExecutor(1, thread_name_prefix="archive-writer")
         self.reader_pool = ThreadPoolExecutor(1, thread_name_prefix="manifest-reader")
 
-    def stop(self, reason: ExitCode, message: str | None = None) -> None:
-        """Ask the run to wind down; the first reason given is the one reported."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.stop_message = message
-        self.stop_event.set()
+    def stop(self, stop: Stop) -> None:
+        """Ask the run to wind down; `Stop.merge` decides which reason is reported.
+
+        A stop that drains ends the fetch loop now; one that does not ends it
+        after the requests in flight: no id is handed out any more, and the
+        queued and parked ones stay for the next run.
+        """
+        self.stopping = stop if self.stopping is None else self.stopping.merge(stop)
+        if stop.drain:
+            self.stop_event.set()
+            return
+        if self.feeder is not None:
+            self.feeder.cancel()
+        self.jobs.close()
+
+    @property
+    def stop_message(self) -> str | None:
+        return None if self.stopping is None else self.stopping.message
+
+    def on_signal(self, sig: signal.Signals) -> None:
+        """A signal, on the event loop (`signals.py`): SIGHUP re-reads the token, the others stop."""
+        if sig is signal.SIGHUP:
+            if self.tokens.path is None:
+                log.info("SIGHUP ignored: there is no --token-file to read again")
+                return
+            # A rotated --token-file: take the new token before the API refuses the old one.
+            outcome = self.tokens.reload()
+            log.info("SIGHUP: read --token-file %s again: %s", self.tokens.path, outcome.value)
+            return
+        if self.settled:
+            log.warning("%s: the run is over; writing its reports (again to stop at once)", sig.name)
+            return
+        log.warning("%s: finishing what was fetched, then stopping (again to stop at once)", sig.name)
+        self.stop(
+            Stop(STOP_SIGNALS[sig], f"interrupted by {sig.name}; run the same command again to continue")
+        )
 
     async def run(self, stdin: BinaryIO | None) -> RunOutcome:
         config = self.config
@@ -172,8 +230,8 @@ class _Run:
                     entries.push_back(first)  # (not a chain: the planner reads plain text in batches)
                 archive = await loop.run_in_executor(
                     self.writer_pool,
-                    Archive.open,
-                    config.archive,
+                    open_archive,
+                    config,
                     RunRequest(
                         started_at=utc_iso(started_epoch),
                         refetch=config.refetch,
@@ -193,7 +251,10 @@ class _Run:
                         retry_failed=config.retry_failed,
                         shard=config.shard,
                     )
-                    await self._export(planner, archive)
+                    try:
+                        await self._export(planner, archive)
+                    finally:
+                        self.settled = True
                     exit_code = self._exit_code()
                     try:
                         summary = await loop.run_in_executor(
@@ -207,83 +268,89 @@ class _Run:
                         )
                     except (OSError, ArchiveError) as exc:
                         # The records committed so far are safe; only the reports are missing.
-                        exit_code = int(ExitCode.ARCHIVE)
                         summary = None
                         self.stop(
-                            ExitCode.ARCHIVE, f"cannot write the run's reports in {archive.root}: {exc}"
+                            Stop(ExitCode.ARCHIVE, f"cannot write the run's reports in {archive.root}: {exc}")
                         )
-                        self.stop_message = self.stop_message or str(exc)
+                        exit_code = self._exit_code()
                 finally:
                     await loop.run_in_executor(self.writer_pool, archive.close)
         finally:
             self.progress.close()
             self.writer_pool.shutdown(wait=False)
             self.reader_pool.shutdown(wait=False, cancel_futures=True)
-        return RunOutcome(exit_code, summary, self.stop_message)
+        notes = self.stopping.also if self.stopping is not None else ()
+        return RunOutcome(exit_code, summary, self.stop_message, notes, self.exported)
 
     def _exit_code(self) -> int:
-        if self.stop_reason is not None:
-            return int(self.stop_reason)
+        if self.stopping is not None:
+            return int(self.stopping.reason)
         return int(ExitCode.INCOMPLETE if sum(self.failures.values()) else ExitCode.OK)
 
     async def _export(self, planner: Planner, archive: Archive) -> None:
         """Run feeder, workers and writer until the manifest is done or the run is stopped."""
         config = self.config
-        self.pacer = Pacer(
-            config.limits, config.retry, max_requests=config.budgets.max_requests, notice=self._notice
-        )
-        with self._signals():
-            total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
-            total.add_done_callback(self._set_total)
-            ticker = asyncio.create_task(self._tick())
-            metrics = asyncio.create_task(self._metrics_loop()) if config.metrics.file else None
-            async with RecordingsClient(config.http, tokens=self.tokens) as client:
-                fetcher = Fetcher(
-                    client, self.pacer, config.retry, stats=self.stats, renew_token=self.tokens.renew
-                )
-                writer = asyncio.create_task(self._write(archive))
-                self.producers = asyncio.create_task(self._produce(planner, fetcher))
-                stopped = asyncio.create_task(self.stop_event.wait())
-                waits = {writer, self.producers, stopped}
-                if config.budgets.max_duration_s is not None:
-                    waits.add(asyncio.create_task(self._deadline(config.budgets.max_duration_s)))
-                await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
-                for task in waits - {writer, self.producers}:
-                    task.cancel()
-                if not self.producers.done():
-                    self.producers.cancel()
-                await asyncio.wait({self.producers})
-                self._note_crash(self.producers)
-                self.results.close()
-                try:
-                    await writer
-                except ArchiveError as exc:
-                    self.stop(ExitCode.ARCHIVE, str(exc))
-            ticker.cancel()
-            total.cancel()
-            if metrics is not None:
-                metrics.cancel()
+        self.pacer = Pacer(config.limits, config.retry, max_requests=config.budgets.max_requests)
+        total = asyncio.create_task(asyncio.to_thread(estimate_lines, config.manifest))
+        total.add_done_callback(self._set_total)
+        ticker = asyncio.create_task(self._tick(self.pacer))
+        metrics = asyncio.create_task(self._metrics_loop()) if config.metrics.file else None
+        async with RecordingsClient(config.http, tokens=self.tokens) as client:
+            fetcher = Fetcher(
+                client, self.pacer, config.retry, stats=self.stats, renew_token=self.tokens.renew
+            )
+            writer = asyncio.create_task(self._write(archive))
+            self.producers = asyncio.create_task(self._produce(planner, fetcher))
+            stopped = asyncio.create_task(self.stop_event.wait())
+            waits = {writer, self.producers, stopped}
+            if config.budgets.max_duration_s is not None:
+                waits.add(asyncio.create_task(self._deadline(config.budgets.max_duration_s)))
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            for task in waits - {writer, self.producers}:
+                task.cancel()
+            if not self.producers.done():
+                self.producers.cancel()
+            await asyncio.wait({self.producers})
+            self._note_crash(self.producers)
+            self.results.close()
+            try:
+                await writer
+            except ArchiveError as exc:
+                self.stop(Stop(ExitCode.ARCHIVE, str(exc)))
+        ticker.cancel()
+        for notice in self.pacer.poll():  # made by the last answers, after the ticker's last look
+            self._notice(notice)
+        total.cancel()
+        if metrics is not None:
+            metrics.cancel()
 
     async def _deadline(self, seconds: float) -> None:
         """--max-duration: at the deadline no request starts any more; those in flight are abandoned."""
         await asyncio.sleep(seconds)
         self.stop(
-            ExitCode.BUDGET,
-            f"--max-duration ({seconds:g} s) reached; run the same command again to continue",
+            Stop(
+                ExitCode.BUDGET,
+                f"--max-duration ({seconds:g} s) reached; run the same command again to continue",
+            )
         )
 
-    async def _tick(self) -> None:
-        """Tell the progress display the time passes, so it keeps talking during a long pause."""
+    async def _tick(self, pacer: Pacer) -> None:
+        """Show the pacer's notices as soon as it has any; once a second, tell the progress display
+        the pace and that time passes, so it keeps talking during a long pause."""
+        loop = asyncio.get_running_loop()
+        next_tick = loop.time() + 1.0
         while True:
-            await asyncio.sleep(1.0)
-            if self.pacer is not None:
-                self.pacer.tick()
-                rate = self.pacer.rate_now()
+            await pacer.news(max(0.0, next_tick - loop.time()))
+            for notice in pacer.poll():
+                self._notice(notice)
+            if loop.time() >= next_tick:
+                next_tick = loop.time() + 1.0
+                rate = pacer.rate_now()
                 self.progress.limit(None if math.isinf(rate) else rate)
-            self.progress.tick()
+                self.progress.tick()
 
     def _notice(self, notice: PauseNotice) -> None:
-        """A pause, an outage or its end, from the pacer: once on stderr, and on the bar.
+        """A pause, an outage or its end, polled from the pacer: once on stderr, and on the bar.
 
         In JSON logs a pause is a `pause` event with its reason and when it
         ends, and its end a `resume` event.
@@ -325,9 +392,9 @@ class _Run:
 
     def snapshot(self, exit_code: int | None = None) -> Snapshot:
         """The run's counters now, for the metrics; with `exit_code`, the last one."""
-        pacer = self.pacer
-        if pacer is not None:
-            rate, paused = pacer.rate_now(), pacer.paused_s()
+        if self.pacer is not None:
+            pacing = self.pacer.report()
+            rate, paused = pacing.rate_per_s, pacing.paused_s
         else:
             rate, paused = self.config.limits.rate_per_s or math.inf, {}
         return Snapshot(
@@ -373,9 +440,7 @@ class _Run:
         text = render(self.snapshot(exit_code))
         await self._write_metrics(text)
         if settings.push_url is not None:
-            problem = await asyncio.to_thread(
-                push, settings.push_url, settings.labels, text, timeout_s=settings.push_timeout_s
-            )
+            problem = await push(settings.push_url, settings.labels, text, timeout_s=settings.push_timeout_s)
             if problem is not None:
                 log.warning("%s; the export itself is not affected", problem)
 
@@ -392,10 +457,12 @@ class _Run:
         errors = exc.exceptions if isinstance(exc, BaseExceptionGroup) else (exc,)
         for error in errors:
             if isinstance(error, ExporterError):
-                self.stop(error.exit_code, str(error))
+                self.stop(Stop(error.exit_code, str(error)))
             else:
-                text = "".join(traceback.format_exception(error))
-                self.stop(ExitCode.INTERNAL, f"internal error, please report it:\n{text}")
+                # The traceback goes to the log (escaped line by line in text); the run's
+                # message, which the checkpoint keeps too, is one line.
+                log.error("internal error, please report it with this traceback", exc_info=error)
+                self.stop(Stop(ExitCode.INTERNAL, f"internal error, please report it: {error!r}"))
 
     async def _produce(self, planner: Planner, fetcher: Fetcher) -> None:
         async with asyncio.TaskGroup() as group:
@@ -423,30 +490,17 @@ class _Run:
                 outcome = await fetcher.fetch(job.id, job.tries)
             except AuthRefused as exc:
                 await self.results.put(Failure(job.id, Reason.AUTH, str(exc), attempts=1))
-                self.stop(ExitCode.AUTH, str(exc))
+                self.stop(Stop(ExitCode.AUTH, str(exc)))
                 return
             if isinstance(outcome, Later):
                 self.jobs.park(Job(outcome.id, outcome.tries), outcome.not_before)
             elif isinstance(outcome, Unfinished):
                 # No request may start any more: the ids still queued stay for the next run,
                 # while the other workers finish what they have in flight.
-                reason, message = _HALTS[outcome.halt]
-                if outcome.halt is Halt.TOLD_TO_WAIT and self.pacer is not None:
-                    message = message.format(seconds=self.pacer.told_to_wait_s)
-                self._end_soon(reason, message)
+                self.stop(Stop(_HALTS[outcome.halt], outcome.message, drain=False))
             else:
                 await self.results.put(outcome, len(outcome.line) if isinstance(outcome, Success) else 0)
             self.jobs.done()
-
-    def _end_soon(self, reason: ExitCode, message: str) -> None:
-        """End after the requests in flight: the first reason given is the one reported."""
-        if self.stop_reason is None:
-            self.stop_reason = reason
-            self.stop_message = message
-        if self.feeder is not None:
-            self.feeder.cancel()
-        # Workers waiting for an id get none: the queued and parked ones stay for the next run.
-        self.jobs.close()
 
     async def _write(self, archive: Archive) -> None:
         loop = asyncio.get_running_loop()
@@ -460,13 +514,13 @@ class _Run:
                 else:
                     at = at or utc_iso(time.time())
                     self.failures[item.reason] += 1
-                    failures.append(item.to_json_line(run=archive.run, at=at))
+                    failures.append(failed_entry(item, run=archive.run, at=at).to_json_line())
                     if self.config.log_format == "json":
                         _log_failure(item)
             try:
                 await loop.run_in_executor(self.writer_pool, _commit, archive, records, failures)
             except ArchiveError as exc:
-                self.stop(ExitCode.ARCHIVE, str(exc))
+                self.stop(Stop(ExitCode.ARCHIVE, str(exc)))
                 raise
             self.exported += len(records)
             self.progress.advance(exported=len(records), failed=len(failures), retries=self.stats.retries)
@@ -510,52 +564,24 @@ class _Run:
             shard=str(config.shard) if config.shard else None,
             superseded_to=str(archive.superseded_to) if archive.superseded_to else None,
         )
-        pacing = pacing_report(self.pacer) if self.pacer is not None else None
+        pacing = pacing_report(self.pacer.report()) if self.pacer is not None else None
         summary = build_summary(facts, counts, dict(self.failures), files, failed_lines, pacing)
         archive.write_summary(summary)
         return summary
 
-    @contextlib.contextmanager
-    def _signals(self) -> Any:
-        """SIGINT/SIGTERM stop the run cleanly; a second one exits at once. SIGHUP re-reads --token-file."""
-        if not self.handle_signals:
-            yield
-            return
-        loop = asyncio.get_running_loop()
-        mapping = {signal.SIGINT: ExitCode.SIGINT, signal.SIGTERM: ExitCode.SIGTERM}
 
-        def on_signal(signum: signal.Signals) -> None:
-            if self.stop_event.is_set() and self.stop_reason in (
-                ExitCode.SIGINT,
-                ExitCode.SIGTERM,
-            ):
-                sys.stderr.write(
-                    "exporter: stopping now; committed records are safe, the rest is fetched next run\n"
-                )
-                sys.stderr.flush()
-                os._exit(int(mapping[signum]))
-            log.warning("%s: finishing what was fetched, then stopping (again to stop at once)", signum.name)
-            self.stop(
-                mapping[signum],
-                f"interrupted by {signum.name}; run the same command again to continue",
-            )
-
-        def on_hangup() -> None:
-            # A rotated --token-file: take the new token before the API refuses the old one.
-            outcome = self.tokens.reload()
-            log.info("SIGHUP: read --token-file %s again: %s", self.tokens.path, outcome.value)
-
-        for signum in mapping:
-            loop.add_signal_handler(signum, on_signal, signum)
-        if self.tokens.path is not None:
-            loop.add_signal_handler(signal.SIGHUP, on_hangup)
-        try:
-            yield
-        finally:
-            for signum in mapping:
-                loop.remove_signal_handler(signum)
-            if self.tokens.path is not None:
-                loop.remove_signal_handler(signal.SIGHUP)
+def failed_entry(failure: Failure, *, run: int, at: str) -> FailedEntry:
+    """The failed.ndjson entry of `failure`, failed in run `run` at `at` (RFC 3339)."""
+    return FailedEntry.about(
+        failure.id,
+        reason=failure.reason.value,
+        error=failure.error,
+        status=failure.status,
+        attempts=failure.attempts,
+        run=run,
+        at=at,
+        line=failure.line,
+    )
 
 
 def _log_failure(failure: Failure) -> None:

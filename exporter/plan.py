@@ -21,9 +21,9 @@ from typing import Protocol, cast
 from .config import Shard
 from .digests import DIGEST_BYTES, ArchivedLookup, DigestSet, id_digest, shard_of
 from .errors import Reason
-from .fetcher import Failure
 from .manifest import Entry, ManifestEntries, id_problem, sane_ascii_lines, text_entries
 from .manifest_stream import LineBatch
+from .outcomes import Failure
 from .resume_point import resume_offset
 
 

@@ -15,6 +15,7 @@ from typing import Protocol, TextIO
 from tqdm import tqdm
 
 from .config import ProgressMode
+from .display import escape
 from .logs import event
 
 log = logging.getLogger("exporter")
@@ -25,7 +26,9 @@ class Progress(Protocol):
 
     def set_total(self, total: int | None) -> None: ...
 
-    def advance(self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int = 0) -> None: ...
+    def advance(
+        self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int | None = None
+    ) -> None: ...
 
     def status(self, text: str | None) -> None:
         """A state worth showing beside the counts (a pause and until when); None clears it."""
@@ -54,7 +57,9 @@ class NullProgress:
     def set_total(self, total: int | None) -> None:
         pass
 
-    def advance(self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int = 0) -> None:
+    def advance(
+        self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int | None = None
+    ) -> None:
         pass
 
     def close(self) -> None:
@@ -79,7 +84,8 @@ class BarProgress:
         self._status: str | None = None
 
     def status(self, text: str | None) -> None:
-        self._status = text
+        # The bar is written straight to the terminal, past the log formatter: escaped here.
+        self._status = None if text is None else escape(text)
         self._postfix()
 
     def tick(self) -> None:
@@ -99,10 +105,12 @@ class BarProgress:
             self._bar.total = total
             self._bar.refresh()
 
-    def advance(self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int = 0) -> None:
-        if failed or retries != self._retries:
+    def advance(
+        self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int | None = None
+    ) -> None:
+        if failed or (retries is not None and retries != self._retries):
             self._failed += failed
-            self._retries = retries
+            self._retries = self._retries if retries is None else retries
             self._postfix()
         self._bar.update(exported + failed + skipped)
 
@@ -138,11 +146,14 @@ class LogProgress:
     def tick(self) -> None:
         self.advance()
 
-    def advance(self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int = 0) -> None:
+    def advance(
+        self, *, exported: int = 0, failed: int = 0, skipped: int = 0, retries: int | None = None
+    ) -> None:
         self._exported += exported
         self._failed += failed
         self._skipped += skipped
-        self._retries = retries
+        if retries is not None:
+            self._retries = retries
         now = time.monotonic()
         if now - self._last >= self._every_s:
             self._last = now

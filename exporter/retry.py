@@ -1,8 +1,8 @@
 """What to do with a response, and how long to wait before trying again.
 
-Plain functions with no I/O and no event loop: the fetcher asks `classify` for a
-verdict, `backoff_delay` for a wait, and `retry_after_s`
-for what the server asked for. Time and randomness come in as arguments.
+Plain functions with no I/O and no event loop: the fetcher asks `classify_status`
+for a verdict and `backoff_delay` for a wait, and the pacer asks `retry_after_s`
+what the server asked for. Time and randomness come in as arguments.
 """
 
 from __future__ import annotations
@@ -90,7 +90,7 @@ def retry_after_s(value: str | None, *, now_epoch: float) -> float | None:
     except ValueError:
         pass
     else:
-        return seconds if math.isfinite(seconds) and seconds >= 0 else None
+        return seconds + 0.0 if math.isfinite(seconds) and seconds >= 0 else None  # -0 is 0
     try:
         when = email.utils.parsedate_to_datetime(value)
     except (TypeError, ValueError, IndexError):

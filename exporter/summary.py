@@ -14,8 +14,8 @@ from typing import Any
 
 from .archive.layout import FileReport, Summary
 from .errors import ExitCode, Reason
-from .fetcher import FetchStats
-from .pacing import Pacer
+from .outcomes import FetchStats
+from .pacing import PacingReport
 from .plan import PlanCounts
 
 _STATUS = {
@@ -79,14 +79,26 @@ def run_counts(
     }
 
 
-def pacing_report(pacer: Pacer) -> dict[str, Any]:
-    """How the API's limits shaped the run: seconds held by reason, rate cuts, the pace at the end."""
-    rate = pacer.rate_now()
+def pacing_report(report: PacingReport) -> dict[str, Any]:
+    """How the API's limits shaped the run: seconds held by reason, rate cuts, the pace at the end,
+    outages and the checks that told them from broken ids, and why the pool halted (`halt`: its
+    reason, what it blames, the line the user saw, when the API said to come back; or null)."""
+    halt = report.halt
     return {
-        "paused_s": pacer.paused_s(),
-        "rate_cuts": pacer.rate_cuts,
-        "rate_per_s_at_end": None if math.isinf(rate) else round(rate, 3),
-        "outages": pacer.breaker.outages,
+        "paused_s": dict(report.paused_s),
+        "rate_cuts": report.rate_cuts,
+        "rate_per_s_at_end": None if math.isinf(report.rate_per_s) else round(report.rate_per_s, 3),
+        "outages": report.outages,
+        "outage_checks": report.outage_checks,
+        "halt": None
+        if halt is None
+        else {
+            "reason": halt.halt.value,
+            "cause": halt.cause,
+            "message": halt.message,
+            "resume_at": halt.resume_at,
+            "wait_s": None if halt.wait_s is None else round(halt.wait_s, 3),
+        },
     }
 
 

@@ -26,7 +26,8 @@ behaviour, so a test chooses it by naming the id:
     pretty-*    a normal record, pretty-printed over many lines
 
 Fault kinds (``fail_first`` for "each flaky-* id fails twice, then works"; ``fault_rate``
-for load tests): 500 502 503; 429 (Retry-After seconds + X-RateLimit-*); 429date
+for load tests, with ``fault_attempts`` to fault only each id's first requests): 500 502 503
+504; 429 (Retry-After seconds + X-RateLimit-*); 429date
 (Retry-After as an HTTP date); reset (half the body, then a TCP RST); truncate (half the
 body, then a clean close, short of Content-Length); html (200 text/html error page);
 badjson (200, invalid JSON); empty (200, no body); wrongid (200, data.id is another id);
@@ -91,6 +92,7 @@ FaultKind = Literal[
     "500",
     "502",
     "503",
+    "504",
     "429",
     "429date",
     "429bare",
@@ -140,6 +142,8 @@ UNKNOWN_PATHS_LIMIT: Final = 1_000
 NOMINAL_RATE_LIMIT: Final = 60
 #: The longest outage (and delay before one) a config may ask for: a day.
 MAX_OUTAGE_S: Final = 86_400.0
+#: The largest record_bytes: a body is built in memory for every request.
+MAX_RECORD_BYTES: Final = 256_000_000
 #: The name of the quota policy in the IETF RateLimit-Policy and RateLimit fields.
 QUOTA_POLICY: Final = "default"
 
@@ -174,6 +178,10 @@ class ServerConfig:
     """Fraction (0..1) of ids, chosen by hash, whose transcript is large_bytes long."""
     large_bytes: int = 3_000_000
     """Transcript length in characters (about bytes: mostly ASCII) of a large record."""
+    record_bytes: int | None = None
+    """Serve every ordinary record as a body of exactly this many bytes (at least the ~200 of
+    a compact record: id, date, duration, title, a transcript filling the rest), instead of
+    the realistic mix (1-20 KB, and large_fraction of large_bytes); None: the mix."""
     latency_ms: float = 0.0
     """Delay added to every API response, in milliseconds."""
     jitter_ms: float = 0.0
@@ -182,6 +190,9 @@ class ServerConfig:
     """Probability (0..1) that a request gets a random fault from fault_kinds."""
     fault_kinds: tuple[FaultKind, ...] = ("500", "502", "503", "429", "reset")
     """The kinds fault_rate draws from, uniformly."""
+    fault_attempts: int | None = None
+    """Random faults only on each id's first this many requests (None: on every request), as
+    an API whose first tries fail and whose retries work."""
     fail_first: Mapping[str, tuple[FaultKind, int]] = dataclasses.field(
         default_factory=lambda: types.MappingProxyType({})
     )
@@ -232,6 +243,10 @@ class ServerConfig:
             _check_range("outage_after_s", self.outage_after_s, 0.0, MAX_OUTAGE_S)
         if self.revoke_after is not None:
             _check_range("revoke_after", self.revoke_after, 0.0, math.inf)
+        if self.record_bytes is not None:
+            _check_range("record_bytes", self.record_bytes, 1.0, MAX_RECORD_BYTES)
+        if self.fault_attempts is not None and self.fault_attempts < 1:
+            raise ValueError("fault_attempts must be >= 1; use None to fault every request")
         if self.rate_limit_rps is not None and not self.rate_limit_rps > 0:
             raise ValueError("rate_limit_rps must be > 0; use None to disable the rate limit")
         if self.rate_limit_burst is not None and self.rate_limit_burst < 1:
@@ -351,10 +366,12 @@ _FIELD_READERS: Final[Mapping[str, Callable[[str, object], Any]]] = {
     "revoke_after": _optional(_as_int),
     "large_fraction": _as_float,
     "large_bytes": _as_int,
+    "record_bytes": _optional(_as_int),
     "latency_ms": _as_float,
     "jitter_ms": _as_float,
     "fault_rate": _as_float,
     "fault_kinds": _as_kinds,
+    "fault_attempts": _optional(_as_int),
     "fail_first": _as_fail_first,
     "retry_after_s": _as_int,
     "slow_s": _as_float,
@@ -521,6 +538,38 @@ def _transcript_length(rng: random.Random, large: bool, large_bytes: int) -> int
         return large_bytes
     low, high = math.log(_MIN_TRANSCRIPT), math.log(_MAX_TRANSCRIPT)
     return int(math.exp(rng.uniform(low, high)))
+
+
+def sized_body(recording_id: str, *, seed: int, body_bytes: int) -> bytes:
+    """A compact record's body of exactly body_bytes bytes, or the smallest one (empty transcript).
+
+    For measuring what record size does (compression ratios, per-record costs) with
+    bodies the exporter accepts; its transcript is a slice of the same corpus.
+    """
+    rng = random.Random(f"{seed}\x1f{recording_id}\x1fsized")
+    created_ms = (_EPOCH_2023 + rng.randrange(_TWO_YEARS_S)) * 1000 + rng.randrange(1000)
+    record: dict[str, Any] = {
+        "id": recording_id,
+        "dateCreated": _iso(created_ms),
+        "durationInMilliseconds": rng.randint(30_000, 5_400_000),
+        "title": f"{_phrase(rng, 2, 5).title()} - {rng.choice(_CITIES)[0]}",
+        "redactedTranscript": "",
+    }
+    envelope = {"data": record, "cursor": None, "pageSize": 1, "limit": 1}
+    body = orjson.dumps(envelope)
+    state = rng.getstate()
+    length = body_bytes - len(body)
+    # Newlines and non-ASCII letters take more than one byte each: shorten until it fits,
+    # then pad with spaces to the exact size.
+    while length > 0:
+        rng.setstate(state)
+        record["redactedTranscript"] = _transcript(rng, length)
+        body = orjson.dumps(envelope)
+        if len(body) <= body_bytes:
+            record["redactedTranscript"] += " " * (body_bytes - len(body))
+            return orjson.dumps(envelope)
+        length -= len(body) - body_bytes
+    return body
 
 
 def make_record(
@@ -979,6 +1028,8 @@ def success_body(recording_id: str, config: ServerConfig, include: frozenset[str
         return edge_body(recording_id)
     if recording_id.startswith("deep-"):
         return _envelope_bytes(json.dumps(deep_record(recording_id), ensure_ascii=False))
+    if config.record_bytes is not None and not recording_id.startswith("pretty-"):
+        return sized_body(recording_id, seed=config.seed, body_bytes=config.record_bytes)
     record = make_record(
         recording_id,
         seed=config.seed,
@@ -1014,6 +1065,8 @@ def choose_fault(config: ServerConfig, recording_id: str, attempt: int) -> Fault
     rule = fail_first_rule(config.fail_first, recording_id)
     if rule is not None and attempt <= rule[1]:
         return rule[0]
+    if config.fault_attempts is not None and attempt > config.fault_attempts:
+        return None
     if config.fault_kinds and _unit_hash(config.seed, "fault", recording_id, attempt) < (config.fault_rate):
         pick = _unit_hash(config.seed, "kind", recording_id, attempt)
         return config.fault_kinds[int(pick * len(config.fault_kinds))]
@@ -1508,7 +1561,7 @@ _Fault = Callable[[web.Request, ServerConfig, str, FaultKind], Awaitable[web.Str
 async def _fault_status(
     request: web.Request, config: ServerConfig, rid: str, kind: FaultKind
 ) -> web.StreamResponse:
-    """500, 502 or 503 with the JSON error body."""
+    """500, 502, 503 or 504 with the JSON error body."""
     return _error(int(kind), f"injected {kind} for {rid}")
 
 
@@ -1613,6 +1666,7 @@ _FAULTS: Final[Mapping[FaultKind, _Fault]] = {
     "500": _fault_status,
     "502": _fault_status,
     "503": _fault_status,
+    "504": _fault_status,
     "429": _fault_429,
     "429date": _fault_429,
     "429bare": _fault_429bare,
@@ -2010,7 +2064,7 @@ special ids (by prefix):
   pretty-*     a pretty-printed body
 
 fault kinds:
-  500 502 503  JSON error        429      Retry-After seconds + X-RateLimit-*
+  500 502 503 504  JSON error    429      Retry-After seconds + X-RateLimit-*
   429date      Retry-After date  429bare  Retry-After seconds only (a flaky gateway)
   reset        half the body, then TCP RST
   truncate     half the body, then close (short of Content-Length)
@@ -2093,6 +2147,13 @@ def build_parser() -> argparse.ArgumentParser:
         help="length of a large transcript, in characters (default: %(default)s)",
     )
     add(
+        "--record-bytes",
+        type=int,
+        metavar="N",
+        help="serve every ordinary record as a compact body of exactly N bytes (default: the "
+        "realistic mix of 1-20 KB and --large-fraction)",
+    )
+    add(
         "--latency-ms",
         type=float,
         default=d.latency_ms,
@@ -2119,6 +2180,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=d.fault_kinds,
         metavar="K1,K2",
         help=f"kinds --fault-rate draws from (default: {','.join(d.fault_kinds)})",
+    )
+    add(
+        "--fault-attempts",
+        type=int,
+        default=d.fault_attempts,
+        metavar="N",
+        help="random faults only on each id's first N requests (default: every request)",
     )
     add(
         "--fail-first",
@@ -2208,10 +2276,12 @@ def config_from_args(args: argparse.Namespace, env: Mapping[str, str]) -> Server
         revoke_after=args.revoke_after,
         large_fraction=args.large_fraction,
         large_bytes=args.large_bytes,
+        record_bytes=args.record_bytes,
         latency_ms=args.latency_ms,
         jitter_ms=args.jitter_ms,
         fault_rate=args.fault_rate,
         fault_kinds=tuple(args.fault_kinds),
+        fault_attempts=args.fault_attempts,
         fail_first=dict(args.fail_first),
         retry_after_s=args.retry_after_s,
         slow_s=args.slow_s,

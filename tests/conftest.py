@@ -86,7 +86,7 @@ def make_config(
 
 async def export(config: ExportConfig) -> RunOutcome:
     """Run the exporter in this process (no signal handlers)."""
-    return await run_export(config, handle_signals=False)
+    return await run_export(config)
 
 
 def read_records(out: Path) -> list[dict[str, Any]]:
@@ -172,3 +172,53 @@ def spawn(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[byt
         stderr=subprocess.PIPE,
         cwd=ROOT,
     )
+
+
+# Runs its arguments and writes the child's peak RSS (KiB) to the file named first. A process
+# started from the test process itself would report the test process's RSS at the fork
+# (Linux carries the parent's high-water mark across vfork and exec); this small, freshly
+# exec'd Python forks the exporter from its own, small memory.
+PEAK_RSS_OF = """
+import os, subprocess, sys
+child = subprocess.Popen(sys.argv[2:])
+_, status, usage = os.wait4(child.pid, 0)
+with open(sys.argv[1], "w") as report:
+    report.write(str(usage.ru_maxrss))
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
+def cli_peak_rss(
+    *args: str, report: Path, env: dict[str, str] | None = None, timeout: float = 60
+) -> tuple[subprocess.CompletedProcess[str], int]:
+    """`cli(*args)`, and the exporter process's own peak RSS in KiB (written to `report` on the way)."""
+    result = subprocess.run(
+        [sys.executable, "-c", PEAK_RSS_OF, str(report), sys.executable, "-m", "exporter", *args],
+        env=cli_env() if env is None else env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+    )
+    return result, int(report.read_text())
+
+
+# -- object storage (tests/test_s3_*.py) ---------------------------------------------
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """ministack on loopback for the whole session (its own virtualenv, `scripts/ministack_server.py`).
+
+    Skipped, with the reason, only when it cannot be installed here; under CI
+    (`CI=true`, where .ci/run installs it first) that is a failure instead.
+    """
+    import ministack_server
+
+    try:
+        with ministack_server.running(tmp_path_factory.mktemp("ministack")) as server:
+            yield server.endpoint
+    except ministack_server.Unavailable as exc:
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"ministack (the S3-compatible test server) is not available: {exc}")

@@ -10,17 +10,22 @@ deterministically.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 import random
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from exporter.config import LimitSettings, RetrySettings
-from exporter.pacing import Halt, Pacer, Ticket
+from exporter.pacing import HaltDetail, Pacer, Ticket
 
 EPOCH0 = 1_800_000_000.0
 
-Answer = tuple[int, dict[str, str]]
+#: A status (None: no answer, e.g. a reset) and headers.
+Answer = tuple[int | None, dict[str, str]]
+
+#: Statuses the fetcher reports to the pacer as the API possibly being down (`fetcher._DOWN_STATUSES`).
+DOWN_STATUSES = frozenset({500, 502, 503, 504})
 
 
 class VirtualClock:
@@ -95,21 +100,40 @@ class WindowServer:
         return status, headers
 
 
-class RandomRefusals:
-    """Answers a share of requests (chosen at random) with 429 + Retry-After, whatever the rate."""
+class TransientFaults:
+    """A flaky API, whatever the rate: a share of answers are 429 (`Retry-After: 1`, nothing else),
+    a share 5xx, a share resets (no answer); the rest are 200s (a 200 whose body is wrong, HTML or
+    another id's record, is a 200 to the pacer: the fetcher retries it)."""
 
-    def __init__(self, share: float, retry_after_s: int = 1, seed: int = 7) -> None:
-        self.share, self.retry_after_s = share, retry_after_s
+    def __init__(self, *, refused: float, errors: float = 0.0, resets: float = 0.0, seed: int = 7) -> None:
+        self.bounds = list(itertools.accumulate((refused, errors, resets)))
+        if self.bounds[-1] > 1.0:
+            raise ValueError("the shares add up to more than 1")
         self.rng = random.Random(seed)
 
     def __call__(self, now: float) -> Answer:
-        if self.rng.random() < self.share:
-            return 429, {"Retry-After": str(self.retry_after_s)}
+        draw = self.rng.random()
+        if draw < self.bounds[0]:
+            return 429, {"Retry-After": "1"}
+        if draw < self.bounds[1]:
+            return self.rng.choice((500, 502, 503, 504)), {}
+        if draw < self.bounds[2]:
+            return None, {}
         return 200, {}
 
 
+def flaky_api(seed: int = 7) -> TransientFaults:
+    """Issue 16's flaky API as the pacer sees it: 60% of first and second attempts fault, which
+    makes 784 answers for 400 ids, and the faults are drawn evenly from 500, 502, 503, 504, two
+    each of resets and half bodies, HTML with 200, another id's record, and two of 429 with
+    `Retry-After: 1` (scripts/bench.py's case g): 8% of the answers are 429s, 16% 5xx and 16%
+    resets; the 8% with a wrong body are 200s to the pacer."""
+    return TransientFaults(refused=0.08, errors=0.16, resets=0.16, seed=seed)
+
+
 class Both:
-    """Random refusals in front of a real limit: either refuses."""
+    """Transient faults or random refusals in front of a real limit: a request the first refuses
+    never reaches the limit."""
 
     def __init__(self, *servers: Callable[[float], Answer]) -> None:
         self.servers = servers
@@ -128,10 +152,23 @@ class Outcome:
 
     accepted: list[float] = field(default_factory=list)
     refused: list[float] = field(default_factory=list)
+    #: Other faults (5xx, resets, bad bodies): answered, neither accepted nor a 429.
+    faulted: list[float] = field(default_factory=list)
+    #: (time, the pace allowed) after every answer.
+    paces: list[tuple[float, float]] = field(default_factory=list)
     pacer: Pacer | None = None
 
     def rate(self, start: float, end: float) -> float:
         return sum(1 for t in self.accepted if start <= t < end) / (end - start)
+
+    def sent_rate(self, start: float, end: float) -> float:
+        """Requests per second that reached the server, whatever it answered."""
+        times = (self.accepted, self.refused, self.faulted)
+        return sum(1 for ts in times for t in ts if start <= t < end) / (end - start)
+
+    def lowest_pace(self, start: float = 0.0) -> float:
+        """The lowest pace the pacer allowed from `start` on."""
+        return min(pace for t, pace in self.paces if t >= start)
 
     def refused_share(self, start: float, end: float) -> float:
         ok = sum(1 for t in self.accepted if start <= t < end)
@@ -186,7 +223,7 @@ def simulate(
         clock.now = at
         if kind == "want":
             admitted = pacer.reserve(at)
-            if isinstance(admitted, Halt):
+            if isinstance(admitted, HaltDetail):
                 continue
             if isinstance(admitted, float):
                 push(at + min(admitted, 1.0), "want")
@@ -196,13 +233,17 @@ def simulate(
             assert ticket is not None
             pacer.going(ticket)
             status, headers = server(at)
-            (outcome.accepted if status == 200 else outcome.refused).append(at)
+            kept = {200: outcome.accepted, 429: outcome.refused}.get(status or 0, outcome.faulted)
+            kept.append(at)
             push(at + latency_s / 2, "answer", ticket, (status, headers))
         else:
             assert ticket is not None
             assert answer is not None
             status, headers = answer
-            pacer.finish(ticket, status=status, headers=headers)
+            pacer.finish(
+                ticket, status=status, headers=headers, down=status is None or status in DOWN_STATUSES
+            )
+            outcome.paces.append((at, pacer.rate_now()))
             # A refused id is parked until its Retry-After (jobs.JobSource) and the worker takes
             # another: ids are endless here, so the worker simply asks again at once.
             push(at, "want")

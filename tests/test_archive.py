@@ -17,10 +17,12 @@ import pytest
 import zstandard
 
 from exporter.archive import checkpoint
+from exporter.archive.layout import CHECKPOINT_LINE_BYTES
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, Compression
 from exporter.digests import DigestSet, id_digest
 from exporter.errors import ArchiveCorrupt, ArchiveLocked
+from exporter.offline.verify import verify_archives
 
 
 def request(refetch: bool = False) -> RunRequest:
@@ -78,6 +80,24 @@ def test_commit_writes_lines_and_checkpoint(tmp_path: Path) -> None:
     assert commit["ids"] == ["a", "b", "c"]
     assert commit["end"] == (tmp_path / "records-00001.ndjson").stat().st_size
     assert commit["lines"] == 3
+
+
+@pytest.mark.parametrize("codec", ["none", "zstd"])
+def test_a_batch_too_large_for_one_entry_is_split_into_commits(tmp_path: Path, codec: Compression) -> None:
+    """A batch of 30,000 records (say, tiny records in a byte-bounded batch): every checkpoint entry stays
+    under the cap readers hold, each commit decodes on its own, and verify finds the archive whole."""
+    ids = [f"recording-{n:010}-{'x' * 20}" for n in range(30_000)]  # 44 bytes each in an entry: 1.3 MB
+    committed(tmp_path, ids, compress=codec)
+    lines = (tmp_path / "checkpoint.ndjson").read_bytes().splitlines(keepends=True)
+    assert max(map(len, lines)) <= CHECKPOINT_LINE_BYTES
+    commits = [json.loads(line) for line in lines if b'"t":"commit"' in line]
+    assert len(commits) == 6  # 261,632 bytes of ids in each but the last
+    assert [i for c in commits for i in c["ids"]] == ids
+    assert stored_ids(tmp_path) == ids
+    assert commits[-1]["end"] == next(tmp_path.glob("records-*")).stat().st_size
+    report = verify_archives([tmp_path])
+    assert report.ok, report.findings
+    assert report.records == len(ids)
 
 
 def test_reopen_knows_what_is_archived(tmp_path: Path) -> None:

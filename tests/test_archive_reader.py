@@ -2,23 +2,32 @@
 
 from __future__ import annotations
 
+import io
 import zlib
 from pathlib import Path
 
+import orjson
 import pytest
 
 from exporter.archive import reader as archive_reader
 from exporter.archive.checkpoint import Commit, commit_entry, run_entry
+from exporter.archive.layout import CHECKPOINT_LINE_BYTES, FAILED_LINE_BYTES, FailedEntry, Summary
 from exporter.archive.reader import (
     Alignment,
     Chunk,
     Line,
     RecordsReader,
+    Unreadable,
+    checkpoint_lines,
     line_at,
     line_id,
+    read_failed,
+    read_summary,
     replay_checkpoint,
     replay_commits,
 )
+from exporter.bounded import Overlong
+from exporter.errors import ArchiveCorrupt
 
 R1 = "records-00001.ndjson"
 
@@ -52,6 +61,81 @@ def test_replay_commits_numbers_commits_and_stops_at_the_replayed_bytes(tmp_path
         handle.write(b"\n" + commit_entry(file=R1, end=40, lines=4, crc32=4, ids=["d"]))
     seen = [(n, c.ids[0], c.start) for n, c in replay_commits(path, state.valid_bytes)]
     assert [n for n, _, _ in seen] == [1, 2]
+
+
+@pytest.mark.parametrize("size", [1, (1 << 16) - 1, 1 << 16, (1 << 16) + 1])
+def test_checkpoint_lines_keep_each_newline_and_tell_a_torn_last_line(
+    size: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Lines come back exactly as written, wherever the reads fall, the last without its newline
+    when it has none; a line over the cap comes back as an `Overlong`, never whole."""
+    monkeypatch.setattr(archive_reader, "_READ_BYTES", size)
+    lines = [b"x" * 10 + b"\n", b"y" * ((1 << 16) - 1) + b"\n", b"\n", b"z" * 100]
+    assert list(checkpoint_lines(io.BytesIO(b"".join(lines)))) == lines
+    assert list(checkpoint_lines(io.BytesIO(b"".join(lines[:3])))) == lines[:3]
+    huge = b"h" * (CHECKPOINT_LINE_BYTES + 1)
+    found = list(checkpoint_lines(io.BytesIO(lines[0] + huge + b"\n" + lines[0])))
+    assert found[0] == found[2] == lines[0]
+    assert isinstance(found[1], Overlong)
+    assert found[1].size == len(huge)
+
+
+def test_an_overlong_checkpoint_line_is_damage_unless_it_is_the_last(tmp_path: Path) -> None:
+    """A checkpoint whose third line holds 196,608 ids: damage naming the line and its length; as the
+    last line, a torn tail."""
+    path = tmp_path / "checkpoint.ndjson"
+    head = run_entry(run=1, at="t", refetch=False, manifest="m", shard=None) + commit_entry(
+        file=R1, end=10, lines=1, crc32=1, ids=["a"]
+    )
+    ids = ["i"] * (3 * CHECKPOINT_LINE_BYTES // 4)
+    huge = commit_entry(file=R1, end=20, lines=1 + len(ids), crc32=2, ids=ids)
+    path.write_bytes(head + huge + run_entry(run=2, at="t", refetch=False, manifest="m", shard=None))
+    damage = f"a line of {len(huge) - 1:,} bytes, over the {CHECKPOINT_LINE_BYTES:,}-byte limit"
+    with pytest.raises(ArchiveCorrupt, match=rf"^checkpoint.ndjson line 3 is damaged \({damage}\)") as info:
+        replay_checkpoint(path)
+    assert (info.value.line, info.value.damage) == (3, damage)
+    path.write_bytes(head + huge[:-1])
+    state = replay_checkpoint(path)
+    assert (state.torn_tail, state.valid_bytes, state.ids) == (True, len(head), 1)
+    assert [c.ids for _, c in replay_commits(path, state.valid_bytes)] == [["a"]]
+
+
+def test_failed_lines_that_are_not_entries_are_named_by_line(tmp_path: Path) -> None:
+    """failed.ndjson: entries as entries; a line over the cap or one that does not parse, an `Unreadable`."""
+    path = tmp_path / "failed.ndjson"
+    entry = FailedEntry(id="a", reason="not_found", error="HTTP 404")
+    path.write_bytes(
+        entry.to_json_line()
+        + b'{"id":"b","reason":"http_error","error":"'
+        + b"e" * FAILED_LINE_BYTES
+        + b'"}\n'
+        + b"not json\n"
+        + entry.to_json_line()
+    )
+    found = list(read_failed(path))
+    assert found[0] == found[3] == entry
+    assert isinstance(found[1], Unreadable)
+    assert (found[1].line, found[1].overlong) == (2, True)
+    assert (
+        found[1].why
+        == f"a line of {FAILED_LINE_BYTES + 43:,} bytes, over the {FAILED_LINE_BYTES:,}-byte limit"
+    )
+    assert isinstance(found[2], Unreadable)
+    assert (found[2].line, found[2].overlong) == (3, False)
+
+
+def test_a_summary_over_its_cap_is_not_read(tmp_path: Path) -> None:
+    """summary.json may be as long as its files need, and is not read (ValueError) beyond that."""
+    path = tmp_path / "summary.json"
+    summary = Summary(run=1, records=0)
+    path.write_bytes(summary.to_bytes())
+    assert read_summary(path, files=0) == summary
+    doc = summary.to_json()
+    doc["pad"] = "p" * (2 << 20)
+    path.write_bytes(orjson.dumps(doc))
+    with pytest.raises(ValueError, match=r"^2,097,\d{3} bytes, over the 1,048,576-byte limit$"):
+        read_summary(path, files=0)
+    assert read_summary(path, files=4096) == summary  # the limit of an archive of 4,096 files
 
 
 def test_reader_checks_crc_and_joins_a_line_split_across_commits(tmp_path: Path) -> None:

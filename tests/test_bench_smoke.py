@@ -3,7 +3,9 @@ and the pacing scenario's figures are computed right (pure arithmetic on made-up
 
 from __future__ import annotations
 
+import dataclasses
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -11,7 +13,13 @@ from pathlib import Path
 
 import pytest
 from bench import (
+    CompressCase,
+    CompressRun,
     accepted_rates,
+    build_parser,
+    compress_cases,
+    compress_cpu_rows,
+    compress_tables,
     convergence_s,
     pacing_cases,
     paused_text,
@@ -41,6 +49,69 @@ def test_smoke_run_prints_a_figure_for_each_contender(tmp_path: Path) -> None:
     table = done.stdout.split("| contender |", 1)[1]
     for name in expected:
         assert f"| {name} | " in table, f"no figure for {name}:\n{done.stdout}"
+
+
+@pytest.mark.timeout(120)
+def test_compress_scenario_runs_and_compressed_archives_are_smaller(tmp_path: Path) -> None:
+    """`--scenario compress` (no nginx needed) runs every codec and reports smaller stored bytes."""
+    done = subprocess.run(
+        [
+            sys.executable, str(ROOT / "scripts" / "bench.py"), "--scenario", "compress",
+            "--compress-sizes", "2000", "--compress-rate-max-bytes", "0", "--compress-mb", "0.04",
+            "--repeat", "1", "--workdir", str(tmp_path),
+        ],
+        capture_output=True, text=True, timeout=110, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stdout + done.stderr
+    row = next(line for line in done.stdout.splitlines() if line.startswith("| 2 KB | 1.96 KB | 20 |"))
+    ratios = [float(ratio) for ratio in re.findall(r"\((\d+\.\d)x\)", row)]
+    assert len(ratios) == 2, row
+    assert min(ratios) >= 2, row
+
+
+def _compress_run(codec: str, rate: float, records_per_s: float, stored: int) -> CompressRun:
+    return CompressRun(
+        codec=codec, record_bytes=300, rate=rate, concurrency=8, repetition=1, ids=100, exported=100,
+        exit_code=0, wall_s=100 / records_per_s, cpu_s=1.0, stored_bytes=stored, raw_bytes=30_000,
+        frames=2,
+    )  # fmt: skip
+
+
+def test_compress_tables_hold_the_target_only_at_90_percent_of_plain() -> None:
+    """Medians per codec against plain's: 0.9 of plain meets the target, less misses it."""
+    cases = [CompressCase(record_bytes=300, rate=50.0, concurrency=8, ids=100)]
+    runs = [_compress_run("none", 50.0, 50.0, 30_000), _compress_run("zstd", 50.0, 45.0, 5_000)]
+    rows, _, met = compress_tables(runs, cases, ["none", "zstd"])
+    assert met, rows
+    assert rows[0][-1].startswith("45.0 (0.90)")
+    slower = [*runs[:1], _compress_run("zstd", 50.0, 44.0, 5_000)]
+    assert not compress_tables(slower, cases, ["none", "zstd"])[2]
+    at_full_speed = [CompressCase(record_bytes=300, rate=0.0, concurrency=64, ids=100)]
+    fast = [_compress_run("none", 0.0, 3000.0, 30_000), _compress_run("zstd", 0.0, 3000.0, 5_000)]
+    _, sizes, _ = compress_tables(fast, at_full_speed, ["none", "zstd"])
+    assert sizes == [["300 B", "300 B", "100", "30 KB", "5 KB (6.0x)", "50"]]
+
+
+def test_compress_scenario_runs_3_mb_records_at_the_default_rate_and_shows_whose_cpu() -> None:
+    """3 MB records at --rate 10 are a case of their own; each case shows the CPU of exporter, API, the rest.
+
+    Only the sizes --compress-sizes names get their --compress-at points, so a quick run stays quick.
+    """
+    args = build_parser().parse_args(["--scenario", "compress", "--compress-sizes", "20000,3000000"])
+    cases = compress_cases(args)
+    at_ten = [c for c in cases if c.rate == 10.0]
+    assert [(c.record_bytes, c.ids, c.concurrency) for c in at_ten] == [(3_000_000, 100, 8)]
+    assert (20_000, 100.0) in [(c.record_bytes, c.rate) for c in cases]
+    quick = build_parser().parse_args(["--compress-sizes", "2000", "--compress-at", "3000000@10"])
+    assert all(c.record_bytes == 2000 for c in compress_cases(quick))
+
+    run = dataclasses.replace(
+        _compress_run("gzip", 10.0, 5.0, 5_000), cpu_s=14.0, api_cpu_s=1.0, others_cpu_s=15.0
+    )
+    rows = compress_cpu_rows(
+        [run], [CompressCase(record_bytes=300, rate=10.0, concurrency=8, ids=100)], ["gzip"]
+    )
+    assert rows == [["300 B", "10", "14.0 / 1.0 / 15.0 (1.5 cores)"]]
 
 
 # --- the pacing scenario's arithmetic (pure) ------------------------------------------------
@@ -99,11 +170,11 @@ def test_quota_windows_are_whole_windows_aligned_to_the_origin() -> None:
 
 
 def test_pacing_cases_fit_the_budget_and_outlast_it() -> None:
-    """The cases take 6-8 minutes, and every budgeted case has ids for twice what the limit allows."""
+    """The cases take 8-11 minutes, and every budgeted case has ids for twice what the limit allows."""
     cases = pacing_cases(1.0)
-    assert [c.key for c in cases] == ["a", "b", "c", "d", "e", "f-503", "f-refuse"]
+    assert [c.key for c in cases] == ["a", "b", "c", "d", "e", "f-503", "f-refuse", "g", "h"]
     minutes = sum(c.seconds - c.slack_s for c in cases) / 60
-    assert 6 <= minutes <= 8
+    assert 8 <= minutes <= 11
     for case in cases:
         if case.limit_rps is not None:
             assert case.ids >= 2 * case.limit_rps * case.seconds

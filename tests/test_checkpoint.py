@@ -15,12 +15,14 @@ from exporter.archive.checkpoint import (
     RunState,
     close_entry,
     commit_entry,
+    commit_groups,
     commits,
     end_entry,
     replay,
     run_entry,
 )
-from exporter.archive.layout import CHECKPOINT_NAME
+from exporter.archive.layout import CHECKPOINT_LINE_BYTES, CHECKPOINT_NAME
+from exporter.bounded import Overlong
 from exporter.errors import ArchiveCorrupt
 
 SHA = "ab" * 32
@@ -286,6 +288,73 @@ def test_damage_before_the_last_line_is_corruption(damaged: bytes) -> None:
     assert info.value.line == 3
     assert info.value.damage is not None
     assert info.value.damage in str(info.value)
+
+
+def test_an_overlong_line_is_damage_but_for_the_last_line() -> None:
+    """A line over the cap (handed over by the reader as an `Overlong`) is damage before the last line,
+    with its length in the message; as the last line it is a torn tail like any other."""
+    lines = io.BytesIO(PREFIX).readlines()
+    huge = Overlong(b'{"t":"commit","ids":["', 94_000_000, CHECKPOINT_LINE_BYTES)
+    after = commit(file=R1, end=200, lines=3, ids=["c"])
+    with pytest.raises(
+        ArchiveCorrupt, match=r"line 3 is damaged \(a line of 94,000,000 bytes, over the"
+    ) as info:
+        replay([*lines, huge, after])
+    assert info.value.line == 3
+    state = replay([*lines, huge])
+    assert (state.torn_tail, state.valid_bytes, state.ids) == (True, len(PREFIX), 2)
+
+
+def test_damage_messages_quote_no_huge_value() -> None:
+    """A damaged entry holding a list of a million items or a megabyte string is named, not quoted."""
+    entries = [
+        {"t": "commit", "file": R1, "end": [0] * 1_000_000, "lines": 1, "crc32": 0, "ids": ["a"]},
+        {"t": "x" * 1_000_000},
+        {"t": "commit", "file": "r" * 1_000_000, "end": 1, "lines": 1, "crc32": 0, "ids": ["a"]},
+    ]
+    for entry in entries:
+        data = PREFIX + orjson.dumps(entry) + b"\n" + commit(file=R1, end=200, lines=3, ids=["c"])
+        with pytest.raises(ArchiveCorrupt) as info:
+            do_replay(data)
+        assert len(str(info.value)) < 1000
+
+
+def test_the_end_message_is_capped() -> None:
+    """A run's message (it may quote what a server sent) is stored cut, with its length."""
+    entry = orjson.loads(end_entry(run=1, at=T1, exit_code=4, status="error", counts={}, message="m" * 10**6))
+    assert entry["message"] == "m" * 512 + "… (1,000,000 bytes)"
+
+
+@pytest.mark.parametrize(
+    ("ids", "limit", "groups"),
+    [
+        ([f"id-{i:04}" for i in range(10)], 1024, 1),  # fits: one commit, whatever the count
+        (["a" * 200] * 10, 1024, 5),  # 203 bytes each, 512 for the rest of the entry: two a commit
+        (["é" * 256] * 8, 2048, 4),  # 515 bytes each in UTF-8
+        (['"' * 256] * 3, 1100, 3),  # escaped: 515 bytes each, one a commit
+        ([], 1024, 1),
+    ],
+)
+def test_commit_groups_keep_every_entry_under_the_limit(ids: list[str], limit: int, groups: int) -> None:
+    """The ids are split into consecutive runs, in order, whose commit entries all fit in `limit`."""
+    found = commit_groups(ids, limit)
+    assert len(found) == groups
+    assert [i for group in found for i in ids[group]] == ids
+    big = 10**18  # the widest integers an entry may carry
+    for group in found:
+        name = "records-99999.ndjson.zst"
+        assert len(commit_entry(file=name, end=big, lines=big, crc32=2**32 - 1, ids=ids[group])) <= limit
+
+
+def test_commit_groups_refuse_an_id_that_fits_in_no_entry() -> None:
+    """An id too long for an entry of its own cannot be committed (the writer never gets one)."""
+    with pytest.raises(ValueError, match="cannot be committed"):
+        commit_groups(["x" * 2000], 1024)
+
+
+def test_the_cap_holds_a_commit_of_the_longest_valid_ids() -> None:
+    """200 of the longest valid ids (256 characters of 4 bytes each) fit in one entry."""
+    assert len(commit_groups(["\U0001f600" * 256] * 200)) == 1
 
 
 def test_damage_followed_by_a_torn_line_is_still_corruption() -> None:

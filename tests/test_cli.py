@@ -174,6 +174,37 @@ def test_bad_options_exit_2(tmp_path: Path, args: list[str], fragment: str) -> N
     assert fragment in result.stderr
 
 
+@pytest.mark.parametrize(
+    ("args", "fragment"),
+    [
+        (["--max-file-bytes", "9" * 400], "not a size"),
+        (["--compress-batch", "9" * 400], "not a size"),
+        (["--max-response-bytes", "9" * 400 + "MB"], "not a size"),
+        (["--concurrency", "9" * 5000], "not a whole number"),
+        (["--concurrency", "\u0663"], "not a whole number"),
+        (["--concurrency", "100000"], "more than 10,000"),
+        (["--max-requests", "\u00b2"], "not a whole number"),
+        (["--rate", "\u0663"], "not a number"),
+        (["--timeout", "9" * 400], "not a number"),
+        (["--max-duration", "99999999d"], "at most 3650d"),
+        (["--compress", "gzip", "--compress-level", "99"], "not a gzip level: 0 to 9"),
+        (["--compress", "zstd", "--compress-level", "23"], "not a zstd level"),
+        (["--compress-level", "9" * 50], "not a compression level"),
+    ],
+)
+def test_numbers_are_ascii_digits_of_sane_size(tmp_path: Path, args: list[str], fragment: str) -> None:
+    """Every number option takes ASCII digits of a sane length and range: a huge size (which float()
+    turns into infinity), other scripts' digits, an impossible level all exit 2 with one short line
+    that quotes at most the start of what was typed, never a traceback, and nothing is created."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a"])
+    result = cli(*export_args(manifest, tmp_path / "out", "http://127.0.0.1:9", *args))
+    assert result.returncode == 2, result.stderr
+    assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
+    assert len(result.stderr.splitlines()[-1]) < 300
+    assert not (tmp_path / "out").exists()
+
+
 def test_unreadable_manifests_exit_2_before_touching_the_archive(tmp_path: Path) -> None:
     """A missing manifest or a CSV without an id column exits 2 and creates no archive."""
     result = cli(*export_args(tmp_path / "nope.txt", tmp_path / "out", "http://127.0.0.1:9"))

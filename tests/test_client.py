@@ -36,7 +36,8 @@ from scripted import (
 
 from exporter.config import HttpSettings, LimitSettings, ProxySettings, RetrySettings, Secret
 from exporter.errors import Reason, TransportError, UsageError
-from exporter.fetcher import Failure, Fetcher, Later
+from exporter.fetcher import Fetcher
+from exporter.outcomes import Failure, Later
 from exporter.pacing import Pacer
 from exporter.transport.client import (
     DECODED_CODINGS,

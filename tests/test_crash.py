@@ -33,8 +33,19 @@ CONCURRENCY = 8
 # What a kill can cost: requests in flight, plus results fetched but not yet on
 # disk (the writer's batch and the result queue, each at most max(16, concurrency)).
 REPEATS_PER_KILL = CONCURRENCY + 2 * max(16, CONCURRENCY)
-# A compressed commit also gathers up to --compress-batch bytes of records first.
+# A compressed commit gathers up to --compress-batch bytes of records first (or 5 s of them).
 COMPRESS_BATCH_BYTES = 32_000
+# Small records: a --compress-batch of them is more than the 64 results a batch once held.
+SMALL_RECORD_BYTES = 300
+SMALL_COMPRESS_BATCH_BYTES = 60_000
+# Commits of over 1 MiB, which two threads deflate at the same time into one gzip member.
+PIECES_RECORD_BYTES = 40_000
+PIECES_BATCH_BYTES = 1_100_000
+# When each kill comes, after the start. A run needs up to a second to send its first request
+# when the machine is busy; the 40 KB records' kills come a little later, so that most land
+# mid-commit, but early enough that a run rarely finishes before its kill.
+KILL_WINDOW_S = (0.05, 1.2)
+PIECES_KILL_WINDOW_S = (0.3, 1.8)
 
 
 def decompressed(path: Path) -> bytes:
@@ -72,9 +83,9 @@ def served(api: FakeServerHandle, record_id: str) -> object:
 
 
 @pytest.mark.parametrize(
-    ("options", "seed"),
+    ("options", "seed", "record_bytes"),
     [
-        ([], 1),
+        ([], 1, None),
         (
             [
                 "--compress",
@@ -85,6 +96,7 @@ def served(api: FakeServerHandle, record_id: str) -> object:
                 str(COMPRESS_BATCH_BYTES),
             ],
             2,
+            None,
         ),
         (
             [
@@ -96,16 +108,34 @@ def served(api: FakeServerHandle, record_id: str) -> object:
                 str(COMPRESS_BATCH_BYTES),
             ],
             3,
+            None,
+        ),
+        (["--compress", "zstd", "--compress-batch", str(SMALL_COMPRESS_BATCH_BYTES)], 4, SMALL_RECORD_BYTES),
+        (
+            ["--compress", "gzip", "--max-file-bytes", "2MB", "--compress-batch", str(PIECES_BATCH_BYTES)],
+            5,
+            PIECES_RECORD_BYTES,
         ),
     ],
-    ids=["plain", "gzip-rotating", "zstd-rotating"],
+    ids=["plain", "gzip-rotating", "zstd-rotating", "zstd-small-records", "gzip-in-pieces"],
 )
 def test_sigkill_at_random_moments_then_resume(
-    api: FakeServerHandle, tmp_path: Path, options: list[str], seed: int
+    api: FakeServerHandle, tmp_path: Path, options: list[str], seed: int, record_bytes: int | None
 ) -> None:
-    """After any number of SIGKILLs, running again yields every id exactly once, exact, and whole."""
+    """After any number of SIGKILLs, running again yields every id exactly once, exact, and whole.
+
+    A kill costs at most the requests in flight and the results not yet
+    committed: with --compress, the batch gathering and the one being written,
+    each at most --compress-batch bytes and one record.
+    """
     rng = random.Random(seed)
-    api.configure(latency_ms=10, jitter_ms=10, fail_first={"flaky-": ["503", 1]}, retry_after_s=0)
+    api.configure(
+        latency_ms=10,
+        jitter_ms=10,
+        fail_first={"flaky-": ["503", 1]},
+        retry_after_s=0,
+        record_bytes=record_bytes,
+    )
     ids = [f"rec-{i}" for i in range(800)] + [f"flaky-{i}" for i in range(20)] + ["edge-1", "edge-2"]
     rng.shuffle(ids)
     manifest = write_manifest(tmp_path / "ids.txt", ids)
@@ -119,7 +149,9 @@ def test_sigkill_at_random_moments_then_resume(
     for _ in range(8):
         before = set(checkpoint_ids(out))
         process = spawn(*args)
-        time.sleep(rng.uniform(0.05, 1.2))
+        time.sleep(
+            rng.uniform(*(PIECES_KILL_WINDOW_S if record_bytes == PIECES_RECORD_BYTES else KILL_WINDOW_S))
+        )
         if process.poll() is not None:
             break
         process.send_signal(signal.SIGKILL)
@@ -145,6 +177,7 @@ def test_sigkill_at_random_moments_then_resume(
     repeated = sum(max(0, count - (2 if rid.startswith("flaky-") else 1)) for rid, count in per_id.items())
     bound = REPEATS_PER_KILL
     if "--compress" in options:
-        smallest = min(len(line) + 1 for line in lines)
-        bound += -(-COMPRESS_BATCH_BYTES // smallest)
-    assert repeated <= kills * bound, (repeated, kills, bound)
+        batch_bytes = int(options[options.index("--compress-batch") + 1])
+        smallest = min(len(line) for line in lines)
+        bound = CONCURRENCY + 2 * (batch_bytes // smallest + 1)
+    assert repeated <= kills * bound, (repeated, kills, bound, smallest if "--compress" in options else None)

@@ -168,6 +168,18 @@ def test_large_fraction_picks_a_stable_share_of_ids() -> None:
     assert len(record["redactedTranscript"]) == 50_000
 
 
+@pytest.mark.parametrize("size", [300, 2_000, 20_000, 3_000_000])
+def test_record_bytes_serves_bodies_of_exactly_that_size(size: int) -> None:
+    """record_bytes makes every ordinary body that many bytes, a valid record of its id."""
+    config = ServerConfig(record_bytes=size)
+    for rid in ("rec-1", "rec-2", "flaky-3"):
+        body = success_body(rid, config)
+        assert len(body) == size
+        assert orjson.loads(body)["data"]["id"] == rid
+    assert success_body("rec-1", config) == success_body("rec-1", config)
+    assert len(success_body("rec-1", ServerConfig(record_bytes=1))) < 300, "the compact record grew"
+
+
 def test_toggles_only_add_their_field() -> None:
     """An include toggle adds (or fills) its field and leaves every other field unchanged."""
     plain = make_record("rec-1")
@@ -217,6 +229,17 @@ def test_random_faults_are_seeded_and_follow_the_rate() -> None:
     assert 450 <= sum(d is not None for d in draws) <= 750
     assert {d for d in draws if d is not None} == {"500", "reset"}
     assert draws != [choose_fault(ServerConfig(fault_rate=0.2, seed=8), f"rec-{i}", 1) for i in range(3_000)]
+
+
+def test_random_faults_can_be_kept_to_the_first_attempts() -> None:
+    """fault_attempts 2: about fault_rate of first and second attempts fault, never a third."""
+    config = ServerConfig(fault_rate=0.6, fault_kinds=("504", "html"), fault_attempts=2, seed=3)
+    for attempt in (1, 2):
+        faulted = sum(choose_fault(config, f"rec-{i}", attempt) is not None for i in range(2_000))
+        assert 1_100 <= faulted <= 1_300
+    assert all(choose_fault(config, f"rec-{i}", 3) is None for i in range(2_000))
+    with pytest.raises(ValueError, match="fault_attempts"):
+        ServerConfig(fault_attempts=0)
 
 
 def test_token_bucket_allows_a_burst_then_paces() -> None:
@@ -561,7 +584,7 @@ async def test_query_toggles_arrive_and_are_recorded(
     assert server.stats()["queries"] == {query: 1, everything: 1}
 
 
-@pytest.mark.parametrize("status", ["500", "502", "503"])
+@pytest.mark.parametrize("status", ["500", "502", "503", "504"])
 async def test_server_error_faults(
     server: FakeServerHandle, session: aiohttp.ClientSession, status: str
 ) -> None:

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from test_index import export_run, run_files
 
-from exporter.archive import index
+from exporter.archive import framing, index
 from exporter.archive.layout import FAILED_NAME, FailedEntry
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings
@@ -51,6 +51,7 @@ def request(run: int = 0) -> RunRequest:
     per_commit=st.integers(min_value=1, max_value=9),
     absent=st.lists(ids_st, max_size=5),
     seed=st.integers(min_value=0, max_value=1000),
+    deflate_threads=st.sampled_from([1, 3]),
 )
 def test_get_returns_exactly_the_archived_line_in_any_codec_and_rotation(
     tmp_path_factory: object,
@@ -60,14 +61,29 @@ def test_get_returns_exactly_the_archived_line_in_any_codec_and_rotation(
     per_commit: int,
     absent: list[str],
     seed: int,
+    deflate_threads: int,
 ) -> None:
-    """Every id archived, asked in any order with repeats: its exact line (first place); others Missing."""
+    """Every id archived, asked in any order with repeats: its exact line (first place); others Missing.
+
+    With 3 deflate threads and pieces of at least 40 bytes, gzip commits are
+    deflated in pieces (one member, sync flushes between the pieces), as
+    commits of a MiB and more are at the real minimum.
+    """
     out = Path(os.fspath(tmp_path_factory.mktemp("get"))) / "out"  # type: ignore[attr-defined]
     stored: dict[str, bytes] = {}
-    with mock.patch.object(index, "FLUSH_IDS", 16), mock.patch.object(index, "MERGE_FLOOR", 1):
+    with (
+        mock.patch.object(index, "FLUSH_IDS", 16),
+        mock.patch.object(index, "MERGE_FLOOR", 1),
+        mock.patch.object(framing, "GZIP_MIN_PIECE_BYTES", 40),
+    ):
         for number, pairs in enumerate(runs):
             archive = Archive.open(
-                ArchiveSettings(out_dir=out, compress=codec, max_file_bytes=max_file_bytes),  # type: ignore[arg-type]
+                ArchiveSettings(
+                    out_dir=out,
+                    compress=codec,  # type: ignore[arg-type]
+                    max_file_bytes=max_file_bytes,
+                    compress_threads=deflate_threads,
+                ),
                 request(number),
             )
             try:
@@ -90,6 +106,33 @@ def test_get_returns_exactly_the_archived_line_in_any_codec_and_rotation(
             assert result.line == stored[result.id]
         else:
             assert isinstance(result, Missing)
+
+
+@pytest.mark.parametrize("codec", ["gzip", "zstd"])
+def test_get_reads_a_commit_of_megabytes_deflated_in_pieces(tmp_path: Path, codec: str) -> None:
+    """A 3 MiB commit: for gzip one member of three deflate pieces (sync flushes between), at the real
+    minimum piece size; every record comes back exactly, and so do those of the commits around it."""
+    out = tmp_path / "out"
+    rng = random.Random(18)
+    big = [(f"big-{n}", record(f"big-{n}", rng.randbytes(300_000).hex())) for n in range(5)]
+    small = [(f"small-{n}", record(f"small-{n}", n)) for n in range(3)]
+    settings = ArchiveSettings(out_dir=out, compress=codec, compress_threads=3)  # type: ignore[arg-type]
+    pool = framing.DeflatePool(3)
+    try:
+        assert pool.pieces(sum(len(line) + 1 for _, line in big)) == 3
+    finally:
+        pool.close()
+    archive = Archive.open(settings, request())
+    try:
+        for chunk in ([small[0]], big, small[1:]):
+            archive.commit(chunk)
+    finally:
+        archive.close()
+    wanted = [small[2], big[3], small[0], big[0], big[4], small[1]]
+    results = list(get_records([out], [record_id for record_id, _ in wanted]))
+    assert [(r.id, r.line) for r in results if isinstance(r, Found)] == [
+        (i, line + b"\n") for i, line in wanted
+    ]
 
 
 def test_shards_are_searched_in_order_and_the_answer_keeps_the_order_asked(tmp_path: Path) -> None:
@@ -206,6 +249,22 @@ def test_missing_ids_are_named_with_their_failed_reason(tmp_path: Path) -> None:
         f"'gone' is not archived: failed.ndjson in {out} says not_found (HTTP 404 Not Found)" in done.stderr
     )
     assert "'never' is not archived\n" in done.stderr
+
+
+def test_what_get_tells_a_person_is_escaped(tmp_path: Path) -> None:
+    """An archive's path and failed.ndjson's error text are anyone's: no control character reaches stderr."""
+    out = tmp_path / "out\x1b[2J"
+    export_run(out, ["here"])
+    entry = FailedEntry.about(
+        "gone", reason="http_error", error="HTTP 500 \x1b]0;pwned\x07", status=500, attempts=3, run=1, at="t"
+    )
+    (out / FAILED_NAME).write_bytes(entry.to_json_line())
+    done = cli("get", str(out), "--id", "gone", "--id", "here")
+    assert done.returncode == 1
+    assert json.loads(done.stdout)["id"] == "here"
+    assert "'gone' is not archived" in done.stderr
+    assert "\x1b" not in done.stderr
+    assert "\x07" not in done.stderr
 
 
 def test_ids_file_from_stdin_with_comments_and_bad_lines(tmp_path: Path) -> None:

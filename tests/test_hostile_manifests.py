@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import zstandard
-from conftest import ROOT, cli_env, export, make_config, read_records
+from conftest import PEAK_RSS_OF, ROOT, cli_env, export, make_config, read_records
 from fake_api import FakeServerHandle
 
 from exporter.errors import ExitCode
@@ -155,19 +155,6 @@ def test_an_intact_compressed_stdin_is_exported(api: FakeServerHandle, tmp_path:
 
 _LINE_BYTES = 200 << 20
 
-# Runs its arguments and writes the child's peak RSS (KiB) to the file named first. A process
-# started from the test process itself would report the test process's RSS at the fork
-# (Linux carries the parent's high-water mark across vfork and exec); this small, freshly
-# exec'd Python forks the exporter from its own, small memory.
-_PEAK_RSS_OF = """
-import os, subprocess, sys
-child = subprocess.Popen(sys.argv[2:])
-_, status, usage = os.wait4(child.pid, 0)
-with open(sys.argv[1], "w") as report:
-    report.write(str(usage.ru_maxrss))
-sys.exit(os.waitstatus_to_exitcode(status))
-"""
-
 
 @pytest.mark.parametrize(
     ("fmt", "before"),
@@ -183,7 +170,7 @@ def test_a_200_mb_line_keeps_peak_rss_under_100_mb(
     peak = tmp_path / "peak-rss"
     exporter = [sys.executable, "-m", "exporter", "export", "-", "--format", fmt]
     process = subprocess.Popen(
-        [sys.executable, "-c", _PEAK_RSS_OF, str(peak), *exporter, "--base-url", api.url, "--out", str(out)],
+        [sys.executable, "-c", PEAK_RSS_OF, str(peak), *exporter, "--base-url", api.url, "--out", str(out)],
         stdin=subprocess.PIPE,
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,

@@ -263,3 +263,37 @@ def test_the_run_header_ties_the_index_to_the_checkpoint_bytes(tmp_path: Path) -
         run = Run.open((out / name).read_bytes())
         assert run.header.sha_end == hashlib.sha256(data[: run.header.ckpt_end]).digest()
         assert run.header.sha_start == hashlib.sha256(data[: run.header.ckpt_start]).digest()
+
+
+# --- entries main's writer adds: split commits, shipped files ---------------------------------------
+
+
+def test_a_commit_split_over_several_entries_is_indexed_exactly(tmp_path: Path) -> None:
+    """A batch whose ids would make an entry over the cap is logged as several commit entries in one
+    write (`checkpoint.commit_groups`); the writer's index folds in each, at its own offset."""
+    out = tmp_path / "out"
+    ids = [f"split-{n:05d}-{'x' * 30}" for n in range(9_000)]  # about 390 KB of ids in one batch
+    export_run(out, ids, per_commit=len(ids), compress="gzip")
+    state, commits = replayed(out)
+    assert len(commits) > 1
+    report = assert_exact(out)
+    assert report.covered_ids == state.ids == len(ids)  # the run files cover it: nothing left to replay
+
+
+def test_the_index_carries_where_files_were_shipped(tmp_path: Path) -> None:
+    """A `shipped` entry (`--out s3://`, in the work dir's stage) is part of the state the index keeps."""
+    out = tmp_path / "out"
+    archive = Archive.open(ArchiveSettings(out_dir=out), request())
+    try:
+        archive.commit([("a", b'{"id":"a"}')])
+        name = archive.seal()
+        assert name is not None
+        archive.log_shipped(name, key=f"p/{name}", checksum="c2hh", etag='"e"', version=None)
+        archive.commit([("b", b'{"id":"b"}')])
+        archive.end_run(at="t", exit_code=0, status="complete", counts={"exported": 2})
+    finally:
+        archive.close()
+    state, _ = replayed(out)
+    assert state.files[name].shipped is not None
+    report = assert_exact(out)
+    assert report.covered_ids == 2

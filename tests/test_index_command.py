@@ -67,3 +67,15 @@ def test_help_has_examples() -> None:
     done = cli("index", "--help")
     assert done.returncode == 0
     assert "exporter index archive/ --rebuild" in done.stdout
+
+
+def test_what_it_prints_is_escaped(tmp_path: Path) -> None:
+    """The archive's path goes to a terminal: its control characters are escaped, the JSON stays exact."""
+    out = tmp_path / "out\x1b[2J"
+    export_run(out, ["a"])
+    done = cli("index", str(out))
+    assert done.returncode == 0, done.stderr
+    assert "index up to date" in done.stdout
+    assert "\x1b" not in done.stdout
+    done = cli("index", str(out), "--json")
+    assert json.loads(done.stdout)["archive"] == str(out)

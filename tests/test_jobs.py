@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncio
 import time
 
-from exporter.fetcher import Tries
 from exporter.jobs import Job, JobSource
+from exporter.outcomes import Tries
 
 
 async def test_a_parked_id_comes_back_when_due_and_new_ids_go_first() -> None:

@@ -23,7 +23,8 @@ from exporter.archive.layout import (
 )
 from exporter.config import Compression
 from exporter.errors import Reason
-from exporter.fetcher import Failure
+from exporter.outcomes import Failure
+from exporter.pipeline import failed_entry
 
 T0 = "2026-01-01T00:00:00.000Z"
 
@@ -39,11 +40,24 @@ T0 = "2026-01-01T00:00:00.000Z"
 )
 def test_a_failed_line_reads_back_as_the_same_entry(failure: Failure) -> None:
     """Every failed.ndjson line the exporter writes reads back into a record that writes the same bytes."""
-    line = failure.to_json_line(run=3, at=T0)
+    line = failed_entry(failure, run=3, at=T0).to_json_line()
     entry = FailedEntry.from_json_line(line)
     assert entry.to_json_line() == line
     assert (entry.reason, entry.run, entry.at, entry.line) == (failure.reason.value, 3, T0, failure.line)
     assert entry.cut == (len(failure.id.encode()) > 1024)
+
+
+def test_a_failed_entry_caps_its_error_however_it_is_made() -> None:
+    """An error of 50 MB (a server's member name went into it) is stored cut, with its length, whether the
+    entry is made for a failure, read back from an older archive's line, or built directly."""
+    error = "no data member: " + "k" * 50_000_000
+    capped = error[:512] + "… (50,000,016 bytes)"
+    made = failed_entry(Failure("a", Reason.BAD_RESPONSE, error, attempts=1), run=1, at=T0).to_json_line()
+    assert len(made) < 1024
+    assert orjson.loads(made)["error"] == capped
+    old_line = orjson.dumps({"id": "a", "reason": "bad_response", "error": error})
+    assert FailedEntry.from_json_line(old_line).error == capped
+    assert FailedEntry(id="a", reason="bad_response", error=error).error == capped
 
 
 @pytest.mark.parametrize(

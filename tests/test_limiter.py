@@ -1,4 +1,4 @@
-"""Unit tests for `exporter.limiter`: GCRA spacing, pauses and 429 back-off, on a fake clock."""
+"""Unit tests for `exporter.pacing.limiter`: GCRA spacing, pauses and 429 back-off, on a fake clock."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.limiter import RateLimiter
+from exporter.pacing.limiter import RateLimiter
 
 
 class FakeTime:

@@ -142,7 +142,7 @@ def test_an_outage_notice_is_a_pause_then_a_resume(tmp_path: Path) -> None:
     """The pacer's outage notices (down, then 'answers again') become pause and resume
     events with reason `outage` and no `until`, the same lines the text format shows."""
     config = make_config(tmp_path / "ids.txt", tmp_path / "out", "http://127.0.0.1:9")
-    run = _Run(config, NullProgress(), handle_signals=False)
+    run = _Run(config, NullProgress())
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())

@@ -21,7 +21,6 @@ from hypothesis import strategies as st
 from exporter.archive.layout import REPORTED_ID_BYTES, reported_id
 from exporter.config import ManifestFormat, ManifestSource
 from exporter.errors import ManifestError, Reason
-from exporter.fetcher import Failure
 from exporter.manifest import (
     MAX_ID_CHARS,
     Entry,
@@ -31,6 +30,8 @@ from exporter.manifest import (
     read_entries,
 )
 from exporter.manifest_stream import MAX_LINE_BYTES
+from exporter.outcomes import Failure
+from exporter.pipeline import failed_entry
 
 
 def read_stdin(data: bytes, fmt: ManifestFormat = "auto") -> list[Entry]:
@@ -929,6 +930,6 @@ def test_a_long_id_is_cut_with_its_length_and_hash(char: str, kept: int) -> None
     raw = record_id.encode()
     fields = reported_id(record_id)
     assert fields == {"id": char * kept, "id_bytes": len(raw), "id_sha256": hashlib.sha256(raw).hexdigest()}
-    line = Failure(record_id, Reason.INVALID_ID, "not sent").to_json_line(run=1, at="t")
+    line = failed_entry(Failure(record_id, Reason.INVALID_ID, "not sent"), run=1, at="t").to_json_line()
     assert len(line) < 2 * REPORTED_ID_BYTES + 200
     assert orjson.loads(line)["id_bytes"] == len(raw)

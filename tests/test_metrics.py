@@ -6,10 +6,12 @@ import asyncio
 import base64
 import http.server
 import json
+import logging
 import os
 import socket
 import stat
 import threading
+import time
 from collections.abc import Iterator
 from dataclasses import replace
 from datetime import datetime
@@ -17,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, cli, export, make_config, read_summary, write_manifest
+from conftest import TOKEN, cli, cli_env, export, make_config, read_summary, write_manifest
 from fake_api import FakeServerHandle
 from prometheus_client.parser import text_string_to_metric_families
+from scripted import Conversation, scripted
 
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, MetricsSettings
@@ -137,10 +140,10 @@ def test_metrics_file_agrees_with_summary_and_the_server(api: FakeServerHandle, 
             summary["pacing"]["paused_s"].get(reason, 0), abs=1e-3
         )
     assert value(samples, "exporter_in_flight") == 0
-    # --rate 0, but the 429s cut the pace: the limit is the one summary.json reports at the end.
-    assert value(samples, "exporter_rate_limit_per_second") == pytest.approx(
-        summary["pacing"]["rate_per_s_at_end"], rel=0.1
-    )
+    # --rate 0, and two lone 429s among 37 ids are not a limit (issue 16): no pace at the end,
+    # +Inf in the metrics and null in summary.json.
+    assert summary["pacing"]["rate_per_s_at_end"] is None
+    assert value(samples, "exporter_rate_limit_per_second") == float("inf")
     assert value(samples, "exporter_run_start_timestamp_seconds") == pytest.approx(
         _epoch(summary["started_at"]), abs=0.01
     )
@@ -354,3 +357,116 @@ def test_a_failed_push_is_a_warning_never_a_failed_export(
     assert len(warnings) == 1
     assert url in warnings[0]["message"]
     assert ("500" in warnings[0]["message"]) == (where == "answers 500")
+
+
+def test_dot_segments_go_base64_never_as_path_segments() -> None:
+    """`job=..` (or `.`) sent as a path segment would push to /metrics itself (or the wrong group):
+    those values go base64url, as the Pushgateway's API allows for any value."""
+    assert grouping_path((("job", ".."),)) == "/metrics/job@base64/Li4="
+    assert grouping_path((("job", "x"), ("env", "."))) == "/metrics/job/x/env@base64/Lg=="
+    assert grouping_path((("job", "..."),)) == "/metrics/job/..."  # no dot segment: as it is
+    for value_ in ("..", ".", "", "a/b"):
+        assert f"/{value_}/" not in grouping_path((("job", "n"), ("k", value_))) + "/"
+
+
+async def test_push_with_dot_labels_reaches_the_gateway_as_one_group(
+    api: FakeServerHandle, tmp_path: Path, gateway: Gateway
+) -> None:
+    """The PUT for `job=..` arrives at its own group path, not at /metrics."""
+    config = make_config(write_manifest(tmp_path / "ids.txt", ["a"]), tmp_path / "out", api.url)
+    config = replace(config, metrics=MetricsSettings(push_url=gateway.url, labels=(("job", ".."),)))
+    assert (await export(config)).exit_code == 0
+    assert [(method, path) for method, path, _, _ in gateway.received] == [
+        ("PUT", "/metrics/job@base64/Li4=")
+    ]
+
+
+async def test_a_trickling_pushgateway_costs_at_most_the_push_deadline(
+    api: FakeServerHandle, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A gateway that promises 4096 bytes and sends one every 0.2 s (under any per-read timeout)
+    cannot hold a finished export past the push's one deadline: a warning, exit 0."""
+    trickled = 0
+
+    async def trickle(conv: Conversation) -> None:
+        nonlocal trickled
+        await conv.read_request()
+        await conv.send(b"HTTP/1.1 200 OK\r\nContent-Length: 4096\r\n\r\n")
+        for _ in range(40):  # 8 s, then it gives up: the old per-read timeout waited all of it
+            await asyncio.sleep(0.2)
+            await conv.send(b"x")
+            trickled += 1
+
+    async with scripted(trickle) as server:
+        config = make_config(write_manifest(tmp_path / "ids.txt", ["a"]), tmp_path / "out", api.url)
+        settings = MetricsSettings(push_url=f"http://127.0.0.1:{server.port}", push_timeout_s=1.0)
+        started = time.monotonic()
+        with caplog.at_level(logging.WARNING, "exporter"):
+            outcome = await export(replace(config, metrics=settings))
+        elapsed = time.monotonic() - started
+    assert outcome.exit_code == 0
+    assert elapsed < 4, f"the push held the run {elapsed:.1f} s"
+    assert 0 < trickled < 20
+    assert "no complete answer within 1 s" in caplog.text
+
+
+def _archive_files(out: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(out)): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+
+
+@pytest.mark.parametrize(
+    "where",
+    ["checkpoint", "summary", "new-name", "dot-dot", "linked-dir", "shard", "shard-index"],
+)
+def test_a_metrics_file_in_the_archive_is_refused(api: FakeServerHandle, tmp_path: Path, where: str) -> None:
+    """--metrics-file naming, or replacing, a file of the archive (directly, through `..`, a link to the
+    directory, or the `{shard}` of --out) exits 2 before anything is written; the archive is untouched."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a", "b"])
+    shard = where.startswith("shard")
+    out = tmp_path / "shard-1" if shard else tmp_path / "out"
+    out_option = str(tmp_path / "shard-{shard}") if shard else str(out)
+    shard_options = ["--shard", "INDEX/2" if where == "shard-index" else "1/2"] if shard else []
+    env = cli_env(JOB_COMPLETION_INDEX="1")
+    first = cli("export", str(manifest), "--base-url", api.url, "--out", out_option, *shard_options, env=env)
+    assert first.returncode == 0, first.stderr
+    (out / "sub").mkdir()
+    (tmp_path / "link").symlink_to(out)
+    prom = {
+        "checkpoint": out / "checkpoint.ndjson",
+        "summary": out / "summary.json",
+        "new-name": out / "exporter.prom",
+        "dot-dot": tmp_path / "elsewhere" / ".." / out.name / "sub" / ".." / "summary.json",
+        "linked-dir": tmp_path / "link" / "sub" / "m.prom",
+        "shard": out / "checkpoint.ndjson",
+        "shard-index": out / "summary.json",
+    }[where]
+    (tmp_path / "elsewhere").mkdir()
+    before = _archive_files(out)
+    result = cli(
+        "export", str(manifest), "--base-url", api.url, "--out", out_option, *shard_options,
+        "--metrics-file", str(prom), env=env,
+    )  # fmt: skip
+    assert result.returncode == 2, result.stderr
+    assert "is inside the archive" in result.stderr
+    assert _archive_files(out) == before
+    again = cli("export", str(manifest), "--base-url", api.url, "--out", out_option, *shard_options, env=env)
+    assert again.returncode == 0, again.stderr
+
+
+def test_a_metrics_file_beside_the_archive_is_fine(api: FakeServerHandle, tmp_path: Path) -> None:
+    """A name that only starts like the archive's directory (`out.prom`, `out-metrics/`) is outside it."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a"])
+    (tmp_path / "out-metrics").mkdir()
+    for prom in (tmp_path / "out.prom", tmp_path / "out-metrics" / "m.prom"):
+        result = cli(
+            "export",
+            str(manifest),
+            "--base-url",
+            api.url,
+            "--out",
+            str(tmp_path / "out"),
+            "--metrics-file",
+            str(prom),
+        )
+        assert result.returncode == 0, result.stderr
+        assert prom.exists()

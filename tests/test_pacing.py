@@ -11,12 +11,11 @@ import math
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from pacing_sim import BucketServer, RandomRefusals, simulate
+from pacing_sim import Both, BucketServer, TransientFaults, flaky_api, simulate
 
 from exporter.config import LimitSettings, RetrySettings
-from exporter.outage import OutageBreaker, State
 from exporter.pacing import Pacer, Ticket
-from exporter.quota import QuotaTracker, parse_quota
+from exporter.pacing.quota import QuotaTracker, parse_quota
 
 NOW = 1_800_000_000.0
 
@@ -57,15 +56,64 @@ def test_the_rate_never_exceeds_the_ceiling() -> None:
 
 
 def test_random_429s_do_not_collapse_the_rate() -> None:
-    """7% of answers are 429 whatever the rate (a flaky gateway): slowing down is undone, not repeated.
+    """7% of answers are 429 whatever the rate (a flaky gateway), with no ceiling: the rate is not
+    cut for good (at most a cut tried and undone now and then).
 
     8 workers and 20 ms answers can make 400 requests a second; refused ids wait out
     their Retry-After parked, while their workers go on with other ids.
     """
-    outcome = simulate(RandomRefusals(0.07), duration_s=300.0, rate_per_s=0, concurrency=8, latency_s=0.02)
+    outcome = simulate(
+        TransientFaults(refused=0.07), duration_s=300.0, rate_per_s=0, concurrency=8, latency_s=0.02
+    )
     assert outcome.rate(10.0, 300.0) >= 0.85 * 8 / 0.02
     assert outcome.pacer is not None
-    assert outcome.pacer.rate_cuts <= 6
+    assert outcome.pacer.report().rate_cuts <= 6
+
+
+# --- noise: 429s that slowing down does not reduce (issue 16) -------------------------------------
+
+
+@pytest.mark.parametrize("seed", [1, 2])
+@pytest.mark.parametrize("rate", [1, 3, 10, 40])
+def test_random_429s_among_transient_faults_never_slow_the_pace(rate: float, seed: int) -> None:
+    """10% of answers are 429s (`Retry-After: 1`) whatever the pace, 20% are 5xx and 10% resets,
+    for ten virtual minutes at --rate 1 to 40: the pace never drops under 0.8 x --rate and the
+    server sees --rate. The old noise test needed many answers a second: at 10/s it halved the
+    rate at the first 429 and kept cutting to a few percent of it."""
+    server = TransientFaults(refused=0.10, errors=0.20, resets=0.10, seed=seed)
+    outcome = simulate(server, duration_s=600.0, rate_per_s=rate, concurrency=8, latency_s=0.02)
+    assert outcome.lowest_pace() >= 0.8 * rate
+    assert outcome.sent_rate(10.0, 600.0) >= 0.95 * rate
+
+
+@pytest.mark.parametrize("seed", [1, 2, 3])
+def test_the_flaky_api_keeps_the_default_rate(seed: int) -> None:
+    """Issue 16's API (60% of first and second attempts fault: 8% of all answers are 429s, 16%
+    5xx, 16% resets or half bodies) at the defaults (--rate 10, 8 workers): the pace stays at
+    8/s or more and the server sees 9.5/s for two minutes, so its 784 requests take about 80 s.
+    The old pacer went to 0.46/s (seed 1 here; the issue measured the same in 36 s)."""
+    outcome = simulate(flaky_api(seed), duration_s=120.0, rate_per_s=10, concurrency=8, latency_s=0.02)
+    assert outcome.lowest_pace() >= 8.0
+    assert outcome.sent_rate(0.0, 120.0) >= 9.5
+
+
+@pytest.mark.parametrize(
+    ("limit", "burst", "rate", "concurrency"),
+    [(3, 3, 10, 8), (10, 10, 40, 16), (40, 5, 10_000, 32)],
+)
+def test_a_limit_behind_random_429s_is_held(limit: float, burst: int, rate: float, concurrency: int) -> None:
+    """7% of answers are 429s at random in front of a token bucket of L/s (the case issue 9 left
+    open at 40/s), ten virtual minutes: from the first minute on every minute holds >= 0.8 x L; at
+    40/s the whole holds >= 0.9 x L with <= 10% 429s (the old pacer: 15%). At 3 and 10/s the noise
+    is learnt from fewer answers and the limit is held a little high: <= 25% 429s (the old pacer:
+    over half, the limit's 429s taken for noise)."""
+    server = Both(TransientFaults(refused=0.07), BucketServer(limit, burst))
+    outcome = simulate(server, duration_s=600.0, rate_per_s=rate, concurrency=concurrency, latency_s=0.02)
+    minutes = [outcome.rate(start, start + 60.0) for start in range(60, 541, 30)]
+    assert min(minutes) >= 0.8 * limit, minutes
+    assert outcome.refused_share(60.0, 600.0) <= (0.10 if limit >= 40 else 0.25)
+    if limit >= 40:
+        assert outcome.rate(60.0, 600.0) >= 0.9 * limit
 
 
 # --- announced quotas --------------------------------------------------------------------------
@@ -135,48 +183,6 @@ def test_a_small_bucket_announcing_itself_is_not_spread() -> None:
         0.0, parse_quota({"X-RateLimit-Remaining": "2", "X-RateLimit-Reset": "1"}, now_epoch=NOW)
     )
     assert tracker.pace(0.0) is None
-
-
-# --- outages -------------------------------------------------------------------------------------
-
-
-def test_the_breaker_opens_after_a_streak_and_probes_with_backoff() -> None:
-    """Five failures in a row hold the pool; one probe at a time, each later than the one before."""
-    breaker = OutageBreaker(threshold=5, max_outage_s=600.0, start_delay_s=1.0, max_delay_s=30.0)
-    for second in range(4):
-        assert breaker.failed(float(second)) is False
-    assert breaker.failed(4.0) is True
-    assert breaker.is_open()
-    assert not breaker.admit(4.5).go
-    probe = breaker.admit(5.0)
-    assert probe.go
-    assert probe.probe
-    # While the probe is out, nobody else goes.
-    assert breaker.admit(5.1).wait_s == math.inf
-    assert breaker.failed(6.0) is True
-    assert not breaker.admit(7.9).go
-    assert breaker.admit(8.0).go
-    assert breaker.succeeded(8.5) == pytest.approx(4.5)
-    assert not breaker.is_open()
-    assert breaker.admit(8.6).go
-
-
-def test_a_success_in_between_keeps_the_breaker_closed() -> None:
-    """Failures that are not in a row are ids failing, not the API down."""
-    breaker = OutageBreaker(threshold=3)
-    for second in range(10):
-        breaker.failed(float(second))
-        breaker.failed(second + 0.5)
-        breaker.succeeded(second + 0.7)
-    assert breaker.state is State.CLOSED
-
-
-def test_an_outage_longer_than_max_outage_gives_up() -> None:
-    """After --max-outage from the first failure, the pool is told to give up."""
-    breaker = OutageBreaker(threshold=1, max_outage_s=60.0)
-    breaker.failed(0.0)
-    assert not breaker.admit(59.0).give_up
-    assert breaker.admit(61.0).give_up
 
 
 _QUOTA_FIELDS = (

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from exporter.errors import BadResponse
+from exporter.errors import BadResponse, Reason, TransportError
 from exporter.payload import PayloadDecoder
 
 sys.set_int_max_str_digits(0)
@@ -252,6 +252,22 @@ def test_html_error_message_does_not_dump_the_body() -> None:
     with pytest.raises(BadResponse) as caught:
         decode(page, "r1")
     assert len(str(caught.value)) < 200
+
+
+def test_a_member_name_of_48_mib_is_not_quoted_whole() -> None:
+    """A body whose only member name is 48 MiB: the message quotes its start and length in under 200 bytes."""
+    with pytest.raises(BadResponse) as caught:
+        decode(b'{"' + b"k" * (48 << 20) + b'":1}', "r1")
+    message = str(caught.value)
+    assert len(message) < 200
+    assert 'no "data" member' in message
+    assert "(50,331,648 bytes)" in message
+
+
+def test_bad_response_and_transport_messages_are_capped_as_they_are_made() -> None:
+    """Text put into the two exceptions that carry a server's bytes is cut to 512 bytes and its length."""
+    assert str(BadResponse("x" * 10**6)) == "x" * 512 + "… (1,000,000 bytes)"
+    assert str(TransportError(Reason.NETWORK, "y" * 10**6)) == "y" * 512 + "… (1,000,000 bytes)"
 
 
 json_values = st.recursive(

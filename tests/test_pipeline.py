@@ -276,7 +276,7 @@ async def test_stdin_and_gzip_manifests(api: FakeServerHandle, tmp_path: Path) -
 
     data = gzip.compress(b"id\ns-1\ns-2\n")
     config = make_config(None, tmp_path / "out", api.url)
-    outcome = await run_export(config, stdin=io.BytesIO(data), handle_signals=False)
+    outcome = await run_export(config, stdin=io.BytesIO(data))
     assert outcome.exit_code == 0
     assert sorted(r["id"] for r in read_records(tmp_path / "out")) == ["s-1", "s-2"]
     assert outcome.summary["manifest"] == "-"

@@ -66,6 +66,36 @@ def test_index_comes_from_job_completion_index() -> None:
         resolve_shard(Shard(index=-1, count=3), {"JOB_COMPLETION_INDEX": "3"})
 
 
+@pytest.mark.parametrize(
+    "index",
+    ["\u00b2", "\u0663", "9" * 5000, "-1", "1.0", "", "0x1", "1\x1b[2J"],
+    ids=["superscript-2", "arabic-indic-3", "5000-digits", "negative", "decimal", "empty", "hex", "escape"],
+)
+def test_a_job_completion_index_that_is_no_number_exits_2(tmp_path: Path, index: str) -> None:
+    """$JOB_COMPLETION_INDEX must be ASCII digits: '\u00b2' (int() refuses it though isdigit() takes it),
+    5000 digits (over int()'s limit), '\u0663' (int() reads it as 3) and the rest exit 2 with one short
+    line naming the variable, never a traceback."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a"])
+    result = cli(
+        "export", str(manifest), "--base-url", "http://127.0.0.1:9", "--out", str(tmp_path / "shard-{shard}"),
+        "--shard", "INDEX/8", "--dry-run", env=cli_env(JOB_COMPLETION_INDEX=index),
+    )  # fmt: skip
+    assert result.returncode == 2, result.stdout + result.stderr
+    assert "Traceback" not in result.stderr
+    assert "$JOB_COMPLETION_INDEX" in result.stderr
+    assert result.stderr.count("\n") == 1
+    assert len(result.stderr) < 400
+    assert not list(tmp_path.glob("shard-*"))
+
+
+@pytest.mark.parametrize("text", ["\u0663/8", "\u00b2/8", "1/" + "9" * 5000, "INDEX/\u0668"])
+def test_shard_numbers_are_ascii_digits(text: str) -> None:
+    """--shard takes K and N in ASCII digits, of a sane length; anything else is a usage error."""
+    with pytest.raises(argparse.ArgumentTypeError) as refused:
+        parse_shard(text)
+    assert len(str(refused.value)) < 200
+
+
 def test_three_shards_cover_the_manifest_exactly_once(api: FakeServerHandle, tmp_path: Path) -> None:
     """Three shard runs (K from the Job index) export disjoint slices whose union verify proves complete."""
     ids = [f"rec-{i}" for i in range(300)] + ["missing-1", "missing-2"]

@@ -16,7 +16,14 @@ from exporter.archive.writer import Archive, RunRequest
 from exporter.cli import main
 from exporter.config import ArchiveSettings
 from exporter.digests import DigestSet
-from exporter.offline.status import gather_status, human_bytes, render_text, to_json
+from exporter.offline.status import (
+    MAX_REASONS,
+    OTHER_REASONS,
+    gather_status,
+    human_bytes,
+    render_text,
+    to_json,
+)
 
 T0 = "2026-01-01T00:00:00.000Z"
 REFUSED = "the API refused the token (HTTP 401); set EXPORTER_TOKEN to a valid token and run again"
@@ -100,6 +107,22 @@ def test_killed_run_and_newest_failure(archive: Path) -> None:
     assert "run 3  2026-01-01T00:00:00.000Z did not finish (killed?)" in text
     assert status.last_error == "gone-2: error of gone-2 (not_found)"
     assert "+0 uncommitted" not in text
+
+
+def test_made_up_reasons_and_lines_that_are_not_entries_cost_a_few_rows(archive: Path) -> None:
+    """A failed.ndjson of 10,000 made-up reasons and 50 unreadable lines: 16 reasons and one group for the
+    rest, the first 10 unreadable lines listed and the rest counted."""
+    with open(archive / "failed.ndjson", "ab") as handle:
+        handle.write(b"".join(b'{"id":"x%d","reason":"made-up-%d"}\n' % (n, n) for n in range(10_000)))
+        handle.write(b"not json\n" * 50)
+    status = gather_status(archive)
+    assert len(status.failures) == MAX_REASONS + 1
+    assert status.failures[-1].reason == OTHER_REASONS
+    assert status.failed == 5 + 10_000
+    assert len(status.skipped) == 10
+    assert status.skipped_total == 50
+    assert status.skipped[0].line == 5 + 10_000 + 1
+    assert "(40 more lines of failed.ndjson skipped)" in render_text(status)
 
 
 def test_json_has_the_counts(archive: Path, capsys: pytest.CaptureFixture[str]) -> None:

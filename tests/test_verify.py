@@ -15,9 +15,9 @@ from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, Compression, ManifestSource
 from exporter.digests import DigestSet
 from exporter.errors import ManifestError, UsageError
-from exporter.fetcher import FetchStats
 from exporter.offline.verify import verify_archives
 from exporter.offline.verify_report import DETAIL_LIMIT, Problem, Report, print_report
+from exporter.outcomes import FetchStats
 from exporter.plan import PlanCounts
 from exporter.summary import RunFacts, build_summary, run_counts
 

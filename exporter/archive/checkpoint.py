@@ -13,6 +13,12 @@ Entries (`t` is the type):
     {"t":"commit","file":"records-00001.ndjson","end":81234,"lines":812,"crc32":1234567,"ids":["a","b"]}
     {"t":"close","file":"records-00001.ndjson","bytes":536870912,"lines":51234,"sha256":"..."}
     {"t":"end","run":3,"at":"...","exit":0,"status":"complete","counts":{...},"message":null}
+    {"t":"shipped","file":"records-00001.ndjson","key":"exports/records-00001.ndjson","bytes":536870912,
+     "checksum":"<x-amz-checksum-sha256 read back>","etag":"...","version":"..."}
+
+A `shipped` entry (only with `--out s3://...`) says a closed file is in object
+storage under `key`, as a HEAD read it back after the upload; such a file may
+be missing from the directory (the work dir drops it once shipped).
 
 `end` and `lines` are the file's totals after the commit, so the last commit of
 a file alone says how long it is; `crc32` covers the bytes that commit appended,
@@ -21,6 +27,11 @@ by chunk and say which commit holds damaged bytes; a commit without one is
 damage, like any other malformed entry. Only the final line may be torn (the crash
 happened while it was written); any other unreadable line means damage, and
 the archive refuses to guess.
+
+No entry is longer than `layout.CHECKPOINT_LINE_BYTES`: `commit_groups` splits
+a commit whose ids would make one longer into several commits, so a reader
+holds one bounded line at a time, and a longer line (which the reader hands
+over as an `Overlong`, never whole) is damage like any other.
 
 This module is pure: it turns entries into bytes and lines into state, and
 says what that state means for the next run (`resumes_refetch`,
@@ -37,9 +48,10 @@ from typing import Any
 
 import orjson
 
+from exporter.bounded import Overlong, capped
 from exporter.errors import ArchiveCorrupt, UsageError
 
-from .layout import CHECKPOINT_NAME
+from .layout import CHECKPOINT_LINE_BYTES, CHECKPOINT_NAME, too_long
 
 FORMAT_VERSION = 1
 
@@ -60,8 +72,36 @@ def run_entry(*, run: int, at: str, refetch: bool, manifest: str, shard: str | N
 
 
 def commit_entry(*, file: str, end: int, lines: int, crc32: int, ids: Sequence[str]) -> bytes:
-    """The line that makes `ids` (in file order) part of the archive."""
+    """The line that makes `ids` (in file order) part of the archive; see `commit_groups` for its length."""
     return _line({"t": "commit", "file": file, "end": end, "lines": lines, "crc32": crc32, "ids": list(ids)})
+
+
+#: Bytes of a commit entry besides its ids: the keys, a records file's name and three integers.
+_COMMIT_FRAME_BYTES = 512
+
+
+def commit_groups(ids: Sequence[str], limit: int = CHECKPOINT_LINE_BYTES) -> list[slice]:
+    """`ids` cut into consecutive runs whose commit entries are at most `limit` bytes each.
+
+    Nearly always one run: `limit` holds some 25,000 ids of 36 characters.
+    An id that could not fit in an entry of its own (over 1,000 times the
+    longest valid one) is a ValueError: the writer never commits one.
+    """
+    room = limit - _COMMIT_FRAME_BYTES
+    if len(orjson.dumps(list(ids))) <= room:
+        return [slice(0, len(ids))]
+    groups: list[slice] = []
+    start = used = 0
+    for index, record_id in enumerate(ids):
+        size = len(orjson.dumps(record_id)) + 1  # and a comma
+        if size > room:
+            raise ValueError(f"an id of {size:,} bytes in JSON cannot be committed (at most {room:,})")
+        if used + size > room:
+            groups.append(slice(start, index))
+            start, used = index, 0
+        used += size
+    groups.append(slice(start, len(ids)))
+    return groups
 
 
 def close_entry(*, file: str, size: int, lines: int, sha256: str) -> bytes:
@@ -72,7 +112,7 @@ def close_entry(*, file: str, size: int, lines: int, sha256: str) -> bytes:
 def end_entry(
     *, run: int, at: str, exit_code: int, status: str, counts: dict[str, int], message: str | None = None
 ) -> bytes:
-    """The line that closes run number `run` (absent when the run was killed)."""
+    """The line that closes run number `run` (absent when the run was killed); `message` is capped."""
     return _line(
         {
             "t": "end",
@@ -81,13 +121,38 @@ def end_entry(
             "exit": exit_code,
             "status": status,
             "counts": counts,
-            "message": message,
+            "message": None if message is None else capped(message),
+        }
+    )
+
+
+def shipped_entry(*, file: str, key: str, size: int, checksum: str, etag: str, version: str | None) -> bytes:
+    """The line that says a closed file is in object storage, as read back from there."""
+    return _line(
+        {
+            "t": "shipped",
+            "file": file,
+            "key": key,
+            "bytes": size,
+            "checksum": checksum,
+            "etag": etag,
+            "version": version,
         }
     )
 
 
 def _line(entry: dict[str, Any]) -> bytes:
     return orjson.dumps(entry, option=orjson.OPT_APPEND_NEWLINE)
+
+
+@dataclass(frozen=True, slots=True)
+class ShippedCopy:
+    """Where a closed file was shipped (`--out s3://...`), and what its read-back said."""
+
+    key: str
+    checksum: str
+    etag: str
+    version: str | None
 
 
 @dataclass(slots=True)
@@ -99,6 +164,7 @@ class FileState:
     lines: int = 0
     closed: bool = False
     sha256: str | None = None
+    shipped: ShippedCopy | None = None
 
 
 @dataclass(slots=True)
@@ -165,12 +231,12 @@ class Commit:
 
 
 def replay(
-    lines: Iterable[bytes],
+    lines: Iterable[bytes | Overlong],
     on_ids: Callable[[list[str]], None] | None = None,
     *,
     name: str = CHECKPOINT_NAME,
 ) -> CheckpointState:
-    """Fold checkpoint lines (each with its newline) into a state.
+    """Fold checkpoint lines (each with its newline; one too long as an `Overlong`) into a state.
 
     Each accepted commit's ids go to `on_ids` (resuming needs the ids alone);
     `commits` is the same fold as a stream of `Commit`s. Raises ArchiveCorrupt,
@@ -184,7 +250,7 @@ def replay(
 
 
 def commits(
-    lines: Iterable[bytes], state: CheckpointState | None = None, *, name: str = CHECKPOINT_NAME
+    lines: Iterable[bytes | Overlong], state: CheckpointState | None = None, *, name: str = CHECKPOINT_NAME
 ) -> Iterator[Commit]:
     """Each commit `replay` would accept, in order, with where its bytes and lines begin.
 
@@ -204,7 +270,7 @@ def commits(
 
 
 def _fold(
-    lines: Iterable[bytes], state: CheckpointState, name: str
+    lines: Iterable[bytes | Overlong], state: CheckpointState, name: str
 ) -> Iterator[tuple[dict[str, Any], int, int]]:
     """Apply each line to `state`; yield each accepted commit entry with its file's size and lines before it.
 
@@ -221,6 +287,9 @@ def _fold(
                 line=number - 1,
                 damage=pending_error,
             )
+        if isinstance(raw, Overlong):
+            pending_error = f"a line of {too_long(raw.size, CHECKPOINT_LINE_BYTES)}"
+            continue
         try:
             if not raw.endswith(b"\n"):
                 raise ValueError("no newline at the end")
@@ -229,7 +298,7 @@ def _fold(
                 raise ValueError("not an object")
             before = _apply(state, entry)
         except (ValueError, KeyError, TypeError) as exc:
-            pending_error = str(exc) or type(exc).__name__
+            pending_error = capped(str(exc) or type(exc).__name__)  # it may quote a name of any length
             continue
         state.valid_bytes += len(raw)
         if before is not None:
@@ -278,6 +347,20 @@ def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | N
         digest = _str(entry, "sha256")
         current.closed = True
         current.sha256 = digest
+    elif kind == "shipped":
+        name = _str(entry, "file")
+        current = state.files.get(name)
+        if current is None or not current.closed:
+            raise ValueError(f"shipped {name}, which is not closed")
+        if _int(entry, "bytes") != current.size:
+            raise ValueError(f"shipped {name} disagrees with its close entry")
+        version = entry.get("version")
+        current.shipped = ShippedCopy(
+            key=_str(entry, "key"),
+            checksum=_str(entry, "checksum"),
+            etag=_str(entry, "etag"),
+            version=version if isinstance(version, str) else None,
+        )
     elif kind == "run":
         shard = entry.get("shard")
         state.runs.append(
@@ -305,22 +388,29 @@ def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | N
         run.counts = parsed
         run.message = message if isinstance(message, str) else None
     else:
-        raise ValueError(f"unknown entry type {kind!r}")
+        raise ValueError(f"unknown entry type {_shown(kind)}")
     return before
 
 
 def _int(entry: dict[str, Any], key: str) -> int:
     value = entry.get(key)
     if not isinstance(value, int) or isinstance(value, bool) or value < 0:
-        raise ValueError(f"{key!r} is {value!r}, not a count")
+        raise ValueError(f"{key!r} is {_shown(value)}, not a count")
     return value
 
 
 def _str(entry: dict[str, Any], key: str) -> str:
     value = entry.get(key)
     if not isinstance(value, str):
-        raise ValueError(f"{key!r} is {value!r}, not a string")
+        raise ValueError(f"{key!r} is {_shown(value)}, not a string")
     return value
+
+
+def _shown(value: object) -> str:
+    """A value of a damaged entry as its message quotes it: a list of a million ids is not quoted whole."""
+    if isinstance(value, list | dict) and len(value) > 8:
+        return f"a JSON {'array' if isinstance(value, list) else 'object'} of {len(value):,} items"
+    return capped(repr(value), 80)
 
 
 def resumes_refetch(runs: list[RunState]) -> bool:

@@ -17,13 +17,18 @@ from exporter.digests import ArchivedLookup, DigestSet, id_digest
 from exporter.errors import ArchiveError, Reason
 
 from .layout import FAILED_NAME, JOURNAL_NAME
-from .reader import failed_entries
+from .reader import Unreadable, failed_entries, warned
 from .safe_fs import SafeDir, os_error, write_all
+
+_COPY_BYTES = 1 << 20
 
 
 def known_missing(directory: SafeDir, into: DigestSet) -> None:
-    """Add to `into` the ids an earlier run found missing (404): not asked again by default."""
-    for entry in failed_entries(directory):
+    """Add to `into` the ids an earlier run found missing (404): not asked again by default.
+
+    Lines that are not entries are logged as warnings here, and left out by `merge`.
+    """
+    for entry in warned(failed_entries(directory)):
         if entry.reason == Reason.NOT_FOUND:
             into.add(id_digest(entry.id))
 
@@ -66,7 +71,7 @@ class FailureJournal:
         def lines() -> Iterator[bytes]:
             nonlocal count
             for entry in failed_entries(directory):
-                if entry.reason == Reason.BAD_MANIFEST_LINE or entry.cut:
+                if isinstance(entry, Unreadable) or entry.reason == Reason.BAD_MANIFEST_LINE or entry.cut:
                     continue
                 digest = id_digest(entry.id)
                 if digest in handled or digest in archived:
@@ -78,9 +83,10 @@ class FailureJournal:
                 raise ArchiveError(f"{directory.path / JOURNAL_NAME} was removed while the run wrote it")
             try:
                 with journal:
-                    for line in journal:
-                        count += 1
-                        yield line
+                    # This run's own lines, copied as they are: in chunks, so no line is ever held whole.
+                    while chunk := journal.read(_COPY_BYTES):
+                        count += chunk.count(b"\n")
+                        yield chunk
             except OSError as exc:
                 raise os_error(directory.path / JOURNAL_NAME, exc, "read") from exc
 

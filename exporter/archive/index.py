@@ -37,17 +37,20 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
+import io
 import logging
 import mmap
 import os
+import stat
 import threading
 import time
 import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
+from exporter.bounded import Overlong
 from exporter.errors import ArchiveError
 
 from . import checkpoint, index_format, layout
@@ -62,6 +65,7 @@ from .index_format import (
     empty_sha,
     merged_parts,
 )
+from .reader import checkpoint_lines, open_checkpoint
 from .safe_fs import SafeDir, os_error
 
 log = logging.getLogger(__name__)
@@ -367,32 +371,35 @@ class _Lines:
 
     __slots__ = ("_held", "_lines", "at", "hasher", "line_start")
 
-    def __init__(self, handle: Iterable[bytes], start: int, hasher: Any) -> None:
-        self._lines = iter(handle)
-        self._held = b""
+    def __init__(self, lines: Iterable[bytes | Overlong], start: int, hasher: Any) -> None:
+        self._lines = iter(lines)
+        self._held: bytes | Overlong = b""
         self.hasher = hasher
         self.at = start
         self.line_start = start
 
-    def __iter__(self) -> Iterator[bytes]:
+    def __iter__(self) -> Iterator[bytes | Overlong]:
         for raw in self._lines:
-            if self._held:
+            # A line over the cap is never held whole, nor hashed: it is damage, or the torn last line.
+            if self._held and not isinstance(self._held, Overlong):
                 self.hasher.update(self._held)
             self._held = raw
             self.line_start = self.at
-            self.at += len(raw)
+            self.at += raw.size + 1 if isinstance(raw, Overlong) else len(raw)
             yield raw
 
     def digest_through_last(self) -> bytes:
         """The sha256 of the checkpoint up to the end of the line last handed out."""
         through = self.hasher.copy()
-        through.update(self._held)
+        if not isinstance(self._held, Overlong):
+            through.update(self._held)
         digest: bytes = through.digest()
         return digest
 
     def finish(self, valid_bytes: int) -> None:
-        if self._held and self.line_start + len(self._held) <= valid_bytes:
-            self.hasher.update(self._held)
+        held = self._held
+        if held and not isinstance(held, Overlong) and self.line_start + len(held) <= valid_bytes:
+            self.hasher.update(held)
         self._held = b""
 
 
@@ -437,6 +444,10 @@ def _open_index(directory: SafeDir, *, flush_ids: int, on_segment: OnSegment | N
     however far behind the index is, a segment's builder is all that is held;
     with None they are not even digested (only the state is wanted).
     """
+    if remote_form(directory):
+        # A copy of an s3:// archive: the checkpoint in segments, and no index (a remote archive's
+        # index is kept in its work dir, never shipped). All of it is replayed.
+        return _replay_tail(directory, [], IndexReport(), flush_ids, on_segment, {})
     for attempt in range(_OPEN_ATTEMPTS):
         report = IndexReport()
         ends = [span[1] for span in map(layout.index_run_span, directory.names()) if span is not None]
@@ -454,6 +465,29 @@ def _open_index(directory: SafeDir, *, flush_ids: int, on_segment: OnSegment | N
     raise AssertionError("unreachable")
 
 
+def remote_form(directory: SafeDir) -> bool:
+    """Whether `directory` holds an archive in the remote form: its checkpoint as checkpoint.d/ segments."""
+    if directory.lstat(layout.CHECKPOINT_NAME) is not None:
+        return False
+    info = directory.lstat(layout.SEGMENTS_DIR)
+    return info is not None and stat.S_ISDIR(info.st_mode)
+
+
+def _checkpoint_reader(directory: SafeDir) -> BinaryIO | None:
+    """The checkpoint for reading: the file, or in the remote form its segments as one stream."""
+    if remote_form(directory):
+        return open_checkpoint(directory.path / layout.SEGMENTS_DIR)
+    return directory.reader(layout.CHECKPOINT_NAME)
+
+
+def _size(handle: BinaryIO) -> int:
+    """The checkpoint's length, to lay the tail out for; 0 when a stream of segments cannot say."""
+    try:
+        return os.fstat(handle.fileno()).st_size
+    except (OSError, io.UnsupportedOperation):
+        return 0
+
+
 def _replay_tail(
     directory: SafeDir,
     chain: list[_Opened],
@@ -462,7 +496,7 @@ def _replay_tail(
     on_segment: OnSegment | None,
     hashed: dict[int, Any],
 ) -> _Opening:
-    handle = directory.reader(layout.CHECKPOINT_NAME)
+    handle = _checkpoint_reader(directory)
     opening = _Opening(CheckpointState(), chain, report, hashlib.sha256())
     if handle is None:
         opening.close()
@@ -477,9 +511,10 @@ def _replay_tail(
                 start, ordinal = last.header.ckpt_end, last.header.end_ordinal
             else:
                 state, start, ordinal = CheckpointState(), 0, 0
-            size = os.fstat(handle.fileno()).st_size
-            handle.seek(start)
-            lines = _Lines(handle, start, hasher)
+            size = _size(handle)
+            if start:
+                handle.seek(start)
+            lines = _Lines(checkpoint_lines(handle), start, hasher)
             segment = _Segment(RunBuilder(first_ordinal=ordinal, ckpt_start=start), hasher.copy().digest())
             files: dict[str, int] = {}
             for commit in checkpoint.commits(lines, state):
@@ -491,7 +526,7 @@ def _replay_tail(
                     # Laid out for the whole tail (estimated from the bytes read), so merging
                     # the segments later needs no re-laying.
                     read, done = max(1, lines.at - start), segment.builder.next_ordinal - ordinal
-                    expected = ordinal + done * (size - start) // read
+                    expected = ordinal + done * max(size - start, read) // read
                     segment.end, segment.sha_end = lines.at, lines.digest_through_last()
                     segment.state, segment.bits = copy.deepcopy(state), bucket_bits(expected)
                     on_segment(segment)
@@ -650,8 +685,15 @@ class IndexKeeper:
         """The checkpoint's state, kept up to date with every entry logged."""
         return self._state
 
-    def logged(self, entry: bytes) -> None:
-        """One checkpoint entry (its line, newline included) is durable: fold it in, flush when due."""
+    def logged(self, entries: bytes) -> None:
+        """Checkpoint entries (whole lines, newlines included) are durable: fold them in, flush when due.
+
+        A commit split by `checkpoint.commit_groups` is logged as several entries in one write.
+        """
+        for entry in entries.splitlines(keepends=True):
+            self._logged(entry)
+
+    def _logged(self, entry: bytes) -> None:
         if self._failed:
             return
         state = self._state

@@ -55,7 +55,7 @@ from typing import Any, Protocol
 
 import orjson
 
-from .checkpoint import CheckpointState, Commit, FileState, RunState
+from .checkpoint import CheckpointState, Commit, FileState, RunState, ShippedCopy
 
 MAGIC = b"EXPIDX\r\n"
 VERSION = 1
@@ -228,7 +228,10 @@ def encode_state(state: CheckpointState) -> bytes:
     return orjson.dumps(
         {
             "ids": state.ids,
-            "files": [[f.name, f.size, f.lines, f.closed, f.sha256] for f in state.files.values()],
+            "files": [
+                [f.name, f.size, f.lines, f.closed, f.sha256, _shipped(f.shipped)]
+                for f in state.files.values()
+            ],
             "runs": [
                 [
                     r.run,
@@ -248,15 +251,35 @@ def encode_state(state: CheckpointState) -> bytes:
     )
 
 
+def _shipped(copy: ShippedCopy | None) -> list[str | None] | None:
+    """Where a closed file was shipped (`--out s3://...`), as the state carries it."""
+    return None if copy is None else [copy.key, copy.checksum, copy.etag, copy.version]
+
+
+def _shipped_copy(raw: object) -> ShippedCopy | None:
+    if raw is None:
+        return None
+    if not isinstance(raw, list) or len(raw) != 4:
+        raise TypeError("a file's shipped copy")
+    key, checksum, etag, version = raw
+    if not all(isinstance(value, str) for value in (key, checksum, etag)) or not isinstance(
+        version, str | None
+    ):
+        raise TypeError("a file's shipped copy")
+    return ShippedCopy(key=key, checksum=checksum, etag=etag, version=version)
+
+
 def decode_state(raw: bytes, valid_bytes: int) -> CheckpointState:
     """The state `encode_state` wrote, at checkpoint length `valid_bytes`; IndexFormatError if it is not."""
     try:
         doc = orjson.loads(raw)
         state = CheckpointState(ids=_count(doc["ids"]), valid_bytes=valid_bytes)
-        for name, size, lines, closed, sha in doc["files"]:
+        for name, size, lines, closed, sha, shipped in doc["files"]:
             if not isinstance(name, str) or not isinstance(closed, bool) or not isinstance(sha, str | None):
                 raise TypeError("a file's name, state or hash")
-            state.files[name] = FileState(name, _count(size), _count(lines), closed, sha)
+            state.files[name] = FileState(
+                name, _count(size), _count(lines), closed, sha, _shipped_copy(shipped)
+            )
         for run in doc["runs"]:
             number, started, refetch, manifest, shard, ended, exit_code, status, counts, message = run
             if not all(isinstance(value, str | None) for value in (shard, ended, status, message)):

@@ -15,10 +15,28 @@ Layout of `--out DIR` (the checkpoint's entries are `checkpoint.py`'s):
                                      derived from the checkpoint, rebuilt when missing or damaged
                                      (its format is `index_format.py`'s)
 
+An archive in object storage (`--out s3://...`, `exporter/remote/`) has the
+same records files, but only objects that are created once and never
+rewritten, so what a local archive appends to or replaces is kept in pieces:
+
+    checkpoint.d/00000001.ndjson     the checkpoint in consecutive segments: concatenated
+                                     in number order, they are a checkpoint.ndjson
+    summary.d/run-00003.json         each run's summary.json
+    failed.d/run-00003.ndjson        failed.ndjson as each run left it (the last is current)
+
+A directory holding checkpoint.d/ (and no checkpoint.ndjson) is an archive in
+this remote form: what `aws s3 cp --recursive` of the prefix gives, which the
+read-only commands read as it is (`checkpoint_path`, `summary_path`, `failed_path`).
+
 Every other module asks this one for a name, and reads or writes failed.ndjson
 and summary.json through `FailedEntry` and `Summary`: a format change is made
 here, and the keys are spelled here only. Nothing here opens a file: the
 writer and the reader do, through `safe_fs`.
+
+How long a line of each file may be is decided here too (`CHECKPOINT_LINE_BYTES`,
+`FAILED_LINE_BYTES`, `summary_max_bytes`): above what the writer can write, and
+low enough that a reader holding one line never holds much. A longer line is
+not the writer's: the reader skips it as it streams past and reports it.
 """
 
 from __future__ import annotations
@@ -35,6 +53,7 @@ from typing import Any
 
 import orjson
 
+from exporter.bounded import capped
 from exporter.config import Compression
 from exporter.errors import UsageError
 
@@ -46,11 +65,42 @@ JOURNAL_NAME = ".failed.partial"
 SUPERSEDED_DIR = "superseded"
 SUPERSEDE_MARKER = ".superseding"
 RECORDS_PREFIX = "records-"
+SEGMENTS_DIR = "checkpoint.d"
+RUN_SUMMARIES_DIR = "summary.d"
+RUN_FAILED_DIR = "failed.d"
+#: Directories of the remote form, each of files created once.
+REMOTE_DIRS = (SEGMENTS_DIR, RUN_SUMMARIES_DIR, RUN_FAILED_DIR)
 #: Files rewritten whole, through a temporary file renamed over them.
 REPLACED = (FAILED_NAME, SUMMARY_NAME, SUPERSEDE_MARKER)
 #: Files appended to or truncated in place: they must have no other link.
 WRITTEN_IN_PLACE = (LOCK_NAME, JOURNAL_NAME, CHECKPOINT_NAME)
 _SUFFIXES: dict[Compression, str] = {"none": ".ndjson", "gzip": ".ndjson.gz", "zstd": ".ndjson.zst"}
+
+# -- how long a line may be ------------------------------------------------------
+
+#: The longest checkpoint entry. The writer splits a commit whose ids would make a longer one
+#: (`checkpoint.commit_groups`: some 6,500 ids of 36 characters fit), so only damage is longer.
+#: Memory goes with the number of ids, not their bytes: an entry of 65,000 one-character ids,
+#: the most that fit, costs some 7 MB to parse and `exporter verify` some 10 MB more.
+CHECKPOINT_LINE_BYTES = 256 << 10
+#: The longest failed.ndjson line. The writer's are under 16 KiB: an id cut to 1 KiB and an
+#: error cut to `bounded.TEXT_BYTES`, each six times as long at most once JSON escapes them.
+FAILED_LINE_BYTES = 64 << 10
+#: summary.json holds at most this much besides its files (the longest parts, the manifest's name
+#: and the base URL, come from the command line, where one argument is at most 128 KiB) ...
+_SUMMARY_BASE_BYTES = 1 << 20
+#: ... and this much per records file (name, bytes, lines, sha256, closed: under 300 bytes).
+_SUMMARY_FILE_BYTES = 512
+
+
+def summary_max_bytes(files: int) -> int:
+    """The longest summary.json of an archive of `files` records files: a longer one is not the writer's."""
+    return _SUMMARY_BASE_BYTES + _SUMMARY_FILE_BYTES * files
+
+
+def too_long(size: int, limit: int) -> str:
+    """What is wrong with a line (or file) of `size` bytes, where the writer writes at most `limit`."""
+    return f"{size:,} bytes, over the {limit:,}-byte limit"
 
 
 # -- records files ---------------------------------------------------------------
@@ -169,7 +219,7 @@ class EntryKind(enum.Enum):
 
 def entry_kind(name: str) -> EntryKind | None:
     """What the archive keeps under `name`, or None when the name is not the archive's."""
-    if name == SUPERSEDED_DIR:
+    if name == SUPERSEDED_DIR or name in REMOTE_DIRS:
         return EntryKind.DIRECTORY
     if name in WRITTEN_IN_PLACE:
         return EntryKind.WRITTEN_IN_PLACE
@@ -206,11 +256,81 @@ def archive_kind(root: Path) -> ArchiveKind:
     """Whether `root` is an archive: it has a checkpoint (even a link, which is then refused)."""
     if not root.is_dir():
         return ArchiveKind.NOT_A_DIRECTORY
-    if os.path.lexists(root / CHECKPOINT_NAME):
+    if os.path.lexists(root / CHECKPOINT_NAME) or os.path.isdir(root / SEGMENTS_DIR):
         return ArchiveKind.ARCHIVE
     if any(file_number(name) is not None for name in os.listdir(root)):
         return ArchiveKind.RECORDS_ONLY
     return ArchiveKind.NOT_AN_ARCHIVE
+
+
+# -- the remote form ---------------------------------------------------------------
+
+
+def segment_name(number: int) -> str:
+    """The name (relative to the archive) of checkpoint segment `number` (from 1)."""
+    return f"{SEGMENTS_DIR}/{number:08d}.ndjson"
+
+
+def segment_number(name: str) -> int | None:
+    """The number of a checkpoint segment's name (relative to the archive); None when it is not one."""
+    head, _, tail = name.partition("/")
+    digits = tail.removesuffix(".ndjson")
+    if head != SEGMENTS_DIR or not tail.endswith(".ndjson") or not digits.isdigit() or len(digits) != 8:
+        return None
+    return int(digits)
+
+
+def run_summary_name(run: int) -> str:
+    """Where the remote form keeps run `run`'s summary.json."""
+    return f"{RUN_SUMMARIES_DIR}/run-{run:05d}.json"
+
+
+def run_failed_name(run: int) -> str:
+    """Where the remote form keeps failed.ndjson as run `run` left it."""
+    return f"{RUN_FAILED_DIR}/run-{run:05d}.ndjson"
+
+
+def run_of(name: str, directory: str) -> int | None:
+    """The run number of a `summary.d` / `failed.d` name (relative to the archive), or None."""
+    head, _, tail = name.partition("/")
+    stem = tail.rsplit(".", 1)[0]
+    if head != directory or not stem.startswith("run-") or not stem[4:].isdigit():
+        return None
+    return int(stem[4:])
+
+
+def checkpoint_path(root: Path) -> Path:
+    """The checkpoint of the archive in `root`: checkpoint.ndjson, or in the remote form checkpoint.d/."""
+    local = root / CHECKPOINT_NAME
+    if not os.path.lexists(local) and os.path.isdir(root / SEGMENTS_DIR):
+        return root / SEGMENTS_DIR
+    return local
+
+
+def _latest(root: Path, directory: str) -> Path | None:
+    try:
+        names = os.listdir(root / directory)
+    except OSError:
+        return None
+    runs = {run_of(f"{directory}/{name}", directory): name for name in names}
+    runs.pop(None, None)
+    return root / directory / runs[max(r for r in runs if r is not None)] if runs else None
+
+
+def summary_path(root: Path) -> Path:
+    """summary.json of the archive in `root`; in the remote form, the last run's in summary.d/."""
+    local = root / SUMMARY_NAME
+    if os.path.lexists(local) or not os.path.isdir(root / SEGMENTS_DIR):
+        return local
+    return _latest(root, RUN_SUMMARIES_DIR) or local
+
+
+def failed_path(root: Path) -> Path:
+    """failed.ndjson of the archive in `root`; in the remote form, the last run's in failed.d/."""
+    local = root / FAILED_NAME
+    if os.path.lexists(local) or not os.path.isdir(root / SEGMENTS_DIR):
+        return local
+    return _latest(root, RUN_FAILED_DIR) or local
 
 
 def not_an_archive(root: Path) -> UsageError:
@@ -254,6 +374,8 @@ class FailedEntry:
 
     Read back, only `id` and `reason` are required (a string each); the other
     fields take their defaults when a line lacks them or has another type.
+    `error` is capped (`bounded.capped`) however the entry is made: a server's
+    answer can be megabytes, and the line it goes into must stay short.
     """
 
     id: str
@@ -269,6 +391,10 @@ class FailedEntry:
     #: Set when `id` is only the first 1 KiB of a longer one: its length in UTF-8, and its sha256.
     id_bytes: int | None = None
     id_sha256: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.error is not None:
+            object.__setattr__(self, "error", capped(self.error))
 
     @classmethod
     def about(

@@ -6,7 +6,11 @@ With `layout.py`, this is all the read-only commands (`verify`, `status`,
 `writer.py` is the archive's only writer; this module only reads it, trusts
 nothing it reads (every file is opened through `safe_fs`: never through a
 link, never a FIFO or device), and keeps memory bounded (one commit's ids and
-bytes at a time) for archives of millions of records:
+bytes at a time) for archives of millions of records. The checkpoint and
+failed.ndjson are cut into lines by `bounded.LineCutter`, as manifests are: a
+line longer than `layout` says the writer writes streams past and is handed on
+as damage (an `Overlong` checkpoint line, an `Unreadable` failed.ndjson line),
+and summary.json is read only up to `layout.summary_max_bytes`:
 
     open_directory      the archive directory, for reading its files relative to it
     unsafe_entries      links, FIFOs, ... where the archive keeps a file (never opened)
@@ -16,9 +20,12 @@ bytes at a time) for archives of millions of records:
     check_same_shard
     has_checkpoint      whether the directory is an archive yet
     read_checkpoint     the checkpoint's state, its ids handed to a callback (as a run reads it)
-    replay_checkpoint   the same from a path (`checkpoint.replay` on the file)
+    replay_checkpoint   the same from a path (`checkpoint.replay` on the file, or on the
+                        segments of checkpoint.d/ in the remote form, as one stream)
     replay_commits      its commits once more, numbered, one at a time, up to the bytes replayed
-    failed_entries      failed.ndjson as `layout.FailedEntry` records
+    checkpoint_lines    the checkpoint's lines, bounded, as `checkpoint.replay` takes them
+    failed_entries,     failed.ndjson as `layout.FailedEntry` records, and `Unreadable` for a
+    read_failed         line that is not one (`warned` logs those and drops them)
     read_summary        summary.json as a `layout.Summary`
     read_records        every listed records file, read commit by commit, as a stream of events:
                         `FileStart` (or `FileRefused`), then per commit a `Chunk` (the bytes it
@@ -37,16 +44,20 @@ from __future__ import annotations
 import hashlib
 import io
 import json
+import logging
 import os
 import zlib
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
+from typing import Any, BinaryIO
 
 import orjson
 import zstandard
+
+from exporter.bounded import LineCutter, Overlong
+from exporter.errors import ArchiveCorrupt
 
 from . import checkpoint
 from .checkpoint import CheckpointState as CheckpointState
@@ -56,7 +67,21 @@ from .checkpoint import RunState as RunState
 from .checkpoint import check_same_shard as check_same_shard
 from .checkpoint import resumes_refetch as resumes_refetch
 from .framing import codec_of_file, decompressed_lines
-from .layout import CHECKPOINT_NAME, FAILED_NAME, EntryKind, FailedEntry, Summary, entry_kind
+from .layout import (
+    CHECKPOINT_LINE_BYTES,
+    CHECKPOINT_NAME,
+    FAILED_LINE_BYTES,
+    FAILED_NAME,
+    SEGMENTS_DIR,
+    EntryKind,
+    FailedEntry,
+    Summary,
+    checkpoint_path,
+    entry_kind,
+    segment_number,
+    summary_max_bytes,
+    too_long,
+)
 from .lock import LockState as LockState
 from .lock import probe_lock as probe_lock
 from .safe_fs import SafeDir as SafeDir
@@ -65,6 +90,11 @@ from .safe_fs import entry_problem, open_regular, os_error, refused
 #: Ids a file's lines may lag behind its commits before the oldest are given up as missing.
 _ALIGN_WINDOW = 100_000
 _DECODE_ERRORS = (OSError, EOFError, zlib.error, zstandard.ZstdError)
+_READ_BYTES = 1 << 16
+#: Unreadable failed.ndjson lines `warned` logs one by one before it only counts them.
+_WARNED_LINES = 5
+
+log = logging.getLogger(__name__)
 
 
 def open_directory(root: Path) -> SafeDir:
@@ -120,55 +150,129 @@ def read_checkpoint(directory: SafeDir, on_ids: Callable[[list[str]], None] | No
         return CheckpointState()
     try:
         with handle:
-            return checkpoint.replay(handle, on_ids)
+            return checkpoint.replay(checkpoint_lines(handle), on_ids)
     except OSError as exc:
         raise os_error(directory.path / CHECKPOINT_NAME, exc, "read") from exc
 
 
-def failed_entries(directory: SafeDir) -> Iterator[FailedEntry]:
-    """The entries of the failed.ndjson in `directory`, if any; unreadable lines are skipped."""
+def checkpoint_lines(handle: BinaryIO) -> Iterator[bytes | Overlong]:
+    """The lines of an open checkpoint as `checkpoint.replay` takes them, none held whole over the cap.
+
+    Each line keeps its newline (a torn last line has none, which is how
+    replay tells it); one longer than `layout.CHECKPOINT_LINE_BYTES` is an
+    `Overlong`, whatever its end.
+    """
+    source = _CountedChunks(handle)
+    end = 0  # where the line just cut ends, its newline included
+    for _, line in LineCutter(CHECKPOINT_LINE_BYTES).cut(source):
+        if isinstance(line, Overlong):
+            end += line.size + 1
+            yield line
+            continue
+        end += len(line) + 1
+        # The cutter hands a line over once its newline is read, or once the file has ended without one.
+        yield line + b"\n" if end <= source.read else line
+
+
+class _CountedChunks:
+    """The chunks of an open file, counting the bytes read so far."""
+
+    __slots__ = ("_handle", "read")
+
+    def __init__(self, handle: BinaryIO) -> None:
+        self._handle = handle
+        self.read = 0
+
+    def __iter__(self) -> Iterator[bytes]:
+        while chunk := self._handle.read(_READ_BYTES):
+            self.read += len(chunk)
+            yield chunk
+
+
+@dataclass(frozen=True, slots=True)
+class Unreadable:
+    """A line of failed.ndjson that is not an entry this exporter writes: where, and what is wrong."""
+
+    path: Path
+    line: int
+    #: e.g. "a line of 104,857,812 bytes, over the 65,536-byte limit"
+    why: str
+    #: Longer than any line the writer writes (rather than a short line that does not parse).
+    overlong: bool
+
+    def __str__(self) -> str:
+        return f"{self.path} line {self.line}: {self.why}"
+
+
+def failed_entries(directory: SafeDir) -> Iterator[FailedEntry | Unreadable]:
+    """The lines of the failed.ndjson in `directory`, if any, as entries or `Unreadable`s."""
     handle = directory.reader(FAILED_NAME)
     if handle is None:
         return
     try:
         with handle:
-            for line in handle:
-                try:
-                    yield FailedEntry.from_json_line(line)
-                except ValueError:
-                    continue
+            yield from _failed_lines(handle, directory.path / FAILED_NAME)
     except OSError as exc:
         raise os_error(directory.path / FAILED_NAME, exc, "read") from exc
 
 
-def read_failed(path: Path) -> Iterator[FailedEntry | None]:
-    """Each line of the failed.ndjson at `path` as an entry, or None when it is not one.
+def read_failed(path: Path) -> Iterator[FailedEntry | Unreadable]:
+    """Each line of the failed.ndjson at `path` as an entry, or an `Unreadable` when it is not one.
 
     The file is opened at once (ArchiveError when it cannot be, or is not a
     regular file), and read as the result is iterated.
     """
     handle = open_regular(path)
 
-    def lines() -> Iterator[FailedEntry | None]:
+    def lines() -> Iterator[FailedEntry | Unreadable]:
         with handle:
-            for raw in handle:
-                try:
-                    yield FailedEntry.from_json_line(raw)
-                except ValueError:
-                    yield None
+            yield from _failed_lines(handle, path)
 
     return lines()
 
 
-def read_summary(path: Path) -> Summary | None:
-    """The summary.json at `path`, None when there is none; ValueError when it is not one this writes.
+def _failed_lines(handle: BinaryIO, path: Path) -> Iterator[FailedEntry | Unreadable]:
+    for number, raw in LineCutter(FAILED_LINE_BYTES).cut(_CountedChunks(handle)):
+        if isinstance(raw, Overlong):
+            yield Unreadable(path, number, f"a line of {too_long(raw.size, raw.limit)}", overlong=True)
+            continue
+        try:
+            yield FailedEntry.from_json_line(raw)
+        except ValueError as exc:
+            yield Unreadable(path, number, f"not an entry ({exc})", overlong=False)
 
-    ArchiveError (or OSError) when it cannot be read or is not a regular file.
+
+def warned(lines: Iterable[FailedEntry | Unreadable]) -> Iterator[FailedEntry]:
+    """The entries of `lines`; each `Unreadable` is logged as a warning (the first few, then a count)."""
+    skipped = 0
+    last: Unreadable | None = None
+    for entry in lines:
+        if isinstance(entry, FailedEntry):
+            yield entry
+            continue
+        skipped += 1
+        last = entry
+        if skipped <= _WARNED_LINES:
+            log.warning("%s: skipped (a run leaves it out of the %s it writes)", entry, FAILED_NAME)
+    if last is not None and skipped > _WARNED_LINES:
+        log.warning("%s: %d more lines that are not entries skipped", last.path, skipped - _WARNED_LINES)
+
+
+def read_summary(path: Path, *, files: int) -> Summary | None:
+    """The summary.json at `path` of an archive of `files` records files; None when there is none.
+
+    ValueError when it is not one this exporter writes: among them, one longer
+    than `layout.summary_max_bytes(files)`, which is not read. ArchiveError (or
+    OSError) when it cannot be read or is not a regular file.
     """
     if not os.path.lexists(path):
         return None
+    limit = summary_max_bytes(files)
     with open_regular(path) as handle:
-        return Summary.from_bytes(handle.read())
+        data = handle.read(limit + 1)
+        if len(data) > limit:
+            raise ValueError(too_long(os.fstat(handle.fileno()).st_size, limit))
+    return Summary.from_bytes(data)
 
 
 def size_on_disk(path: Path) -> int | None:
@@ -182,8 +286,62 @@ def size_on_disk(path: Path) -> int | None:
 
 def replay_checkpoint(path: Path) -> CheckpointState:
     """The state of the checkpoint at `path`; raises OSError, ArchiveCorrupt (with the line), ArchiveError."""
-    with open_regular(path) as handle:
-        return checkpoint.replay(handle, name=path.name)
+    with open_checkpoint(path) as handle:
+        return checkpoint.replay(checkpoint_lines(handle), name=path.name)
+
+
+def open_checkpoint(path: Path) -> BinaryIO:
+    """The checkpoint at `path` for reading: the file, or (a `checkpoint.d` directory) its segments in order.
+
+    The remote form keeps the checkpoint as consecutive segments, each ending
+    with a whole entry, so their concatenation reads as one checkpoint.ndjson;
+    a gap in their numbering is ArchiveCorrupt.
+    """
+    if not path.is_dir() or path.is_symlink():
+        return open_regular(path)
+    numbered = sorted(
+        (number, name)
+        for name in os.listdir(path)
+        if (number := segment_number(f"{SEGMENTS_DIR}/{name}")) is not None
+    )
+    for expected, (number, name) in enumerate(numbered, 1):
+        if number != expected:
+            raise ArchiveCorrupt(
+                f"segment {expected} is missing (the next is {name}): the checkpoint cannot be read past "
+                "it; download it again, or restore it from the bucket's versions"
+            )
+    return io.BufferedReader(_Concatenated([path / name for _, name in numbered]))
+
+
+class _Concatenated(io.RawIOBase):
+    """Files read one after the other as one stream, each opened (safely) only when reached."""
+
+    def __init__(self, paths: list[Path]) -> None:
+        self._paths = paths
+        self._current: BinaryIO | None = None
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer: Any) -> int:
+        while True:
+            if self._current is None:
+                if not self._paths:
+                    return 0
+                self._current = open_regular(self._paths.pop(0))
+            chunk = self._current.read(len(buffer))
+            count = len(chunk)
+            if count:
+                buffer[:count] = chunk
+                return count
+            self._current.close()
+            self._current = None
+
+    def close(self) -> None:
+        if self._current is not None:
+            self._current.close()
+            self._current = None
+        super().close()
 
 
 def replay_commits(path: Path, valid_bytes: int) -> Iterator[tuple[int, Commit]]:
@@ -193,14 +351,17 @@ def replay_commits(path: Path, valid_bytes: int) -> Iterator[tuple[int, Commit]]
     meets exactly the entries that one accepted (a run still appending cannot
     change them); one commit's ids are held at a time.
     """
-    with open_regular(path) as handle:
-        yield from enumerate(checkpoint.commits(_first_bytes(handle, valid_bytes), name=path.name), 1)
+    with open_checkpoint(path) as handle:
+        lines = _first_bytes(checkpoint_lines(handle), valid_bytes)
+        yield from enumerate(checkpoint.commits(lines, name=path.name), 1)
 
 
-def _first_bytes(lines: Iterable[bytes], limit: int) -> Iterator[bytes]:
-    """The lines that end within the first `limit` bytes."""
+def _first_bytes(lines: Iterable[bytes | Overlong], limit: int) -> Iterator[bytes]:
+    """The lines that end within the first `limit` bytes (none of which is over the cap)."""
     read = 0
     for raw in lines:
+        if isinstance(raw, Overlong):
+            return  # never among the lines a replay accepted
         read += len(raw)
         if read > limit:
             return
@@ -361,7 +522,7 @@ def read_records(root: Path, state: CheckpointState) -> Iterator[RecordsEvent]:
     current: FileState | None = None
     reader: RecordsReader | None = None
     try:
-        for ordinal, commit in replay_commits(root / CHECKPOINT_NAME, state.valid_bytes):
+        for ordinal, commit in replay_commits(checkpoint_path(root), state.valid_bytes):
             if current is None or current.name != commit.file:
                 if reader is not None and current is not None:
                     yield from _end_file(reader, current)
@@ -489,7 +650,7 @@ def _json_int(text: str) -> int | str:
 def line_at(path: Path, offset: int) -> int:
     """The number of the line that starts at byte `offset` of `path` (a torn checkpoint line's)."""
     newlines = 0
-    with open_regular(path) as handle:
+    with open_checkpoint(path) as handle:
         while offset > 0 and (chunk := handle.read(min(offset, 1 << 20))):
             newlines += chunk.count(b"\n")
             offset -= len(chunk)

@@ -14,14 +14,19 @@ turns away a link, FIFO, device or hard link in any place an archive file goes.
 
 Exactly-once is this module's job alone. A commit appends a batch of lines to
 the current records file, fsyncs it, then appends one checkpoint entry listing
-those ids and the file's new length, and fsyncs that. Opening the archive cuts
+those ids and the file's new length, and fsyncs that. A batch whose ids would
+make an entry longer than `layout.CHECKPOINT_LINE_BYTES` (which readers refuse
+as damage) is written as several commits, each its own entry and (compressed)
+its own frame, with the same two fsyncs; so any batch size is safe. Opening the archive cuts
 the current records file back to the length the checkpoint last recorded, so
 whatever a crash left behind (a partial line, whole lines never logged) is gone
 and will be fetched again; nothing committed is ever rewritten.
 
 `Archive` is synchronous and not thread-safe on purpose: the pipeline calls it
 from a single writer thread, so no lock is needed and the event loop never
-waits on a disk.
+waits on a disk. The one exception is deflate: a large gzip commit is deflated
+in pieces by the writer thread and helper threads at once (`framing.DeflatePool`),
+before the writer writes it; the helpers touch no file.
 """
 
 from __future__ import annotations
@@ -43,7 +48,7 @@ from . import checkpoint
 from .archived import ArchivedIds
 from .checkpoint import CheckpointState, FileState, check_same_shard, resumes_refetch
 from .failures import FailureJournal, known_missing
-from .framing import Codec, codec_for, codec_of_file
+from .framing import Codec, DeflatePool, codec_for, codec_of_file
 from .generations import finish_superseding, interrupted_move, supersede
 from .index import IndexKeeper, checkpoint_state
 from .layout import (
@@ -79,9 +84,11 @@ class Archive:
     """An open archive: replayed checkpoint, recovered files, the lock held."""
 
     __slots__ = (
+        "_checkpoint_bytes",
         "_checkpoint_fd",
         "_codec",
         "_current",
+        "_deflaters",
         "_dir",
         "_index",
         "_journal",
@@ -102,8 +109,11 @@ class Archive:
         self._dir = directory
         self._lock_fd = lock_fd
         self._codec = codec_for(settings.compress, settings.compress_level)
+        self._deflaters = _deflate_pool(settings)
         self._current: _RecordsFile | None = None
         self._checkpoint_fd = -1
+        #: The checkpoint's length as this process wrote it (whole entries only).
+        self._checkpoint_bytes = 0
         self._journal = FailureJournal(directory)
         self._index: IndexKeeper | None = None
         self.root = settings.out_dir
@@ -161,6 +171,7 @@ class Archive:
                 os.ftruncate(self._checkpoint_fd, self.state.valid_bytes)
             except OSError as exc:
                 raise os_error(self.root / ckpt, exc, "cut the torn last line of") from exc
+        self._checkpoint_bytes = self.state.valid_bytes
         self.run = self.state.next_run
         self._log(
             checkpoint.run_entry(
@@ -201,6 +212,8 @@ class Archive:
         for state in known.values():
             path = self.root / state.name
             st = self._dir.lstat(state.name)
+            if st is None and state.shipped is not None:
+                continue  # in object storage (--out s3://...): the work dir keeps no copy
             if st is None:
                 raise ArchiveCorrupt(
                     f"{path} is missing but the checkpoint lists {state.lines} records in it; "
@@ -223,24 +236,29 @@ class Archive:
     # -- writing ---------------------------------------------------------------
 
     def commit(self, records: Sequence[tuple[str, Record]]) -> None:
-        """Make `records` (id, line without its newline) durable and part of the archive, in one commit."""
+        """Make `records` (id, line without its newline) durable and part of the archive.
+
+        One commit, or several when their ids would not fit in one checkpoint
+        entry (`checkpoint.commit_groups`): all appended, then one fsync of
+        the records file, then their entries in one write and one fsync.
+        """
         if not records:
             return
         current = self._writable_file()
-        chunks = current.codec.frame([line for _, line in records])
+        ids = [record_id for record_id, _ in records]
         size_before = current.size
+        entries = []
         try:
-            crc = current.append(chunks, len(records))
-            os.fdatasync(current.fd)
-            self._log(
-                checkpoint.commit_entry(
-                    file=current.name,
-                    end=current.size,
-                    lines=current.lines,
-                    crc32=crc,
-                    ids=[record_id for record_id, _ in records],
+            for group in checkpoint.commit_groups(ids):
+                chunks = current.codec.frame([line for _, line in records[group]], self._deflaters)
+                crc = current.append(chunks, group.stop - group.start)
+                entries.append(
+                    checkpoint.commit_entry(
+                        file=current.name, end=current.size, lines=current.lines, crc32=crc, ids=ids[group]
+                    )
                 )
-            )
+            os.fdatasync(current.fd)
+            self._log(b"".join(entries))
         except OSError as exc:
             raise ArchiveError(
                 f"cannot write to {current.path}: {exc.strerror}; the records committed so far "
@@ -297,8 +315,43 @@ class Archive:
             os.fdatasync(self._checkpoint_fd)
         except OSError as exc:
             raise os_error(self.root / CHECKPOINT_NAME, exc, "write") from exc
+        self._checkpoint_bytes += len(entry)
         if self._index is not None:
             self._index.logged(entry)  # durable now: the index may cover it
+
+    # -- shipping to object storage (exporter/remote/) ---------------------------
+
+    def seal(self) -> str | None:
+        """Close the open records file now, before it is full (rotation early); its name, if one was open."""
+        current = self._current
+        if current is None:
+            return None
+        self._close_current()
+        return current.name
+
+    def log_shipped(self, name: str, *, key: str, checksum: str, etag: str, version: str | None) -> int:
+        """Log that closed file `name` is in object storage under `key`; the checkpoint's length after it."""
+        state = self.state.files[name]
+        self._log(
+            checkpoint.shipped_entry(
+                file=name, key=key, size=state.size, checksum=checksum, etag=etag, version=version
+            )
+        )
+        state.shipped = checkpoint.ShippedCopy(key=key, checksum=checksum, etag=etag, version=version)
+        return self._checkpoint_bytes
+
+    def drop_shipped(self, name: str) -> None:
+        """Remove the local copy of a shipped file (the work dir is a staging area, not the archive)."""
+        state = self.state.files[name]
+        if state.shipped is None or not state.closed:
+            raise ValueError(f"{name} is not shipped")
+        if self._dir.lstat(name) is not None:
+            self._dir.unlink(name)
+
+    @property
+    def checkpoint_bytes(self) -> int:
+        """The checkpoint's length: the entries written so far, whole."""
+        return self._checkpoint_bytes
 
     # -- the end of a run ------------------------------------------------------
 
@@ -361,6 +414,9 @@ class Archive:
         # The journal only matters until write_failed has merged it; a run that
         # dies before that retries its failed ids next time anyway.
         self._journal.close()
+        if self._deflaters is not None:
+            self._deflaters.close()
+            self._deflaters = None
         if self._lock_fd >= 0:
             os.close(self._lock_fd)  # releases the flock
             self._lock_fd = -1
@@ -373,6 +429,14 @@ class Archive:
             f"<Archive {self.root} run={self.run} archived={len(self.archived)} "
             f"committed={self.committed} {where}>"
         )
+
+
+def _deflate_pool(settings: ArchiveSettings) -> DeflatePool | None:
+    """Threads for deflating large gzip commits in pieces; None where the writer thread does it alone."""
+    if settings.compress != "gzip":
+        return None
+    threads = settings.compress_threads or len(os.sched_getaffinity(0))
+    return DeflatePool(threads) if threads >= 2 else None
 
 
 class _RecordsFile:

@@ -10,7 +10,9 @@ of them, once `verify` has read their records:
     archives -> manifest   every archived id is in the manifest; if not, a problem at
                            its records line
     the rest               the manifest's bad lines and invalid ids were never
-                           exported: notes, the first `_MANIFEST_NOTES` of each kind
+                           exported: notes, the first `_MANIFEST_NOTES` of each kind;
+                           a failed.ndjson line longer than the writer writes is a
+                           problem (never read whole), one that does not parse a note
 
 That no id is archived twice is verify's own check, across all archives.
 Memory stays bounded: the manifest's ids are kept as digests, and the archived
@@ -23,8 +25,8 @@ import os
 from collections.abc import Sequence
 from pathlib import Path
 
-from exporter.archive.layout import CHECKPOINT_NAME, FAILED_NAME
-from exporter.archive.reader import CheckpointState, read_failed, replay_commits
+from exporter.archive.layout import FAILED_NAME, checkpoint_path, failed_path
+from exporter.archive.reader import CheckpointState, Unreadable, read_failed, replay_commits
 from exporter.config import ManifestSource
 from exporter.digests import DigestSet, id_digest
 from exporter.errors import ArchiveError, Reason
@@ -86,7 +88,7 @@ def check_manifest(
 
 def _check_listed(findings: Findings, root: Path, state: CheckpointState, listed: DigestSet) -> None:
     """Every id the archive in `root` holds is one of `listed`, the manifest's."""
-    for _, commit in replay_commits(root / CHECKPOINT_NAME, state.valid_bytes):
+    for _, commit in replay_commits(checkpoint_path(root), state.valid_bytes):
         for offset, record_id in enumerate(commit.ids):
             if id_digest(record_id) not in listed:
                 findings.detail(
@@ -109,7 +111,7 @@ def _failures(findings: Findings, roots: Sequence[Path]) -> tuple[DigestSet, dic
     not_found = DigestSet()
     others: dict[str, DigestSet] = {}
     for root in roots:
-        path = root / FAILED_NAME
+        path = failed_path(root)
         if not os.path.lexists(path):
             continue
         try:
@@ -117,9 +119,13 @@ def _failures(findings: Findings, roots: Sequence[Path]) -> tuple[DigestSet, dic
         except ArchiveError as exc:  # verify reports links and FIFOs itself; this is a race or an I/O error
             findings.problem(path, None, f"cannot be read: {exc}")
             continue
-        for number, entry in enumerate(entries, 1):
-            if entry is None:
-                findings.note(path, number, "unreadable line: an id it names counts as not accounted for")
+        for entry in entries:
+            if isinstance(entry, Unreadable):
+                # Longer than any line the writer writes: damage. A short line that does not parse stays
+                # a note: the manifest's check reports any id it named as not accounted for.
+                text = f"{entry.why}: skipped" if entry.overlong else "unreadable line"
+                add = findings.detail if entry.overlong else findings.note
+                add(path, entry.line, f"{text}: an id it names counts as not accounted for")
             elif entry.reason == Reason.NOT_FOUND:
                 not_found.add(id_digest(entry.id))
             else:

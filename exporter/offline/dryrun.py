@@ -6,7 +6,9 @@ through it (never through a link), takes no lock and writes nothing, so it
 answers while another run holds the archive; a line that run is appending
 shows as a torn tail and is left out. No request is sent: the token is not
 even read. The archived ids come from the archive's index (`archive/index.py`),
-the part of the checkpoint it does not cover replayed into memory.
+the part of the checkpoint it does not cover replayed into memory. It reads
+them as a run does, a bounded line at a time: damage in the checkpoint is
+exit 4, a failed.ndjson line that is not an entry a warning.
 
 The counts come from the same `Planner` a run uses, over the same archived
 and known-missing sets, so the dry run and the run cannot disagree on what
@@ -35,9 +37,11 @@ from exporter.archive.reader import (
     refuse_unsafe,
     resumes_refetch,
     unsafe_entries,
+    warned,
 )
 from exporter.config import ManifestSource, Shard
 from exporter.digests import ArchivedLookup, DigestSet, id_digest
+from exporter.display import escape
 from exporter.errors import Reason
 from exporter.manifest import open_manifest
 from exporter.plan import Planner
@@ -193,7 +197,7 @@ def _read_archive(request: DryRunRequest, stack: contextlib.ExitStack) -> _Archi
         return _ArchiveView(exists=True, starts_over=True)
     check_same_shard(root, state, str(request.shard) if request.shard else None)
     view.archived = ArchivedIds(index)
-    for entry in failed_entries(directory):
+    for entry in warned(failed_entries(directory)):
         if entry.cut:
             continue  # a cut id names no id of the manifest
         if entry.reason == Reason.NOT_FOUND:
@@ -209,7 +213,7 @@ def to_json(report: DryRunReport) -> dict[str, Any]:
 
 
 def render_text(report: DryRunReport) -> str:
-    """The dry run for a person."""
+    """The dry run for a person; each line escaped, since the manifest's and archive's names are anyone's."""
     lines = [f"dry run: nothing was sent and nothing written; manifest {report.manifest}"]
     if not report.archive_exists:
         lines.append(f"archive {report.out}: does not exist yet (a run creates it)")
@@ -250,7 +254,7 @@ def render_text(report: DryRunReport) -> str:
             )
         else:
             lines.append(f"{budget}: enough for every id, if few need a retry")
-    return "\n".join(lines) + "\n"
+    return "".join(escape(line) + "\n" for line in lines)
 
 
 def _fetch_note(report: DryRunReport) -> str:

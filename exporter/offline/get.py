@@ -38,9 +38,10 @@ from exporter.archive.framing import codec_of_file, decompressed_lines
 from exporter.archive.index import IndexView, open_view
 from exporter.archive.index_format import CommitPlace, IndexFormatError
 from exporter.archive.layout import ArchiveKind, FailedEntry, archive_kind, file_number, not_an_archive
-from exporter.archive.reader import failed_entries, line_id, open_directory
+from exporter.archive.reader import failed_entries, line_id, open_directory, warned
 from exporter.config import ManifestSource
 from exporter.digests import id_digest
+from exporter.display import escape
 from exporter.errors import ArchiveError, UsageError
 from exporter.manifest import Entry, open_manifest
 
@@ -238,7 +239,7 @@ def _failed_reasons(archives: list[_Archive], missing: set[str]) -> dict[str, tu
     found: dict[str, tuple[FailedEntry, Path]] = {}
     for archive in archives:
         try:
-            for entry in failed_entries(archive.directory):
+            for entry in warned(failed_entries(archive.directory)):
                 if entry.id in missing and not entry.cut and entry.id not in found:
                     found[entry.id] = (entry, archive.root)
         except ArchiveError:
@@ -314,7 +315,7 @@ def _get_command(args: argparse.Namespace) -> int:
                 else:
                     missing += 1
                     out.flush()
-                    sys.stderr.write(f"exporter: {_explain(result)}\n")
+                    sys.stderr.write(f"exporter: {escape(_explain(result))}\n")
             out.flush()
         except BrokenPipeError:
             # The reader went away (`| head`): the rest is not wanted.
@@ -338,7 +339,8 @@ class _IdsFile:
         for entry in self._entries:
             if entry.problem is not None:
                 self.bad_lines += 1
-                sys.stderr.write(f"exporter: {self.display} line {entry.line}: {entry.problem}\n")
+                told = f"exporter: {self.display} line {entry.line}: {entry.problem}"
+                sys.stderr.write(escape(told) + "\n")
                 continue
             yield entry.value
 

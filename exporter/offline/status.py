@@ -4,8 +4,10 @@ Read-only and quick: it reads the checkpoint's state from the archive's index
 (replaying only the part of the checkpoint the index does not cover; never
 the records), stats the records files, reads failed.ndjson and summary.json, and asks whether a run
 holds the archive's lock right now. A link, FIFO or device where the archive
-keeps a file is listed as refused and never opened. `exporter verify` is the one that reads
-every byte.
+keeps a file is listed as refused and never opened. A failed.ndjson line or a
+summary.json that is not what the writer writes (too long, not JSON) is listed
+as skipped; the checkpoint is the truth, and damage in it is exit 4.
+`exporter verify` is the one that reads every byte.
 
 `gather_status` builds an `ArchiveStatus`; `render_text` and `to_json` show it.
 """
@@ -17,7 +19,7 @@ import os
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import orjson
 
@@ -30,12 +32,16 @@ from exporter.archive.layout import (
     ArchiveKind,
     FileReport,
     archive_kind,
+    checkpoint_path,
+    failed_path,
     file_number,
     not_an_archive,
+    summary_path,
 )
 from exporter.archive.reader import (
     LockState,
     RunState,
+    Unreadable,
     open_directory,
     probe_lock,
     read_failed,
@@ -44,12 +50,19 @@ from exporter.archive.reader import (
     size_on_disk,
     unsafe_entries_at,
 )
+from exporter.display import escape, json_safe
 from exporter.errors import ArchiveError
 
 #: Failed ids shown per reason.
 FIRST_IDS = 3
 #: Runs and files listed in the text view (the newest); --json lists all.
 TEXT_ROWS = 10
+#: Lines of failed.ndjson that are not entries listed (the first); the rest are counted.
+SKIPPED_ROWS = 10
+#: Reasons counted apart (the exporter writes nine); lines of any further reason are counted as one group,
+#: so a failed.ndjson of a million made-up reasons costs no more than one of nine.
+MAX_REASONS = 16
+OTHER_REASONS = "(other reasons)"
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -70,6 +83,14 @@ class FailureGroup:
     reason: str
     count: int
     first_ids: list[str]
+
+
+class Skipped(NamedTuple):
+    """A report file, or one line of it, that status did not read: it is not what the writer writes."""
+
+    name: str
+    line: int | None
+    problem: str
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -100,6 +121,10 @@ class ArchiveStatus:
     refused: list[tuple[str, str]] = field(default_factory=list)
     #: The index: its runs and how much of the checkpoint they cover.
     index: IndexReport = field(default_factory=IndexReport)
+    #: summary.json if it is not a summary, and the first `SKIPPED_ROWS` failed.ndjson lines not entries.
+    skipped: list[Skipped] = field(default_factory=list)
+    #: How many there were in all.
+    skipped_total: int = 0
 
     @property
     def bytes(self) -> int:
@@ -112,7 +137,7 @@ class ArchiveStatus:
 
 def gather_status(root: Path) -> ArchiveStatus:
     """Read what `exporter status` shows about the archive in `root`."""
-    ckpt = root / CHECKPOINT_NAME
+    ckpt = checkpoint_path(root)
     if archive_kind(root) is not ArchiveKind.ARCHIVE:
         raise not_an_archive(root)
     unsafe = unsafe_entries_at(root)
@@ -124,7 +149,8 @@ def gather_status(root: Path) -> ArchiveStatus:
             state, index_report = index.state, index.report
     except OSError as exc:
         raise ArchiveError(f"cannot read {ckpt}: {exc.strerror}") from exc
-    summary_files = {} if SUMMARY_NAME in skipped else _summary_files(root / SUMMARY_NAME)
+    not_read: list[Skipped] = []
+    summary_files = {} if SUMMARY_NAME in skipped else _summary_files(root, len(state.files), not_read)
     files = []
     for fs in state.files.values():
         disk = size_on_disk(root / fs.name)
@@ -137,7 +163,9 @@ def gather_status(root: Path) -> ArchiveStatus:
                 name=fs.name, bytes=fs.size, lines=fs.lines, closed=fs.closed, sha256=sha, disk_bytes=disk
             )
         )
-    failures, newest_error = ([], None) if FAILED_NAME in skipped else _failures(root / FAILED_NAME)
+    failures, newest_error, skipped_lines = (
+        ([], None, 0) if FAILED_NAME in skipped else _failures(failed_path(root), not_read)
+    )
     last_message = state.runs[-1].message if state.runs else None
     return ArchiveStatus(
         root=root,
@@ -151,28 +179,40 @@ def gather_status(root: Path) -> ArchiveStatus:
         torn_tail=state.torn_tail,
         refused=unsafe,
         index=index_report,
+        skipped=not_read,
+        skipped_total=len(not_read) + max(0, skipped_lines - SKIPPED_ROWS),
     )
 
 
-def _summary_files(path: Path) -> dict[str, FileReport]:
+def _summary_files(root: Path, files: int, not_read: list[Skipped]) -> dict[str, FileReport]:
     try:
-        summary = read_summary(path)
-    except (OSError, ArchiveError, ValueError):
+        summary = read_summary(summary_path(root), files=files)
+    except ValueError as exc:  # too long, or not JSON: the checkpoint has the truth
+        not_read.append(Skipped(SUMMARY_NAME, None, f"not a summary this exporter writes ({exc})"))
+        return {}
+    except (OSError, ArchiveError):
         return {}
     return {} if summary is None else {f.name: f for f in summary.files}
 
 
-def _failures(path: Path) -> tuple[list[FailureGroup], str | None]:
-    """failed.ndjson by reason (in order of first appearance), and the newest failure's error."""
+def _failures(path: Path, not_read: list[Skipped]) -> tuple[list[FailureGroup], str | None, int]:
+    """failed.ndjson by reason (in order of first appearance), the newest failure's error, and how
+    many lines are not entries (the first `SKIPPED_ROWS` go to `not_read`)."""
     counts: dict[str, int] = {}
     first: dict[str, list[str]] = {}
     newest: tuple[str, str] | None = None
+    unreadable = 0
     if not os.path.lexists(path):
-        return [], None
+        return [], None, 0
     for entry in read_failed(path):
-        if entry is None:
+        if isinstance(entry, Unreadable):
+            unreadable += 1
+            if unreadable <= SKIPPED_ROWS:
+                not_read.append(Skipped(FAILED_NAME, entry.line, entry.why))
             continue
         reason, record_id = entry.reason, entry.id
+        if reason not in counts and len(counts) >= MAX_REASONS:
+            reason = OTHER_REASONS
         counts[reason] = counts.get(reason, 0) + 1
         ids = first.setdefault(reason, [])
         if len(ids) < FIRST_IDS:
@@ -181,7 +221,7 @@ def _failures(path: Path) -> tuple[list[FailureGroup], str | None]:
         if at is not None and error is not None and (newest is None or at >= newest[0]):
             newest = (at, f"{record_id}: {error} ({reason})")
     groups = [FailureGroup(reason=r, count=counts[r], first_ids=first[r]) for r in counts]
-    return groups, None if newest is None else newest[1]
+    return groups, None if newest is None else newest[1], unreadable
 
 
 def _generations(path: Path) -> list[Generation]:
@@ -190,7 +230,7 @@ def _generations(path: Path) -> list[Generation]:
     generations = []
     for directory in sorted(p for p in path.iterdir() if p.is_dir() and not p.is_symlink()):
         records_files = [p for p in directory.iterdir() if file_number(p.name) is not None]
-        records = _summary_records(directory / SUMMARY_NAME)
+        records = _summary_records(directory / SUMMARY_NAME, len(records_files))
         generations.append(
             Generation(
                 name=str(directory.relative_to(path.parent)),
@@ -202,9 +242,9 @@ def _generations(path: Path) -> list[Generation]:
     return generations
 
 
-def _summary_records(path: Path) -> int | None:
+def _summary_records(path: Path, files: int) -> int | None:
     try:
-        summary = read_summary(path)
+        summary = read_summary(path, files=files)
     except (OSError, ArchiveError, ValueError):
         return None
     return None if summary is None else summary.records
@@ -264,11 +304,20 @@ def to_json(status: ArchiveStatus) -> dict[str, Any]:
             "covered_ids": status.index.covered_ids,
             "ids": status.index.ids,
         },
+        "skipped": {
+            "total": status.skipped_total,
+            "first": [{"name": s.name, "line": s.line, "problem": s.problem} for s in status.skipped],
+        },
     }
 
 
 def render_text(status: ArchiveStatus) -> str:
-    """The status for a person: runs, files, totals, failures, the last error, the lock."""
+    """The status for a person: runs, files, totals, failures, the last error, the lock.
+
+    Ids, messages and names come from files anyone who could write the archive
+    chose: each line is escaped (`display.escape`), so none can reach the
+    terminal as a control sequence or a line break of its own.
+    """
     out = [f"archive {status.root}"]
     if status.lock.held:
         out.append(f"  a run is in progress (pid {status.lock.pid or 'unknown'})")
@@ -280,6 +329,11 @@ def render_text(status: ArchiveStatus) -> str:
         out.append("  the last run was killed mid-commit; the next export run drops its torn checkpoint line")
     for name, why in status.refused:
         out.append(f"  REFUSED {name} {why}: not read, and an export refuses to run until it is removed")
+    for skipped in status.skipped:
+        where = skipped.name if skipped.line is None else f"{skipped.name} line {skipped.line}"
+        out.append(f"  SKIPPED {where}: {skipped.problem}")
+    if status.skipped_total > len(status.skipped):
+        out.append(f"  ({status.skipped_total - len(status.skipped)} more lines of {FAILED_NAME} skipped)")
 
     out.append(f"runs: {len(status.runs)}")
     out += _hidden(len(status.runs), "runs")
@@ -309,7 +363,7 @@ def render_text(status: ArchiveStatus) -> str:
         for g in status.superseded:
             records = "? records" if g.records is None else f"{g.records} records"
             out.append(f"  {g.name}  {records}, {human_bytes(g.bytes)} in {g.files} files")
-    return "\n".join(out) + "\n"
+    return "".join(escape(line) + "\n" for line in out)
 
 
 def _index_line(index: IndexReport) -> str:
@@ -399,15 +453,26 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=STATUS_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    parser.add_argument("dir", type=Path, metavar="DIR", help="the archive directory (the --out of export)")
+    parser.add_argument(
+        "dir", metavar="DIR", help="the archive directory (the --out of export), or s3://BUCKET/PREFIX"
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object instead, for scripts")
     parser.set_defaults(handler=_status_command)
 
 
 def _status_command(args: argparse.Namespace) -> int:
-    status = gather_status(args.dir)
-    if args.json:
-        sys.stdout.write(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode() + "\n")
+    renamed: dict[str, str] = {}
+    if args.dir.startswith("s3://"):
+        from exporter.remote.verify import remote_status  # the S3 client only for s3:// archives
+
+        status, renamed = remote_status(args.dir)
     else:
-        sys.stdout.write(render_text(status))
+        status = gather_status(Path(args.dir))
+    if args.json:
+        text = json_safe(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode()) + "\n"
+    else:
+        text = render_text(status)
+    for copy, url in renamed.items():  # a remote archive is read from a private copy of its metadata
+        text = text.replace(copy, url).replace("  no run in progress\n", "")
+    sys.stdout.write(text)
     return 0

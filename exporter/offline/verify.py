@@ -4,8 +4,9 @@ For each archive the checkpoint is the contract and everything else is checked
 against it, reading only what was committed (an uncommitted tail left by a
 killed run is a note, not damage: the next export cuts it):
 
-    checkpoint.ndjson   replayed; damage before the last line is a problem, a torn
-                        last line a note (a run killed mid-commit)
+    checkpoint.ndjson   replayed; damage before the last line is a problem (a line
+                        longer than the writer writes among it), a torn last line
+                        a note (a run killed mid-commit)
     records files       listed ones exist and hold at least their committed bytes;
                         closed ones exactly that many, with the sha256 of their
                         close entry; each commit's bytes have its crc32; every line
@@ -15,7 +16,8 @@ killed run is a note, not damage: the next export cuts it):
     index-*.idx         says what the checkpoint says (`verify_index.py`)
     summary.json        agrees with the checkpoint (files, lines, hashes, records);
                         when a killed run left it older than the checkpoint, only the
-                        files whose sizes agree are compared
+                        files whose sizes agree are compared; one longer than a
+                        summary of its files can be is a problem, and is not read
     every entry         where the archive keeps a file (or superseded/), a symbolic
                         link, FIFO, device or hard-linked file written in place is
                         a problem, and is never opened
@@ -65,8 +67,10 @@ from exporter.archive.layout import (
     SUPERSEDED_DIR,
     ArchiveKind,
     archive_kind,
+    checkpoint_path,
     file_number,
     not_an_archive,
+    summary_path,
     unlisted_records_files,
 )
 from exporter.archive.reader import (
@@ -205,7 +209,7 @@ class _Checker(Findings):
                 )
 
     def _replay(self, root: Path) -> CheckpointState | None:
-        path = root / CHECKPOINT_NAME
+        path = checkpoint_path(root)
         if not path.exists():
             listed = sorted(n for n in os.listdir(root) if file_number(n) is not None)
             self.problem(
@@ -218,6 +222,9 @@ class _Checker(Findings):
         try:
             state = replay_checkpoint(path)
         except ArchiveCorrupt as exc:
+            if exc.line is None:  # no one entry: a segment of checkpoint.d/ is missing
+                self.problem(path, None, str(exc))
+                return None
             self.problem(
                 path,
                 exc.line,
@@ -323,12 +330,12 @@ class _Checker(Findings):
         return places
 
     def _check_summary(self, archive: _Archive, hashes: dict[str, str]) -> None:
-        path = archive.root / SUMMARY_NAME
+        path = summary_path(archive.root)
         state = archive.state
         if SUMMARY_NAME in archive.unsafe:
             return
         try:
-            summary = read_summary(path)
+            summary = read_summary(path, files=len(state.files))
         except ValueError as exc:
             self.problem(
                 path, None, f"is not a summary this exporter writes ({exc}); the next run rewrites it"
@@ -539,6 +546,7 @@ VERIFY_EPILOG = """\
 examples:
   exporter verify archive/
   exporter verify shard-0/ shard-1/ shard-2/ --manifest ids.txt.gz
+  exporter verify s3://bucket/export/shard-0 s3://bucket/export/shard-1 --manifest ids.txt
 
   Each problem is one line, `DIR/FILE:LINE: what is wrong`; notes (`note: ...`) are
   expected leftovers of a killed run that the next export run cleans up by itself.
@@ -567,7 +575,10 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "dirs", nargs="+", type=Path, metavar="DIR", help="archive directories (the --out of export runs)"
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        help="archive directories (the --out of export runs), or s3://BUCKET/PREFIX archives",
     )
     parser.add_argument(
         "--manifest",
@@ -582,6 +593,12 @@ def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="the manifest's format (default: from its name, else guessed from the first line)",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
+    parser.add_argument(
+        "--deep",
+        action="store_true",
+        help="s3:// archives: download every object and check it as a directory is checked (without "
+        "it: the checkpoint, and a HEAD of every records file: size, checksum, version)",
+    )
     parser.set_defaults(handler=_verify_command)
 
 
@@ -594,6 +611,13 @@ def _verify_command(args: argparse.Namespace) -> int:
     source: ManifestSource | None = None
     if manifests:
         source = ManifestSource(path=None if manifests[0] == "-" else Path(manifests[0]), format=args.format)
-    report = verify_archives(args.dirs, manifest=source)
+    remote = [d for d in args.dirs if d.startswith("s3://")]
+    if remote:
+        from exporter.remote.verify import verify_remote  # the S3 client only for s3:// archives
+
+        local = [Path(d) for d in args.dirs if not d.startswith("s3://")]
+        report = verify_remote(remote, local, manifest=source, deep=args.deep)
+    else:
+        report = verify_archives([Path(d) for d in args.dirs], manifest=source)
     print_report(report, sys.stdout, quiet=args.quiet)
     return report.exit_code

@@ -28,11 +28,12 @@ from pathlib import Path
 
 from exporter.archive import checkpoint
 from exporter.archive.checkpoint import CheckpointState, Commit
-from exporter.archive.index import IndexView, open_view
+from exporter.archive.index import IndexView, open_view, remote_form
 from exporter.archive.index_format import IndexFormatError
 from exporter.archive.layout import CHECKPOINT_NAME
-from exporter.archive.reader import open_directory
+from exporter.archive.reader import checkpoint_lines, open_directory
 from exporter.archive.safe_fs import open_regular
+from exporter.bounded import Overlong
 from exporter.digests import id_digest
 from exporter.errors import ArchiveError
 
@@ -45,8 +46,11 @@ _LIMIT = 20
 def check_index(findings: Findings, root: Path, state: CheckpointState) -> None:
     """Check the index of the archive in `root` against its checkpoint, replayed by verify into `state`."""
     try:
-        with open_directory(root) as directory, open_view(directory) as view:
-            _check(findings, root, state, view)
+        with open_directory(root) as directory:
+            if remote_form(directory):
+                return  # a copy of an s3:// archive: its index stays in the run's work dir
+            with open_view(directory) as view:
+                _check(findings, root, state, view)
     except (ArchiveError, IndexFormatError, OSError) as exc:
         findings.note(root, None, f"the index cannot be read ({exc}); the next export run rebuilds it")
 
@@ -146,13 +150,14 @@ def _commits(path: Path, limit: int) -> Iterator[tuple[int, Commit]]:
     at = 0
     offsets: list[int] = []
 
-    def lines() -> Iterator[bytes]:
+    def lines() -> Iterator[bytes | Overlong]:
         nonlocal at
-        for raw in handle:
-            if at + len(raw) > limit:
+        for raw in checkpoint_lines(handle):  # none held whole over the cap
+            size = raw.size + 1 if isinstance(raw, Overlong) else len(raw)
+            if at + size > limit:
                 return
             offsets.append(at)
-            at += len(raw)
+            at += size
             yield raw
 
     with open_regular(path) as handle:

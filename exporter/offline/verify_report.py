@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
+from exporter.display import escape
 from exporter.errors import ExitCode
 
 Severity = Literal["problem", "note"]
@@ -111,16 +112,20 @@ class Findings:
 
 
 def print_report(report: Report, out: TextIO, *, quiet: bool = False) -> None:
-    """Problems (and unless `quiet` notes, then the summary line), one a line."""
+    """Problems (and unless `quiet` notes, then the summary line), one a line.
+
+    Paths, ids and what a damaged line holds are anyone's text: each line is
+    escaped (`display.escape`) so that it stays one harmless line.
+    """
     for finding in report.findings:
         if not quiet or finding.severity == "problem":
-            out.write(f"{finding}\n")
+            out.write(escape(str(finding)) + "\n")
     for path, count in report.unlisted.items():
-        out.write(f"{path}: {_plural(count, 'more problem')} like the ones above, not listed\n")
+        out.write(escape(f"{path}: {_plural(count, 'more problem')} like the ones above, not listed") + "\n")
     if not quiet:
         for line in report.confirmed:
-            out.write(line + "\n")
-        out.write(report.summary_line() + "\n")
+            out.write(escape(line) + "\n")
+        out.write(escape(report.summary_line()) + "\n")
 
 
 def _plural(count: int, noun: str) -> str:

@@ -9,5 +9,5 @@
     credentials.py   the token and proxy credentials: read from files, checked, rotated
 
 Policy (pacing, retries, what an answer means for an id) is above this, in
-`fetcher.py` and `pacing.py`; nothing here decides whether to try again.
+`fetcher.py` and `pacing/`; nothing here decides whether to try again.
 """

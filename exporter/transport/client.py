@@ -29,7 +29,7 @@ from typing import NamedTuple, cast
 from urllib.parse import quote, urlencode, urlsplit
 
 from exporter.config import HttpSettings
-from exporter.errors import Reason, TransportError, UsageError
+from exporter.errors import Cause, Reason, TransportError, UsageError
 
 from .credentials import TokenSource
 from .http1 import (
@@ -263,6 +263,14 @@ class RecordingsClient:
                 retryable=False,
             ) from exc
         except TimeoutError as exc:
+            if connection is None:
+                # --timeout ran out while connecting (before the connect timeout, or with it).
+                raise self._no_connection(
+                    ConnectError(
+                        f"{self._cannot_connect()} within {self._timeout_s:g}s (--timeout)", self._via()
+                    ),
+                    Reason.TIMEOUT,
+                ) from exc
             raise TransportError(
                 Reason.TIMEOUT, f"no complete response within {self._timeout_s:g}s (--timeout)"
             ) from exc
@@ -275,16 +283,31 @@ class RecordingsClient:
             raise TransportError(Reason.NETWORK, str(exc)) from exc
         except ProtocolError as exc:
             raise TransportError(Reason.NETWORK, f"malformed HTTP response ({exc})", down=False) from exc
+        except ConnectError as exc:
+            raise self._no_connection(exc, Reason.NETWORK) from exc
         except OSError as exc:
-            raise TransportError(
-                Reason.NETWORK,
-                _os_error_message(exc, self._origin),
-                down=not isinstance(exc.__cause__ or exc, ssl.SSLCertVerificationError),
-            ) from exc
+            raise TransportError(Reason.NETWORK, _os_error_message(exc, self._origin)) from exc
         finally:
             if connection is not None:
                 self._release(connection)
         return RawResponse(response.status, response.headers, body, generation)
+
+    def _no_connection(self, exc: ConnectError, reason: Reason) -> TransportError:
+        """A request that never left: no connection (or tunnel, or TLS session) to the API was made."""
+        return TransportError(
+            reason,
+            str(exc),
+            down=not isinstance(exc.__cause__, ssl.SSLCertVerificationError),
+            connected=False,
+            cause=exc.cause,
+        )
+
+    def _via(self) -> Cause:
+        return Cause.API if self._proxy is None else Cause.PROXY
+
+    def _cannot_connect(self) -> str:
+        via = f" through the proxy {self._proxy.authority}" if self._proxy is not None else ""
+        return f"cannot connect to {self._origin.authority}{via}"
 
     async def _take(self, *, fresh: bool = False) -> tuple[_ApiConnection, bool]:
         """An idle connection (reused=True) or a new one."""
@@ -319,22 +342,24 @@ class RecordingsClient:
                         happy_eyeballs_delay=0.25,
                     )
         except TimeoutError as exc:  # this timeout, or the kernel's own (ETIMEDOUT)
-            via = f" through the proxy {proxy.authority}" if proxy is not None else ""
             raise ConnectError(
-                f"cannot connect to {origin.authority}{via} within {self._connect_timeout_s:g}s"
+                f"{self._cannot_connect()} within {self._connect_timeout_s:g}s", self._via()
             ) from exc
         except TunnelError as exc:
-            raise ConnectError(str(exc)) from exc
+            raise ConnectError(str(exc), exc.cause) from exc
         except OSError as exc:
             if isinstance(exc, ssl.SSLError) and (
                 refusal := certificate_refusal(exc, origin.host, have_certificate=self._client_cert)
             ):
                 raise refusal from exc
-            if proxy is not None and not isinstance(exc, ssl.SSLError):
+            if isinstance(exc, ssl.SSLError):
+                via = f" through the proxy {proxy.authority}" if proxy is not None else ""
+                raise ConnectError(f"{_os_error_message(exc, origin)}{via}", Cause.TLS) from exc
+            if proxy is not None:
                 raise ConnectError(
-                    f"cannot connect to the proxy {proxy.authority} ({exc.strerror or exc})"
+                    f"cannot connect to the proxy {proxy.authority} ({exc.strerror or exc})", Cause.PROXY
                 ) from exc
-            raise ConnectError(_os_error_message(exc, origin)) from exc
+            raise ConnectError(_os_error_message(exc, origin), Cause.API) from exc
         self._open.add(connection)
         return connection, False
 
@@ -361,11 +386,15 @@ class _ApiConnection(Connection):
 
 
 class ConnectError(OSError):
-    """No connection to the origin; its message is ready for the user.
+    """No connection to the origin; its message is ready for the user, `cause` names the hop.
 
     A connect timeout becomes one of these rather than a TimeoutError, which
     `get()` reports as --timeout running out.
     """
+
+    def __init__(self, message: str, cause: Cause = Cause.API) -> None:
+        super().__init__(message)
+        self.cause = cause
 
 
 def _os_error_message(exc: OSError, origin: Origin) -> str:

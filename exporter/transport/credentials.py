@@ -7,9 +7,15 @@ on SIGHUP, so a day-long export survives a rotation.
 
 Files are read whole but bounded (a credential is a line, not megabytes), and
 followed through symlinks on purpose: Kubernetes mounts each key of a Secret
-as a symlink into a `..data/` directory it swaps atomically. Their mode is
-checked: a credential other users can read earns a warning (Secrets are
-mounted 0644 unless `defaultMode` says otherwise).
+as a symlink into a `..data/` directory it swaps atomically. What the links
+lead to must be a regular file: a FIFO would block the open (and with it the
+event loop, which SIGTERM then cannot stop), a device such as /dev/zero or a
+terminal would be read forever or wait for a person, and neither can be read
+again when the credential rotates. So a secret file is looked at with stat()
+first, opened with O_NONBLOCK (an open that cannot block even if a FIFO was
+swapped in meanwhile), and checked again with fstat() on what was opened.
+Their mode is checked: a credential other users can read earns a warning
+(Secrets are mounted 0644 unless `defaultMode` says otherwise).
 
 No message built here contains a credential.
 """
@@ -18,9 +24,11 @@ from __future__ import annotations
 
 import enum
 import logging
+import os
 import stat
 from pathlib import Path
 
+from exporter.archive.safe_fs import kind_of
 from exporter.config import Secret
 from exporter.errors import UsageError
 
@@ -28,6 +36,9 @@ log = logging.getLogger(__name__)
 
 #: A token or `user:password` is a line; anything longer is not a credential file.
 MAX_SECRET_FILE_BYTES = 16 * 1024
+#: A PEM file of CA certificates, a client certificate's chain or its key: a whole CA bundle
+#: (Mozilla's is about 220 KB) fits.
+MAX_PEM_FILE_BYTES = 4 * 1024 * 1024
 
 
 def warn_if_shared(path: Path, option: str) -> None:
@@ -40,15 +51,61 @@ def warn_if_shared(path: Path, option: str) -> None:
         log.warning("%s %s can be read by other users; chmod 600 it", option, path)
 
 
-def read_secret_file(path: Path, option: str) -> str:
-    """The file's one line, stripped; UsageError naming the option and the problem, never the content."""
+def read_secret_bytes(path: Path, option: str, *, max_bytes: int = MAX_SECRET_FILE_BYTES) -> bytes:
+    """The whole of a regular file of at most `max_bytes`, without ever blocking on what it is.
+
+    Links are followed (a Kubernetes Secret is a link into `..data/`); what
+    they lead to must be a regular file, checked before the open and again on
+    the descriptor, so a FIFO or device swapped in between is refused too.
+    UsageError naming the option and the problem, never the content.
+    """
+
+    def not_regular(mode: int) -> UsageError:
+        return UsageError(
+            f"{option} {path} is {kind_of(mode)}: it must be a regular file (one that can be read "
+            "again when the credential rotates)"
+        )
+
     try:
-        with open(path, "rb") as handle:
-            data = handle.read(MAX_SECRET_FILE_BYTES + 1)
+        mode = os.stat(path).st_mode
+        if not stat.S_ISREG(mode):
+            raise not_regular(mode)
+        fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_NOCTTY | os.O_CLOEXEC)
     except OSError as exc:
         raise UsageError(f"cannot read {option} {path}: {exc.strerror or exc}") from exc
-    if len(data) > MAX_SECRET_FILE_BYTES:
-        raise UsageError(f"{option} {path} is over {MAX_SECRET_FILE_BYTES} bytes: it must hold one line")
+    try:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise not_regular(info.st_mode)
+        if info.st_size > max_bytes:
+            raise UsageError(f"{option} {path} is over {max_bytes} bytes: it must hold one credential")
+        chunks: list[bytes] = []
+        size = 0
+        while size <= max_bytes and (chunk := os.read(fd, max_bytes + 1 - size)):
+            chunks.append(chunk)
+            size += len(chunk)
+    except OSError as exc:
+        raise UsageError(f"cannot read {option} {path}: {exc.strerror or exc}") from exc
+    finally:
+        os.close(fd)
+    if size > max_bytes:  # it grew while read
+        raise UsageError(f"{option} {path} is over {max_bytes} bytes: it must hold one credential")
+    return b"".join(chunks)
+
+
+def check_pem_file(path: Path, option: str) -> None:
+    """A --ca-cert, --client-cert or --client-key file that OpenSSL may read: regular, and bounded.
+
+    OpenSSL opens the file itself, by name, and blocks on a FIFO; this reads
+    it once first, without blocking, so anything but a regular file of at most
+    MAX_PEM_FILE_BYTES stops the run with exit 2 before it starts.
+    """
+    read_secret_bytes(path, option, max_bytes=MAX_PEM_FILE_BYTES)
+
+
+def read_secret_file(path: Path, option: str) -> str:
+    """The file's one line, stripped; UsageError naming the option and the problem, never the content."""
+    data = read_secret_bytes(path, option)
     try:
         text = data.decode("utf-8")
     except UnicodeDecodeError as exc:

@@ -24,7 +24,7 @@ from collections.abc import Callable
 from urllib.parse import unquote, urlsplit
 
 from exporter.config import ProxySettings, Secret
-from exporter.errors import ConnectionSetupError, UsageError
+from exporter.errors import Cause, ConnectionSetupError, UsageError
 
 from .credentials import check_proxy_credentials
 
@@ -125,9 +125,10 @@ def _refused_credentials(proxy: ProxySettings, head: bytes) -> ConnectionSetupEr
 class _ConnectReply(asyncio.Protocol):
     """Reads the proxy's reply to CONNECT: its head only, since a tunnel has no body."""
 
-    def __init__(self) -> None:
+    def __init__(self, proxy: str) -> None:
         self.head: asyncio.Future[bytes] = asyncio.get_running_loop().create_future()
         self._buffer = bytearray()
+        self._proxy = proxy  # `host:port`, for the messages
 
     def data_received(self, data: bytes) -> None:
         if self.head.done():
@@ -136,21 +137,31 @@ class _ConnectReply(asyncio.Protocol):
         end = self._buffer.find(b"\r\n\r\n")
         if end >= 0:
             if end + 4 < len(self._buffer):
-                self.head.set_exception(TunnelError("the proxy sent data before the tunnel was open"))
+                self.head.set_exception(
+                    TunnelError(f"the proxy {self._proxy} sent data before the tunnel was open")
+                )
             else:
                 self.head.set_result(bytes(self._buffer[:end]))
         elif len(self._buffer) > _MAX_HEAD_BYTES:
-            self.head.set_exception(TunnelError("the proxy's answer to CONNECT is not HTTP"))
+            self.head.set_exception(
+                TunnelError(f"the answer of the proxy {self._proxy} to CONNECT is not HTTP")
+            )
 
     def connection_lost(self, exc: Exception | None) -> None:
         if not self.head.done():
             self.head.set_exception(
-                TunnelError("the proxy closed the connection instead of opening a tunnel")
+                TunnelError(f"the proxy {self._proxy} closed the connection instead of opening a tunnel")
             )
 
 
 class TunnelError(OSError):
-    """The proxy did not open a tunnel; the message says what it answered."""
+    """The proxy did not open a tunnel; the message says what it answered.
+
+    Blamed on the proxy (`Cause.PROXY`), even for a 502 it answers when it cannot reach
+    the API: the message quotes its answer, and the proxy is the hop to look at first.
+    """
+
+    cause = Cause.PROXY
 
 
 async def open_tunnel(
@@ -168,7 +179,9 @@ async def open_tunnel(
     `create_connection` had made it.
     """
     loop = asyncio.get_running_loop()
-    transport, reply = await loop.create_connection(_ConnectReply, proxy.host, proxy.port)
+    transport, reply = await loop.create_connection(
+        lambda: _ConnectReply(proxy.authority), proxy.host, proxy.port
+    )
     try:
         transport.write(connect_request(proxy, authority))
         head = await reply.head

@@ -29,6 +29,17 @@ import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 
+#: Every field read here (each spelling's, as tried in `parse_quota`).
+FIELDS = (
+    "RateLimit",
+    "RateLimit-Policy",
+    "RateLimit-Limit",
+    "RateLimit-Remaining",
+    "RateLimit-Reset",
+    "X-RateLimit-Limit",
+    "X-RateLimit-Remaining",
+    "X-RateLimit-Reset",
+)
 # X-RateLimit-Reset above this is a Unix time (seconds), above the next in milliseconds.
 _EPOCH_S = 1_000_000_000
 _EPOCH_MS = 1_000_000_000_000

@@ -19,11 +19,11 @@ second is not a burst on cold connections; a full burst is for after an idle
 spell, never right after a pause or a cut.
 
 A pause (`pause_until`) holds every worker, not only the one whose answer
-asked for it, and each pause is booked to a reason, so the run can say how long
-it waited for what.
+asked for it, and is booked to its reason in the pool's one record of paused
+time (`pauses.PauseLedger`), so the run can say how long it waited for what.
 
 The clock is injected so tests run instantly and exactly; the waiting is the
-pacer's (`pacing.Pacer.start`).
+pacer's (`Pacer.start`).
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ import time
 from collections.abc import Callable
 
 from .congestion import AdaptiveRate, Change
+from .pauses import PauseLedger
 
 Clock = Callable[[], float]
 
@@ -51,9 +52,8 @@ class RateLimiter:
         "_cap_until",
         "_clock",
         "_last_start",
-        "_paused_done",
-        "_paused_open",
         "_paused_until",
+        "_pauses",
         "_tokens",
         "_updated",
     )
@@ -64,6 +64,7 @@ class RateLimiter:
         rate_per_s: float,
         burst: int = 1,
         adaptive: AdaptiveRate | None = None,
+        pauses: PauseLedger | None = None,
         clock: Clock = time.monotonic,
     ) -> None:
         if rate_per_s < 0 or burst < 1:
@@ -81,9 +82,7 @@ class RateLimiter:
         self._updated = -math.inf
         self._last_start = -math.inf
         self._paused_until = -math.inf
-        # Seconds paused by reason: spans already over, and the spans not over yet.
-        self._paused_done: dict[str, float] = {}
-        self._paused_open: list[tuple[str, float, float]] = []
+        self._pauses = pauses if pauses is not None else PauseLedger()
         # An announced quota's pace, and until when it holds.
         self._cap = math.inf
         self._cap_until = -math.inf
@@ -167,8 +166,7 @@ class RateLimiter:
         begin = max(now, self._paused_until)
         if until <= begin:
             return 0.0
-        self._fold_pauses(now)
-        self._paused_open.append((reason, begin, until))
+        self._pauses.hold(reason, begin, until, now=now)
         self._paused_until = until
         rate = self.current_rate(now)
         if rate != math.inf:
@@ -183,23 +181,6 @@ class RateLimiter:
     def paused_until(self) -> float:
         """When the current pause ends (in the past when there is none)."""
         return self._paused_until
-
-    def _fold_pauses(self, now: float) -> None:
-        """Move the pauses that are over into the totals, so a days-long run keeps no list."""
-        still_open = []
-        for reason, begin, end in self._paused_open:
-            if end <= now:
-                self._paused_done[reason] = self._paused_done.get(reason, 0.0) + (end - begin)
-            else:
-                still_open.append((reason, begin, end))
-        self._paused_open = still_open
-
-    def paused_s(self, now: float) -> dict[str, float]:
-        """Seconds every worker was held so far, by reason (a pause still running counts up to `now`)."""
-        totals = dict(self._paused_done)
-        for reason, begin, end in self._paused_open:
-            totals[reason] = totals.get(reason, 0.0) + max(0.0, min(end, now) - begin)
-        return totals
 
     def __repr__(self) -> str:
         now = self._clock()
