@@ -164,13 +164,7 @@ class Planner:
                 )
             elif self._check_missing and digest in self._known_missing:
                 counts.known_missing += 1
-                batch.failures.append(
-                    Failure(
-                        record_id,
-                        Reason.NOT_FOUND,
-                        "not found by an earlier run, not asked again (--retry-failed asks again)",
-                    )
-                )
+                batch.failures.append(_known_missing(record_id))
             else:
                 batch.fetch.append(record_id)
         counts.entries += taken
@@ -222,13 +216,7 @@ class Planner:
             for record_id, digest in fetched:
                 if digest in known_missing:
                     counts.known_missing += 1
-                    batch.failures.append(
-                        Failure(
-                            record_id,
-                            Reason.NOT_FOUND,
-                            "not found by an earlier run, not asked again (--retry-failed asks again)",
-                        )
-                    )
+                    batch.failures.append(_known_missing(record_id))
                 else:
                     batch.fetch.append(record_id)
                     counts.to_fetch += 1
@@ -366,3 +354,12 @@ _LEAD_IDS = 16
 
 _DIGEST = functools.partial(hashlib.blake2b, digest_size=DIGEST_BYTES)
 _DIGEST_DONE = operator.methodcaller("digest")
+
+
+def _known_missing(record_id: str) -> Failure:
+    """An id an earlier run found missing (404): noted, not asked again unless --retry-failed."""
+    return Failure(
+        record_id,
+        Reason.NOT_FOUND,
+        "not found by an earlier run, not asked again (--retry-failed asks again)",
+    )

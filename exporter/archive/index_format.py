@@ -811,18 +811,10 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
 
     def emit(pieces: Iterable[bytes]) -> Iterator[bytes]:
         """A column's pieces (one a bucket and run: millions) joined in batches, in C; the padding."""
-        nonlocal crc
-        size = 0
         source = iter(pieces)
-        while batch := list(itertools.islice(source, _BATCH_PIECES)):
-            chunk = b"".join(batch)
-            crc = zlib.crc32(chunk, crc)
-            size += len(chunk)
-            yield chunk
-        padding = bytes(_pad(size))
-        if padding:
-            crc = zlib.crc32(padding, crc)
-            yield padding
+        return whole(
+            b"".join(batch) for batch in iter(lambda: list(itertools.islice(source, _BATCH_PIECES)), [])
+        )
 
     def whole(pieces: Iterable[bytes]) -> Iterator[bytes]:
         """A section of a few large pieces (one a run): each yielded as it is, then the padding."""
