@@ -235,13 +235,16 @@ def test_a_line_holding_another_id_is_not_printed(tmp_path: Path) -> None:
     assert "'someone-else'" in result.why
 
 
+def archive_and_failure(out: Path, reason: str, error: str, status: int) -> None:
+    """An archive holding "here", whose failed.ndjson says `reason` about "gone"."""
+    export_run(out, ["here"])
+    entry = FailedEntry.about("gone", reason=reason, error=error, status=status, attempts=1, run=1, at="t")
+    (out / FAILED_NAME).write_bytes(entry.to_json_line())
+
+
 def test_missing_ids_are_named_with_their_failed_reason(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    export_run(out, ["here"])
-    entry = FailedEntry.about(
-        "gone", reason="not_found", error="HTTP 404 Not Found", status=404, attempts=1, run=1, at="t"
-    )
-    (out / FAILED_NAME).write_bytes(entry.to_json_line())
+    archive_and_failure(out, "not_found", "HTTP 404 Not Found", 404)
     done = cli("get", str(out), "--id", "gone", "--id", "here", "--id", "never")
     assert done.returncode == 1
     assert [json.loads(line)["id"] for line in done.stdout.splitlines()] == ["here"]
@@ -254,11 +257,7 @@ def test_missing_ids_are_named_with_their_failed_reason(tmp_path: Path) -> None:
 def test_what_get_tells_a_person_is_escaped(tmp_path: Path) -> None:
     """An archive's path and failed.ndjson's error text are anyone's: no control character reaches stderr."""
     out = tmp_path / "out\x1b[2J"
-    export_run(out, ["here"])
-    entry = FailedEntry.about(
-        "gone", reason="http_error", error="HTTP 500 \x1b]0;pwned\x07", status=500, attempts=3, run=1, at="t"
-    )
-    (out / FAILED_NAME).write_bytes(entry.to_json_line())
+    archive_and_failure(out, "http_error", "HTTP 500 \x1b]0;pwned\x07", 500)
     done = cli("get", str(out), "--id", "gone", "--id", "here")
     assert done.returncode == 1
     assert json.loads(done.stdout)["id"] == "here"

@@ -51,7 +51,7 @@ from pathlib import Path
 from typing import Any, BinaryIO
 
 from exporter.bounded import Overlong
-from exporter.errors import ArchiveError
+from exporter.errors import ArchiveCorrupt, ArchiveError
 
 from . import checkpoint, index_format, layout
 from .checkpoint import CheckpointState
@@ -465,6 +465,18 @@ def _open_index(directory: SafeDir, *, flush_ids: int, on_segment: OnSegment | N
     raise AssertionError("unreachable")
 
 
+def _replay_whole(directory: SafeDir) -> None:
+    """Replay the whole checkpoint, for its error: damage found in the tail, said with its line number.
+
+    The index does not count the checkpoint's lines, and damage is rare enough
+    to pay for reading the part it covers again.
+    """
+    handle = _checkpoint_reader(directory)
+    if handle is not None:
+        with handle:
+            checkpoint.replay(checkpoint_lines(handle))
+
+
 def remote_form(directory: SafeDir) -> bool:
     """Whether `directory` holds an archive in the remote form: its checkpoint as checkpoint.d/ segments."""
     if directory.lstat(layout.CHECKPOINT_NAME) is not None:
@@ -539,6 +551,11 @@ def _replay_tail(
     except OSError as exc:
         opening.close()
         raise os_error(directory.path / layout.CHECKPOINT_NAME, exc, "read") from exc
+    except ArchiveCorrupt:
+        opening.close()
+        if chain and chain[-1].run.header.ckpt_end:  # the tail's lines were counted from there
+            _replay_whole(directory)  # raises the same damage, named by its line in the whole file
+        raise
     except BaseException:
         opening.close()
         raise
