@@ -1,6 +1,6 @@
 """Shared fixtures: the project's fake API on loopback, and ways to run the exporter.
 
-The fake API (`scripts/fake_api.py`) runs as a real HTTP server on its own
+The fake API (`scripts/fakeapi/`) runs as a real HTTP server on its own
 thread for the whole session; each test gets it reset, with the default
 configuration, through the `api` fixture. The exporter runs either in-process
 (`export`, fast, for behaviour) or as a real `python -m exporter` process
@@ -18,7 +18,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
-import fake_api
+import fakeapi
 import pytest
 import trustme
 
@@ -38,13 +38,13 @@ TOKEN = "test-token-Zq81"
 
 
 @pytest.fixture(scope="session")
-def _server() -> Iterator[fake_api.FakeServerHandle]:
-    with fake_api.running_server(fake_api.ServerConfig(token=TOKEN)) as handle:
+def _server() -> Iterator[fakeapi.FakeServerHandle]:
+    with fakeapi.running_server(fakeapi.ServerConfig(token=TOKEN)) as handle:
         yield handle
 
 
 @pytest.fixture
-def api(_server: fake_api.FakeServerHandle) -> Iterator[fake_api.FakeServerHandle]:
+def api(_server: fakeapi.FakeServerHandle) -> Iterator[fakeapi.FakeServerHandle]:
     """The fake API, reset to its defaults with the test token."""
     _server.configure(**_defaults())
     _server.reset()
@@ -53,7 +53,7 @@ def api(_server: fake_api.FakeServerHandle) -> Iterator[fake_api.FakeServerHandl
 
 
 def _defaults() -> dict[str, Any]:
-    return fake_api.config_to_json(fake_api.ServerConfig(token=TOKEN))
+    return fakeapi.config_to_json(fakeapi.ServerConfig(token=TOKEN))
 
 
 def write_manifest(path: Path, ids: Sequence[str]) -> Path:

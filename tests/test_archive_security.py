@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 from conftest import ROOT, TOKEN, cli, cli_env, read_records, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.cli import main
 

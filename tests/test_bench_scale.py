@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench_scale import reordered
+from benchmarks.scenarios.scale import reordered
 
 ROOT = Path(__file__).resolve().parent.parent
 

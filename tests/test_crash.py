@@ -18,11 +18,11 @@ import sys
 import time
 from pathlib import Path
 
-import fake_api
+import fakeapi
 import pytest
 import zstandard
 from conftest import cli, spawn, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.archive import checkpoint
 from exporter.archive.layout import CHECKPOINT_NAME
@@ -76,9 +76,9 @@ def checkpoint_ids(out: Path) -> list[str]:
 
 
 def served(api: FakeServerHandle, record_id: str) -> object:
-    body = fake_api.edge_body(record_id) if record_id.startswith("edge-") else None
+    body = fakeapi.edge_body(record_id) if record_id.startswith("edge-") else None
     if body is None:
-        body = fake_api.success_body(record_id, api.config, frozenset())
+        body = fakeapi.success_body(record_id, api.config, frozenset())
     return json.loads(body)["data"]
 
 

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 from conftest import cli
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from hypothesis import given
 from hypothesis import strategies as st
 from threaded_http import serving

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import cli, cli_env, export_args, read_summary, spawn, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.config import ManifestSource, Shard
 from exporter.offline.dryrun import DryRunRequest, dry_run, render_text

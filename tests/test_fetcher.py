@@ -8,7 +8,7 @@ import time
 
 import pytest
 from conftest import TOKEN
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason

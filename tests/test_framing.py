@@ -7,7 +7,7 @@ import threading
 import zlib
 from typing import Any
 
-import fake_api
+import fakeapi
 import orjson
 import pytest
 
@@ -20,7 +20,7 @@ _SYNC_MARK = b"\x00\x00\xff\xff"
 def _lines(count: int, record_bytes: int) -> list[bytes]:
     """Records as the fake API serves them with --record-bytes, as the archive stores them."""
     return [
-        orjson.dumps(orjson.loads(fake_api.sized_body(f"rec-{i}", seed=0, body_bytes=record_bytes))["data"])
+        orjson.dumps(orjson.loads(fakeapi.sized_body(f"rec-{i}", seed=0, body_bytes=record_bytes))["data"])
         for i in range(count)
     ]
 

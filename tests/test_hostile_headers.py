@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, read_summary, write_manifest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from scripted import Conversation, scripted
 
@@ -147,6 +147,7 @@ def assert_sane(pacer: Pacer, time: FakeTime) -> None:
         max_size=4,
     )
 )
+@example(answers=[(200, {"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "451"})] * 2)
 def test_no_header_value_crashes_or_stalls_the_pacer(answers: list[tuple[int, dict[str, str]]]) -> None:
     """Any values of Retry-After, RateLimit, RateLimit-Policy, RateLimit-* and X-RateLimit-* on a
     200, 429, 503 or 404, one answer after another: finish() raises nothing and gives a finite,

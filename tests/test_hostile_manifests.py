@@ -19,7 +19,7 @@ from typing import Any
 import pytest
 import zstandard
 from conftest import PEAK_RSS_OF, ROOT, cli_env, export, make_config, read_records
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.errors import ExitCode
 

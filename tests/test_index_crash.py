@@ -25,7 +25,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, export_args, spawn, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from test_crash import decompressed
 from test_index import assert_exact, export_run
 

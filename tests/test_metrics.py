@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 from conftest import TOKEN, cli, cli_env, export, make_config, read_summary, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from prometheus_client.parser import text_string_to_metric_families
 from scripted import Conversation, scripted
 

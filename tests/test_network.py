@@ -31,7 +31,7 @@ from conftest import (
     spawn,
     write_manifest,
 )
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from loopback import ConnectProxy, TlsFront, connect_proxy, server_tls, tls_front
 
 PROXY_USER, PROXY_PASSWORD = "ops", "pr0xy-Pw-71"

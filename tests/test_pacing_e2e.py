@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, export, make_config, read_failed, read_records, read_summary, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.config import Budgets, RetrySettings
 from exporter.errors import ExitCode

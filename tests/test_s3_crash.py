@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 
 from conftest import TOKEN, cli, spawn, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from s3_proxy import FaultProxy, Rule, fault_proxy
 from s3_support import aws_env, download, list_keys, make_bucket, with_client
 

@@ -19,7 +19,7 @@ from typing import Any
 
 import duckdb
 from conftest import ROOT, TOKEN, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from s3_support import (
     ACCESS_KEY,
     SECRET_KEY,

@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from conftest import TOKEN, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from s3_proxy import fault_proxy
 from s3_support import Ran, aws_env, in_process, make_bucket, with_client
 

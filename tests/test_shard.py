@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 from conftest import cli, cli_env, read_records, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 
 from exporter.cli import parse_shard, resolve_shard
 from exporter.config import Shard

@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from conftest import TOKEN, cli_env, export_args, read_records, read_summary, spawn, write_manifest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from threaded_http import serving
 
 from exporter.signals import ProcessSignals
