@@ -253,7 +253,7 @@ def test_python_dash_m_and_console_script_agree() -> None:
 
 
 def test_offline_commands_load_neither_the_run_nor_the_network(api: FakeServerHandle, tmp_path: Path) -> None:
-    """`status` and `verify` import no pipeline, transport, metrics, progress or asyncio: a quick start."""
+    """`status`, `verify`, `get`, `index` import no pipeline, transport, metrics, progress or asyncio."""
     manifest = write_manifest(tmp_path / "ids.txt", ["a", "b"])
     out = tmp_path / "out"
     assert cli(*export_args(manifest, out, api.url)).returncode == 0
@@ -261,7 +261,12 @@ def test_offline_commands_load_neither_the_run_nor_the_network(api: FakeServerHa
         "exporter.pipeline", "exporter.transport", "exporter.metrics", "exporter.progress",
         "exporter.fetcher", "exporter.pacing", "asyncio", "tqdm", "prometheus_client",
     )  # fmt: skip
-    for argv in (["status", str(out)], ["verify", str(out)]):
+    for argv in (
+        ["status", str(out)],
+        ["verify", str(out)],
+        ["get", str(out), "--id", "a"],
+        ["index", str(out)],
+    ):
         code = (
             "import sys; from exporter.cli import main; "
             f"rc = main({argv!r}); "

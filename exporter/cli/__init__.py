@@ -12,7 +12,8 @@ one line on stderr and the exit code their type carries.
                        for a run and its --dry-run alike
     export_config.py   the token, proxy, TLS, metrics and limits -> `ExportConfig`
     export_command.py  `exporter export`: the run or the dry run, and its last line
-    offline.py         the options of `verify` and `status`, which call into `offline/`
+    archive_commands.py  the options of `verify`, `status`, `index` and `get`, which call into
+                       `offline/` and `index_command.py`
     help.py            the prose after the options: examples, the token, exit codes
 
 The object-storage options are `remote/options.py`'s, beside the

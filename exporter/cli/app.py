@@ -19,9 +19,9 @@ from exporter.errors import ExitCode, ExporterError
 from exporter.logs import JsonFormatter, TextFormatter, TextOnly
 from exporter.signals import ProcessSignals
 
+from .archive_commands import add_get_parser, add_index_parser, add_status_parser, add_verify_parser
 from .export_options import add_export_parser
 from .help import EXIT_CODES_HELP
-from .offline import add_status_parser, add_verify_parser
 
 log = logging.getLogger("exporter")
 
@@ -50,6 +50,8 @@ def build_parser() -> argparse.ArgumentParser:
     add_export_parser(commands)
     add_verify_parser(commands)
     add_status_parser(commands)
+    add_index_parser(commands)
+    add_get_parser(commands)
     return parser
 
 

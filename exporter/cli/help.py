@@ -1,6 +1,6 @@
 """The prose of `--help` after the options: examples, the token, exit codes, for every command.
 
-Kept apart from the options (`export_options.py`, `offline.py`) so that these
+Kept apart from the options (`export_options.py`, `archive_commands.py`) so that these
 read as the groups `--help` shows.
 """
 
@@ -95,4 +95,41 @@ exit codes:
   2    DIR is not an archive
   4    the checkpoint is damaged (run `exporter verify DIR` to see where), or is
        a symbolic link, FIFO or device (never followed)
+"""
+
+INDEX_EPILOG = """\
+examples:
+  exporter index archive/             # catch the index up now rather than at the next run
+  exporter index archive/ --rebuild   # throw it away and build it again from the checkpoint
+  exporter index shard-*/ --json
+
+The index is derived from the checkpoint alone (the records are not read) and
+every export run keeps it up to date by itself; it is never trusted where the
+checkpoint says otherwise.
+
+exit codes:
+  0    the index is up to date
+  2    DIR is not an archive
+  4    the archive is locked by a running export, damaged, or unsafe
+"""
+
+GET_EPILOG = """\
+examples:
+  exporter get archive/ --id rec-8f2a31
+  exporter get archive/ --id rec-8f2a31 --id rec-77c0d4 | jq .duration
+  exporter get shard-0/ shard-1/ shard-2/ --ids-file regulator-request.txt > records.ndjson
+  zcat ids.gz | exporter get archive/ --ids-file -
+
+Each record is printed as one NDJSON line, byte for byte as archived, in the
+order the ids were given; an id given twice is printed twice. Ids not archived
+are named on stderr, with their failed.ndjson reason when there is one. A
+commit whose bytes fail their crc32 (or do not decompress) is reported and none
+of its records is printed. Reads only: no lock is taken and nothing is written,
+so it works while an export runs on the archive.
+
+exit codes:
+  0    every id was printed
+  1    some ids were not (named on stderr)
+  2    usage error: no ids, a DIR that is not an archive, an unreadable --ids-file
+  4    an archive cannot be read (its checkpoint is damaged, a link, ...)
 """

@@ -1,7 +1,9 @@
-"""The offline commands' options: `verify` and `status`, which send no request and write nothing.
+"""The options of the commands over archives, which send no request: `verify`, `status`, `index`, `get`.
 
-Each command's module (`offline/verify.py`, `offline/status.py`) is imported
-only when that command runs, and takes plain values, not argparse's namespace.
+Each command's module (`offline/verify.py`, `offline/status.py`,
+`index_command.py`, `offline/get.py`) is imported only when that command runs,
+so none of them loads what another needs, and takes plain values, not
+argparse's namespace.
 """
 
 from __future__ import annotations
@@ -12,7 +14,7 @@ from pathlib import Path
 from exporter.config import ManifestSource
 from exporter.errors import UsageError
 
-from .help import STATUS_EPILOG, VERIFY_EPILOG
+from .help import GET_EPILOG, INDEX_EPILOG, STATUS_EPILOG, VERIFY_EPILOG
 
 
 def add_verify_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -98,3 +100,66 @@ def _status(args: argparse.Namespace) -> int:
     from exporter.offline.status import status_command
 
     return status_command(args.dir, as_json=args.json)
+
+
+def add_index_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `exporter index`."""
+    parser = commands.add_parser(
+        "index",
+        help="bring an archive's index up to date, or rebuild it from the checkpoint",
+        description=(
+            "Bring the index of each archive up to date with its checkpoint (what every export run\n"
+            "does by itself at its start), or with --rebuild build it again from the checkpoint.\n"
+            "Takes the archive's lock: not while an export runs on it."
+        ),
+        epilog=INDEX_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="archive directories (the --out of export runs)"
+    )
+    parser.add_argument("--rebuild", action="store_true", help="remove the index and build it again")
+    parser.add_argument("--json", action="store_true", help="one JSON object a line, for scripts")
+    parser.set_defaults(handler=_index)
+
+
+def _index(args: argparse.Namespace) -> int:
+    from exporter.index_command import index_command
+
+    return index_command(args.dirs, rebuild=args.rebuild, as_json=args.json)
+
+
+def add_get_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `exporter get`."""
+    parser = commands.add_parser(
+        "get",
+        help="print archived records by id, exactly as stored",
+        description=(
+            "Print the archived record of each id, exactly as stored (one NDJSON line), from one or\n"
+            "more archives (shards), found through the archives' index: one commit read and\n"
+            "decompressed per record, not the whole archive."
+        ),
+        epilog=GET_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="archive directories (the --out of export runs)"
+    )
+    parser.add_argument("--id", action="append", dest="ids", metavar="ID", help="an id to print; repeatable")
+    parser.add_argument(
+        "--ids-file",
+        metavar="PATH",
+        help="a file of ids, one a line (or CSV or NDJSON, as a manifest; .gz/.zst is fine); - for stdin",
+    )
+    parser.set_defaults(handler=_get)
+
+
+def _get(args: argparse.Namespace) -> int:
+    from exporter.offline.get import get_command
+
+    if (args.ids is None) == (args.ids_file is None):
+        raise UsageError("give the ids with --id ID (repeatable) or --ids-file PATH, one of the two")
+    ids_file = None
+    if args.ids_file is not None:
+        ids_file = ManifestSource(path=None if args.ids_file == "-" else Path(args.ids_file))
+    return get_command(args.dirs, ids=args.ids, ids_file=ids_file)
