@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from conftest import export, make_config, read_failed, read_records, read_summary, write_manifest
+from on_disk import read_failed, read_records, read_summary, write_manifest
+from runs import export, make_config
 from scripted import Conversation, Handler, scripted
 
 from exporter.config import RetrySettings

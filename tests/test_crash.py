@@ -21,8 +21,9 @@ from pathlib import Path
 import fake_api
 import pytest
 import zstandard
-from conftest import cli, spawn, write_manifest
 from fake_api import FakeServerHandle
+from on_disk import write_manifest
+from runs import cli, spawn
 
 from exporter.archive import checkpoint
 from exporter.archive.layout import CHECKPOINT_NAME

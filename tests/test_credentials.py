@@ -16,8 +16,9 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import TOKEN, cli, cli_env, read_records, spawn, write_manifest
 from fake_api import FakeServerHandle
+from on_disk import read_records, write_manifest
+from runs import TOKEN, cli, cli_env, spawn
 
 from exporter.errors import UsageError
 from exporter.transport.credentials import MAX_SECRET_FILE_BYTES, read_secret_file, read_token_file

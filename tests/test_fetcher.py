@@ -7,8 +7,8 @@ import json
 import time
 
 import pytest
-from conftest import TOKEN
 from fake_api import FakeServerHandle
+from runs import TOKEN
 
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason

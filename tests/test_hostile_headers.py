@@ -18,9 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli, read_summary, write_manifest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from on_disk import read_summary, write_manifest
+from runs import cli
 from scripted import Conversation, scripted
 
 from exporter.config import LimitSettings, RetrySettings

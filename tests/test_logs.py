@@ -9,8 +9,9 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from conftest import TOKEN, cli, make_config, read_summary, write_manifest
 from fake_api import FakeServerHandle
+from on_disk import read_summary, write_manifest
+from runs import TOKEN, cli, make_config
 
 from exporter.logs import JsonFormatter
 from exporter.pacing import PauseNotice, PauseReason

@@ -8,8 +8,9 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import cli, export, make_config, read_failed, read_records, read_summary, write_manifest
 from fake_api import FakeServerHandle
+from on_disk import read_failed, read_records, read_summary, write_manifest
+from runs import cli, export, make_config
 
 from exporter.config import Budgets, RetrySettings
 from exporter.errors import ExitCode

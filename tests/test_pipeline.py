@@ -11,8 +11,9 @@ from pathlib import Path
 
 import fake_api
 import pytest
-from conftest import export, make_config, read_failed, read_records, read_summary, write_manifest
 from fake_api import FakeServerHandle
+from on_disk import read_failed, read_records, read_summary, write_manifest
+from runs import export, make_config
 
 from exporter.config import Budgets, LimitSettings
 from exporter.errors import ExitCode

@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 import pytest
-from conftest import cli, cli_env, read_records, write_manifest
 from fake_api import FakeServerHandle
+from on_disk import read_records, write_manifest
+from runs import cli, cli_env
 
 from exporter.cli import parse_shard, resolve_shard
 from exporter.config import Shard

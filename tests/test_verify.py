@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from runs import cli
 
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, Compression, ManifestSource
