@@ -349,6 +349,6 @@ async def test_max_duration_stops_with_exit_5(api: FakeServerHandle, tmp_path: P
     outcome = await export(replace(config, budgets=Budgets(max_duration_s=1.5)))
     assert outcome.exit_code == ExitCode.BUDGET
     assert outcome.summary["status"] == "budget_reached"
-    assert 1.4 <= outcome.summary["elapsed_s"] < 3.0
+    assert 1.4 <= outcome.summary["elapsed_s"] < 5.0  # the whole manifest would take 10 s
     assert 10 <= outcome.summary["counts"]["exported"] <= 17
     assert len(read_records(tmp_path / "out")) == outcome.summary["counts"]["exported"]
