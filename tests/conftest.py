@@ -20,6 +20,13 @@ import trustme
 from runs import TOKEN
 
 
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Every test that needs ministack is `slow`: starting it alone takes seconds to a minute."""
+    for item in items:
+        if "s3_endpoint" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def _server() -> Iterator[fake_api.FakeServerHandle]:
     with fake_api.running_server(fake_api.ServerConfig(token=TOKEN)) as handle:

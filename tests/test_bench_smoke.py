@@ -27,6 +27,9 @@ from bench import (
     steady_state,
 )
 
+#: The benchmark's scenarios, run for real: `pytest -m 'not slow'` leaves them out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None

@@ -29,6 +29,9 @@ from runs import cli, spawn
 from exporter.archive import checkpoint
 from exporter.archive.layout import CHECKPOINT_NAME
 
+#: Real processes killed and resumed: `pytest -m 'not slow'` leaves them out.
+pytestmark = pytest.mark.slow
+
 sys.set_int_max_str_digits(0)
 
 CONCURRENCY = 8

@@ -15,6 +15,9 @@ from runs import cli, export, make_config
 from exporter.config import Budgets, RetrySettings
 from exporter.errors import ExitCode
 
+#: Real waits of several seconds (outages, Retry-After, quotas): `pytest -m 'not slow'` leaves them out.
+pytestmark = pytest.mark.slow
+
 
 @pytest.mark.parametrize("mode", ["503", "refuse"])
 async def test_an_outage_mid_run_is_waited_out_and_loses_nothing(
