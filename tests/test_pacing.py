@@ -7,12 +7,11 @@ pool holds in the steady state and the share of its requests refused with 429.
 from __future__ import annotations
 
 import pytest
+from fake_time import FakeTime
 from pacing_sim import Both, BucketServer, TransientFaults, flaky_api, simulate
 
 from exporter.config import LimitSettings, RetrySettings
 from exporter.pacing import Pacer, Ticket
-
-NOW = 1_800_000_000.0
 
 
 @pytest.mark.parametrize(
@@ -112,24 +111,6 @@ def test_a_limit_behind_random_429s_is_held(limit: float, burst: int, rate: floa
 
 
 # --- Pacer.start: the waiting, with an injected clock and sleep ----------------------------------
-
-
-class FakeTime:
-    """A clock that moves only when the code under test sleeps."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def epoch(self) -> float:
-        return NOW + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def _pacer(time: FakeTime, rate: float, burst: int = 1) -> Pacer:
