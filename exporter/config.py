@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from . import __version__
+
 ManifestFormat = Literal["auto", "text", "csv", "ndjson"]
 
 DEFAULT_MAX_FILE_BYTES = 1 << 30
@@ -115,7 +117,7 @@ class HttpSettings:
     connect_timeout_s: float = 15.0
     #: Extra query parameters sent with every request, in order, already validated.
     query: tuple[tuple[str, str], ...] = ()
-    user_agent: str = "exporter/0.1"
+    user_agent: str = f"exporter/{__version__}"
     #: A larger body (after decompression) fails its id: see DEFAULT_MAX_RESPONSE_BYTES.
     max_response_bytes: int = DEFAULT_MAX_RESPONSE_BYTES
     #: An HTTP proxy to tunnel through (CONNECT), chosen by `proxy_env.choose_proxy`.

@@ -1,7 +1,7 @@
 """How log lines look on stderr: text for people, or one JSON object a line for log search.
 
 Code that logs an event passes its name and fields through `extra=event(...)`;
-the text formatter shows only the message, as it always has, and the JSON
+the text formatter shows only the message (what a person reads), and the JSON
 formatter writes the stable keys `ts` (RFC 3339, UTC), `level`, `event`, `run`
 and `message`, then the event's own fields. A line without an event is named
 after its level (`warning`, `error`, ...). Events meant for machines only

@@ -11,8 +11,8 @@
 and restores the ones before it at the end, so in between these signals never
 have their default action, which for SIGHUP is to kill. asyncio's
 `loop.add_signal_handler` is not used for that reason: removing a handler
-resets the signal to its default, and closing the loop removes them all, which
-is how a SIGHUP while the reports were written used to kill a finished run.
+resets the signal to its default, and closing the loop removes them all: a
+SIGHUP while the reports are written would then kill a finished run.
 
 A run `listening()` gets each signal on its event loop: the handler (which
 Python runs on the main thread, between two bytecodes) passes it on with

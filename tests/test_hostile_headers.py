@@ -18,7 +18,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 from on_disk import read_summary, write_manifest
 from runs import cli
@@ -148,6 +148,7 @@ def assert_sane(pacer: Pacer, time: FakeTime) -> None:
         max_size=4,
     )
 )
+@example(answers=[(200, {"X-RateLimit-Remaining": "1", "X-RateLimit-Reset": "451"})] * 2)
 def test_no_header_value_crashes_or_stalls_the_pacer(answers: list[tuple[int, dict[str, str]]]) -> None:
     """Any values of Retry-After, RateLimit, RateLimit-Policy, RateLimit-* and X-RateLimit-* on a
     200, 429, 503 or 404, one answer after another: finish() raises nothing and gives a finite,

@@ -117,12 +117,14 @@ class RateLimiter:
         leaves 1 request for the last half second would push 32 workers' slots 16 s out,
         and a pause would hold them past its end; and the answers to slots booked before a
         rate cut say nothing about the new rate, so booking far ahead slows every reaction.
-        So a worker books only what is near (`_HORIZON_S`, or two slots at a slow rate) and
-        asks again later.
+        So a worker books only what is near (`_HORIZON_S`, or one slot at a slow rate: a
+        quota spread over its reset can space slots nearly the longest hold apart, and a
+        second slot would sleep a worker past the reset, where the pace is back) and asks
+        again later.
         """
         rate = self.current_rate(now)
         if horizon_s is None:
-            horizon_s = _HORIZON_S if rate == math.inf else max(_HORIZON_S, 2.0 / rate)
+            horizon_s = _HORIZON_S if rate == math.inf else _HORIZON_S + 1.0 / rate
         if rate == math.inf:
             start = max(now, self._paused_until, self._last_start)
             if start - now > horizon_s:

@@ -1,8 +1,8 @@
 """How a wait, and the moment it ends, are written: for a person, and for summary.json.
 
-A server chooses these numbers (a `Retry-After`, a quota's reset), and one of
-`X-RateLimit-Reset: 999999999999999` once crashed every run in `datetime`
-(year 33658). So every function here takes any float and returns text: a
+A server chooses these numbers (a `Retry-After`, a quota's reset), and
+`X-RateLimit-Reset: 999999999999999` is the year 33658, which `datetime` cannot
+hold. So every function here takes any float and returns text: a
 moment `datetime` cannot hold (past the year 9999, or an overflow of the
 platform's time functions) is said as such, never raised. A moment today is
 written as a time of day; any other day carries its date.

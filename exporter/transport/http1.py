@@ -2,22 +2,19 @@
 
 Why not aiohttp's ClientSession: per request it merges headers, builds URL and
 request objects, consults a cookie jar and tracing hooks, and arms several
-timers. Over the benchmark's bodies on loopback a minimal aiohttp loop took
-118 µs of CPU a request, this module 43 µs (`scripts/bench.py`, contenders
-`floor` and `client`): the difference is more than everything else the
-exporter does for a ~10 KB record.
+timers: over the benchmark's bodies on loopback that costs more CPU than
+everything else the exporter does for a ~10 KB record.
 The exporter needs one origin, one method, no cookies, no redirects and one
 request at a time per connection, so this module keeps only that: a request
 head prepared once, and a response reader for exactly that case.
 
 The reader is this module's own, and it alone decides framing (RFC 9112 §6.3,
-`body_framing`): llhttp, used before, could not say when a body ends with the
-connection, so its rules had to be repeated beside it, and it capped nothing.
-It works a head at a time, never a byte at a time: a `find` for the blank line,
-one `findall` that validates and splits every field line, and bodies sliced
-out of each read; chunks wholly in a read take one loop pass each. About 10 µs
-of CPU for a ~9 KB response with 8 fields (llhttp: 5.5), lost in the noise of
-the benchmark's `client` contender.
+`body_framing`): a general parser such as llhttp cannot say when a body ends
+with the connection, so its rules would be repeated beside it, and it caps
+nothing. It works a head at a time, never a byte at a time: a `find` for the
+blank line, one `findall` that validates and splits every field line, and
+bodies sliced out of each read; chunks wholly in a read take one loop pass
+each. The figures behind this choice: docs/decisions/0005-own-http1-client.md.
 
 Everything a hostile server could inflate is capped, as h11 does:
 
