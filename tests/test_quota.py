@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from exporter.pacing.quota import QuotaTracker, parse_quota
+from exporter.pacing.quota import FIELDS, QuotaTracker, parse_quota
 
 NOW = 1_800_000_000.0
 
@@ -82,18 +82,6 @@ def test_a_small_bucket_announcing_itself_is_not_spread() -> None:
     assert tracker.pace(0.0) is None
 
 
-_QUOTA_FIELDS = (
-    "RateLimit",
-    "RateLimit-Policy",
-    "RateLimit-Limit",
-    "RateLimit-Remaining",
-    "RateLimit-Reset",
-    "X-RateLimit-Limit",
-    "X-RateLimit-Remaining",
-    "X-RateLimit-Reset",
-)
-
-
 # Structured-field lists, well formed or nearly: names, parameters with odd numbers, a second item.
 _STRUCTURED = r'"?[a-z]{0,6}"?(;[a-z]=-?[0-9.e+]{0,25}){0,4}(, ?"?[a-z]{0,4}"?;r=[0-9]{1,4};t=[0-9]{1,4})?'
 
@@ -101,7 +89,7 @@ _STRUCTURED = r'"?[a-z]{0,6}"?(;[a-z]=-?[0-9.e+]{0,25}){0,4}(, ?"?[a-z]{0,4}"?;r
 @settings(max_examples=400, deadline=None)
 @given(
     fields=st.dictionaries(
-        st.sampled_from(_QUOTA_FIELDS),
+        st.sampled_from(FIELDS),
         st.one_of(
             st.text(max_size=60),
             st.from_regex(
