@@ -944,7 +944,7 @@ def _proxy_line(proxy: ProxySettings) -> str:
 
 def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     """The last word of a run: one error line, and unless --quiet one line of counts."""
-    summary = outcome.report
+    summary = outcome.summary
     run = summary.run if summary else None
     for note in outcome.notes:
         log.error("%s", note, extra=event("error", run=run))

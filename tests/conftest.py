@@ -1,6 +1,6 @@
 """Shared fixtures: the project's fake API on loopback, a throwaway CA, an S3-compatible server.
 
-The fake API (`scripts/fake_api.py`) runs as a real HTTP server on its own
+The fake API (`scripts/fakeapi/`) runs as a real HTTP server on its own
 thread for the whole session; each test gets it reset, with the default
 configuration, through the `api` fixture. Tests take fixtures only through
 pytest; the ways to run the exporter (`runs.py`) and to read what it wrote
@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import fake_api
+import fakeapi
 import pytest
 import trustme
 from runs import TOKEN
@@ -28,13 +28,13 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 
 
 @pytest.fixture(scope="session")
-def _server() -> Iterator[fake_api.FakeServerHandle]:
-    with fake_api.running_server(fake_api.ServerConfig(token=TOKEN)) as handle:
+def _server() -> Iterator[fakeapi.FakeServerHandle]:
+    with fakeapi.running_server(fakeapi.ServerConfig(token=TOKEN)) as handle:
         yield handle
 
 
 @pytest.fixture
-def api(_server: fake_api.FakeServerHandle) -> Iterator[fake_api.FakeServerHandle]:
+def api(_server: fakeapi.FakeServerHandle) -> Iterator[fakeapi.FakeServerHandle]:
     """The fake API, reset to its defaults with the test token."""
     _server.configure(**_defaults())
     _server.reset()
@@ -43,7 +43,7 @@ def api(_server: fake_api.FakeServerHandle) -> Iterator[fake_api.FakeServerHandl
 
 
 def _defaults() -> dict[str, Any]:
-    return fake_api.config_to_json(fake_api.ServerConfig(token=TOKEN))
+    return fakeapi.config_to_json(fakeapi.ServerConfig(token=TOKEN))
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_records, write_manifest
 from runs import ROOT, TOKEN, cli, cli_env
 

@@ -12,20 +12,16 @@ import sys
 from pathlib import Path
 
 import pytest
-from bench import (
+from benchmarks.cli import build_parser
+from benchmarks.scenarios.compress import (
     CompressCase,
     CompressRun,
-    accepted_rates,
-    build_parser,
     compress_cases,
     compress_cpu_rows,
     compress_tables,
-    convergence_s,
-    pacing_cases,
-    paused_text,
-    quota_windows,
-    steady_state,
 )
+from benchmarks.scenarios.pacing import pacing_cases, paused_text
+from benchmarks.timeline import accepted_rates, convergence_s, quota_windows, steady_state
 
 #: The benchmark's scenarios, run for real: `pytest -m 'not slow'` leaves them out.
 pytestmark = pytest.mark.slow

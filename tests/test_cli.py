@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_records, read_summary, write_manifest
 from runs import ROOT, TOKEN, cli, cli_env, spawn
 

@@ -13,7 +13,7 @@ from pathlib import Path
 import duckdb
 import pytest
 import zstandard
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from gzip_members import one_member, sync_points
 from on_disk import read_summary, write_manifest
 from runs import cli, export, make_config
@@ -46,7 +46,7 @@ async def test_compressed_rotated_archive_is_readable_everywhere(
     )
     config = replace(config, archive=archive)
     outcome = await export(config)
-    assert outcome.exit_code == 0, outcome.summary
+    assert outcome.exit_code == 0, outcome.summary_json
     files = sorted(out.glob("records-*"))
     suffix = ".ndjson.gz" if codec == "gzip" else ".ndjson.zst"
     assert len(files) > 3
@@ -88,7 +88,7 @@ async def test_a_slow_trickle_is_still_compressed_in_batches(
     config = make_config(write_manifest(tmp_path / "ids.txt", ids), out, api.url, rate=30.0)
     config = replace(config, archive=ArchiveSettings(out_dir=out, compress=codec))
     outcome = await export(config)
-    assert outcome.exit_code == 0, outcome.summary
+    assert outcome.exit_code == 0, outcome.summary_json
     checkpoint = (out / "checkpoint.ndjson").read_text().splitlines()
     commits = [json.loads(line) for line in checkpoint if '"t":"commit"' in line]
     # 45 records of ~9 KB in ~1.5 s: under 1 MiB and 5 s, so they go out together at the end.
@@ -121,7 +121,7 @@ async def test_small_records_keep_the_rate_when_compressed(
     starts = sorted(api.stats()["request_times"])
     held = (len(starts) - burst) / (starts[-1] - starts[0])
     assert held >= 0.9 * rate, f"{held:.1f} requests/s at --rate {rate:g}"
-    assert outcome.exit_code == 0, outcome.summary
+    assert outcome.exit_code == 0, outcome.summary_json
     (records_file,) = out.glob("records-*")
     assert sorted(json.loads(line)["id"] for line in lines_of(records_file)) == sorted(ids)
     checkpoint = (out / "checkpoint.ndjson").read_text().splitlines()
@@ -147,7 +147,7 @@ async def test_a_commit_deflated_in_pieces_is_one_member_that_everything_reads(
     config = make_config(write_manifest(tmp_path / "ids.txt", ids), out, api.url, concurrency=2)
     config = replace(config, archive=ArchiveSettings(out_dir=out, compress="gzip", compress_threads=2))
     outcome = await export(config)
-    assert outcome.exit_code == 0, outcome.summary
+    assert outcome.exit_code == 0, outcome.summary_json
 
     (records_file,) = out.glob("records-*.ndjson.gz")
     stored = records_file.read_bytes()

@@ -19,10 +19,10 @@ import sys
 import time
 from pathlib import Path
 
-import fake_api
+import fakeapi
 import pytest
 import zstandard
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import write_manifest
 from runs import cli, spawn
 
@@ -82,9 +82,9 @@ def checkpoint_ids(out: Path) -> list[str]:
 
 
 def served(api: FakeServerHandle, record_id: str) -> object:
-    body = fake_api.edge_body(record_id) if record_id.startswith("edge-") else None
+    body = fakeapi.edge_body(record_id) if record_id.startswith("edge-") else None
     if body is None:
-        body = fake_api.success_body(record_id, api.config, frozenset())
+        body = fakeapi.success_body(record_id, api.config, frozenset())
     return json.loads(body)["data"]
 
 

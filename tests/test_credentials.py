@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_records, write_manifest
 from runs import TOKEN, cli, cli_env, spawn
 

@@ -17,7 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from hypothesis import given
 from hypothesis import strategies as st
 from runs import cli

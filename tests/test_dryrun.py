@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_summary, write_manifest
 from runs import cli, cli_env, export_args, spawn
 

@@ -1,4 +1,4 @@
-"""Tests for scripts/fake_api.py: the pure parts directly, the server over real loopback HTTP."""
+"""Tests for scripts/fakeapi/: the pure parts directly, the server over real loopback HTTP."""
 
 from __future__ import annotations
 
@@ -22,7 +22,7 @@ from typing import Any
 import aiohttp
 import orjson
 import pytest
-from fake_api import (
+from fakeapi import (
     API_PATH,
     FAULT_KINDS,
     TOGGLES,

@@ -9,8 +9,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from fake_api import FakeServerHandle
 from fake_time import FakeTime
+from fakeapi import FakeServerHandle
 from runs import TOKEN
 
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret

@@ -6,7 +6,7 @@ import gzip
 import threading
 from typing import Any
 
-import fake_api
+import fakeapi
 import orjson
 import pytest
 from gzip_members import one_member, sync_points
@@ -18,7 +18,7 @@ from exporter.archive.framing import GZIP_MIN_PIECE_BYTES, DeflatePool, codec_fo
 def _lines(count: int, record_bytes: int) -> list[bytes]:
     """Records as the fake API serves them with --record-bytes, as the archive stores them."""
     return [
-        orjson.dumps(orjson.loads(fake_api.sized_body(f"rec-{i}", seed=0, body_bytes=record_bytes))["data"])
+        orjson.dumps(orjson.loads(fakeapi.sized_body(f"rec-{i}", seed=0, body_bytes=record_bytes))["data"])
         for i in range(count)
     ]
 

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_failed, write_manifest
 from runs import cli_peak_rss, export, export_args, make_config
 from scripted import Conversation, keep_answering, scripted

@@ -18,7 +18,7 @@ from typing import Any
 
 import pytest
 import zstandard
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_records
 from runs import PEAK_RSS_OF, ROOT, cli_env, export, make_config
 

@@ -24,7 +24,7 @@ from exporter.archive.layout import (
 from exporter.config import Compression
 from exporter.errors import Reason
 from exporter.outcomes import Failure
-from exporter.pipeline import failed_entry
+from exporter.run.committer import failed_entry
 
 T0 = "2026-01-01T00:00:00.000Z"
 

@@ -10,14 +10,14 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_summary, write_manifest
-from runs import TOKEN, cli, make_config
+from runs import TOKEN, cli
 
 from exporter.logs import JsonFormatter
 from exporter.pacing import PauseNotice, PauseReason
-from exporter.pipeline import _Run
 from exporter.progress import NullProgress
+from exporter.run.ticker import show_notice
 
 LEVELS = {"debug", "info", "warning", "error"}
 
@@ -141,11 +141,9 @@ def test_text_format_is_unchanged_by_the_events(api: FakeServerHandle, tmp_path:
     assert lines[-1].startswith("exporter: exported 1 recording to")
 
 
-def test_an_outage_notice_is_a_pause_then_a_resume(tmp_path: Path) -> None:
+def test_an_outage_notice_is_a_pause_then_a_resume() -> None:
     """The pacer's outage notices (down, then 'answers again') become pause and resume
     events with reason `outage` and no `until`, the same lines the text format shows."""
-    config = make_config(tmp_path / "ids.txt", tmp_path / "out", "http://127.0.0.1:9")
-    run = _Run(config, NullProgress())
     stream = io.StringIO()
     handler = logging.StreamHandler(stream)
     handler.setFormatter(JsonFormatter())
@@ -153,8 +151,11 @@ def test_an_outage_notice_is_a_pause_then_a_resume(tmp_path: Path) -> None:
     logger.addHandler(handler)
     level, logger.level = logger.level, logging.INFO
     try:
-        run._notice(PauseNotice(PauseReason.OUTAGE, "the API looks down (...)"))
-        run._notice(PauseNotice(PauseReason.OUTAGE, "the API answers again after 12 s; resuming", ended=True))
+        show_notice(PauseNotice(PauseReason.OUTAGE, "the API looks down (...)"), NullProgress())
+        show_notice(
+            PauseNotice(PauseReason.OUTAGE, "the API answers again after 12 s; resuming", ended=True),
+            NullProgress(),
+        )
     finally:
         logger.removeHandler(handler)
         logger.level = level

@@ -31,7 +31,7 @@ from exporter.manifest import (
 )
 from exporter.manifest_stream import MAX_LINE_BYTES
 from exporter.outcomes import Failure
-from exporter.pipeline import failed_entry
+from exporter.run.committer import failed_entry
 
 
 def read_stdin(data: bytes, fmt: ManifestFormat = "auto") -> list[Entry]:

@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_summary, write_manifest
 from prometheus_client.parser import text_string_to_metric_families
 from runs import TOKEN, cli, cli_env, export, make_config

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 import trustme
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from loopback import ConnectProxy, TlsFront, connect_proxy, server_tls, tls_front
 from on_disk import read_failed, read_records, read_summary, write_manifest
 from runs import ROOT, TOKEN, cli_env, export_args, spawn

@@ -9,9 +9,9 @@ import sys
 from dataclasses import replace
 from pathlib import Path
 
-import fake_api
+import fakeapi
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_failed, read_records, read_summary, write_manifest
 from runs import export, make_config
 
@@ -24,9 +24,9 @@ sys.set_int_max_str_digits(0)
 def served(api: FakeServerHandle, record_id: str) -> object:
     """The `data` the fake API serves for an id, parsed with Python's json."""
     if record_id.startswith("edge-"):
-        body = fake_api.edge_body(record_id)
+        body = fakeapi.edge_body(record_id)
     else:
-        body = fake_api.success_body(record_id, api.config, frozenset())
+        body = fakeapi.success_body(record_id, api.config, frozenset())
     return json.loads(body)["data"]
 
 
@@ -55,11 +55,11 @@ async def test_rerun_fetches_nothing_and_new_manifest_only_new_ids(
     outcome = await export(make_config(first, out, api.url))
     assert outcome.exit_code == 0
     assert api.stats()["requests_total"] == 0
-    assert outcome.summary["counts"]["already_archived"] == 50
+    assert outcome.summary_json["counts"]["already_archived"] == 50
     second = write_manifest(tmp_path / "day2.txt", [f"rec-{i}" for i in range(40, 70)])
     outcome = await export(make_config(second, out, api.url))
     assert set(api.stats()["per_id"]) == {f"rec-{i}" for i in range(50, 70)}
-    assert outcome.summary["counts"]["exported"] == 20
+    assert outcome.summary_json["counts"]["exported"] == 20
     assert sorted(r["id"] for r in read_records(out)) == sorted(f"rec-{i}" for i in range(70))
 
 
@@ -69,7 +69,7 @@ async def test_manifest_duplicates_fetched_once(api: FakeServerHandle, tmp_path:
     outcome = await export(make_config(manifest, tmp_path / "out", api.url))
     assert [r["id"] for r in read_records(tmp_path / "out")].count("a1") == 1
     assert api.stats()["per_id"] == {"a1": 1, "a2": 1, "a3": 1}
-    assert outcome.summary["counts"]["duplicates"] == 3
+    assert outcome.summary_json["counts"]["duplicates"] == 3
 
 
 async def test_a_duplicate_of_an_archived_id_counts_as_a_duplicate(
@@ -80,9 +80,9 @@ async def test_a_duplicate_of_an_archived_id_counts_as_a_duplicate(
     manifest = write_manifest(tmp_path / "ids.txt", ["a1", "a2", "a1", "a3", "a2", "a1"])
     assert (await export(make_config(manifest, out, api.url))).exit_code == 0
     outcome = await export(make_config(manifest, out, api.url))
-    counts = outcome.summary["counts"]
+    counts = outcome.summary_json["counts"]
     assert (counts["already_archived"], counts["duplicates"], counts["manifest_entries"]) == (3, 3, 6)
-    assert outcome.summary["archive"]["records"] == 3
+    assert outcome.summary_json["archive"]["records"] == 3
     buckets = ("exported", "already_archived", "duplicates", "not_found", "invalid", "failed")
     assert sum(counts[name] for name in (*buckets, "other_shard", "not_attempted")) == 6
 
@@ -100,7 +100,7 @@ async def test_invalid_ids_are_never_sent(api: FakeServerHandle, tmp_path: Path)
     assert set(failed) == set(bad)
     assert {f["reason"] for f in failed.values()} == {"invalid_id"}
     assert failed["../admin"]["line"] == 2
-    assert outcome.summary["counts"]["invalid"] == len(bad)
+    assert outcome.summary_json["counts"]["invalid"] == len(bad)
 
 
 async def test_malformed_manifest_lines_are_reported_not_fatal(api: FakeServerHandle, tmp_path: Path) -> None:
@@ -126,8 +126,8 @@ async def test_failures_listed_and_retried_next_run(api: FakeServerHandle, tmp_p
     assert failed["flaky-1"]["status"] == 503
     assert failed["flaky-1"]["attempts"] == 3
     assert failed["missing-1"]["reason"] == "not_found"
-    assert outcome.summary["counts"]["failed"] == 1
-    assert outcome.summary["counts"]["not_found"] == 1
+    assert outcome.summary_json["counts"]["failed"] == 1
+    assert outcome.summary_json["counts"]["not_found"] == 1
 
     api.configure(fail_first={})
     api.reset()
@@ -186,7 +186,7 @@ async def test_server_rate_limit_slows_the_pool_and_loses_nothing(
     assert sorted(r["id"] for r in read_records(tmp_path / "out")) == sorted(ids)
     stats = api.stats()
     assert stats["rate_limited"] > 0
-    assert outcome.summary["counts"]["rate_limited"] == stats["rate_limited"]
+    assert outcome.summary_json["counts"]["rate_limited"] == stats["rate_limited"]
     assert stats["requests_total"] < 3 * len(ids)
 
 
@@ -265,7 +265,7 @@ async def test_refetch_starts_a_new_generation(api: FakeServerHandle, tmp_path: 
     assert sorted(r["id"] for r in read_records(out)) == ["a", "b"]
     (old,) = (out / "superseded").iterdir()
     assert sorted(r["id"] for r in read_records(old)) == ["a", "b"]
-    assert outcome.summary["archive"]["superseded_to"] == str(old)
+    assert outcome.summary_json["archive"]["superseded_to"] == str(old)
 
 
 async def test_stdin_and_gzip_manifests(api: FakeServerHandle, tmp_path: Path) -> None:
@@ -280,7 +280,7 @@ async def test_stdin_and_gzip_manifests(api: FakeServerHandle, tmp_path: Path) -
     outcome = await run_export(config, stdin=io.BytesIO(data))
     assert outcome.exit_code == 0
     assert sorted(r["id"] for r in read_records(tmp_path / "out")) == ["s-1", "s-2"]
-    assert outcome.summary["manifest"] == "-"
+    assert outcome.summary_json["manifest"] == "-"
 
 
 @pytest.mark.parametrize("umask", [0o000, 0o022])
@@ -322,6 +322,40 @@ async def test_disk_full_stops_with_exit_4_and_loses_nothing(
     assert sorted(r["id"] for r in read_records(tmp_path / "out")) == sorted(ids)
 
 
+async def test_ctrl_c_then_a_full_disk_while_draining_exits_4_with_the_disk_error(
+    api: FakeServerHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """SIGINT reaches the run, then the commit of what was fetched hits a full disk: the disk error
+    decides the exit code (4) and is the message shown, not the interruption (130)."""
+    import errno
+    import signal
+    import time
+
+    from exporter.pipeline import run_export
+    from exporter.signals import ProcessSignals
+
+    manifest = write_manifest(tmp_path / "ids.txt", [f"rec-{i}" for i in range(300)])
+    real_fdatasync = os.fdatasync
+    calls = {"n": 0}
+
+    def interrupted_then_full(fd: int) -> None:
+        calls["n"] += 1
+        if calls["n"] == 4:
+            os.kill(os.getpid(), signal.SIGINT)
+            time.sleep(0.3)  # (the writer thread) the run takes the SIGINT before this commit fails
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fdatasync(fd)
+
+    monkeypatch.setattr(os, "fdatasync", interrupted_then_full)
+    with ProcessSignals().installed() as signals:
+        outcome = await run_export(make_config(manifest, tmp_path / "out", api.url), signals=signals)
+    assert calls["n"] >= 4
+    assert outcome.exit_code == ExitCode.ARCHIVE
+    assert "No space left on device" in (outcome.message or "")
+    assert outcome.summary is not None  # only that commit failed: the reports say how the run ended
+    assert (outcome.summary.exit_code, outcome.summary.status) == (ExitCode.ARCHIVE, "archive_error")
+
+
 async def test_max_requests_stops_with_exit_5_and_the_rerun_continues(
     api: FakeServerHandle, tmp_path: Path
 ) -> None:
@@ -331,11 +365,11 @@ async def test_max_requests_stops_with_exit_5_and_the_rerun_continues(
     config = make_config(manifest, tmp_path / "out", api.url, concurrency=8, rate=0)
     outcome = await export(replace(config, budgets=Budgets(max_requests=25)))
     assert outcome.exit_code == ExitCode.BUDGET
-    assert outcome.summary["status"] == "budget_reached"
+    assert outcome.summary_json["status"] == "budget_reached"
     assert api.stats()["requests_total"] <= 25
     archived = read_records(tmp_path / "out")
-    assert len(archived) == outcome.summary["counts"]["exported"] >= 17
-    assert outcome.summary["counts"]["not_attempted"] == 60 - len(archived)
+    assert len(archived) == outcome.summary_json["counts"]["exported"] >= 17
+    assert outcome.summary_json["counts"]["not_attempted"] == 60 - len(archived)
     assert read_failed(tmp_path / "out") == {}
     again = await export(config)
     assert again.exit_code == ExitCode.OK
@@ -348,7 +382,7 @@ async def test_max_duration_stops_with_exit_5(api: FakeServerHandle, tmp_path: P
     config = make_config(manifest, tmp_path / "out", api.url, concurrency=4, rate=10)
     outcome = await export(replace(config, budgets=Budgets(max_duration_s=1.5)))
     assert outcome.exit_code == ExitCode.BUDGET
-    assert outcome.summary["status"] == "budget_reached"
-    assert 1.4 <= outcome.summary["elapsed_s"] < 5.0  # the whole manifest would take 10 s
-    assert 10 <= outcome.summary["counts"]["exported"] <= 17
-    assert len(read_records(tmp_path / "out")) == outcome.summary["counts"]["exported"]
+    assert outcome.summary_json["status"] == "budget_reached"
+    assert 1.4 <= outcome.summary_json["elapsed_s"] < 5.0  # the whole manifest would take 10 s
+    assert 10 <= outcome.summary_json["counts"]["exported"] <= 17
+    assert len(read_records(tmp_path / "out")) == outcome.summary_json["counts"]["exported"]

@@ -22,7 +22,7 @@ import signal
 import time
 from pathlib import Path
 
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import write_manifest
 from runs import TOKEN, cli, spawn
 from s3_proxy import FaultProxy, Rule, fault_proxy

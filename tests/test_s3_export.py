@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import write_manifest
 from runs import ROOT, TOKEN
 from s3_support import (

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import write_manifest
 from runs import TOKEN, export, make_config
 from s3_proxy import Rule, fault_proxy

@@ -12,7 +12,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import write_manifest
 from runs import TOKEN
 from s3_proxy import fault_proxy

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_records, write_manifest
 from runs import cli, cli_env
 

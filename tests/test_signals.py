@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fake_api import FakeServerHandle
+from fakeapi import FakeServerHandle
 from on_disk import read_records, read_summary, write_manifest
 from runs import TOKEN, cli_env, export_args, spawn
 from threaded_http import serving
