@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Iterable, Iterator
-from typing import NamedTuple
+from typing import NamedTuple, cast
 
 #: The start of an over-long line kept to quote in its report.
 HEAD_BYTES = 320
@@ -39,27 +39,51 @@ class Overlong(NamedTuple):
 Line = tuple[int, bytes | Overlong]
 
 
+class LineBatch(NamedTuple):
+    """Consecutive lines of a stream: the number of the first, the lines, and whether any may hold
+    white space that `bytes.strip` would take off (False only when none does)."""
+
+    first: int
+    lines: list[bytes | Overlong]
+    padded: bool = True
+
+
+#: What `bytes.strip` takes off a line, but the newline (no line holds one).
+_SPACES = (b" ", b"\t", b"\r", b"\x0b", b"\x0c")
+
+
 class LineCutter:
     """Cuts a stream of byte chunks into numbered lines, none held beyond `limit` bytes.
 
     `cut` yields each line without its newline; a line with none is the
-    stream's last. `lines` counts the lines yielded before the chunk being
-    read, so a reader whose chunks fail part-way can say after which line.
+    stream's last. `batches` yields the same lines a chunk's worth at a time,
+    for readers that handle millions of lines with a few calls in C per batch
+    (the planner's fast path) rather than a few in Python per line. `lines`
+    counts the lines yielded before the chunk being read, so a reader whose
+    chunks fail part-way can say after which line.
     """
 
     __slots__ = ("limit", "lines", "strip_bom")
 
-    def __init__(self, limit: int, *, strip_bom: bool = False) -> None:
+    def __init__(self, limit: int, *, strip_bom: bool = False, first_line: int = 1) -> None:
         self.limit = limit
         #: Drop a UTF-8 byte order mark before the first line (manifests saved by some editors have one).
         self.strip_bom = strip_bom
-        self.lines = 0
+        #: `first_line` is the number of the stream's first line when it starts further on in a file
+        #: (`manifest_stream.PlainFile.batches_from`); only a file's first line can start with a BOM.
+        self.lines = first_line - 1
 
     def cut(self, chunks: Iterable[bytes]) -> Iterator[Line]:
         """The numbered lines of `chunks`; a longer one than `limit` as an `Overlong`."""
+        for batch in self.batches(chunks):
+            # The common case, kept out of Python bytecode: millions of short lines.
+            yield from zip(itertools.count(batch.first), batch.lines)
+
+    def batches(self, chunks: Iterable[bytes]) -> Iterator[LineBatch]:
+        """The lines `cut` gives, a chunk's worth at a time."""
         limit = self.limit
         bom = _BOM if self.strip_bom else b""
-        number = 0
+        number = self.lines
         held: list[bytes] = []  # the start of a line that spans chunks
         held_bytes = 0
         over: Overlong | None = None  # the line being skipped, once it is known to be too long
@@ -67,26 +91,28 @@ class LineCutter:
             pieces = chunk.split(b"\n")
             tail = pieces.pop()
             if pieces:
-                # The first piece ends the line that was held or is being skipped.
-                number += 1
+                lines = cast(list[bytes | Overlong], pieces)  # the same list: no copy
+                # The first piece ends the line that was held or is being skipped (in place: no copy).
+                first = b""
                 if over is not None:
-                    yield number, over._replace(size=over.size + len(pieces[0]))
+                    lines[0] = over._replace(size=over.size + len(lines[0]))
                     over = None
                 else:
                     held.append(pieces[0])
                     first = b"".join(held)
                     held.clear()
                     held_bytes = 0
-                    yield number, _bounded(first.removeprefix(bom) if number == 1 and bom else first, limit)
-                rest = pieces[1:]
-                if rest and max(map(len, rest)) <= limit:
-                    # The common case, kept out of Python bytecode: millions of short lines.
-                    yield from zip(itertools.count(number + 1), rest)
-                    number += len(rest)
-                else:
-                    for piece in rest:
-                        number += 1
-                        yield number, _bounded(piece, limit)
+                    lines[0] = _bounded(first.removeprefix(bom) if number == 0 and bom else first, limit)
+                padded = any(space in chunk or space in first for space in _SPACES)
+                if (
+                    len(pieces) > 1
+                    and len(chunk) > limit
+                    and max(map(len, itertools.islice(pieces, 1, None))) > limit
+                ):
+                    lines[1:] = [_bounded(piece, limit) for piece in itertools.islice(pieces, 1, None)]
+                yield LineBatch(number + 1, lines, padded)
+                number += len(lines)
+                del lines, pieces
             self.lines = number
             if not tail:
                 continue
@@ -101,12 +127,12 @@ class LineCutter:
                 held.clear()
                 held_bytes = 0
         if over is not None:
-            yield number + 1, over
+            yield LineBatch(number + 1, [over])
         elif held:
             last = b"".join(held)
             if number == 0 and bom:
                 last = last.removeprefix(bom)
-            yield number + 1, _bounded(last, limit)
+            yield LineBatch(number + 1, [_bounded(last, limit)])
 
 
 def _bounded(line: bytes, limit: int) -> bytes | Overlong:

@@ -22,17 +22,26 @@ from __future__ import annotations
 import collections
 import contextlib
 import csv
+import itertools
 import re
 import sys
 import unicodedata
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import BinaryIO, NamedTuple
 
 import orjson
 
 from .config import ManifestFormat, ManifestSource
 from .errors import ManifestError
-from .manifest_stream import MAX_LINE_BYTES, Line, Overlong, numbered_lines, open_stream
+from .manifest_stream import (
+    MAX_LINE_BYTES,
+    Line,
+    LineBatch,
+    Overlong,
+    PlainFile,
+    line_batches,
+    open_stream,
+)
 from .manifest_stream import estimate_lines as estimate_lines
 
 MAX_ID_CHARS = 256
@@ -47,6 +56,10 @@ _SNIPPET_CHARS = 80
 # that makes two different ids look the same in a terminal.
 _BAD_ASCII = re.compile(r"[\x00-\x20\x7f/\\]")
 _BAD_CATEGORIES = frozenset({"Cc", "Cf", "Cs", "Co", "Cn", "Zs", "Zl", "Zp"})
+
+
+# The same for a chunk of ASCII lines joined by newlines (which no line holds).
+_BAD_ASCII_JOINED = re.compile(rb"[\x00-\x09\x0b-\x20\x7f/\\]")
 
 
 # What surrogateescape makes of bytes that are not UTF-8.
@@ -85,10 +98,31 @@ def id_problem(candidate: str) -> str | None:
     return None
 
 
+def sane_ascii_lines(lines: list[bytes]) -> bool:
+    """Whether every one of these stripped plain-text lines is an entry holding a sane ASCII id.
+
+    The common case, told for a whole chunk with a few calls in C; then each
+    line's entry is its text and `id_problem` has nothing to say about it.
+    """
+    if not lines or b"" in lines or b"." in lines or b".." in lines:
+        return False
+    try:
+        joined = b"\n".join(lines)
+    except TypeError:  # an over-long line
+        return False
+    return (
+        joined.isascii()
+        and not joined.startswith(b"#")
+        and b"\n#" not in joined
+        and max(map(len, lines)) <= MAX_ID_CHARS
+        and _BAD_ASCII_JOINED.search(joined) is None
+    )
+
+
 @contextlib.contextmanager
 def open_manifest(
     source: ManifestSource, stdin: BinaryIO | None = None, *, max_line_bytes: int = MAX_LINE_BYTES
-) -> Iterator[Iterator[Entry]]:
+) -> Iterator[ManifestEntries]:
     """Open a manifest and yield an iterator of its entries; closes the file afterwards.
 
     Nothing is read until the first entry is asked for, so the integrity pass
@@ -103,14 +137,97 @@ def open_manifest(
                 raw = stack.enter_context(open(source.path, "rb"))
             except OSError as exc:
                 raise ManifestError(f"cannot open manifest {source.display}: {exc.strerror or exc}") from exc
-        yield _entries(raw, _format_for(source), source.display, stack, max_line_bytes)
+        yield ManifestEntries(
+            lambda: open_stream(raw, source.display, stack),
+            _format_for(source),
+            source.display,
+            max_line_bytes,
+            file=raw if source.path is not None else None,
+        )
 
 
-def _entries(
-    raw: BinaryIO, fmt: ManifestFormat, display: str, stack: contextlib.ExitStack, max_line_bytes: int
-) -> Iterator[Entry]:
-    chunks = open_stream(raw, display, stack)
-    yield from read_entries(chunks, fmt, display, max_line_bytes=max_line_bytes)
+class ManifestEntries:
+    """A manifest's entries, read lazily; a plain-text manifest's lines can also be had in raw batches.
+
+    An ordinary iterator of `Entry` for everyone. The planner, which handles
+    millions of lines, takes a plain-text manifest's lines a chunk at a time
+    instead (`text_batches`) and does most of its work on whole batches in C.
+    """
+
+    __slots__ = ("_batches", "_display", "_file", "_format", "_limit", "_make", "_others", "_pending")
+
+    def __init__(
+        self,
+        make_chunks: Callable[[], Iterable[bytes]],
+        fmt: ManifestFormat,
+        display: str,
+        limit: int,
+        *,
+        file: BinaryIO | None = None,
+    ) -> None:
+        self._make: Callable[[], Iterable[bytes]] | None = make_chunks
+        self._file = file
+        self._format = fmt
+        self._display = display
+        self._limit = limit
+        self._batches: Iterator[LineBatch] | None = None
+        self._others: Iterator[Entry] | None = None
+        self._pending: collections.deque[Entry] = collections.deque()
+
+    def _start(self) -> None:
+        """Open the stream and settle the format (sniffed from the first line that decides it)."""
+        if self._make is None:
+            return
+        make, self._make = self._make, None
+        batches = line_batches(make(), self._display, self._limit)
+        fmt = self._format
+        if fmt == "auto":
+            fmt, batches = _sniff(batches)
+        self._format = fmt
+        if fmt == "text":
+            self._batches = batches
+        else:
+            lines = _numbered(batches)
+            self._others = (
+                _ndjson_entries(lines) if fmt == "ndjson" else _csv_entries(lines, self._display, self._limit)
+            )
+
+    def __iter__(self) -> Iterator[Entry]:
+        return self
+
+    def __next__(self) -> Entry:
+        while True:
+            if self._pending:
+                return self._pending.popleft()
+            self._start()
+            if self._others is not None:
+                return next(self._others)
+            assert self._batches is not None
+            batch = next(self._batches)
+            self._pending.extend(_text_entries(zip(itertools.count(batch.first), batch.lines)))
+
+    def push_back(self, entry: Entry) -> None:
+        """Put an entry taken with `next` back in front (a run reads the first before opening the archive)."""
+        self._pending.appendleft(entry)
+
+    def plain_file(self) -> PlainFile | None:
+        """A plain-text manifest read from a regular, uncompressed file: that file, to read at any offset."""
+        self._start()
+        if self._batches is None or self._file is None:
+            return None
+        return PlainFile.of(self._file, self._display, self._limit)
+
+    def text_batches(self) -> tuple[list[Entry], Iterator[LineBatch]] | None:
+        """For a plain-text manifest: the entries read but not taken yet, then its raw lines, batch by batch.
+
+        A raw line becomes an entry as `text_entries` says. None for CSV and NDJSON.
+        """
+        self._start()
+        if self._batches is None:
+            return None
+        pending = list(self._pending)
+        self._pending.clear()
+        return pending, self._batches
 
 
 def _format_for(source: ManifestSource) -> ManifestFormat:
@@ -131,40 +248,38 @@ def _format_for(source: ManifestSource) -> ManifestFormat:
 
 def read_entries(
     stream: Iterable[bytes], fmt: ManifestFormat, display: str, *, max_line_bytes: int = MAX_LINE_BYTES
-) -> Iterator[Entry]:
+) -> ManifestEntries:
     """Entries of a binary stream (chunks of any size) in the given format (`auto` sniffs the first line)."""
-    lines: Iterator[Line] = numbered_lines(stream, display, max_line_bytes)
-    if fmt == "auto":
-        fmt, lines = _sniff(lines)
-    if fmt == "text":
-        return _text_entries(lines)
-    if fmt == "ndjson":
-        return _ndjson_entries(lines)
-    return _csv_entries(lines, display, max_line_bytes)
+    return ManifestEntries(lambda: stream, fmt, display, max_line_bytes)
 
 
-def _sniff(lines: Iterator[Line]) -> tuple[ManifestFormat, Iterator[Line]]:
+def _numbered(batches: Iterable[LineBatch]) -> Iterator[Line]:
+    return itertools.chain.from_iterable(zip(itertools.count(b.first), b.lines) for b in batches)
+
+
+def _sniff(batches: Iterator[LineBatch]) -> tuple[ManifestFormat, Iterator[LineBatch]]:
     """Guess the format from the first line that is not blank or a comment.
 
-    Only that line is held: blank and comment lines before it mean nothing in
-    any format, so a manifest of a million blank lines costs no memory.
+    Only that line's batch is held: blank and comment lines before it mean
+    nothing in any format, so a manifest of a million blank lines costs no memory.
     """
-    for number, raw in lines:
-        text = (raw.head if isinstance(raw, Overlong) else raw).strip()
-        if not text or text.startswith(b"#"):
-            continue
-        fmt: ManifestFormat = "text"
-        if text.startswith(b"{"):
-            fmt = "ndjson"
-        elif b"," in text or text.lower() in (b"id", b'"id"'):
-            fmt = "csv"
-        return fmt, _chain_one((number, raw), lines)
+    for first, lines, padded in batches:
+        for at, raw in enumerate(lines):
+            text = (raw.head if isinstance(raw, Overlong) else raw).strip()
+            if not text or text.startswith(b"#"):
+                continue
+            fmt: ManifestFormat = "text"
+            if text.startswith(b"{"):
+                fmt = "ndjson"
+            elif b"," in text or text.lower() in (b"id", b'"id"'):
+                fmt = "csv"
+            return fmt, itertools.chain([LineBatch(first + at, lines[at:], padded)], batches)
     return "text", iter(())
 
 
-def _chain_one(first: Line, rest: Iterator[Line]) -> Iterator[Line]:
-    yield first
-    yield from rest
+def text_entries(lines: Iterable[Line]) -> Iterator[Entry]:
+    """The entries of numbered plain-text lines (a blank or `#` line has none)."""
+    return _text_entries(iter(lines))
 
 
 def _text_entries(lines: Iterator[Line]) -> Iterator[Entry]:

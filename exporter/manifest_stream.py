@@ -35,6 +35,7 @@ from typing import Any, BinaryIO, cast
 import zstandard
 
 from .bounded import Line as Line
+from .bounded import LineBatch as LineBatch
 from .bounded import LineCutter
 from .bounded import Overlong as Overlong
 from .config import ManifestSource
@@ -208,6 +209,24 @@ def numbered_lines(chunks: Iterable[bytes], display: str, limit: int) -> Iterato
         ) from exc
 
 
+def line_batches(
+    chunks: Iterable[bytes], display: str, limit: int, *, first_line: int = 1
+) -> Iterator[LineBatch]:
+    """The lines `numbered_lines` gives, a chunk's worth at a time (`LineCutter.batches`).
+
+    `chunks` may start at a line further on (`PlainFile.batches_from`):
+    `first_line` is its number. Read errors become ManifestError.
+    """
+    cutter = LineCutter(limit, strip_bom=True, first_line=first_line)
+    try:
+        yield from cutter.batches(chunks)
+    except _READ_ERRORS as exc:
+        raise ManifestError(
+            f"manifest {display} is damaged after line {cutter.lines}: {exc}; "
+            "the ids before it were processed, fix or re-create the file and run again"
+        ) from exc
+
+
 def estimate_lines(source: ManifestSource, *, sample_bytes: int = _ESTIMATE_BYTES) -> int | None:
     """Line count of an uncompressed manifest file, for the progress bar; None when unknown.
 
@@ -241,3 +260,70 @@ def estimate_lines(source: ManifestSource, *, sample_bytes: int = _ESTIMATE_BYTE
     if read < size:
         return round(count * size / read) if read else None
     return count + (1 if last and not last.endswith(b"\n") else 0)
+
+
+class PlainFile:
+    """A manifest that is a regular, uncompressed file: its lines can be read from any offset.
+
+    Read with `os.pread`, so the stream reading it from the start (`open_stream`)
+    is not moved. A resume uses it to start planning where the archived part of
+    the manifest ends (`exporter.resume_point`). Only reads; a read error is
+    raised as OSError, and the manifest's reader reports it in its turn.
+    """
+
+    __slots__ = ("_display", "_fd", "_limit", "size")
+
+    def __init__(self, fd: int, size: int, display: str, limit: int) -> None:
+        self._fd = fd
+        self.size = size
+        self._display = display
+        self._limit = limit
+
+    @classmethod
+    def of(cls, raw: BinaryIO, display: str, limit: int) -> PlainFile | None:
+        """The file under `raw` when it is regular and not compressed; else None."""
+        try:
+            fd = raw.fileno()
+            info = os.fstat(fd)
+            if not stat.S_ISREG(info.st_mode):
+                return None
+            head = os.pread(fd, 4, 0)
+        except (OSError, ValueError):  # io.UnsupportedOperation is both
+            return None
+        if head.startswith((_GZIP_MAGIC, _ZSTD_MAGIC)):
+            return None
+        return cls(fd, info.st_size, display, limit)
+
+    def line_start(self, offset: int) -> int | None:
+        """Where the first line starting at or after `offset` starts; None past the end or in a long line."""
+        if offset <= 0:
+            return 0
+        data = os.pread(self._fd, min(self._limit, _READ_BYTES) + 1, offset - 1)
+        end = data.find(b"\n")
+        return None if end < 0 or offset + end >= self.size else offset + end
+
+    def lines_at(self, offset: int, span: int) -> list[bytes]:
+        """The whole lines that start in `offset..offset+span` (from the first line start there)."""
+        start = self.line_start(offset)
+        if start is None:
+            return []
+        data = os.pread(self._fd, span, start)
+        end = data.rfind(b"\n")
+        return data[:end].split(b"\n") if end >= 0 else []
+
+    def count_lines(self, end: int) -> int:
+        """Lines that end before `end` (newlines in the first `end` bytes)."""
+        count = at = 0
+        while at < end and (data := os.pread(self._fd, min(1 << 20, end - at), at)):
+            count += data.count(b"\n")
+            at += len(data)
+        return count
+
+    def batches_from(self, offset: int, first_line: int) -> Iterator[LineBatch]:
+        """`line_batches` of the lines from `offset` (a line start) to the end; `first_line` is its number."""
+        return line_batches(self._chunks_from(offset), self._display, self._limit, first_line=first_line)
+
+    def _chunks_from(self, offset: int) -> Iterator[bytes]:
+        while data := os.pread(self._fd, _READ_BYTES, offset):
+            yield data
+            offset += len(data)

@@ -45,7 +45,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import itertools
 import logging
 import math
 import signal
@@ -219,7 +218,8 @@ class _Run:
                 # Read the first entry before the archive is touched, so a
                 # manifest that cannot be read at all fails cleanly with exit 2.
                 first = await loop.run_in_executor(self.reader_pool, next, entries, None)
-                entries = itertools.chain([first] if first is not None else [], entries)
+                if first is not None:
+                    entries.push_back(first)  # (not a chain: the planner reads plain text in batches)
                 archive = await loop.run_in_executor(
                     self.writer_pool,
                     open_archive,

@@ -356,7 +356,9 @@ def test_crash_during_superseding_is_finished_on_next_open(tmp_path: Path) -> No
         assert len(archive.archived) == 0
     finally:
         archive.close()
-    assert sorted(p.name for p in target.iterdir()) == ["checkpoint.ndjson", "records-00001.ndjson"]
+    # The index goes with the generation it describes.
+    moved = sorted(p.name for p in target.iterdir())
+    assert moved == ["checkpoint.ndjson", "index-000000000000-0000000000cf.idx", "records-00001.ndjson"]
     assert not (tmp_path / ".superseding").exists()
 
 

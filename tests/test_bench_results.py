@@ -69,10 +69,10 @@ def test_compare_and_report_run_from_the_command_line(tmp_path: Path) -> None:
 def test_every_scenario_the_readme_cites_is_registered_with_its_options() -> None:
     """--scenario NAME for each README scenario, each one's options in its own help group."""
     names = [s.name for s in SCENARIOS]
-    assert names == ["throughput", "rate", "latency", "memory", "pacing", "dryrun", "compress"]
-    assert [n for n in names if not needs_nginx(n)] == ["pacing", "dryrun", "compress"]
+    assert names == ["throughput", "rate", "latency", "memory", "pacing", "dryrun", "compress", "scale"]
+    assert [n for n in names if not needs_nginx(n)] == ["pacing", "dryrun", "compress", "scale"]
     assert needs_nginx("all")
     groups = [g.title for g in build_parser()._action_groups]
-    assert [f"--scenario {n}" for n in ("rate", "latency", "memory", "pacing", "compress")] == [
+    assert [f"--scenario {n}" for n in ("rate", "latency", "memory", "pacing", "compress", "scale")] == [
         g for g in groups if g and g.startswith("--scenario")
     ]

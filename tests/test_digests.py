@@ -221,3 +221,15 @@ def test_shards_are_roughly_uniform() -> None:
     counts = Counter(shard_of(id_digest(f"rec_{i}"), 4) for i in range(10_000))
     assert set(counts) == {0, 1, 2, 3}
     assert all(2_300 <= n <= 2_700 for n in counts.values()), counts
+
+
+def test_add_all_is_add_in_turn() -> None:
+    """add_all gives what `add` would, one digest after the other."""
+    rng = random.Random(5)
+    pool = [rng.randbytes(DIGEST_BYTES) for _ in range(1500)]
+    one, many = DigestSet(), DigestSet()
+    for _ in range(6):
+        chunk = rng.choices(pool, k=300)
+        assert many.add_all(chunk) == [one.add(d) for d in chunk]
+        assert len(many) == len(one)
+    assert all(d in many for d in pool if d in one)

@@ -40,6 +40,7 @@ says what that state means for the next run (`resumes_refetch`,
 
 from __future__ import annotations
 
+import itertools
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -326,7 +327,7 @@ def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | N
         size, lines = (current.size, current.lines) if current is not None else (0, 0)
         end, total = _int(entry, "end"), _int(entry, "lines")
         ids = entry.get("ids")
-        if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
+        if not isinstance(ids, list) or not all(map(isinstance, ids, itertools.repeat(str))):
             raise ValueError("ids is not a list of strings")
         _int(entry, "crc32")  # what `exporter verify` checks the commit's bytes against
         if end < size or total != lines + len(ids):

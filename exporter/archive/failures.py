@@ -13,7 +13,7 @@ import contextlib
 import os
 from collections.abc import Iterator, Sequence
 
-from exporter.digests import DigestSet, id_digest
+from exporter.digests import ArchivedLookup, DigestSet, id_digest
 from exporter.errors import ArchiveError, Reason
 
 from .layout import FAILED_NAME, JOURNAL_NAME
@@ -55,7 +55,7 @@ class FailureJournal:
             except OSError as exc:
                 raise os_error(self._dir.path / JOURNAL_NAME, exc, "write") from exc
 
-    def merge(self, handled: DigestSet, archived: DigestSet) -> int:
+    def merge(self, handled: DigestSet, archived: ArchivedLookup) -> int:
         """Rewrite failed.ndjson: this run's failures, plus earlier ones this run did not touch.
 
         An earlier failure is dropped when this run handled its id (`handled`)

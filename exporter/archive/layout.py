@@ -11,6 +11,9 @@ Layout of `--out DIR` (the checkpoint's entries are `checkpoint.py`'s):
     .lock                            held while a run writes
     .failed.partial                  this run's failures, merged into failed.ndjson at its end
     NAME.tmp-<random>                a report being replaced (renamed over NAME when whole)
+    index-<from>-<to>.idx            one run of the archive index: checkpoint bytes from..to (hex);
+                                     derived from the checkpoint, rebuilt when missing or damaged
+                                     (its format is `index_format.py`'s)
 
 An archive in object storage (`--out s3://...`, `exporter/remote/`) has the
 same records files, but only objects that are created once and never
@@ -147,7 +150,43 @@ def unlisted_records_files(names: Iterable[str], listed: Iterable[str]) -> tuple
 
 def is_generation_file(name: str) -> bool:
     """Whether --refetch moves `name` aside with the generation (the checkpoint, moved last, apart)."""
-    return file_number(name) is not None or name in (FAILED_NAME, SUMMARY_NAME)
+    return file_number(name) is not None or name in (FAILED_NAME, SUMMARY_NAME) or is_index_file(name)
+
+
+# -- the index -----------------------------------------------------------------
+
+INDEX_PREFIX = "index-"
+INDEX_SUFFIX = ".idx"
+_INDEX_SPAN_DIGITS = 12
+
+
+def index_run_name(start: int, end: int) -> str:
+    """The name of the index run covering checkpoint bytes `start`..`end`."""
+    return f"{INDEX_PREFIX}{start:0{_INDEX_SPAN_DIGITS}x}-{end:0{_INDEX_SPAN_DIGITS}x}{INDEX_SUFFIX}"
+
+
+def index_run_span(name: str) -> tuple[int, int] | None:
+    """The checkpoint bytes (start, end) an index run's name says it covers; None when it is not one."""
+    if not (name.startswith(INDEX_PREFIX) and name.endswith(INDEX_SUFFIX)):
+        return None
+    span = name[len(INDEX_PREFIX) : -len(INDEX_SUFFIX)]
+    start, dash, end = span.partition("-")
+    digits = "0123456789abcdef"
+    if not dash or any(len(part) != _INDEX_SPAN_DIGITS or part.strip(digits) for part in (start, end)):
+        return None
+    first, last = int(start, 16), int(end, 16)
+    return (first, last) if first < last else None
+
+
+def is_index_temp(name: str) -> bool:
+    """Whether `name` is an index run being written (a killed run's leftover once it is not)."""
+    run, tmp, _ = name.partition(INDEX_SUFFIX + ".tmp")
+    return bool(tmp) and index_run_span(run + INDEX_SUFFIX) is not None
+
+
+def is_index_file(name: str) -> bool:
+    """Whether `name` belongs to the index: a run, or a run being written."""
+    return index_run_span(name) is not None or is_index_temp(name)
 
 
 # -- temporary files and entry kinds ---------------------------------------------
@@ -184,7 +223,7 @@ def entry_kind(name: str) -> EntryKind | None:
         return EntryKind.DIRECTORY
     if name in WRITTEN_IN_PLACE:
         return EntryKind.WRITTEN_IN_PLACE
-    if name in REPLACED or file_number(name) is not None or is_report_temp(name):
+    if name in REPLACED or file_number(name) is not None or is_report_temp(name) or is_index_file(name):
         return EntryKind.FILE
     return None
 

@@ -31,6 +31,7 @@ before the writer writes it; the helpers touch no file.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import os
 import zlib
@@ -39,15 +40,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from exporter.config import ArchiveSettings
-from exporter.digests import DigestSet, id_digest
+from exporter.digests import ArchivedLookup, DigestSet
 from exporter.errors import ArchiveCorrupt, ArchiveError
 from exporter.payload import Record
 
 from . import checkpoint
+from .archived import ArchivedIds
 from .checkpoint import CheckpointState, FileState, check_same_shard, resumes_refetch
 from .failures import FailureJournal, known_missing
 from .framing import Codec, DeflatePool, codec_for, codec_of_file
 from .generations import finish_superseding, interrupted_move, supersede
+from .index import IndexKeeper, checkpoint_state
 from .layout import (
     CHECKPOINT_NAME,
     SUMMARY_NAME,
@@ -59,7 +62,7 @@ from .layout import (
     unlisted_records_files,
 )
 from .lock import take_lock
-from .reader import read_checkpoint, refuse_unsafe, unsafe_entries
+from .reader import refuse_unsafe, unsafe_entries
 from .safe_fs import SafeDir, entry_problem, os_error, refused, write_all
 
 # Hash at most this much of a file's backlog per commit when resuming, so a
@@ -87,6 +90,7 @@ class Archive:
         "_current",
         "_deflaters",
         "_dir",
+        "_index",
         "_journal",
         "_lock_fd",
         "_settings",
@@ -111,9 +115,10 @@ class Archive:
         #: The checkpoint's length as this process wrote it (whole entries only).
         self._checkpoint_bytes = 0
         self._journal = FailureJournal(directory)
+        self._index: IndexKeeper | None = None
         self.root = settings.out_dir
-        #: Digests of every id the archive held when it was opened.
-        self.archived = DigestSet()
+        #: Every id the archive held when it was opened (looked up in its index).
+        self.archived: ArchivedLookup = DigestSet()
         #: Digests of ids an earlier run found missing (404): not asked again by default.
         self.known_missing = DigestSet()
         self.state = CheckpointState()
@@ -154,9 +159,9 @@ class Archive:
             finish_superseding(directory, generation)
         ckpt = CHECKPOINT_NAME
         exists = directory.lstat(ckpt) is not None
-        if exists and request.refetch and not resumes_refetch(read_checkpoint(directory).runs):
+        if exists and request.refetch and not resumes_refetch(checkpoint_state(directory).runs):
             self.superseded_to = supersede(directory, request.started_at)
-        self.state = self._replay()
+        self.state = self._open_index()
         check_same_shard(self.root, self.state, request.shard)
         self._recover_records_files()
         known_missing(directory, self.known_missing)
@@ -179,7 +184,8 @@ class Archive:
         )
         self._journal.start()
 
-    def _replay(self) -> CheckpointState:
+    def _open_index(self) -> CheckpointState:
+        """The checkpoint's state, from its index (caught up first: see `index.py`)."""
         if self._dir.lstat(CHECKPOINT_NAME) is None:
             leftovers = [n for n in self._dir.names() if file_number(n) is not None]
             if leftovers:
@@ -188,14 +194,9 @@ class Archive:
                     "it is not an archive this exporter can add to without risking duplicates; "
                     "move those files away or choose another --out"
                 )
-            return CheckpointState()
-        add = self.archived.add
-
-        def remember(ids: list[str]) -> None:
-            for record_id in ids:
-                add(id_digest(record_id))
-
-        return read_checkpoint(self._dir, remember)
+        self._index = IndexKeeper.open(self._dir)
+        self.archived = ArchivedIds(self._index.view)
+        return copy.deepcopy(self._index.state)
 
     def _recover_records_files(self) -> None:
         """Cut the open file back to its committed length; check the closed ones; drop strays."""
@@ -315,6 +316,8 @@ class Archive:
         except OSError as exc:
             raise os_error(self.root / CHECKPOINT_NAME, exc, "write") from exc
         self._checkpoint_bytes += len(entry)
+        if self._index is not None:
+            self._index.logged(entry)  # durable now: the index may cover it
 
     # -- shipping to object storage (exporter/remote/) ---------------------------
 
@@ -399,6 +402,9 @@ class Archive:
 
     def close(self) -> None:
         """Close every file and release the lock; safe to call twice."""
+        if self._index is not None:
+            index, self._index = self._index, None
+            index.close()  # writes what this run logged as a run of the index
         if self._current is not None:
             self._current.close()
             self._current = None

@@ -5,7 +5,8 @@
     verify_report.py   verify's findings, and how they are printed (text, csv, ndjson)
     status.py          `exporter status`: an archive's runs, files and failures, quickly
     dryrun.py          `exporter export --dry-run`: what a run would do
+    get.py             `exporter get`: archived records by id, as stored
 
-They read an archive through `archive/layout.py` and `archive/reader.py`
-only, never the writer.
+They read an archive through `archive/layout.py`, `archive/reader.py` and the
+index's read side (`archive/index.py`'s `open_view`), never the writer.
 """

@@ -1,12 +1,14 @@
 """`exporter export --dry-run`: what a run would do, from the manifest and the archive alone.
 
 Read-only by construction: it opens the archive directory read-only
-(`SafeDir.open_existing`), reads the checkpoint and failed.ndjson through it
-(never through a link), takes no lock and writes nothing, so it answers
-while another run holds the archive; a line that run is appending shows as
-a torn tail and is left out. No request is sent: the token is not even read.
-It reads them as a run does, a bounded line at a time: damage in the
-checkpoint is exit 4, a failed.ndjson line that is not an entry a warning.
+(`SafeDir.open_existing`), reads the index, the checkpoint and failed.ndjson
+through it (never through a link), takes no lock and writes nothing, so it
+answers while another run holds the archive; a line that run is appending
+shows as a torn tail and is left out. No request is sent: the token is not
+even read. The archived ids come from the archive's index (`archive/index.py`),
+the part of the checkpoint it does not cover replayed into memory. It reads
+them as a run does, a bounded line at a time: damage in the checkpoint is
+exit 4, a failed.ndjson line that is not an entry a warning.
 
 The counts come from the same `Planner` a run uses, over the same archived
 and known-missing sets, so the dry run and the run cannot disagree on what
@@ -17,26 +19,28 @@ request per id, no retry, no 429), and what `--max-requests` and
 
 from __future__ import annotations
 
+import contextlib
 import math
 import os
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
+from exporter.archive.archived import ArchivedIds
+from exporter.archive.index import open_view
 from exporter.archive.layout import FAILED_NAME, SUPERSEDED_DIR
 from exporter.archive.reader import (
     check_same_shard,
     failed_entries,
     has_checkpoint,
     open_directory,
-    read_checkpoint,
     refuse_unsafe,
     resumes_refetch,
     unsafe_entries,
     warned,
 )
 from exporter.config import ManifestSource, Shard
-from exporter.digests import DigestSet, id_digest
+from exporter.digests import ArchivedLookup, DigestSet, id_digest
 from exporter.display import escape
 from exporter.errors import Reason
 from exporter.manifest import open_manifest
@@ -96,7 +100,12 @@ class DryRunReport:
 
 def dry_run(request: DryRunRequest, stdin: BinaryIO | None = None) -> DryRunReport:
     """Plan the run without running it; raises ManifestError (exit 2) or ArchiveError (exit 4)."""
-    view = _read_archive(request)
+    with contextlib.ExitStack() as stack:
+        view = _read_archive(request, stack)
+        return _plan(request, view, stdin)
+
+
+def _plan(request: DryRunRequest, view: _ArchiveView, stdin: BinaryIO | None) -> DryRunReport:
     known_missing, failed_before = view.known_missing, view.failed_before
     not_found_retried = failed_retried = 0
     with open_manifest(request.manifest, stdin) as entries:
@@ -162,39 +171,39 @@ class _ArchiveView:
     exists: bool = False
     #: --refetch would set the archive aside: nothing of it counts.
     starts_over: bool = False
-    archived: DigestSet = field(default_factory=DigestSet)
+    archived: ArchivedLookup = field(default_factory=DigestSet)
     known_missing: DigestSet = field(default_factory=DigestSet)
     failed_before: DigestSet = field(default_factory=DigestSet)
 
 
-def _read_archive(request: DryRunRequest) -> _ArchiveView:
-    """The archived ids and earlier failures, read as `Archive.open` reads them, minus the lock."""
+def _read_archive(request: DryRunRequest, stack: contextlib.ExitStack) -> _ArchiveView:
+    """The archived ids (from the index, open until `stack` closes) and earlier failures, as a run reads them.
+
+    As `Archive.open` reads them, minus the lock and minus writing the index's
+    tail: what the index does not cover is replayed into memory.
+    """
     root = request.out_dir
     if not os.path.lexists(root):
         return _ArchiveView()
     view = _ArchiveView(exists=True)
-    with open_directory(root) as directory:
-        # A run would refuse any of them (exit 4) before reading anything.
-        refuse_unsafe(root, unsafe_entries(directory))
-        if not has_checkpoint(directory):
-            return view
-        add = view.archived.add
-
-        def remember(ids: list[str]) -> None:
-            for record_id in ids:
-                add(id_digest(record_id))
-
-        state = read_checkpoint(directory, remember)
-        if request.refetch and not resumes_refetch(state.runs):
-            return _ArchiveView(exists=True, starts_over=True)
-        check_same_shard(root, state, str(request.shard) if request.shard else None)
-        for entry in warned(failed_entries(directory)):
-            if entry.cut:
-                continue  # a cut id names no id of the manifest
-            if entry.reason == Reason.NOT_FOUND:
-                view.known_missing.add(id_digest(entry.id))
-            elif entry.reason not in _DECIDED_AGAIN:
-                view.failed_before.add(id_digest(entry.id))
+    directory = stack.enter_context(open_directory(root))
+    # A run would refuse any of them (exit 4) before reading anything.
+    refuse_unsafe(root, unsafe_entries(directory))
+    if not has_checkpoint(directory):
+        return view
+    index = stack.enter_context(open_view(directory))
+    state = index.state
+    if request.refetch and not resumes_refetch(state.runs):
+        return _ArchiveView(exists=True, starts_over=True)
+    check_same_shard(root, state, str(request.shard) if request.shard else None)
+    view.archived = ArchivedIds(index)
+    for entry in warned(failed_entries(directory)):
+        if entry.cut:
+            continue  # a cut id names no id of the manifest
+        if entry.reason == Reason.NOT_FOUND:
+            view.known_missing.add(id_digest(entry.id))
+        elif entry.reason not in _DECIDED_AGAIN:
+            view.failed_before.add(id_digest(entry.id))
     return view
 
 

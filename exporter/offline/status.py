@@ -1,7 +1,8 @@
 """`exporter status`: what an archive holds and how its runs went, for a person or a script.
 
-Read-only and quick: it replays the checkpoint (never the records), stats the
-records files, reads failed.ndjson and summary.json, and asks whether a run
+Read-only and quick: it reads the checkpoint's state from the archive's index
+(replaying only the part of the checkpoint the index does not cover; never
+the records), stats the records files, reads failed.ndjson and summary.json, and asks whether a run
 holds the archive's lock right now. A link, FIFO or device where the archive
 keeps a file is listed as refused and never opened. A failed.ndjson line or a
 summary.json that is not what the writer writes (too long, not JSON) is listed
@@ -22,6 +23,7 @@ from typing import Any, NamedTuple
 
 import orjson
 
+from exporter.archive.index import IndexReport, open_view
 from exporter.archive.layout import (
     CHECKPOINT_NAME,
     FAILED_NAME,
@@ -40,11 +42,11 @@ from exporter.archive.reader import (
     LockState,
     RunState,
     Unreadable,
+    open_directory,
     probe_lock,
     read_failed,
     read_summary,
     refuse_unsafe,
-    replay_checkpoint,
     size_on_disk,
     unsafe_entries_at,
 )
@@ -117,6 +119,8 @@ class ArchiveStatus:
     torn_tail: bool = False
     #: (name, what it is) of links, FIFOs, ... where the archive keeps a file: not read.
     refused: list[tuple[str, str]] = field(default_factory=list)
+    #: The index: its runs and how much of the checkpoint they cover.
+    index: IndexReport = field(default_factory=IndexReport)
     #: summary.json if it is not a summary, and the first `SKIPPED_ROWS` failed.ndjson lines not entries.
     skipped: list[Skipped] = field(default_factory=list)
     #: How many there were in all.
@@ -140,7 +144,9 @@ def gather_status(root: Path) -> ArchiveStatus:
     skipped = {name for name, _ in unsafe}
     refuse_unsafe(root, unsafe, CHECKPOINT_NAME)
     try:
-        state = replay_checkpoint(ckpt)
+        with open_directory(root) as directory, open_view(directory) as index:
+            # The index's state plus the checkpoint after it (see `archive/index.py`), not a replay.
+            state, index_report = index.state, index.report
     except OSError as exc:
         raise ArchiveError(f"cannot read {ckpt}: {exc.strerror}") from exc
     not_read: list[Skipped] = []
@@ -172,6 +178,7 @@ def gather_status(root: Path) -> ArchiveStatus:
         superseded=[] if SUPERSEDED_DIR in skipped else _generations(root / SUPERSEDED_DIR),
         torn_tail=state.torn_tail,
         refused=unsafe,
+        index=index_report,
         skipped=not_read,
         skipped_total=len(not_read) + max(0, skipped_lines - SKIPPED_ROWS),
     )
@@ -291,6 +298,12 @@ def to_json(status: ArchiveStatus) -> dict[str, Any]:
         ],
         "torn_tail": status.torn_tail,
         "refused": [{"name": name, "problem": why} for name, why in status.refused],
+        "index": {
+            "runs": status.index.runs,
+            "bytes": status.index.index_bytes,
+            "covered_ids": status.index.covered_ids,
+            "ids": status.index.ids,
+        },
         "skipped": {
             "total": status.skipped_total,
             "first": [{"name": s.name, "line": s.line, "problem": s.problem} for s in status.skipped],
@@ -338,6 +351,7 @@ def render_text(status: ArchiveStatus) -> str:
         out.append(f"  {f.name}  {human_bytes(f.bytes)}  {lines}  {state}  {sha}{note}")
     files = f"{len(status.files)} file{'' if len(status.files) == 1 else 's'}"
     out.append(f"total: {status.records} records, {human_bytes(status.bytes)} in {files}")
+    out.append(_index_line(status.index))
 
     out.append(f"failed: {status.failed} ids" + (f" ({FAILED_NAME})" if status.failed else ""))
     for group in status.failures:
@@ -350,6 +364,18 @@ def render_text(status: ArchiveStatus) -> str:
             records = "? records" if g.records is None else f"{g.records} records"
             out.append(f"  {g.name}  {records}, {human_bytes(g.bytes)} in {g.files} files")
     return "".join(escape(line) + "\n" for line in out)
+
+
+def _index_line(index: IndexReport) -> str:
+    runs = (
+        f"{len(index.runs)} run file{'' if len(index.runs) == 1 else 's'}, {human_bytes(index.index_bytes)}"
+    )
+    if index.covered_ids == index.ids:
+        return f"index: {runs}, covers every record"
+    return (
+        f"index: {runs}, covers {index.covered_ids} of {index.ids} records; "
+        "the next export run (or `exporter index`) brings it up to date"
+    )
 
 
 def _run_lines(run: RunState, *, running: bool) -> list[str]:

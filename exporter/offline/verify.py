@@ -13,6 +13,7 @@ killed run is a note, not damage: the next export cuts it):
                         is a JSON object with an `id`, and the ids in file order are
                         exactly the ones the commits list, once each; files on disk
                         that the checkpoint does not list are problems
+    index-*.idx         says what the checkpoint says (`verify_index.py`)
     summary.json        agrees with the checkpoint (files, lines, hashes, records);
                         when a killed run left it older than the checkpoint, only the
                         files whose sizes agree are compared; one longer than a
@@ -93,6 +94,7 @@ from exporter.digests import DigestSet, id_digest
 from exporter.errors import ArchiveCorrupt, ArchiveError, UsageError
 
 from .completeness import check_manifest
+from .verify_index import check_index
 from .verify_report import DETAIL_LIMIT, Findings, Report, print_report
 
 #: Missing records and stray lines kept per archive to pair them up; the rest are counted.
@@ -174,6 +176,7 @@ class _Checker(Findings):
             # FileRefused: reported with every other such entry by `_check_entries`
         self._report_misplaced(records.misplaced)
         self._check_summary(archive, records.hashes)
+        check_index(self, root, state)
 
     def _check_entries(self, root: Path) -> frozenset[str]:
         """Report every link, FIFO, ... where the archive keeps a file; their names, not to be read."""

@@ -55,6 +55,8 @@ class Report:
     #: Committed lines read whose record has an id.
     records: int = 0
     manifest: str | None = None
+    #: What was proven beyond the records (the index agrees), one line each.
+    confirmed: list[str] = field(default_factory=list)
 
     @property
     def problems(self) -> list[Problem]:
@@ -121,6 +123,8 @@ def print_report(report: Report, out: TextIO, *, quiet: bool = False) -> None:
     for path, count in report.unlisted.items():
         out.write(escape(f"{path}: {_plural(count, 'more problem')} like the ones above, not listed") + "\n")
     if not quiet:
+        for line in report.confirmed:
+            out.write(escape(line) + "\n")
         out.write(escape(report.summary_line()) + "\n")
 
 

@@ -15,7 +15,7 @@ from collections.abc import Callable
 from typing import Any, Final
 
 from benchmarks.harness import Setup
-from benchmarks.scenarios import compress, dryrun, latency, memory, pacing, rate, throughput
+from benchmarks.scenarios import compress, dryrun, latency, memory, pacing, rate, scale, throughput
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,6 +34,7 @@ SCENARIOS: Final = (
     Scenario("pacing", pacing.pacing_scenario, pacing.add_arguments, needs_nginx=False),
     Scenario("dryrun", dryrun.dryrun_scenario, needs_nginx=False),
     Scenario("compress", compress.compress_scenario, compress.add_arguments, needs_nginx=False),
+    Scenario("scale", scale.scale_scenario, scale.add_arguments, needs_nginx=False),
 )
 
 

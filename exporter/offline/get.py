@@ -1,0 +1,358 @@
+"""`exporter get`: archived records by id, byte for byte as stored, from one or more archives.
+
+For each id asked, in the order asked: its digest is looked up in each
+archive's index (`archive/index.py`, the part of the checkpoint it does not
+cover replayed in memory), in the order the archives are given; the first that
+holds it gives the commit and the line in it. The commit's bytes are read from
+the records file, their crc32 checked against the checkpoint's, the one gzip
+member or zstd frame decompressed, and the line taken; it is printed only when
+its own id is the one asked. Nothing is written and no lock is taken, so it
+works while an export appends to the archive: what the checkpoint had committed
+when `get` started is what it finds.
+
+    ids asked --(1,024 at a time)--> lookups --(grouped by commit)--> one read,
+      crc32 and decompression per commit --> the lines, printed in the order asked
+
+An id not archived is named on stderr, with what failed.ndjson says about it;
+an id whose commit is damaged (crc32, decompression, a cut file, another id on
+its line) is reported as damaged and never printed. Exit 0 when every id was
+printed, 1 otherwise, 2 for a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import os
+import sys
+import zlib
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import zstandard
+
+from exporter.archive.framing import codec_of_file, decompressed_lines
+from exporter.archive.index import IndexView, open_view
+from exporter.archive.index_format import CommitPlace, IndexFormatError
+from exporter.archive.layout import ArchiveKind, FailedEntry, archive_kind, file_number, not_an_archive
+from exporter.archive.reader import failed_entries, line_id, open_directory, warned
+from exporter.config import ManifestSource
+from exporter.digests import id_digest
+from exporter.display import escape
+from exporter.errors import ArchiveError, UsageError
+from exporter.manifest import Entry, open_manifest
+
+#: Ids resolved together: their commits are each read once.
+BATCH_IDS = 1024
+_DECODE_ERRORS = (OSError, EOFError, ValueError, zlib.error, zstandard.ZstdError)
+
+
+@dataclass(frozen=True, slots=True)
+class Found:
+    """The record of `id`, exactly as stored (one NDJSON line, newline included)."""
+
+    id: str
+    archive: Path
+    line: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """No archive holds `id`; `failed` is what a failed.ndjson says about it, if one does."""
+
+    id: str
+    failed: FailedEntry | None = None
+    failed_in: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Damaged:
+    """An archive lists `id`, but its record cannot be given back as stored: `why`."""
+
+    id: str
+    archive: Path
+    why: str
+
+
+Result = Found | Missing | Damaged
+
+
+class _Archive:
+    """One archive given to `get`: its directory, its index view, and its records files as opened."""
+
+    __slots__ = ("_files", "directory", "root", "view")
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.directory = open_directory(root)
+        try:
+            self.view: IndexView = open_view(self.directory)
+        except BaseException:
+            self.directory.close()
+            raise
+        self._files: dict[str, int] = {}
+
+    def read(self, place: CommitPlace) -> bytes | str:
+        """The bytes of one commit, or why they cannot be read."""
+        name = place.file
+        if file_number(name) is None or "/" in name:
+            return f"the checkpoint names {name!r}, which is not a records file"
+        fd = self._files.get(name)
+        if fd is None:
+            if self.directory.lstat(name) is None:
+                return f"{self.root / name} is missing"
+            try:
+                fd = self._files[name] = self.directory.open(name, os.O_RDONLY)
+            except ArchiveError as exc:
+                return str(exc)
+        size = place.end - place.start
+        try:
+            data = os.pread(fd, size, place.start)
+        except OSError as exc:
+            return f"cannot read {self.root / name}: {exc.strerror or exc}"
+        if len(data) != size:
+            return f"{self.root / name} is cut short: bytes {place.start}..{place.end} are not all there"
+        return data
+
+    def close(self) -> None:
+        for fd in self._files.values():
+            os.close(fd)
+        self._files.clear()
+        self.view.close()
+        self.directory.close()
+
+
+class Getter:
+    """Archives opened once (their index mapped) for any number of `get` calls; a context manager."""
+
+    __slots__ = ("_archives",)
+
+    def __init__(self, roots: Sequence[Path]) -> None:
+        """Open the archives in `roots`: UsageError for one not an archive, ArchiveError if unreadable."""
+        for root in roots:
+            kind = archive_kind(root)
+            if kind is ArchiveKind.NOT_A_DIRECTORY:
+                raise UsageError(f"{root} is not a directory; give the --out directory of an export")
+            if kind is not ArchiveKind.ARCHIVE:
+                raise not_an_archive(root)
+        self._archives: list[_Archive] = []
+        try:
+            for root in roots:
+                self._archives.append(_Archive(root))
+        except BaseException:
+            self.close()
+            raise
+
+    def get(self, ids: Iterable[str]) -> Iterator[Result]:
+        """A `Found`, `Missing` or `Damaged` for each of `ids`, in order."""
+        source = iter(ids)
+        while batch := list(itertools.islice(source, BATCH_IDS)):
+            yield from _resolve(self._archives, batch)
+
+    def close(self) -> None:
+        for archive in self._archives:
+            archive.close()
+        self._archives = []
+
+    def __enter__(self) -> Getter:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def get_records(roots: Sequence[Path], ids: Iterable[str]) -> Iterator[Result]:
+    """A `Found`, `Missing` or `Damaged` for each id of `ids`, in order (raises UsageError, ArchiveError)."""
+    with Getter(roots) as getter:
+        yield from getter.get(ids)
+
+
+def _resolve(archives: list[_Archive], batch: list[str]) -> list[Result]:
+    """The results for one batch of ids, in order: each commit needed is read and decoded once."""
+    results: list[Result | None] = [None] * len(batch)
+    wanted: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (archive, commit start) -> (slot, line)
+    places: dict[tuple[int, int], CommitPlace] = {}
+    for slot, record_id in enumerate(batch):
+        digest = id_digest(record_id)
+        for number, archive in enumerate(archives):
+            ordinal = archive.view.lookup(digest)
+            if ordinal is None:
+                continue
+            try:
+                place = archive.view.place(ordinal)
+            except IndexFormatError as exc:
+                results[slot] = Damaged(record_id, archive.root, f"the index cannot place it ({exc})")
+                break
+            key = (number, place.ckpt_offset)
+            places[key] = place
+            wanted.setdefault(key, []).append((slot, ordinal - place.first_ordinal))
+            break
+    for key, slots in wanted.items():
+        archive = archives[key[0]]
+        place = places[key]
+        lines = _commit_lines(archive, place)
+        for slot, line in slots:
+            record_id = batch[slot]
+            if isinstance(lines, str):
+                results[slot] = Damaged(record_id, archive.root, lines)
+                continue
+            raw = lines[line]
+            found = line_id(raw)[0]
+            if found != record_id:
+                why = f"line {line + 1} of {_where(archive, place)} holds id {found!r} instead"
+                results[slot] = Damaged(record_id, archive.root, why)
+            else:
+                results[slot] = Found(record_id, archive.root, raw)
+    missing = {batch[slot] for slot, result in enumerate(results) if result is None}
+    reasons = _failed_reasons(archives, missing) if missing else {}
+    return [
+        result if result is not None else Missing(batch[slot], *reasons.get(batch[slot], (None, None)))
+        for slot, result in enumerate(results)
+    ]
+
+
+def _where(archive: _Archive, place: CommitPlace) -> str:
+    return f"{archive.root / place.file} bytes {place.start}..{place.end}"
+
+
+def _commit_lines(archive: _Archive, place: CommitPlace) -> list[bytes] | str:
+    """The lines of one commit, or why they cannot be trusted (then none of them is printed)."""
+    data = archive.read(place)
+    if isinstance(data, str):
+        return data
+    if zlib.crc32(data) != place.crc32:
+        return f"{_where(archive, place)} fail their crc32: the commit is damaged (run `exporter verify`)"
+    try:
+        lines = list(decompressed_lines(io.BytesIO(data), codec_of_file(place.file)))
+    except _DECODE_ERRORS as exc:
+        return f"{_where(archive, place)} cannot be decompressed ({exc or type(exc).__name__})"
+    if len(lines) != place.count or not all(line.endswith(b"\n") for line in lines):
+        return f"{_where(archive, place)} hold {len(lines)} lines where the checkpoint lists {place.count}"
+    return lines
+
+
+def _failed_reasons(archives: list[_Archive], missing: set[str]) -> dict[str, tuple[FailedEntry, Path]]:
+    """What each archive's failed.ndjson says about the missing ids (the last entry in the first archive)."""
+    found: dict[str, tuple[FailedEntry, Path]] = {}
+    for archive in archives:
+        try:
+            for entry in warned(failed_entries(archive.directory)):
+                if entry.id in missing and not entry.cut and entry.id not in found:
+                    found[entry.id] = (entry, archive.root)
+        except ArchiveError:
+            continue  # an unreadable failed.ndjson only costs the reason
+    return found
+
+
+# -- the command ---------------------------------------------------------------------------------
+
+GET_EPILOG = """\
+examples:
+  exporter get archive/ --id rec-8f2a31
+  exporter get archive/ --id rec-8f2a31 --id rec-77c0d4 | jq .duration
+  exporter get shard-0/ shard-1/ shard-2/ --ids-file regulator-request.txt > records.ndjson
+  zcat ids.gz | exporter get archive/ --ids-file -
+
+Each record is printed as one NDJSON line, byte for byte as archived, in the
+order the ids were given; an id given twice is printed twice. Ids not archived
+are named on stderr, with their failed.ndjson reason when there is one. A
+commit whose bytes fail their crc32 (or do not decompress) is reported and none
+of its records is printed. Reads only: no lock is taken and nothing is written,
+so it works while an export runs on the archive.
+
+exit codes:
+  0    every id was printed
+  1    some ids were not (named on stderr)
+  2    usage error: no ids, a DIR that is not an archive, an unreadable --ids-file
+  4    an archive cannot be read (its checkpoint is damaged, a link, ...)
+"""
+
+
+def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add `exporter get`."""
+    parser = commands.add_parser(
+        "get",
+        help="print archived records by id, exactly as stored",
+        description=(
+            "Print the archived record of each id, exactly as stored (one NDJSON line), from one or\n"
+            "more archives (shards), found through the archives' index: one commit read and\n"
+            "decompressed per record, not the whole archive."
+        ),
+        epilog=GET_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    parser.add_argument(
+        "dirs", nargs="+", type=Path, metavar="DIR", help="archive directories (the --out of export runs)"
+    )
+    parser.add_argument("--id", action="append", dest="ids", metavar="ID", help="an id to print; repeatable")
+    parser.add_argument(
+        "--ids-file",
+        metavar="PATH",
+        help="a file of ids, one a line (or CSV or NDJSON, as a manifest; .gz/.zst is fine); - for stdin",
+    )
+    parser.set_defaults(handler=_get_command)
+
+
+def _get_command(args: argparse.Namespace) -> int:
+    given: list[str] | None = args.ids
+    if (given is None) == (args.ids_file is None):
+        raise UsageError("give the ids with --id ID (repeatable) or --ids-file PATH, one of the two")
+    out = sys.stdout.buffer
+    with contextlib.ExitStack() as stack:
+        if given is None:
+            source = ManifestSource(path=None if args.ids_file == "-" else Path(args.ids_file))
+            asked = _IdsFile(stack.enter_context(open_manifest(source)), source.display)
+        else:
+            asked = _IdsFile(Entry(number, value) for number, value in enumerate(given, 1))
+        missing = 0
+        try:
+            for result in get_records(args.dirs, asked):
+                if isinstance(result, Found):
+                    out.write(result.line)
+                else:
+                    missing += 1
+                    out.flush()
+                    sys.stderr.write(f"exporter: {escape(_explain(result))}\n")
+            out.flush()
+        except BrokenPipeError:
+            # The reader went away (`| head`): the rest is not wanted.
+            with contextlib.suppress(OSError):
+                os.dup2(os.open(os.devnull, os.O_WRONLY), out.fileno())
+            return 1
+    return 1 if missing or asked.bad_lines else 0
+
+
+class _IdsFile:
+    """The ids asked; a line of --ids-file that holds no id is named on stderr and counted."""
+
+    __slots__ = ("_entries", "bad_lines", "display")
+
+    def __init__(self, entries: Iterable[Entry], display: str = "--id") -> None:
+        self._entries = entries
+        self.display = display
+        self.bad_lines = 0
+
+    def __iter__(self) -> Iterator[str]:
+        for entry in self._entries:
+            if entry.problem is not None:
+                self.bad_lines += 1
+                told = f"exporter: {self.display} line {entry.line}: {entry.problem}"
+                sys.stderr.write(escape(told) + "\n")
+                continue
+            yield entry.value
+
+
+def _explain(result: Missing | Damaged) -> str:
+    if isinstance(result, Damaged):
+        return f"{result.id!r} is in {result.archive} but damaged there, not printed: {result.why}"
+    if result.failed is None:
+        return f"{result.id!r} is not archived"
+    entry = result.failed
+    detail = f" ({entry.error})" if entry.error else ""
+    return (
+        f"{result.id!r} is not archived: failed.ndjson in {result.failed_in} says {entry.reason}{detail}"
+        f" (run {entry.run})"
+    )
