@@ -24,8 +24,9 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, export_args, spawn, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import write_manifest
+from runs import cli, export_args, spawn
 from test_crash import decompressed
 from test_index import assert_exact, export_run
 
