@@ -34,6 +34,9 @@ from exporter.archive import index, layout
 from exporter.offline.get import Found, get_records
 from exporter.offline.verify import verify_archives
 
+#: Real processes killed and resumed: `pytest -m 'not slow'` leaves them out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 
 HELPER = r"""
