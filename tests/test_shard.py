@@ -10,7 +10,8 @@ from fakeapi import FakeServerHandle
 from on_disk import read_records, write_manifest
 from runs import cli, cli_env
 
-from exporter.cli import parse_shard, resolve_shard
+from exporter.cli.target import resolve_shard
+from exporter.cli.values import parse_shard
 from exporter.config import Shard
 from exporter.digests import id_digest, shard_of
 from exporter.errors import UsageError
