@@ -17,8 +17,9 @@ import sys
 from pathlib import Path
 
 import pytest
-from conftest import ROOT, TOKEN, cli, cli_env, read_records, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_records, write_manifest
+from runs import ROOT, TOKEN, cli, cli_env
 
 from exporter.cli import main
 

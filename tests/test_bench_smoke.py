@@ -23,6 +23,9 @@ from benchmarks.scenarios.compress import (
 from benchmarks.scenarios.pacing import pacing_cases, paused_text
 from benchmarks.timeline import accepted_rates, convergence_s, quota_windows, steady_state
 
+#: The benchmark's scenarios, run for real: `pytest -m 'not slow'` leaves them out.
+pytestmark = pytest.mark.slow
+
 ROOT = Path(__file__).resolve().parent.parent
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None

@@ -15,7 +15,8 @@ from pathlib import Path
 from urllib.parse import unquote
 
 import pytest
-from conftest import export, make_config, read_failed, read_records, read_summary, write_manifest
+from on_disk import read_failed, read_records, read_summary, write_manifest
+from runs import export, make_config
 from scripted import Conversation, Handler, scripted
 
 from exporter.config import RetrySettings
@@ -117,7 +118,7 @@ async def test_three_broken_ids_at_the_end_fail_with_their_reason_within_seconds
     assert len(asked) == 9
     # The last attempt failed at once, or at its --timeout; the run ended a few seconds after.
     last_failure = max(asked) + (TIMEOUT_S if reason == "timeout" else 0.0)
-    assert finished - last_failure < 3.0, finished - last_failure
+    assert finished - last_failure < 10.0, finished - last_failure  # not --max-outage (30 s)
     assert finished - started < 20.0
     pacing = read_summary(out)["pacing"]
     assert (pacing["outages"], pacing["halt"]) == (0, None)

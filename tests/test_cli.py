@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 import zstandard
-from conftest import ROOT, TOKEN, cli, cli_env, read_records, read_summary, spawn, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_records, read_summary, write_manifest
+from runs import ROOT, TOKEN, cli, cli_env, spawn
 
 from exporter.archive.writer import Archive, RunRequest
 from exporter.cli import build_parser

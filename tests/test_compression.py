@@ -13,9 +13,10 @@ from pathlib import Path
 import duckdb
 import pytest
 import zstandard
-from conftest import cli, export, make_config, read_summary, write_manifest
 from fakeapi import FakeServerHandle
-from test_framing import one_member, sync_points
+from gzip_members import one_member, sync_points
+from on_disk import read_summary, write_manifest
+from runs import cli, export, make_config
 
 from exporter.archive import checkpoint
 from exporter.archive.framing import GZIP_MIN_PIECE_BYTES

@@ -1,7 +1,8 @@
 """Crash safety: SIGKILL a real exporter process at random moments, resume, prove exactly-once.
 
 Each scenario kills `python -m exporter` several times at seeded random
-instants (during start-up, mid-fetch, mid-commit, mid-rotation), then runs it to
+moments (during start-up, then after a random number of requests: mid-fetch,
+mid-commit, mid-rotation), then runs it to
 completion and checks the archive: every id exactly once, each value exactly as
 served, no partial line, the checkpoint listing exactly the records on disk,
 and no more repeated requests per kill than were outstanding at the kill.
@@ -21,11 +22,15 @@ from pathlib import Path
 import fakeapi
 import pytest
 import zstandard
-from conftest import cli, spawn, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import write_manifest
+from runs import cli, spawn
 
 from exporter.archive import checkpoint
 from exporter.archive.layout import CHECKPOINT_NAME
+
+#: Real processes killed and resumed: `pytest -m 'not slow'` leaves them out.
+pytestmark = pytest.mark.slow
 
 sys.set_int_max_str_digits(0)
 
@@ -41,11 +46,12 @@ SMALL_COMPRESS_BATCH_BYTES = 60_000
 # Commits of over 1 MiB, which two threads deflate at the same time into one gzip member.
 PIECES_RECORD_BYTES = 40_000
 PIECES_BATCH_BYTES = 1_100_000
-# When each kill comes, after the start. A run needs up to a second to send its first request
-# when the machine is busy; the 40 KB records' kills come a little later, so that most land
-# mid-commit, but early enough that a run rarely finishes before its kill.
-KILL_WINDOW_S = (0.05, 1.2)
-PIECES_KILL_WINDOW_S = (0.3, 1.8)
+# The first kill comes this long after the start, usually before any request (start-up); the
+# others when the fake API has answered a random number of requests, up to this share of the ids,
+# so each lands mid-run however fast the machine: the rest of the ids take the fake API's latency.
+STARTUP_KILL_S = (0.05, 0.3)
+KILLED_MID_RUN = 4
+LAST_KILL_SHARE = 0.8
 
 
 def decompressed(path: Path) -> bytes:
@@ -145,21 +151,22 @@ def test_sigkill_at_random_moments_then_resume(
         "--rate", "0", "--concurrency", str(CONCURRENCY), "--quiet", *options,
     ]  # fmt: skip
 
+    targets = sorted(rng.sample(range(1, int(LAST_KILL_SHARE * len(ids))), KILLED_MID_RUN))
     kills = 0
-    for _ in range(8):
+    for target in [None, *targets]:
         before = set(checkpoint_ids(out))
         process = spawn(*args)
-        time.sleep(
-            rng.uniform(*(PIECES_KILL_WINDOW_S if record_bytes == PIECES_RECORD_BYTES else KILL_WINDOW_S))
-        )
-        if process.poll() is not None:
-            break
+        if target is None:
+            time.sleep(rng.uniform(*STARTUP_KILL_S))
+        else:
+            while api.stats()["requests_total"] < target and process.poll() is None:
+                time.sleep(0.005)
+        assert process.poll() is None, f"the run ended before its kill: {process.communicate()[1]!r}"
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         kills += 1
         after = set(checkpoint_ids(out))
         assert before <= after, "a kill lost committed ids"
-    assert kills >= 3, "the runs were too short to be killed: slow the fake API down"
 
     result = cli(*args, timeout=120)
     assert result.returncode == 0, result.stderr

@@ -17,10 +17,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli
 from fakeapi import FakeServerHandle
 from hypothesis import given
 from hypothesis import strategies as st
+from runs import cli
 from threaded_http import serving
 
 from exporter.display import escape, json_safe

@@ -8,8 +8,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from conftest import cli, cli_env, export_args, read_summary, spawn, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_summary, write_manifest
+from runs import cli, cli_env, export_args, spawn
 
 from exporter.config import ManifestSource, Shard
 from exporter.offline.dryrun import DryRunRequest, dry_run, render_text

@@ -1,14 +1,17 @@
-"""fetcher.Fetcher with the real client against the fake API: outcomes, retries, auth."""
+"""fetcher.Fetcher with the real client against the fake API: outcomes, retries, auth.
+
+Requests go over loopback; the pacer's and the fetcher's clocks are a `FakeTime`, so
+their waits (backoffs, Retry-After, outages) are instant and exact.
+"""
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 
 import pytest
-from conftest import TOKEN
+from fake_time import FakeTime
 from fakeapi import FakeServerHandle
+from runs import TOKEN
 
 from exporter.config import HttpSettings, LimitSettings, RetrySettings, Secret
 from exporter.errors import AuthRefused, Reason
@@ -20,17 +23,25 @@ from exporter.transport.client import RecordingsClient
 FAST_RETRY = RetrySettings(max_attempts=4, backoff_base_s=0.001, backoff_cap_s=0.005)
 
 
+def pacer_on(time: FakeTime, limits: LimitSettings, retry: RetrySettings = FAST_RETRY) -> Pacer:
+    """A pacer on the fake clock: its waits are instant and exact; requests still go over loopback."""
+    return Pacer(limits, retry, clock=time.clock, now_epoch=time.epoch, sleep=time.sleep)
+
+
 async def fetch(
     api: FakeServerHandle,
     record_id: str,
     *,
     token: str = TOKEN,
     retry: RetrySettings = FAST_RETRY,
+    time: FakeTime | None = None,
     pacer: Pacer | None = None,
     timeout_s: float = 5.0,
     query: tuple[tuple[str, str], ...] = (),
     max_response_bytes: int = 1 << 28,
 ) -> Success | Failure | Unfinished:
+    """Fetch one id to its end on a fake clock (`time`, which `pacer` must be on too, if given)."""
+    time = time or FakeTime()
     settings = HttpSettings(
         base_url=api.url,
         token=Secret(token),
@@ -39,12 +50,12 @@ async def fetch(
         max_response_bytes=max_response_bytes,
     )
     async with RecordingsClient(settings) as client:
-        pacer = pacer or Pacer(LimitSettings(rate_per_s=0), retry)
-        fetcher = Fetcher(client, pacer, retry)
+        pacer = pacer or pacer_on(time, LimitSettings(rate_per_s=0), retry)
+        fetcher = Fetcher(client, pacer, retry, clock=time.clock)
         outcome = await fetcher.fetch(record_id)
         while isinstance(outcome, Later):
-            # What the pipeline does with other ids meanwhile, done here by waiting.
-            await asyncio.sleep(max(0.0, outcome.not_before - time.monotonic()))
+            # What the pipeline does with other ids meanwhile, done here by waiting (on the fake clock).
+            await time.sleep(max(0.0, outcome.not_before - time.now))
             outcome = await fetcher.fetch(outcome.id, outcome.tries)
         return outcome
 
@@ -129,13 +140,15 @@ async def test_nothing_but_429s_ends_as_unavailable_not_failed(api: FakeServerHa
     """An API that refuses everything with 429 for --max-outage halts the pool; the id is not failed."""
     api.configure(fail_first={"bad-": ["429", 10_000]}, retry_after_s=0)
     retry = RetrySettings(max_attempts=2, backoff_base_s=0.001, max_outage_s=1.0)
-    started = time.monotonic()
-    result = await fetch(api, "bad-1", retry=retry, pacer=Pacer(LimitSettings(rate_per_s=50), retry))
+    time = FakeTime()
+    result = await fetch(
+        api, "bad-1", retry=retry, time=time, pacer=pacer_on(time, LimitSettings(rate_per_s=50), retry)
+    )
     assert isinstance(result, Unfinished)
     assert result.halt is Halt.API_UNAVAILABLE
     # --max-outage, plus at most two spacings of the pace the 429s cut down to (0.2/s): the cut
     # needs a few 429s in a row, and the slot booked for the last of them is a token of debt.
-    assert 1.0 <= time.monotonic() - started < 15.0
+    assert 1.0 <= time.now < 15.0, time
     assert api.stats()["per_id"]["bad-1"] >= retry.max_attempts
 
 
@@ -189,16 +202,15 @@ async def test_revoked_token_403_raises(api: FakeServerHandle) -> None:
 async def test_retry_after_pauses_the_whole_pool(api: FakeServerHandle) -> None:
     """A 429 with a Retry-After over a second holds every worker (the shared limiter) that long."""
     api.configure(fail_first={"busy-": ["429", 1]}, retry_after_s=2)
-    pacer = Pacer(LimitSettings(rate_per_s=100, burst=1), FAST_RETRY)
-    started = time.monotonic()
-    result = await fetch(api, "busy-1", pacer=pacer)
-    elapsed = time.monotonic() - started
+    time = FakeTime()
+    pacer = pacer_on(time, LimitSettings(rate_per_s=100, burst=1))
+    result = await fetch(api, "busy-1", time=time, pacer=pacer)
     assert isinstance(result, Success)
     assert result.attempts == 2
-    assert elapsed >= 1.9
-    assert pacer.limiter.paused_until() >= started + 1.9
+    assert time.now >= 2.0
+    assert pacer.limiter.paused_until() >= 2.0
     # The fake API's 429 also says the quota is spent (X-RateLimit-Remaining: 0) until then.
-    assert sum(pacer.report().paused_s.values()) >= 1.9
+    assert sum(pacer.report().paused_s.values()) >= 2.0
 
 
 async def test_429s_do_not_use_up_attempts(api: FakeServerHandle) -> None:

@@ -4,17 +4,15 @@ from __future__ import annotations
 
 import gzip
 import threading
-import zlib
 from typing import Any
 
 import fakeapi
 import orjson
 import pytest
+from gzip_members import one_member, sync_points
 
 from exporter.archive import framing
 from exporter.archive.framing import GZIP_MIN_PIECE_BYTES, DeflatePool, codec_for
-
-_SYNC_MARK = b"\x00\x00\xff\xff"
 
 
 def _lines(count: int, record_bytes: int) -> list[bytes]:
@@ -23,26 +21,6 @@ def _lines(count: int, record_bytes: int) -> list[bytes]:
         orjson.dumps(orjson.loads(fakeapi.sized_body(f"rec-{i}", seed=0, body_bytes=record_bytes))["data"])
         for i in range(count)
     ]
-
-
-def one_member(member: bytes) -> bytes:
-    """The data of `member`, asserting it is exactly one gzip member, nothing before or after."""
-    unzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    data = unzip.decompress(member) + unzip.flush()
-    assert unzip.eof, "the member is cut short"
-    assert unzip.unused_data == b"", "more than one member"
-    return data
-
-
-def sync_points(member: bytes) -> set[int]:
-    """How many data bytes the member holds up to each sync flush mark in it."""
-    points = set()
-    at = member.find(_SYNC_MARK)
-    while at >= 0:
-        unzip = zlib.decompressobj(16 + zlib.MAX_WBITS)
-        points.add(len(unzip.decompress(member[: at + len(_SYNC_MARK)])))
-        at = member.find(_SYNC_MARK, at + 1)
-    return points
 
 
 class _Meeting:

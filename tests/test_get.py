@@ -11,9 +11,9 @@ from pathlib import Path
 from unittest import mock
 
 import pytest
-from conftest import ROOT, cli
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from runs import ROOT, cli
 from test_index import export_run, run_files
 
 from exporter.archive import framing, index

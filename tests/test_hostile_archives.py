@@ -15,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import cli_peak_rss, export, export_args, make_config, read_failed, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_failed, write_manifest
+from runs import cli_peak_rss, export, export_args, make_config
 from scripted import Conversation, keep_answering, scripted
 
 from exporter.archive.layout import CHECKPOINT_LINE_BYTES, FAILED_LINE_BYTES, Summary

@@ -18,9 +18,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import cli, read_summary, write_manifest
+from fake_time import FakeTime as BaseTime
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
+from on_disk import read_summary, write_manifest
+from runs import cli
 from scripted import Conversation, scripted
 
 from exporter.config import LimitSettings, RetrySettings
@@ -60,23 +62,13 @@ _structured = st.from_regex(
 _values = st.one_of(st.text(max_size=40), _numbers, _dates, _structured)
 
 
-class FakeTime:
+class FakeTime(BaseTime):
     """The pacer's clocks: monotonic seconds from 0 and Unix time from `epoch0`, moved only by the test."""
 
     def __init__(self, epoch0: float = NOW) -> None:
-        self.now = 0.0
-        self.epoch0 = epoch0
+        super().__init__(epoch0=epoch0)
         self._pacer: Pacer | None = None
         self._told: list[PauseNotice] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    def epoch(self) -> float:
-        return self.epoch0 + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
     def pacer(self, limits: LimitSettings | None = None) -> Pacer:
         """A pacer on these clocks, its notices kept in `notices`."""

@@ -18,8 +18,9 @@ from typing import Any
 
 import pytest
 import zstandard
-from conftest import PEAK_RSS_OF, ROOT, cli_env, export, make_config, read_records
 from fakeapi import FakeServerHandle
+from on_disk import read_records
+from runs import PEAK_RSS_OF, ROOT, cli_env, export, make_config
 
 from exporter.errors import ExitCode
 

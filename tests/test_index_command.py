@@ -6,7 +6,7 @@ import json
 import os
 from pathlib import Path
 
-from conftest import cli
+from runs import cli
 from test_index import assert_exact, export_run, run_files
 
 from exporter.archive.writer import Archive, RunRequest

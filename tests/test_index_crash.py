@@ -24,14 +24,18 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import cli, export_args, spawn, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import write_manifest
+from runs import cli, export_args, spawn
 from test_crash import decompressed
 from test_index import assert_exact, export_run
 
 from exporter.archive import index, layout
 from exporter.offline.get import Found, get_records
 from exporter.offline.verify import verify_archives
+
+#: Real processes killed and resumed: `pytest -m 'not slow'` leaves them out.
+pytestmark = pytest.mark.slow
 
 ROOT = Path(__file__).resolve().parent.parent
 

@@ -162,3 +162,22 @@ def test_what_is_an_archive(tmp_path: Path) -> None:
     assert archive_kind(tmp_path) is ArchiveKind.RECORDS_ONLY
     os.symlink("/nonexistent", tmp_path / "checkpoint.ndjson")
     assert archive_kind(tmp_path) is ArchiveKind.ARCHIVE
+
+
+def test_unlisted_records_files_are_split_into_leftover_and_foreign() -> None:
+    """The next-numbered unlisted file is a crash leftover; any other unlisted records file is foreign."""
+    from exporter.archive.layout import unlisted_records_files
+
+    names = [
+        "records-00001.ndjson",
+        "records-00002.ndjson.zst",
+        "records-00003.ndjson",
+        "records-00009.ndjson",
+        "checkpoint.ndjson",
+        "notes.txt",
+    ]
+    assert unlisted_records_files(names, ["records-00001.ndjson", "records-00002.ndjson.zst"]) == (
+        ["records-00003.ndjson"],
+        ["records-00009.ndjson"],
+    )
+    assert unlisted_records_files(["records-00001.ndjson"], []) == (["records-00001.ndjson"], [])

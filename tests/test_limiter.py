@@ -7,25 +7,11 @@ import math
 import random
 
 import pytest
+from fake_time import FakeTime
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from exporter.pacing.limiter import RateLimiter
-
-
-class FakeTime:
-    """A clock that only moves when the code under test sleeps (or the test says so)."""
-
-    def __init__(self, now: float = 0.0) -> None:
-        self.now = now
-        self.sleeps: list[float] = []
-
-    def clock(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.sleeps.append(seconds)
-        self.now += seconds
 
 
 def make_limiter(time: FakeTime, *, rate_per_s: float, burst: int = 1) -> RateLimiter:

@@ -9,8 +9,10 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from conftest import TOKEN, cli, read_summary, write_manifest
+import pytest
 from fakeapi import FakeServerHandle
+from on_disk import read_summary, write_manifest
+from runs import TOKEN, cli
 
 from exporter.logs import JsonFormatter
 from exporter.pacing import PauseNotice, PauseReason
@@ -89,6 +91,7 @@ def test_every_line_is_json_with_the_events_and_never_the_token(
     assert sum(e["records"] for e in events if e["event"] == "commit") == summary["counts"]["exported"]
 
 
+@pytest.mark.slow  # a real 6 s Retry-After, answers of 1.5 s
 def test_a_long_retry_after_is_a_pause_then_a_resume(api: FakeServerHandle, tmp_path: Path) -> None:
     """A bare Retry-After of 6 s holds the pool: a `pause` event with its reason and end, then `resume`."""
     # Answers take 1.5 s, so the run outlasts the pause by more than the pacer's 1 s tick.

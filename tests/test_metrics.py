@@ -19,9 +19,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, cli, cli_env, export, make_config, read_summary, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_summary, write_manifest
 from prometheus_client.parser import text_string_to_metric_families
+from runs import TOKEN, cli, cli_env, export, make_config
 from scripted import Conversation, scripted
 
 from exporter.archive.writer import Archive, RunRequest

@@ -20,19 +20,10 @@ from pathlib import Path
 
 import pytest
 import trustme
-from conftest import (
-    ROOT,
-    TOKEN,
-    cli_env,
-    export_args,
-    read_failed,
-    read_records,
-    read_summary,
-    spawn,
-    write_manifest,
-)
 from fakeapi import FakeServerHandle
 from loopback import ConnectProxy, TlsFront, connect_proxy, server_tls, tls_front
+from on_disk import read_failed, read_records, read_summary, write_manifest
+from runs import ROOT, TOKEN, cli_env, export_args, spawn
 
 PROXY_USER, PROXY_PASSWORD = "ops", "pr0xy-Pw-71"
 NEW_TOKEN = "rotated-token-Kx55"

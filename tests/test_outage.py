@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 
 import pytest
+from fake_time import FakeTime
 
 from exporter.config import LimitSettings, RetrySettings
 from exporter.pacing import Pacer, Ticket, Trouble
@@ -203,20 +204,6 @@ def test_a_spell_is_judged_later_at_a_slow_pace() -> None:
 
 
 # --- the pacer around it -------------------------------------------------------------------------
-
-
-class FakeTime:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def clock(self) -> float:
-        return self.now
-
-    def epoch(self) -> float:
-        return 1_800_000_000.0 + self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.now += seconds
 
 
 async def test_an_id_with_its_attempts_used_provisionally_waits_for_the_verdict_and_sends_the_check() -> None:

@@ -8,11 +8,15 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import cli, export, make_config, read_failed, read_records, read_summary, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_failed, read_records, read_summary, write_manifest
+from runs import export, make_config, spawn
 
 from exporter.config import Budgets, RetrySettings
 from exporter.errors import ExitCode
+
+#: Real waits of several seconds (outages, Retry-After, quotas): `pytest -m 'not slow'` leaves them out.
+pytestmark = pytest.mark.slow
 
 
 @pytest.mark.parametrize("mode", ["503", "refuse"])
@@ -60,21 +64,25 @@ async def test_an_outage_longer_than_max_outage_ends_with_exit_6(
 
 def test_a_long_retry_after_is_told_once_and_counted(api: FakeServerHandle, tmp_path: Path) -> None:
     """A 429 asking for 6 s holds every worker, says so once on stderr with the resume time, and
-    books 6 s as `retry_after`; under --quiet nothing is said."""
+    books 6 s as `retry_after`; under --quiet nothing is said. (The two runs go at once, each with
+    its own busy id, which the fake API refuses once each: 6 s of waiting, not 12.)"""
     api.configure(fail_first={"busy-": ["429bare", 1]}, retry_after_s=6)
-    manifest = write_manifest(tmp_path / "ids.txt", ["busy-1", "rec-2", "rec-3"])
-    args = ["export", str(manifest), "--base-url", api.url, "--rate", "0", "--no-progress"]
-    result = cli(*args, "--out", str(tmp_path / "out"))
-    assert result.returncode == 0, result.stderr
-    told = [line for line in result.stderr.splitlines() if "Retry-After" in line]
-    assert len(told) == 1, result.stderr
+    runs = {}
+    for name, busy, extra in (("out", "busy-1", ()), ("quiet", "busy-2", ("--quiet",))):
+        manifest = write_manifest(tmp_path / f"{name}.txt", [busy, "rec-2", "rec-3"])
+        args = ["export", str(manifest), "--base-url", api.url, "--rate", "0", "--no-progress"]
+        runs[name] = spawn(*args, "--out", str(tmp_path / name), *extra)
+    loud_err, quiet_err = (runs[name].communicate(timeout=60)[1] for name in ("out", "quiet"))
+    assert runs["out"].returncode == 0, loud_err
+    told = [line for line in loud_err.decode().splitlines() if "Retry-After" in line]
+    assert len(told) == 1, loud_err
     assert "the API asked to wait 6 s (Retry-After); resuming at " in told[0]
     assert read_summary(tmp_path / "out")["pacing"]["paused_s"]["retry_after"] >= 5.5
 
-    api.reset()
-    quiet = cli(*args, "--out", str(tmp_path / "quiet"), "--quiet")
-    assert quiet.returncode == 0
-    assert quiet.stderr == ""
+    assert runs["quiet"].returncode == 0, quiet_err
+    assert quiet_err == b""
+    assert read_summary(tmp_path / "quiet")["pacing"]["paused_s"]["retry_after"] >= 5.5
+    assert api.stats()["per_id"]["busy-2"] == 2, "the quiet run was not asked to wait"
 
 
 async def test_a_retry_after_beyond_the_cap_stops_the_run_instead_of_asking_every_id(

@@ -11,8 +11,9 @@ from pathlib import Path
 
 import fakeapi
 import pytest
-from conftest import export, make_config, read_failed, read_records, read_summary, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_failed, read_records, read_summary, write_manifest
+from runs import export, make_config
 
 from exporter.config import Budgets, LimitSettings
 from exporter.errors import ExitCode
@@ -382,6 +383,6 @@ async def test_max_duration_stops_with_exit_5(api: FakeServerHandle, tmp_path: P
     outcome = await export(replace(config, budgets=Budgets(max_duration_s=1.5)))
     assert outcome.exit_code == ExitCode.BUDGET
     assert outcome.summary_json["status"] == "budget_reached"
-    assert 1.4 <= outcome.summary_json["elapsed_s"] < 3.0
+    assert 1.4 <= outcome.summary_json["elapsed_s"] < 5.0  # the whole manifest would take 10 s
     assert 10 <= outcome.summary_json["counts"]["exported"] <= 17
     assert len(read_records(tmp_path / "out")) == outcome.summary_json["counts"]["exported"]

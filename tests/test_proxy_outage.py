@@ -12,7 +12,8 @@ from dataclasses import replace
 from pathlib import Path
 
 import pytest
-from conftest import export, make_config, read_failed, read_summary, write_manifest
+from on_disk import read_failed, read_summary, write_manifest
+from runs import export, make_config
 from scripted import Conversation, scripted
 
 from exporter.config import ProxySettings, RetrySettings

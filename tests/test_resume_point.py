@@ -15,9 +15,10 @@ import random
 from pathlib import Path
 from unittest import mock
 
-from conftest import export, make_config, read_records, read_summary, write_manifest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from on_disk import read_records, read_summary, write_manifest
+from runs import export, make_config
 from test_plan_index import build_archive, manifest_lines, plan_all
 
 from exporter import plan, resume_point

@@ -22,8 +22,9 @@ import signal
 import time
 from pathlib import Path
 
-from conftest import TOKEN, cli, spawn, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import write_manifest
+from runs import TOKEN, cli, spawn
 from s3_proxy import FaultProxy, Rule, fault_proxy
 from s3_support import aws_env, download, list_keys, make_bucket, with_client
 

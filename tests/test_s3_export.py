@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-from conftest import ROOT, TOKEN, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import write_manifest
+from runs import ROOT, TOKEN
 from s3_support import (
     ACCESS_KEY,
     SECRET_KEY,

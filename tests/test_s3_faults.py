@@ -18,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, export, make_config, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import write_manifest
+from runs import TOKEN, export, make_config
 from s3_proxy import Rule, fault_proxy
 from s3_support import ACCESS_KEY, aws_env, download, in_process, make_bucket, settings
 

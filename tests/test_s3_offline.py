@@ -12,8 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from conftest import TOKEN, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import write_manifest
+from runs import TOKEN
 from s3_proxy import fault_proxy
 from s3_support import Ran, aws_env, in_process, make_bucket, with_client
 

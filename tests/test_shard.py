@@ -6,8 +6,9 @@ import argparse
 from pathlib import Path
 
 import pytest
-from conftest import cli, cli_env, read_records, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_records, write_manifest
+from runs import cli, cli_env
 
 from exporter.cli.target import resolve_shard
 from exporter.cli.values import parse_shard

@@ -16,8 +16,9 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from conftest import TOKEN, cli_env, export_args, read_records, read_summary, spawn, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import read_records, read_summary, write_manifest
+from runs import TOKEN, cli_env, export_args, spawn
 from threaded_http import serving
 
 from exporter.signals import ProcessSignals

@@ -5,88 +5,17 @@ from __future__ import annotations
 import io
 import json
 import os
-from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from archive_runs import T0, export_run, ids, line_of, only
+from runs import cli
 
 from exporter.archive.writer import Archive, RunRequest
-from exporter.config import ArchiveSettings, Compression, ManifestSource
-from exporter.digests import DigestSet
-from exporter.errors import ManifestError, UsageError
+from exporter.config import ArchiveSettings, Compression
+from exporter.errors import UsageError
 from exporter.offline.verify import verify_archives
-from exporter.offline.verify_report import DETAIL_LIMIT, Problem, Report, print_report
-from exporter.outcomes import FetchStats
-from exporter.plan import PlanCounts
-from exporter.summary import RunFacts, build_summary, run_counts
-
-T0 = "2026-01-01T00:00:00.000Z"
-
-
-def line_of(record_id: str) -> bytes:
-    """A record line; the same length for ids of the same length, so damage does not shift lines."""
-    return json.dumps({"id": record_id, "text": "payload-" + record_id, "n": 1}).encode() + b"\n"
-
-
-def export_run(
-    out: Path,
-    batches: Sequence[Sequence[str]],
-    *,
-    failures: Sequence[tuple[str, str]] = (),
-    finish: bool = True,
-    raw: Sequence[tuple[str, bytes]] = (),
-    **changes: object,
-) -> None:
-    """One run the way pipeline.py drives Archive: commits, failures, end entry, summary.
-
-    With `finish=False` the run stops after its commits, as a `kill -9` would leave it.
-    """
-    settings = ArchiveSettings(out_dir=out, **changes)  # type: ignore[arg-type]
-    archive = Archive.open(settings, RunRequest(started_at=T0, refetch=False, manifest="m.txt", shard=None))
-    try:
-        for batch in batches:
-            archive.commit([(i, line_of(i)[:-1]) for i in batch])
-        if raw:
-            archive.commit([(i, line[:-1]) for i, line in raw])
-        if not finish:
-            return
-        archive.record_failures(
-            [json.dumps({"id": i, "reason": r, "error": "x", "at": T0}).encode() + b"\n" for i, r in failures]
-        )
-        failed_lines = archive.write_failed(DigestSet())
-        files = archive.files_report()
-        by_reason: dict[str, int] = {}
-        for _, reason in failures:
-            by_reason[reason] = by_reason.get(reason, 0) + 1
-        exported = sum(map(len, batches)) + len(raw)
-        counts = run_counts(PlanCounts(), exported, by_reason, FetchStats())
-        archive.end_run(at=T0, exit_code=0, status="complete", counts=counts)
-        facts = RunFacts(
-            run=archive.run,
-            started_at=T0,
-            finished_at=T0,
-            elapsed_s=1.0,
-            exit_code=0,
-            manifest="m.txt",
-            base_url="http://api",
-            shard=None,
-            superseded_to=None,
-        )
-        archive.write_summary(build_summary(facts, counts, by_reason, files, failed_lines))
-    finally:
-        archive.close()
-
-
-def ids(prefix: str, count: int) -> list[str]:
-    return [f"{prefix}{n:03d}" for n in range(count)]
-
-
-def only(report: Report, text: str) -> Problem:
-    """The one problem whose message contains `text`."""
-    found = [p for p in report.problems if text in p.message]
-    assert len(found) == 1, (text, [str(p) for p in report.findings])
-    return found[0]
+from exporter.offline.verify_report import DETAIL_LIMIT, print_report
 
 
 def flip(path: Path, offset: int) -> None:
@@ -400,76 +329,6 @@ def test_not_an_archive_is_a_usage_error(tmp_path: Path) -> None:
     export_run(tmp_path / "a", [["a"]])
     with pytest.raises(UsageError, match="given twice"):
         verify_archives([tmp_path / "a", tmp_path / "a" / ".." / "a"])
-
-
-# -- across shards, against the manifest ------------------------------------------------
-
-
-@pytest.fixture
-def shards(tmp_path: Path) -> list[Path]:
-    """Three shard-like archives over disjoint ids; shard 1 found `gone` missing and `flaky` failing."""
-    roots = [tmp_path / f"shard-{k}" for k in range(3)]
-    export_run(roots[0], [ids("a", 4)])
-    export_run(roots[1], [ids("b", 3)], failures=[("gone", "not_found"), ("flaky", "http_error")])
-    export_run(roots[2], [ids("c", 2), ids("d", 2)], compress="zstd")
-    return roots
-
-
-def manifest(path: Path, lines: Sequence[str]) -> ManifestSource:
-    path.write_text("".join(f"{line}\n" for line in lines))
-    return ManifestSource(path=path)
-
-
-def all_ids() -> list[str]:
-    return ids("a", 4) + ids("b", 3) + ids("c", 2) + ids("d", 2)
-
-
-def test_manifest_complete_and_disjoint(shards: list[Path], tmp_path: Path) -> None:
-    """Every manifest id archived once or not_found, nothing else: exit 0; invalid ids are only notes."""
-    source = manifest(tmp_path / "ids.txt", [*all_ids(), "gone", "a b", *all_ids()[:2]])
-    report = verify_archives(shards, manifest=source)
-    assert report.problems == [], [str(p) for p in report.findings]
-    (note,) = report.notes
-    assert (note.path, note.line) == (str(tmp_path / "ids.txt"), 13)
-    assert "invalid id 'a b'" in note.message
-    assert report.summary_line() == (
-        f"verified 3 archives against {tmp_path / 'ids.txt'}: 11 records in 3 files, 0 problems"
-    )
-
-
-def test_manifest_id_missing(shards: list[Path], tmp_path: Path) -> None:
-    """A manifest id in no archive and not found-missing is named with its manifest line (and any failure)."""
-    source = manifest(tmp_path / "ids.txt", [*all_ids(), "gone", "lost", "flaky"])
-    report = verify_archives(shards, manifest=source)
-    lost = only(report, "'lost'")
-    assert (lost.path, lost.line) == (str(tmp_path / "ids.txt"), 13)
-    assert lost.message == "id 'lost' is in no archive, nor listed in any failed.ndjson"
-    assert (
-        only(report, "'flaky'").message == "id 'flaky' is in no archive, failed.ndjson lists it as http_error"
-    )
-    assert report.exit_code == 1
-
-
-def test_manifest_id_in_two_archives(shards: list[Path], tmp_path: Path) -> None:
-    """An id archived by two shards fails the manifest check as a duplicate with both places."""
-    export_run(shards[2], [["b001"]])
-    report = verify_archives(shards, manifest=manifest(tmp_path / "ids.txt", all_ids()))
-    problem = only(report, "duplicate")
-    assert str(shards[1] / "records-00001.ndjson") + ":2" in problem.message
-    assert problem.path == str(shards[2] / "records-00002.ndjson")
-
-
-def test_manifest_extra_archived_id(shards: list[Path], tmp_path: Path) -> None:
-    """An archived id the manifest does not list is reported where it is archived."""
-    report = verify_archives(shards, manifest=manifest(tmp_path / "ids.txt", all_ids()[1:]))
-    problem = only(report, "not in the manifest")
-    assert (problem.path, problem.line) == (str(shards[0] / "records-00001.ndjson"), 1)
-
-
-def test_unreadable_manifest_is_a_usage_error(shards: list[Path], tmp_path: Path) -> None:
-    """A manifest that cannot be opened raises ManifestError (exit 2)."""
-    with pytest.raises(ManifestError):
-        verify_archives(shards, manifest=ManifestSource(path=tmp_path / "none.txt"))
 
 
 # -- the command -----------------------------------------------------------------------------

@@ -7,7 +7,7 @@ import zlib
 from pathlib import Path
 
 import pytest
-from conftest import cli
+from runs import cli
 from test_index import export_run, run_files
 
 from exporter.archive import index
