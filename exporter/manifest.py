@@ -15,6 +15,9 @@ CSV row) does not stop the run: it is yielded as an `Entry` with a `problem`,
 so the run reports it by line number and carries on with the rest. Only a
 manifest that cannot be read at all (missing file, damaged compressed data, a
 CSV header without `id`) raises `ManifestError`.
+
+Why one module of this size: the three manifest formats share one rule for a sane id and
+one streaming reader interface; the bytes-to-lines part is already `manifest_stream.py`.
 """
 
 from __future__ import annotations

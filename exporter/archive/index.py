@@ -30,6 +30,11 @@ whole checkpoint. So nothing here ever trusts an index file over the checkpoint:
 
 Readers (`exporter get`, `--dry-run`, `status`, `verify`) take no lock: a
 merge may remove a run they were about to open, in which case they look again.
+
+Why one module of this size: finding, checking, catching up, keeping and merging runs
+are one protocol over the same files (which run reaches furthest, what it links to, what a
+merge may replace); split, each half would have to re-derive the other's invariants, and a
+kill -9 at any step is tested against all of them together (tests/test_index_crash.py).
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The archive index's run format: which ids are archived and where, in files a lookup maps, not reads.
 
-The index is derived from the checkpoint alone (docs/decisions/0001-archive-index.md says why,
+The index is derived from the checkpoint alone (docs/decisions/0004-archive-index.md says why,
 and how it compares with LSM trees, git's pack `.idx` and Parquet's page index). Every id the
 checkpoint lists gets an *ordinal*, its position in checkpoint order (0, 1, 2, ... over every
 commit of the generation). A *run* covers a stretch of the checkpoint, its bytes
@@ -35,6 +35,10 @@ bucket split by its next bits, a stretch at a time), which costs a little per id
 beyond the stretch.
 
 Pure: bytes in, bytes and values out; `index.py` does the files.
+
+Why one module of this size: it is one on-disk format (as `layout.py` is for the rest of
+the archive): how a run is built, read, looked up and merged are the same byte layout seen
+from four sides, and a format change must be made in one place.
 """
 
 from __future__ import annotations

@@ -37,6 +37,10 @@ and summary.json is read only up to `layout.summary_max_bytes`:
 
 Everything here is a generator or returns its findings: the caller reads an
 archive with one `for` loop and stops it with `break`, which closes the files.
+
+Why one module of this size: it is the archive's one reader; every check of what is read
+(links, FIFOs, bounded lines, crc32 against the checkpoint) is made here once, so the
+offline commands cannot each read the archive their own way.
 """
 
 from __future__ import annotations

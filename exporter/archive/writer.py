@@ -27,6 +27,10 @@ from a single writer thread, so no lock is needed and the event loop never
 waits on a disk. The one exception is deflate: a large gzip commit is deflated
 in pieces by the writer thread and helper threads at once (`framing.DeflatePool`),
 before the writer writes it; the helpers touch no file.
+
+Why one module of this size: exactly-once is this module's job alone; opening (recovery),
+committing, rotating and ending a run all move the same files and checkpoint, and keeping
+them together keeps the one writer one.
 """
 
 from __future__ import annotations

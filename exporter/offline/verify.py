@@ -49,6 +49,10 @@ Memory stays bounded for archives of millions of records: ids seen are kept as
 records are streamed (one commit's ids and bytes at a time, which the exporter
 itself once held in memory), and full ids are kept only for the problems
 reported, at most `DETAIL_LIMIT` per file.
+
+Why one module of this size: it walks one archive once, checking each file against the
+checkpoint as it goes; the findings and their printing are `verify_report.py`'s, the index
+check `verify_index.py`'s, the manifest check `completeness.py`'s.
 """
 
 from __future__ import annotations

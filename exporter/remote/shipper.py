@@ -35,6 +35,10 @@ API's event loop never waits on the store. One lock makes the two take turns
 on the local archive. Sealed pieces waiting to ship are capped
 (`max_pending_pieces`): past that, commits wait, which holds the workers
 back instead of filling the disk.
+
+Why one module of this size: preparing the stage from the bucket, sealing and shipping
+are one state machine over the same work dir (what is staged, sealed, shipped and recorded
+in the checkpoint); it is crash-tested as one (tests/test_s3_crash.py).
 """
 
 from __future__ import annotations

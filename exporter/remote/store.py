@@ -23,6 +23,10 @@ backoff (`retry.backoff_delay`), up to `max_attempts`; expired credentials
 make a new client, which resolves the credential chain again (a rotated web
 identity token, new instance-profile credentials). The sleep and the random
 source are injectable for tests.
+
+Why one module of this size: it is the one boundary with the S3 client; every call, its
+checksum, its retry and the translation of its errors live behind it, so nothing else in
+the exporter imports aiobotocore or sees a botocore exception.
 """
 
 from __future__ import annotations

@@ -15,6 +15,9 @@ its response, so a rotated token is picked up by the next request.
 A proxy that wants other credentials (407) or an API that refuses our client
 certificate (`tls.py`) raises `ConnectionSetupError`: every attempt would
 fail the same way, so the run stops instead of retrying.
+
+Why one module of this size: it is the one boundary where socket, TLS, proxy and protocol
+exceptions become `TransportError`s; split, a new failure could escape untranslated.
 """
 
 from __future__ import annotations

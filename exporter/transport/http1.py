@@ -32,6 +32,11 @@ The connection's whole state is one `State` value.
 
 What this module does not decide: timeouts, retries and pooling are the
 caller's (`client.py`); what a status means is `retry.py`'s.
+
+Why one module of this size: the connection and its response reader share one `State`
+value, and framing is decided in one function (`body_framing`); apart, the rules for when
+a body ends would be spread over two files, as a separate parser forces
+(docs/decisions/0005-own-http1-client.md).
 """
 
 from __future__ import annotations
