@@ -1,4 +1,4 @@
-"""Everything a run needs to know, built once by `cli.py` and passed down.
+"""Everything a run needs to know, built once by `cli/` and passed down.
 
 Frozen, keyword-only dataclasses: no module reads the environment or a global,
 so a test builds exactly the configuration it means and nothing leaks between

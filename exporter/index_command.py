@@ -9,10 +9,10 @@ run does: while an export holds the archive it exits 4.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -94,51 +94,13 @@ def update_index(root: Path, *, rebuild: bool = False) -> IndexOutcome:
     return IndexOutcome(archive=root, rebuilt=rebuild, report=report, elapsed_s=time.monotonic() - started)
 
 
-INDEX_EPILOG = """\
-examples:
-  exporter index archive/             # catch the index up now rather than at the next run
-  exporter index archive/ --rebuild   # throw it away and build it again from the checkpoint
-  exporter index shard-*/ --json
-
-The index is derived from the checkpoint alone (the records are not read) and
-every export run keeps it up to date by itself; it is never trusted where the
-checkpoint says otherwise.
-
-exit codes:
-  0    the index is up to date
-  2    DIR is not an archive
-  4    the archive is locked by a running export, damaged, or unsafe
-"""
-
-
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `exporter index`."""
-    parser = commands.add_parser(
-        "index",
-        help="bring an archive's index up to date, or rebuild it from the checkpoint",
-        description=(
-            "Bring the index of each archive up to date with its checkpoint (what every export run\n"
-            "does by itself at its start), or with --rebuild build it again from the checkpoint.\n"
-            "Takes the archive's lock: not while an export runs on it."
-        ),
-        epilog=INDEX_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "dirs", nargs="+", type=Path, metavar="DIR", help="archive directories (the --out of export runs)"
-    )
-    parser.add_argument("--rebuild", action="store_true", help="remove the index and build it again")
-    parser.add_argument("--json", action="store_true", help="one JSON object a line, for scripts")
-    parser.set_defaults(handler=_index_command)
-
-
-def _index_command(args: argparse.Namespace) -> int:
-    roots: list[Path] = args.dirs
+def index_command(roots: Sequence[Path], *, rebuild: bool, as_json: bool) -> int:
+    """`exporter index`: bring each archive's index up to date (or rebuild it), one line each."""
     if len({root.resolve() for root in roots}) != len(roots):
         raise UsageError("an archive is given twice; name each once")
     for root in roots:
-        outcome = update_index(root, rebuild=args.rebuild)
-        if args.json:
+        outcome = update_index(root, rebuild=rebuild)
+        if as_json:
             sys.stdout.write(orjson.dumps(outcome.to_json()).decode() + "\n")
         else:
             sys.stdout.write(outcome.text())

@@ -7,7 +7,7 @@
                     at once. Outside a run (reading the options, the last line) they end the
                     process with 130 / 143, as they would unhandled.
 
-`ProcessSignals.installed()` sets the handlers as the command starts (`cli.main`)
+`ProcessSignals.installed()` sets the handlers as the command starts (`cli/app.py`)
 and restores the ones before it at the end, so in between these signals never
 have their default action, which for SIGHUP is to kill. asyncio's
 `loop.add_signal_handler` is not used for that reason: removing a handler
@@ -23,7 +23,6 @@ acted on in the handler itself, so it works even when the loop is stuck.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import os
@@ -32,8 +31,12 @@ import socket
 import sys
 from collections.abc import Callable, Iterator
 from types import FrameType
+from typing import TYPE_CHECKING
 
 from .errors import ExitCode
+
+if TYPE_CHECKING:  # a run imports asyncio; the offline commands need not
+    import asyncio
 
 log = logging.getLogger(__name__)
 
@@ -70,6 +73,8 @@ class ProcessSignals:
     @contextlib.contextmanager
     def listening(self, listener: Listener) -> Iterator[None]:
         """Hand every signal to `listener`, on the running event loop, while the block lasts."""
+        import asyncio
+
         loop = asyncio.get_running_loop()
         wake_read, wake_write = socket.socketpair()
         wake_read.setblocking(False)

@@ -18,7 +18,8 @@ from conftest import ROOT, TOKEN, cli, cli_env, read_records, read_summary, spaw
 from fakeapi import FakeServerHandle
 
 from exporter.archive.writer import Archive, RunRequest
-from exporter.cli import build_parser, read_token
+from exporter.cli import build_parser
+from exporter.cli.export_config import read_token
 from exporter.config import ArchiveSettings
 from exporter.errors import UsageError
 
@@ -249,6 +250,30 @@ def test_python_dash_m_and_console_script_agree() -> None:
         [str(CONSOLE_SCRIPT), "--version"], capture_output=True, text=True, timeout=60, check=False
     )
     assert (script.returncode, script.stdout) == (0, result.stdout)
+
+
+def test_offline_commands_load_neither_the_run_nor_the_network(api: FakeServerHandle, tmp_path: Path) -> None:
+    """`status`, `verify`, `get`, `index` import no pipeline, transport, metrics, progress or asyncio."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a", "b"])
+    out = tmp_path / "out"
+    assert cli(*export_args(manifest, out, api.url)).returncode == 0
+    heavy = (
+        "exporter.pipeline", "exporter.transport", "exporter.metrics", "exporter.progress",
+        "exporter.fetcher", "exporter.pacing", "asyncio", "tqdm", "prometheus_client",
+    )  # fmt: skip
+    for argv in (
+        ["status", str(out)],
+        ["verify", str(out)],
+        ["get", str(out), "--id", "a"],
+        ["index", str(out)],
+    ):
+        code = (
+            "import sys; from exporter.cli import main; "
+            f"rc = main({argv!r}); "
+            f"print(rc, sorted(m for m in sys.modules if m.startswith({heavy!r})))"
+        )
+        done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT)
+        assert done.stdout.splitlines()[-1] == "0 []", (argv, done.stdout[-300:], done.stderr)
 
 
 def test_the_installed_console_script_exports_and_exits_with_the_runs_code(

@@ -162,3 +162,16 @@ def test_usage_errors_exit_2_and_an_unsafe_archive_4(api: FakeServerHandle, tmp_
     linked = cli(*run_args(manifest, out, api.url, "--dry-run", "--shard", "0/2"))
     assert linked.returncode == 4
     assert "checkpoint.ndjson" in linked.stderr
+
+
+def test_dry_run_refuses_the_options_the_run_refuses(tmp_path: Path) -> None:
+    """MANIFEST, --out and --shard are read as for the run: object-storage options with a directory exit 2."""
+    manifest = write_manifest(tmp_path / "ids.txt", ["a", "b"])
+    out = tmp_path / "out"
+    for extra in (["--work-dir", str(tmp_path / "work")], ["--legal-hold"]):
+        run = cli(*run_args(manifest, out, "http://127.0.0.1:9", *extra))
+        dry = cli(*run_args(manifest, out, "http://127.0.0.1:9", "--dry-run", *extra))
+        assert (run.returncode, dry.returncode) == (2, 2), dry.stdout
+        assert "object storage" in run.stderr
+        assert dry.stderr == run.stderr
+    assert not out.exists()

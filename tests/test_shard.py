@@ -9,7 +9,8 @@ import pytest
 from conftest import cli, cli_env, read_records, write_manifest
 from fakeapi import FakeServerHandle
 
-from exporter.cli import parse_shard, resolve_shard
+from exporter.cli.target import resolve_shard
+from exporter.cli.values import parse_shard
 from exporter.config import Shard
 from exporter.digests import id_digest, shard_of
 from exporter.errors import UsageError

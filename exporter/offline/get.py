@@ -21,7 +21,6 @@ printed, 1 otherwise, 2 for a usage error.
 
 from __future__ import annotations
 
-import argparse
 import contextlib
 import io
 import itertools
@@ -325,76 +324,20 @@ def _failed_reasons(archives: list[Source], missing: set[str]) -> dict[str, tupl
 
 # -- the command ---------------------------------------------------------------------------------
 
-GET_EPILOG = """\
-examples:
-  exporter get archive/ --id rec-8f2a31
-  exporter get archive/ --id rec-8f2a31 --id rec-77c0d4 | jq .duration
-  exporter get shard-0/ shard-1/ shard-2/ --ids-file regulator-request.txt > records.ndjson
-  zcat ids.gz | exporter get archive/ --ids-file -
-  exporter get s3://bucket/exports/q4 --id rec-8f2a31
 
-Each record is printed as one NDJSON line, byte for byte as archived, in the
-order the ids were given; an id given twice is printed twice. Ids not archived
-are named on stderr, with their failed.ndjson reason when there is one. A
-commit whose bytes fail their crc32 (or do not decompress) is reported and none
-of its records is printed. Reads only: no lock is taken and nothing is written,
-so it works while an export runs on the archive.
-
-An s3:// archive (credentials, region and endpoint from the AWS chain, as for
-export) has no index: its checkpoint is downloaded and replayed (a cost that
-grows with the archive), then each commit asked is read with one ranged GET.
-
-exit codes:
-  0    every id was printed
-  1    some ids were not (named on stderr)
-  2    usage error: no ids, a DIR that is not an archive, an unreadable --ids-file
-  4    an archive cannot be read (its checkpoint is damaged, a link, a bucket unreachable, ...)
-"""
-
-
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `exporter get`."""
-    parser = commands.add_parser(
-        "get",
-        help="print archived records by id, exactly as stored",
-        description=(
-            "Print the archived record of each id, exactly as stored (one NDJSON line), from one or\n"
-            "more archives (shards), found through the archives' index: one commit read and\n"
-            "decompressed per record, not the whole archive."
-        ),
-        epilog=GET_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "dirs",
-        nargs="+",
-        metavar="DIR",
-        help="archive directories (the --out of export runs), or s3://BUCKET/PREFIX for archives in "
-        "object storage",
-    )
-    parser.add_argument("--id", action="append", dest="ids", metavar="ID", help="an id to print; repeatable")
-    parser.add_argument(
-        "--ids-file",
-        metavar="PATH",
-        help="a file of ids, one a line (or CSV or NDJSON, as a manifest; .gz/.zst is fine); - for stdin",
-    )
-    parser.set_defaults(handler=_get_command)
-
-
-def _get_command(args: argparse.Namespace) -> int:
-    given: list[str] | None = args.ids
-    if (given is None) == (args.ids_file is None):
-        raise UsageError("give the ids with --id ID (repeatable) or --ids-file PATH, one of the two")
+def get_command(
+    dirs: Sequence[Path | str], *, ids: Sequence[str] | None, ids_file: ManifestSource | None
+) -> int:
+    """`exporter get`: print the records of `ids` (or of the ids in `ids_file`); 0 when each was printed."""
     out = sys.stdout.buffer
     with contextlib.ExitStack() as stack:
-        if given is None:
-            source = ManifestSource(path=None if args.ids_file == "-" else Path(args.ids_file))
-            asked = _IdsFile(stack.enter_context(open_manifest(source)), source.display)
+        if ids_file is not None:
+            asked = _IdsFile(stack.enter_context(open_manifest(ids_file)), ids_file.display)
         else:
-            asked = _IdsFile(Entry(number, value) for number, value in enumerate(given, 1))
+            asked = _IdsFile(Entry(number, value) for number, value in enumerate(ids or (), 1))
         missing = 0
         try:
-            for result in get_records(args.dirs, asked):
+            for result in get_records(dirs, asked):
                 if isinstance(result, Found):
                     out.write(result.line)
                 else:

@@ -14,7 +14,6 @@ as skipped; the checkpoint is the truth, and damage in it is exit 4.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from dataclasses import dataclass, field
@@ -426,49 +425,17 @@ def human_bytes(count: int) -> str:
 
 # -- the command ---------------------------------------------------------------
 
-STATUS_EPILOG = """\
-examples:
-  exporter status archive/
-  exporter status archive/ --json | jq .failed.by_reason
 
-exit codes:
-  0    the status was shown
-  2    DIR is not an archive
-  4    the checkpoint is damaged (run `exporter verify DIR` to see where), or is
-       a symbolic link, FIFO or device (never followed)
-"""
-
-
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `exporter status`."""
-    parser = commands.add_parser(
-        "status",
-        help="show an archive's runs, files, failures and whether a run is in progress",
-        description=(
-            "Summarise an archive offline and quickly (the records are not read): every run with\n"
-            "its start, end, exit code, counts and message; the records files with size, lines and\n"
-            "hash; failed ids by reason; the last error; whether an export is running now; and\n"
-            "generations set aside by --refetch."
-        ),
-        epilog=STATUS_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "dir", metavar="DIR", help="the archive directory (the --out of export), or s3://BUCKET/PREFIX"
-    )
-    parser.add_argument("--json", action="store_true", help="print one JSON object instead, for scripts")
-    parser.set_defaults(handler=_status_command)
-
-
-def _status_command(args: argparse.Namespace) -> int:
+def status_command(archive: str, *, as_json: bool) -> int:
+    """`exporter status`: show the archive (a directory or s3://BUCKET/PREFIX) as text or JSON."""
     renamed: dict[str, str] = {}
-    if args.dir.startswith("s3://"):
+    if archive.startswith("s3://"):
         from exporter.remote.verify import remote_status  # the S3 client only for s3:// archives
 
-        status, renamed = remote_status(args.dir)
+        status, renamed = remote_status(archive)
     else:
-        status = gather_status(Path(args.dir))
-    if args.json:
+        status = gather_status(Path(archive))
+    if as_json:
         text = json_safe(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode()) + "\n"
     else:
         text = render_text(status)

@@ -53,7 +53,6 @@ reported, at most `DETAIL_LIMIT` per file.
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 from collections.abc import Sequence
@@ -542,82 +541,16 @@ def _require_archive(root: Path) -> None:
 
 # -- the command ---------------------------------------------------------------
 
-VERIFY_EPILOG = """\
-examples:
-  exporter verify archive/
-  exporter verify shard-0/ shard-1/ shard-2/ --manifest ids.txt.gz
-  exporter verify s3://bucket/export/shard-0 s3://bucket/export/shard-1 --manifest ids.txt
 
-  Each problem is one line, `DIR/FILE:LINE: what is wrong`; notes (`note: ...`) are
-  expected leftovers of a killed run that the next export run cleans up by itself.
-
-exit codes:
-  0    every check holds
-  1    at least one problem (listed)
-  2    usage error: a DIR that is not an archive, an unreadable manifest
-"""
-
-
-def add_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
-    """Add `exporter verify`."""
-    parser = commands.add_parser(
-        "verify",
-        help="prove offline what archives hold, byte by byte and id by id",
-        description=(
-            "Check one or more archives without the API: the checkpoint replays, every committed\n"
-            "byte has its crc32 (and every closed file its sha256), every committed line is a JSON\n"
-            "object whose id the checkpoint lists at that place, no id is archived twice across\n"
-            "the DIRs, and summary.json agrees. With --manifest, also prove that the DIRs together\n"
-            "hold every valid id of the manifest (or list it as not_found in a failed.ndjson) and\n"
-            "nothing else: the check for an export sharded over several archives."
-        ),
-        epilog=VERIFY_EPILOG,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
-    )
-    parser.add_argument(
-        "dirs",
-        nargs="+",
-        metavar="DIR",
-        help="archive directories (the --out of export runs), or s3://BUCKET/PREFIX archives",
-    )
-    parser.add_argument(
-        "--manifest",
-        action="append",
-        metavar="M",
-        help="the manifest the archives were exported from (once; - for standard input; .gz/.zst is fine)",
-    )
-    parser.add_argument(
-        "--format",
-        choices=["auto", "text", "csv", "ndjson"],
-        default="auto",
-        help="the manifest's format (default: from its name, else guessed from the first line)",
-    )
-    parser.add_argument("-q", "--quiet", action="store_true", help="print only problems")
-    parser.add_argument(
-        "--deep",
-        action="store_true",
-        help="s3:// archives: download every object and check it as a directory is checked (without "
-        "it: the checkpoint, and a HEAD of every records file: size, checksum, version)",
-    )
-    parser.set_defaults(handler=_verify_command)
-
-
-def _verify_command(args: argparse.Namespace) -> int:
-    manifests: list[str] = args.manifest or []
-    if len(manifests) > 1:
-        raise UsageError("--manifest may be given once; to check several manifests, concatenate them")
-    if not manifests and args.format != "auto":
-        raise UsageError("--format describes the manifest: give it with --manifest M")
-    source: ManifestSource | None = None
-    if manifests:
-        source = ManifestSource(path=None if manifests[0] == "-" else Path(manifests[0]), format=args.format)
-    remote = [d for d in args.dirs if d.startswith("s3://")]
+def verify_command(dirs: Sequence[str], *, manifest: ManifestSource | None, deep: bool, quiet: bool) -> int:
+    """`exporter verify`: check the DIRs (s3:// ones too), print the report, return its exit code."""
+    remote = [d for d in dirs if d.startswith("s3://")]
     if remote:
         from exporter.remote.verify import verify_remote  # the S3 client only for s3:// archives
 
-        local = [Path(d) for d in args.dirs if not d.startswith("s3://")]
-        report = verify_remote(remote, local, manifest=source, deep=args.deep)
+        local = [Path(d) for d in dirs if not d.startswith("s3://")]
+        report = verify_remote(remote, local, manifest=manifest, deep=deep)
     else:
-        report = verify_archives([Path(d) for d in args.dirs], manifest=source)
-    print_report(report, sys.stdout, quiet=args.quiet)
+        report = verify_archives([Path(d) for d in dirs], manifest=manifest)
+    print_report(report, sys.stdout, quiet=quiet)
     return report.exit_code

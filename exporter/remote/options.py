@@ -1,6 +1,6 @@
 """The command line's object-storage options, and the `RemoteSettings` they make (no S3 client imported).
 
-`cli.py` adds this group to `exporter export` and calls `settings_from`
+`cli/export_options.py` adds this group to `exporter export`; `cli/target.py` calls `settings_from`
 when --out is an s3:// URL; every check that needs no request is made here,
 so a mistyped option stops the run before anything is read or sent.
 """

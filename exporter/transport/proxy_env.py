@@ -1,6 +1,6 @@
 """Which proxy, if any, reaches the API: `--proxy`, else `$HTTPS_PROXY`, minus `$NO_PROXY`, as curl decides.
 
-Pure functions over the strings `cli.py` read from argv and the environment,
+Pure functions over the strings `cli/` read from argv and the environment,
 so every rule is a table test. The decisions:
 
 - `--proxy URL` wins over the environment; `--proxy none` ignores it.
