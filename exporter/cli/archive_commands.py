@@ -143,7 +143,11 @@ def add_get_parser(commands: argparse._SubParsersAction[argparse.ArgumentParser]
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument(
-        "dirs", nargs="+", type=Path, metavar="DIR", help="archive directories (the --out of export runs)"
+        "dirs",
+        nargs="+",
+        metavar="DIR",
+        help="archive directories (the --out of export runs), or s3://BUCKET/PREFIX for archives in "
+        "object storage",
     )
     parser.add_argument("--id", action="append", dest="ids", metavar="ID", help="an id to print; repeatable")
     parser.add_argument(

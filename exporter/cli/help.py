@@ -119,6 +119,7 @@ examples:
   exporter get archive/ --id rec-8f2a31 --id rec-77c0d4 | jq .duration
   exporter get shard-0/ shard-1/ shard-2/ --ids-file regulator-request.txt > records.ndjson
   zcat ids.gz | exporter get archive/ --ids-file -
+  exporter get s3://bucket/exports/q4 --id rec-8f2a31
 
 Each record is printed as one NDJSON line, byte for byte as archived, in the
 order the ids were given; an id given twice is printed twice. Ids not archived
@@ -127,9 +128,13 @@ commit whose bytes fail their crc32 (or do not decompress) is reported and none
 of its records is printed. Reads only: no lock is taken and nothing is written,
 so it works while an export runs on the archive.
 
+An s3:// archive (credentials, region and endpoint from the AWS chain, as for
+export) has no index: its checkpoint is downloaded and replayed (a cost that
+grows with the archive), then each commit asked is read with one ranged GET.
+
 exit codes:
   0    every id was printed
   1    some ids were not (named on stderr)
   2    usage error: no ids, a DIR that is not an archive, an unreadable --ids-file
-  4    an archive cannot be read (its checkpoint is damaged, a link, ...)
+  4    an archive cannot be read (its checkpoint is damaged, a link, a bucket unreachable, ...)
 """

@@ -30,6 +30,7 @@ import zlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 import zstandard
 
@@ -38,11 +39,14 @@ from exporter.archive.index import IndexView, open_view
 from exporter.archive.index_format import CommitPlace, IndexFormatError
 from exporter.archive.layout import ArchiveKind, FailedEntry, archive_kind, file_number, not_an_archive
 from exporter.archive.reader import failed_entries, line_id, open_directory, warned
+from exporter.archive.safe_fs import SafeDir
 from exporter.config import ManifestSource
 from exporter.digests import id_digest
 from exporter.display import escape
 from exporter.errors import ArchiveError, UsageError
 from exporter.manifest import Entry, open_manifest
+from exporter.remote.location import is_remote
+from exporter.remote.location import parse as parse_url
 
 #: Ids resolved together: their commits are each read once.
 BATCH_IDS = 1024
@@ -54,7 +58,7 @@ class Found:
     """The record of `id`, exactly as stored (one NDJSON line, newline included)."""
 
     id: str
-    archive: Path
+    archive: Path | str
     line: bytes
 
 
@@ -64,7 +68,7 @@ class Missing:
 
     id: str
     failed: FailedEntry | None = None
-    failed_in: Path | None = None
+    failed_in: Path | str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,15 +76,39 @@ class Damaged:
     """An archive lists `id`, but its record cannot be given back as stored: `why`."""
 
     id: str
-    archive: Path
+    archive: Path | str
     why: str
 
 
 Result = Found | Missing | Damaged
 
 
+class Source(Protocol):
+    """An archive as `get` reads it: a directory here, or a bucket (`remote/remote_get.py`)."""
+
+    @property
+    def root(self) -> Path | str:
+        """What messages name: the directory, or the s3:// URL."""
+
+    @property
+    def directory(self) -> SafeDir:
+        """Where its failed.ndjson is read (for a bucket, a private copy)."""
+
+    @property
+    def view(self) -> IndexView: ...
+
+    def where(self, name: str) -> str:
+        """The records file `name`, as messages name it."""
+
+    def read(self, places: Sequence[CommitPlace]) -> list[bytes | str]:
+        """The bytes of each commit, or why they cannot be read."""
+
+    def close(self) -> None:
+        """Release what it holds (files, mapped index, a bucket's client)."""
+
+
 class _Archive:
-    """One archive given to `get`: its directory, its index view, and its records files as opened."""
+    """One archive directory given to `get`: its index view, and its records files as opened."""
 
     __slots__ = ("_files", "directory", "root", "view")
 
@@ -94,11 +122,14 @@ class _Archive:
             raise
         self._files: dict[str, int] = {}
 
-    def read(self, place: CommitPlace) -> bytes | str:
-        """The bytes of one commit, or why they cannot be read."""
+    def where(self, name: str) -> str:
+        return str(self.root / name)
+
+    def read(self, places: Sequence[CommitPlace]) -> list[bytes | str]:
+        return [self._read(place) for place in places]
+
+    def _read(self, place: CommitPlace) -> bytes | str:
         name = place.file
-        if file_number(name) is None or "/" in name:
-            return f"the checkpoint names {name!r}, which is not a records file"
         fd = self._files.get(name)
         if fd is None:
             if self.directory.lstat(name) is None:
@@ -127,20 +158,37 @@ class _Archive:
 class Getter:
     """Archives opened once (their index mapped) for any number of `get` calls; a context manager."""
 
-    __slots__ = ("_archives",)
+    __slots__ = ("_archives", "_stack")
 
-    def __init__(self, roots: Sequence[Path]) -> None:
-        """Open the archives in `roots`: UsageError for one not an archive, ArchiveError if unreadable."""
+    def __init__(self, roots: Sequence[Path | str]) -> None:
+        """Open the archives in `roots` (directories, or s3:// URLs as str).
+
+        UsageError for one that is not an archive, ArchiveError for one that
+        cannot be read (StoreError for a bucket).
+        """
         for root in roots:
-            kind = archive_kind(root)
+            if _remote(root):
+                parse_url(str(root))  # a mistyped URL is said before any request
+                continue
+            kind = archive_kind(Path(root))
             if kind is ArchiveKind.NOT_A_DIRECTORY:
                 raise UsageError(f"{root} is not a directory; give the --out directory of an export")
             if kind is not ArchiveKind.ARCHIVE:
-                raise not_an_archive(root)
-        self._archives: list[_Archive] = []
+                raise not_an_archive(Path(root))
+        self._archives: list[Source] = []
+        self._stack = contextlib.ExitStack()
         try:
+            remote = None
             for root in roots:
-                self._archives.append(_Archive(root))
+                if not _remote(root):
+                    self._archives.append(_Archive(Path(root)))
+                    continue
+                if remote is None:
+                    from exporter.remote.remote_get import RemoteArchives  # the S3 client only for s3://
+
+                    remote = RemoteArchives()
+                    self._stack.callback(remote.close)
+                self._archives.append(remote.open(str(root)))
         except BaseException:
             self.close()
             raise
@@ -152,9 +200,12 @@ class Getter:
             yield from _resolve(self._archives, batch)
 
     def close(self) -> None:
-        for archive in self._archives:
-            archive.close()
-        self._archives = []
+        try:
+            for archive in self._archives:
+                archive.close()
+            self._archives = []
+        finally:
+            self._stack.close()
 
     def __enter__(self) -> Getter:
         return self
@@ -163,13 +214,17 @@ class Getter:
         self.close()
 
 
-def get_records(roots: Sequence[Path], ids: Iterable[str]) -> Iterator[Result]:
+def _remote(root: Path | str) -> bool:
+    return isinstance(root, str) and is_remote(root)
+
+
+def get_records(roots: Sequence[Path | str], ids: Iterable[str]) -> Iterator[Result]:
     """A `Found`, `Missing` or `Damaged` for each id of `ids`, in order (raises UsageError, ArchiveError)."""
     with Getter(roots) as getter:
         yield from getter.get(ids)
 
 
-def _resolve(archives: list[_Archive], batch: list[str]) -> list[Result]:
+def _resolve(archives: list[Source], batch: list[str]) -> list[Result]:
     """The results for one batch of ids, in order: each commit needed is read and decoded once."""
     results: list[Result | None] = [None] * len(batch)
     wanted: dict[tuple[int, int], list[tuple[int, int]]] = {}  # (archive, commit start) -> (slot, line)
@@ -189,11 +244,10 @@ def _resolve(archives: list[_Archive], batch: list[str]) -> list[Result]:
             places[key] = place
             wanted.setdefault(key, []).append((slot, ordinal - place.first_ordinal))
             break
-    for key, slots in wanted.items():
+    for key, lines in _decoded(archives, places).items():
         archive = archives[key[0]]
         place = places[key]
-        lines = _commit_lines(archive, place)
-        for slot, line in slots:
+        for slot, line in wanted[key]:
             record_id = batch[slot]
             if isinstance(lines, str):
                 results[slot] = Damaged(record_id, archive.root, lines)
@@ -213,15 +267,37 @@ def _resolve(archives: list[_Archive], batch: list[str]) -> list[Result]:
     ]
 
 
-def _where(archive: _Archive, place: CommitPlace) -> str:
-    return f"{archive.root / place.file} bytes {place.start}..{place.end}"
+def _where(archive: Source, place: CommitPlace) -> str:
+    return f"{archive.where(place.file)} bytes {place.start}..{place.end}"
 
 
-def _commit_lines(archive: _Archive, place: CommitPlace) -> list[bytes] | str:
-    """The lines of one commit, or why they cannot be trusted (then none of them is printed)."""
-    data = archive.read(place)
-    if isinstance(data, str):
-        return data
+def _decoded(
+    archives: list[Source], places: dict[tuple[int, int], CommitPlace]
+) -> dict[tuple[int, int], list[bytes] | str]:
+    """The lines of each commit (keyed by archive and commit), or why they cannot be trusted.
+
+    An archive's commits are read together (a bucket's in parallel); a name in
+    the checkpoint that is no records file is never opened.
+    """
+    decoded: dict[tuple[int, int], list[bytes] | str] = {}
+    for number, archive in enumerate(archives):
+        keys = []
+        for key, place in places.items():
+            if key[0] != number:
+                continue
+            if file_number(place.file) is None or "/" in place.file:
+                decoded[key] = f"the checkpoint names {place.file!r}, which is not a records file"
+            else:
+                keys.append(key)
+        if keys:
+            read = archive.read([places[key] for key in keys])
+            for key, data in zip(keys, read, strict=True):
+                decoded[key] = data if isinstance(data, str) else _commit_lines(archive, places[key], data)
+    return decoded
+
+
+def _commit_lines(archive: Source, place: CommitPlace, data: bytes) -> list[bytes] | str:
+    """The lines of one commit's bytes, or why they cannot be trusted (then none of them is printed)."""
     if zlib.crc32(data) != place.crc32:
         return f"{_where(archive, place)} fail their crc32: the commit is damaged (run `exporter verify`)"
     try:
@@ -233,9 +309,9 @@ def _commit_lines(archive: _Archive, place: CommitPlace) -> list[bytes] | str:
     return lines
 
 
-def _failed_reasons(archives: list[_Archive], missing: set[str]) -> dict[str, tuple[FailedEntry, Path]]:
+def _failed_reasons(archives: list[Source], missing: set[str]) -> dict[str, tuple[FailedEntry, Path | str]]:
     """What each archive's failed.ndjson says about the missing ids (the last entry in the first archive)."""
-    found: dict[str, tuple[FailedEntry, Path]] = {}
+    found: dict[str, tuple[FailedEntry, Path | str]] = {}
     for archive in archives:
         try:
             for entry in warned(failed_entries(archive.directory)):
@@ -249,7 +325,9 @@ def _failed_reasons(archives: list[_Archive], missing: set[str]) -> dict[str, tu
 # -- the command ---------------------------------------------------------------------------------
 
 
-def get_command(dirs: Sequence[Path], *, ids: Sequence[str] | None, ids_file: ManifestSource | None) -> int:
+def get_command(
+    dirs: Sequence[Path | str], *, ids: Sequence[str] | None, ids_file: ManifestSource | None
+) -> int:
     """`exporter get`: print the records of `ids` (or of the ids in `ids_file`); 0 when each was printed."""
     out = sys.stdout.buffer
     with contextlib.ExitStack() as stack:

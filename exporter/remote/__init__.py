@@ -10,6 +10,7 @@
                    `prepare`, which makes the work dir agree with the bucket before a run
     adopt.py       a piece shipped by a run killed before its checkpoint segment, read back and taken in
     remote_read.py a remote archive read back: for resume, verify, status and --dry-run
+    remote_get.py  `exporter get s3://...`: the checkpoint copied and replayed, commits by ranged GET
     verify.py      `exporter verify s3://...`: HEAD read-back against the checkpoint; --deep downloads
     options.py     the command line's object-storage options -> `RemoteSettings` (no aiobotocore)
 

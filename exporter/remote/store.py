@@ -438,11 +438,33 @@ class ObjectStore:
                     f"s3://{self.bucket}/{key} is {length} bytes, more than the {max_bytes} such a file "
                     "may have: it is not one this exporter wrote"
                 )
-            async with answer["Body"] as body:
-                data: bytes = await body.read()
-            if len(data) != length:
-                raise OSError(f"the object ended after {len(data)} of {length} bytes")
-            return data
+            return await _body(answer, length)
+
+        return await self._checked("read", key, fetch)
+
+    async def get_range(self, key: str, start: int, end: int) -> bytes:
+        """Bytes `start..end` of the object (one ranged GetObject): one commit for `exporter get`.
+
+        The store must answer with exactly that range (206 and its Content-Range);
+        an answer of other bytes (a store that ignores Range sends the whole
+        object) is a StoreError, never taken for the range.
+        """
+        if end <= start:
+            return b""
+        asked = f"bytes {start}-{end - 1}/"
+
+        async def fetch(client: Any) -> bytes:
+            answer = await client.get_object(Bucket=self.bucket, Key=key, Range=f"bytes={start}-{end - 1}")
+            length = int(answer.get("ContentLength", -1))
+            given = str(answer.get("ContentRange") or "")
+            if length != end - start or not given.startswith(asked):
+                answer["Body"].close()
+                raise StoreError(
+                    f"s3://{self.bucket}/{key}: asked for bytes {start}..{end}, the store answered "
+                    f"{_short(given) or 'without a Content-Range'} ({length} bytes); it does not serve "
+                    "ranged reads as S3 does"
+                )
+            return await _body(answer, length)
 
         return await self._checked("read", key, fetch)
 
@@ -707,6 +729,15 @@ class ObjectStore:
             key_marker, id_marker = page.get("NextKeyMarker"), page.get("NextUploadIdMarker")
             if not key_marker:
                 return found
+
+
+async def _body(answer: Mapping[str, Any], length: int) -> bytes:
+    """A GetObject answer's body, all `length` bytes of it (OSError, so tried again, when it is cut)."""
+    async with answer["Body"] as body:
+        data: bytes = await body.read()
+    if len(data) != length:
+        raise OSError(f"the object ended after {len(data)} of {length} bytes")
+    return data
 
 
 def _request(operation: str, fields: dict[str, Any]) -> Callable[[Any], Awaitable[Any]]:
