@@ -19,8 +19,9 @@ from unittest import mock
 
 import orjson
 import pytest
-from conftest import TOKEN, cli, write_manifest
 from fakeapi import FakeServerHandle
+from on_disk import write_manifest
+from runs import TOKEN, cli
 from s3_proxy import fault_proxy
 from s3_support import ACCESS_KEY, SECRET_KEY, aws_env, download, in_process, make_bucket, with_client
 
