@@ -29,7 +29,7 @@ from .archive.layout import (
 from .archive.lock import take_lock
 from .archive.reader import refuse_unsafe, unsafe_entries
 from .archive.safe_fs import SafeDir
-from .display import escape
+from .display import escape, json_safe
 from .errors import ArchiveError, UsageError
 
 
@@ -101,7 +101,7 @@ def index_command(roots: Sequence[Path], *, rebuild: bool, as_json: bool) -> int
     for root in roots:
         outcome = update_index(root, rebuild=rebuild)
         if as_json:
-            sys.stdout.write(orjson.dumps(outcome.to_json()).decode() + "\n")
+            sys.stdout.write(json_safe(orjson.dumps(outcome.to_json()).decode()) + "\n")
         else:
             sys.stdout.write(outcome.text())
         sys.stdout.flush()

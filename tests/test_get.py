@@ -318,3 +318,21 @@ def test_the_index_files_need_not_exist(tmp_path: Path) -> None:
         (out / name).unlink()
     assert [type(r).__name__ for r in get_records([out], ["c", "a", "x"])] == ["Found", "Found", "Missing"]
     assert not run_files(out)  # and it wrote none
+
+
+def test_a_forged_commit_span_is_reported_without_reading_it(tmp_path: Path) -> None:
+    """A checkpoint whose last commit claims to end 2**62 bytes in: the id is Damaged (past the
+    file's end), and nothing of that size is read into memory."""
+    out = tmp_path / "out"
+    export_run(out, ["a", "b"], per_commit=1)
+    path = out / "checkpoint.ndjson"
+    lines = path.read_bytes().splitlines(keepends=True)
+    last = max(n for n, line in enumerate(lines) if json.loads(line).get("t") == "commit")
+    entry = json.loads(lines[last])
+    entry["end"] = 2**62
+    lines[last] = json.dumps(entry, separators=(",", ":")).encode() + b"\n"
+    path.write_bytes(b"".join(lines))
+    results = {r.id: r for r in get_records([out], ["a", "b"])}
+    assert isinstance(results["a"], Found)
+    assert isinstance(results["b"], Damaged)
+    assert "cut short" in results["b"].why

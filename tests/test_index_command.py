@@ -79,3 +79,15 @@ def test_what_it_prints_is_escaped(tmp_path: Path) -> None:
     assert "\x1b" not in done.stdout
     done = cli("index", str(out), "--json")
     assert json.loads(done.stdout)["archive"] == str(out)
+
+
+def test_its_json_escapes_what_json_leaves_raw(tmp_path: Path) -> None:
+    """JSON escapes C0 controls but not C1 controls or bidi overrides: `--json` writes them as \\u
+    escapes, so the line is safe on a terminal and still the same value."""
+    out = tmp_path / "out\x9b2J\u202e"
+    export_run(out, ["a"])
+    done = cli("index", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    assert "\x9b" not in done.stdout
+    assert "\u202e" not in done.stdout
+    assert json.loads(done.stdout)["archive"] == str(out)

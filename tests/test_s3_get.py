@@ -11,6 +11,8 @@ from __future__ import annotations
 import io
 import os
 import random
+import subprocess
+import sys
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -273,3 +275,25 @@ def test_a_prefix_without_an_archive_and_a_missing_bucket(
     assert "s3://no-such-bucket-here" in gone.stderr
     assert SECRET_KEY not in gone.stderr
     assert ACCESS_KEY not in gone.stderr
+
+
+def test_without_the_s3_extra_an_s3_url_is_a_usage_error_saying_what_to_install(tmp_path: Path) -> None:
+    """No aiobotocore installed: `get` and `status` of an s3:// URL exit 2 naming the extra, no traceback."""
+    script = (
+        "import sys\n"
+        "sys.modules['aiobotocore'] = None\n"  # what a missing package looks like to `import`
+        "from exporter.cli.app import main\n"
+        "sys.exit(main(sys.argv[1:]))\n"
+    )
+    env = {
+        **os.environ,
+        "AWS_ACCESS_KEY_ID": "x",
+        "AWS_SECRET_ACCESS_KEY": "y",
+        "AWS_ENDPOINT_URL": "http://127.0.0.1:9",
+    }
+    for args in (["get", "s3://bucket/prefix", "--id", "a"], ["status", "s3://bucket/prefix"]):
+        command = [sys.executable, "-c", script, *args]
+        done = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60, check=False)
+        assert done.returncode == 2, (args, done.stderr)
+        assert "pip install 'exporter[s3]'" in done.stderr, (args, done.stderr)
+        assert "Traceback" not in done.stderr, (args, done.stderr)

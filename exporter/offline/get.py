@@ -107,6 +107,26 @@ class Source(Protocol):
         """Release what it holds (files, mapped index, a bucket's client)."""
 
 
+#: A commit longer than this is not one the exporter wrote (a checkpoint's `end` forged or damaged):
+#: reported, never read into memory.
+MAX_COMMIT_BYTES = 1 << 30
+
+
+def span_problem(where: str, place: CommitPlace, file_bytes: int | None) -> str | None:
+    """Why the commit at `place` cannot be read from a records file of `file_bytes` (None: absent).
+
+    One rule for a directory and a bucket, checked before any byte is read, so a
+    checkpoint naming bytes past the file's end, or a gigantic span, costs nothing.
+    """
+    if file_bytes is None:
+        return f"{where} is missing"
+    if place.end > file_bytes:
+        return f"{where} is cut short: bytes {place.start}..{place.end} are not all there"
+    if place.end - place.start > MAX_COMMIT_BYTES:
+        return f"{where} bytes {place.start}..{place.end}: longer than any commit the exporter writes"
+    return None
+
+
 class _Archive:
     """One archive directory given to `get`: its index view, and its records files as opened."""
 
@@ -140,6 +160,9 @@ class _Archive:
                 return str(exc)
         size = place.end - place.start
         try:
+            problem = span_problem(self.where(name), place, os.fstat(fd).st_size)
+            if problem is not None:
+                return problem
             data = os.pread(fd, size, place.start)
         except OSError as exc:
             return f"cannot read {self.root / name}: {exc.strerror or exc}"

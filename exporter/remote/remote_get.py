@@ -28,9 +28,10 @@ from exporter.archive.index import IndexView, open_view
 from exporter.archive.index_format import CommitPlace
 from exporter.archive.reader import open_directory
 from exporter.archive.safe_fs import SafeDir
+from exporter.offline.get import span_problem
 
 from .location import Location, parse
-from .remote_read import MAX_SMALL_OBJECT, metadata_copy, read_remote, require_archive
+from .remote_read import metadata_copy, read_remote, require_archive
 from .state import Listing
 from .store import ObjectStore, StoreError
 from .verify import reader_settings
@@ -115,14 +116,12 @@ class RemoteGetArchive:
         semaphore = asyncio.Semaphore(_PARALLEL_READS)
 
         async def one(place: CommitPlace) -> bytes | str:
-            size = self.listing.records.get(place.file)
-            where = self.where(place.file)
+            where, size = self.where(place.file), self.listing.records.get(place.file)
             if size is None:
                 return f"{where} is missing from the bucket"
-            if place.end > size:
-                return f"{where} is cut short: bytes {place.start}..{place.end} are not all there"
-            if place.end - place.start > MAX_SMALL_OBJECT:
-                return f"{where} bytes {place.start}..{place.end}: longer than any commit the exporter writes"
+            problem = span_problem(where, place, size)
+            if problem is not None:
+                return problem
             async with semaphore:
                 try:
                     return await self.store.get_range(self.location.key(place.file), place.start, place.end)

@@ -231,8 +231,14 @@ class ObjectStore:
         await self._close_client()
 
     async def _open_client(self) -> None:
-        from aiobotocore.config import AioConfig
-        from aiobotocore.session import get_session
+        try:
+            from aiobotocore.config import AioConfig
+            from aiobotocore.session import get_session
+        except ImportError as exc:
+            raise UsageError(
+                f"s3:// archives need the optional S3 client ({exc.name} is missing): "
+                "pip install 'exporter[s3]'"
+            ) from exc
 
         config = AioConfig(
             # Our own retries (module docstring): one try per botocore call.
