@@ -180,7 +180,7 @@ class ArchiveSettings:
     #: (`batches.commit_policy`); a kill -9 costs at most that batch and the one
     #: being written fetched again, never a duplicate.
     compressed_commit_bytes: int = DEFAULT_COMPRESS_BATCH_BYTES
-    #: Threads that deflate a large gzip commit in pieces (`framing.GZIP_PIECE_BYTES`);
+    #: Threads that deflate a large gzip commit in pieces (`framing.GZIP_MIN_PIECE_BYTES`);
     #: None: one per CPU this process may run on; 1: the writer thread alone, in one piece.
     compress_threads: int | None = None
 

@@ -3,7 +3,7 @@
 The layer under the format readers (`manifest.py`). A manifest is untrusted
 input, and every cost its bytes can cause is bounded here:
 
-- `numbered_lines` holds a line up to `MAX_LINE_BYTES`; a longer one streams
+- `line_batches` holds a line up to `MAX_LINE_BYTES`; a longer one streams
   past and becomes an `Overlong` (its start and its length), so one 200 MB
   line costs no more memory than a short one (`bounded.LineCutter`, which
   cuts the archive's own files too);
@@ -16,7 +16,7 @@ input, and every cost its bytes can cause is bounded here:
   checksum at the end of the stream fails. Standard input and pipes cannot be
   read twice, so compressed ones are first copied to an unnamed temporary file.
 
-    raw file or stdin -> open_stream (chunks) -> numbered_lines -> format readers
+    raw file or stdin -> open_stream (chunks) -> line_batches -> format readers
 """
 
 from __future__ import annotations
@@ -193,26 +193,10 @@ def _check_frame_header(header: bytes, display: str) -> None:
         )
 
 
-def numbered_lines(chunks: Iterable[bytes], display: str, limit: int) -> Iterator[Line]:
-    """Numbered lines of a chunked stream, none held beyond `limit` bytes; the BOM dropped.
-
-    A longer line becomes an `Overlong` (its first bytes and its length) as
-    its remainder streams past (`bounded.LineCutter`). Read errors become ManifestError.
-    """
-    cutter = LineCutter(limit, strip_bom=True)
-    try:
-        yield from cutter.cut(chunks)
-    except _READ_ERRORS as exc:
-        raise ManifestError(
-            f"manifest {display} is damaged after line {cutter.lines}: {exc}; "
-            "the ids before it were processed, fix or re-create the file and run again"
-        ) from exc
-
-
 def line_batches(
     chunks: Iterable[bytes], display: str, limit: int, *, first_line: int = 1
 ) -> Iterator[LineBatch]:
-    """The lines `numbered_lines` gives, a chunk's worth at a time (`LineCutter.batches`).
+    """Numbered lines of a chunked stream, a chunk's worth at a time (`LineCutter.batches`); the BOM dropped.
 
     `chunks` may start at a line further on (`PlainFile.batches_from`):
     `first_line` is its number. Read errors become ManifestError.

@@ -69,7 +69,6 @@ MAX_BUCKET_BITS = 20
 BUCKET_TARGET = 24
 _KEY = slice(0, 8)
 _CHECK = slice(8, 16)
-_ORDINAL = slice(16, 20)
 _PREFIX = slice(0, 3)
 KEY_BYTES = 8
 CHECK_BYTES = 8

@@ -19,8 +19,7 @@ and summary.json is read only up to `layout.summary_max_bytes`:
     resumes_refetch,    what the checkpoint means for the next run (`checkpoint.py`)
     check_same_shard
     has_checkpoint      whether the directory is an archive yet
-    read_checkpoint     the checkpoint's state, its ids handed to a callback (as a run reads it)
-    replay_checkpoint   the same from a path (`checkpoint.replay` on the file, or on the
+    replay_checkpoint   the checkpoint's state from a path (`checkpoint.replay` on the file, or on the
                         segments of checkpoint.d/ in the remote form, as one stream)
     replay_commits      its commits once more, numbered, one at a time, up to the bytes replayed
     checkpoint_lines    the checkpoint's lines, bounded, as `checkpoint.replay` takes them
@@ -52,7 +51,7 @@ import logging
 import os
 import zlib
 from collections import deque
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -145,18 +144,6 @@ def refuse_unsafe(root: Path, unsafe: list[tuple[str, str]], name: str | None = 
 def has_checkpoint(directory: SafeDir) -> bool:
     """Whether `directory` holds a checkpoint (an archive, or the start of one)."""
     return directory.lstat(CHECKPOINT_NAME) is not None
-
-
-def read_checkpoint(directory: SafeDir, on_ids: Callable[[list[str]], None] | None = None) -> CheckpointState:
-    """The checkpoint's state in `directory` (empty when there is none); each commit's ids go to `on_ids`."""
-    handle = directory.reader(CHECKPOINT_NAME)
-    if handle is None:
-        return CheckpointState()
-    try:
-        with handle:
-            return checkpoint.replay(checkpoint_lines(handle), on_ids)
-    except OSError as exc:
-        raise os_error(directory.path / CHECKPOINT_NAME, exc, "read") from exc
 
 
 def checkpoint_lines(handle: BinaryIO) -> Iterator[bytes | Overlong]:

@@ -1,4 +1,4 @@
-"""One pace for the whole pool: `Pacer` is this package's only public face.
+"""One pace for the whole pool: `Pacer`, and the values it hands out, are all the rest imports (`__all__`).
 
     pacer.py       Pacer: before each request (`start`), after each answer (`finish`), and
                    what the run reads (`poll`, `report`); wires the parts below

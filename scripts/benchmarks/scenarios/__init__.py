@@ -1,7 +1,7 @@
 """The scenarios, one module each, in the order `--scenario all` runs them and `--help` lists them.
 
 A scenario is a function `run(setup, results) -> bool` that prints its figures, puts its JSON
-section into `results[name]` (README tables under "tables", see `common.record_table`) and says
+section into `results[name]` (README tables under "tables", see `results.record_tables`) and says
 whether every target was met, plus, if it has options of its own, `add_arguments(parser)`, which
 adds them in a `--scenario NAME` help group. To add one: write its module and add a line to
 SCENARIOS.
