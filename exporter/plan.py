@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Protocol, cast
 
+from . import distinct
 from .config import Shard
 from .digests import DIGEST_BYTES, ArchivedLookup, DigestSet, id_digest, shard_of
 from .errors import Reason
@@ -71,11 +72,20 @@ class Planner:
     `plan_ids` without an `Entry` a line; anything else line by line, as any
     entry is. A resume's manifest file is planned from where its archived part
     ends (`resume_point`), so the first request waits for none of that part.
+
+    `counts_only` is for a caller that wants the counts and not the ids (a dry
+    run): when nothing but repeats is left to decide (an archive that holds
+    nothing, no shard, no earlier 404s to look up), the valid ids' repeats are
+    counted for the whole manifest at its end (`distinct.DistinctCount`)
+    instead of decided one by one; batches then carry no ids to fetch, and the
+    counts are whole once `next_batch` has returned None. Invalid ids, which
+    never equal a valid one, are still decided one by one.
     """
 
     __slots__ = (
         "_archived",
         "_check_missing",
+        "_distinct",
         "_entries",
         "_known_missing",
         "_shard",
@@ -91,6 +101,7 @@ class Planner:
         known_missing: DigestSet,
         retry_failed: bool = False,
         shard: Shard | None = None,
+        counts_only: bool = False,
     ) -> None:
         self._entries: Iterator[Entry] | _TextPlan = entries
         if isinstance(entries, ManifestEntries):
@@ -103,15 +114,29 @@ class Planner:
         self._shard = shard
         self.seen = DigestSet()
         self.counts = PlanCounts()
+        self._distinct: distinct.DistinctCount | None = None
+        only_repeats = not len(archived) and shard is None and not self._check_missing
+        if counts_only and only_repeats and distinct.usable():
+            self._distinct = distinct.DistinctCount()
 
     def next_batch(self, size: int = 1024) -> PlanBatch | None:
         """Plan up to `size` entries (a chunk of a plain-text manifest's lines); None once it is done."""
         entries = self._entries
         if isinstance(entries, _TextPlan):
-            return entries.next_batch(self)
-        batch = PlanBatch()
-        taken = self.plan_entries(itertools.islice(entries, size), batch)
-        return batch if taken else None
+            planned = entries.next_batch(self)
+        else:
+            batch = PlanBatch()
+            planned = batch if self.plan_entries(itertools.islice(entries, size), batch) else None
+        if planned is None and self._distinct is not None:
+            self._settle_counts(self._distinct)
+        return planned
+
+    def _settle_counts(self, counter: distinct.DistinctCount) -> None:
+        """The manifest's end, its valid ids counted: the first of each is to fetch, the rest repeats."""
+        self._distinct = None
+        unique = counter.distinct()
+        self.counts.to_fetch += unique
+        self.counts.duplicates += counter.added - unique
 
     def plan_entries(self, entries: Iterable[Entry], batch: PlanBatch) -> int:
         """Plan `entries` into `batch`; the number taken.
@@ -125,6 +150,8 @@ class Planner:
         shard = self._shard
         skipped = taken = 0
         fetched = len(batch.fetch)
+        # Valid ids to count rather than decide (`counts_only`), as the bytes a plain-text line holds.
+        counted: list[bytes] | None = [] if self._distinct is not None else None
         for entry in entries:
             taken += 1
             if entry.problem is not None:
@@ -139,6 +166,9 @@ class Planner:
                 )
                 continue
             record_id = entry.value
+            if counted is not None and id_problem(record_id) is None:
+                counted.append(record_id.encode("utf-8", "surrogatepass"))
+                continue
             digest = id_digest(record_id)
             visits = archived_visit(digest, record_id)
             if visits:
@@ -167,6 +197,8 @@ class Planner:
                 batch.failures.append(_known_missing(record_id))
             else:
                 batch.fetch.append(record_id)
+        if counted and self._distinct is not None:
+            self._distinct.add(counted)
         counts.entries += taken
         counts.to_fetch += len(batch.fetch) - fetched
         batch.skipped += skipped
@@ -328,6 +360,10 @@ class _TextPlan:
             return hits
         rest = stripped if hits == 0 else list(map(stripped.__getitem__, misses))
         if sane_ascii_lines(rest):
+            if planner._distinct is not None:
+                counts.entries += len(rest)
+                planner._distinct.add(rest)
+                return hits + len(rest)
             digests = list(
                 map(_DIGEST_DONE, map(_DIGEST, rest))
             )  # an ASCII id's bytes are what id_digest hashes

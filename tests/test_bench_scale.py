@@ -41,7 +41,9 @@ def test_the_scale_scenario_runs_and_reports_each_figure(tmp_path: Path) -> None
     assert done.returncode in (0, 1), done.stdout + done.stderr  # 1: a target missed on a busy machine
     report = json.loads(figures.read_text())
     assert (report["ids"], report["archived"]) == (3000, 2700)
-    assert all(row["right"] for row in report["dry_run_with"] + report["dry_run_fresh"])
+    dry_runs = report["dry_run_with"] + report["dry_run_fresh"] + report["dry_run_shuffled"]
+    assert len(dry_runs) == 3
+    assert all(row["right"] for row in dry_runs)
     assert report["resume"][0]["exit_code"] == 5
     assert report["resume"][0]["first_request_s"] is not None
     assert report["fresh_run"][0]["requests"] >= 50

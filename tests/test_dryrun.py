@@ -80,6 +80,30 @@ def test_dry_run_predicts_the_run_and_touches_nothing(api: FakeServerHandle, tmp
     assert counts["not_found"] == report["not_found_skipped"] + 1  # missing-2, new
 
 
+def test_a_fresh_dry_run_counts_repeats_as_the_run_skips_them(api: FakeServerHandle, tmp_path: Path) -> None:
+    """No archive yet (repeats counted, not decided, `plan.Planner` counts_only): the same counts as the
+    run that follows, over repeats near and far, an invalid id listed twice, non-ASCII ids and comments."""
+    ids = [f"r{i}" for i in range(3000)]
+    ids += ["r5", "r2999", "\u00e9t\u00e9", "a b", "a b", "\u00e9t\u00e9", "# c"]
+    ids += [f"r{i}" for i in range(0, 3000, 7)]
+    manifest = write_manifest(tmp_path / "ids.txt", ids)
+    out = tmp_path / "out"
+    report = dry(manifest, out, api.url)
+    assert not out.exists()
+    assert report == report | {
+        "archive_exists": False,
+        "manifest_entries": len(ids) - 1,
+        "to_fetch": 3001,
+        "duplicates": 2 + 1 + 1 + 429,
+        "invalid": 1,
+    }
+    assert cli(*run_args(manifest, out, api.url)).returncode == 1
+    counts = read_summary(out)["counts"]
+    assert len(api.stats()["per_id"]) == report["to_fetch"]
+    for key in ("manifest_entries", "duplicates", "invalid"):
+        assert counts[key] == report[key], key
+
+
 def test_dry_run_answers_while_a_run_holds_the_archive(api: FakeServerHandle, tmp_path: Path) -> None:
     """With a run in progress (holding the lock), --dry-run still reads the archive and exits 0."""
     api.configure(latency_ms=200)

@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 from exporter.config import Shard
 from exporter.digests import DigestSet, id_digest, shard_of
 from exporter.errors import Reason
-from exporter.manifest import Entry
+from exporter.manifest import Entry, read_entries
 from exporter.plan import PlanBatch, PlanCounts, Planner
 
 
@@ -128,3 +128,60 @@ def test_the_counts_add_up_to_the_entries(
     assert fetched == list(dict.fromkeys(i for i in manifest if i not in archived | missing | {"..", ""}))
     assert counts.already_archived == len(set(manifest) & archived)
     assert len(planner.seen) == len(set(manifest) - archived)
+
+
+_LINES = st.sampled_from(
+    [
+        *(b"a", b"b", b"c", b" b ", b"\xc3\xa9t\xc3\xa9", b"..", b""),
+        *(b"# note", b"a b", b"\xff", b"x" * 300, b"x/y"),
+    ]
+)
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    lines=st.lists(_LINES, max_size=40),
+    cuts=st.lists(st.integers(0, 400), max_size=4),
+    fmt=st.sampled_from(["text", "ndjson", "csv"]),
+)
+def test_counting_repeats_gives_the_counts_deciding_them_gives(
+    lines: list[bytes], cuts: list[int], fmt: str
+) -> None:
+    """A dry run's `counts_only` (repeats counted at the end) and a run's planner (each decided in
+    turn) sort any manifest into the same buckets: valid, invalid, non-ASCII, repeated, padded,
+    over-long, bad lines, in chunks that are all sane ids or mixed, in every format."""
+    if fmt == "ndjson":
+        texts = [line.decode("utf-8", "replace").encode() for line in lines]
+        lines = [b'{"id": "%s"}' % text for text in texts]
+    elif fmt == "csv":
+        lines = [b"id", *(line for line in lines if b"," not in line)]
+    data = b"".join(line + b"\n" for line in lines)
+    pieces = [data[a:b] for a, b in zip([0, *sorted(cuts)], [*sorted(cuts), len(data)], strict=True)]
+
+    def counts(counts_only: bool) -> PlanCounts:
+        entries = read_entries([piece for piece in pieces if piece], fmt, "-", max_line_bytes=256)  # type: ignore[arg-type]
+        planner = Planner(entries, archived=DigestSet(), known_missing=DigestSet(), counts_only=counts_only)
+        batches = _plan_all(planner, size=5)
+        if counts_only:
+            assert not any(batch.fetch for batch in batches)
+        return planner.counts
+
+    assert counts(counts_only=True) == counts(counts_only=False)
+
+
+def test_counts_only_decides_when_there_is_more_than_repeats_to_decide() -> None:
+    """With ids archived, a shard, or earlier 404s to skip, `counts_only` plans id by id as a run does."""
+    manifest = ("a", "b", "a", "c")
+    for options in (
+        {"archived": _digests(["a"])},
+        {"shard": Shard(index=0, count=2)},
+        {"known_missing": _digests(["c"])},
+    ):
+        planner = Planner(
+            iter(_entries(*manifest)),
+            **{"archived": DigestSet(), "known_missing": DigestSet(), **options},  # type: ignore[arg-type]
+            counts_only=True,
+        )
+        fetched = [i for batch in _plan_all(planner) for i in batch.fetch]
+        assert fetched, options
+        assert planner.counts.to_fetch == len(fetched), options
