@@ -18,7 +18,8 @@ live in `run/`, one job each: the feeder and the workers (`workers.py`), the
 writer loop (`committer.py`), what the user sees of the pacer (`ticker.py`),
 the metrics (`reporting.py`), the exit code and the run's end on disk
 (`finish.py`). `_Run` only wires them: it opens the manifest and the archive,
-starts the parts, keeps the run's one stop record and closes what it opened.
+starts the parts, keeps the run's one state (`run/state.py`: its phase and its
+stop record) and closes what it opened.
 
 The run reads the pool's pacer through values: a halt comes back as an
 `Unfinished` outcome carrying its line, the ticker polls its `PauseNotice`s,
@@ -27,12 +28,13 @@ and the summary and the metrics read `Pacer.report()`.
 Stopping: every reason to end early (SIGINT/SIGTERM, a refused token, a
 budget, an outage, a broken archive, a crash) reaches `_Run.stop` as one
 `stops.Stop`, folded into the run's one record by one rule (`Stop.merge`: an
-archive error always wins and is always shown). A stop that drains cancels the
-feeder and the workers (in-flight requests are abandoned and made again next
-run); one that does not lets the requests in flight finish. Either way the
-writer commits every result already handed to it, and the run ends with
-failed.ndjson, the checkpoint's end entry and summary.json written, exactly as
-after a normal finish.
+archive error always wins and is always shown), which moves the run's phase on
+(`run/state.py`: fetching, winding down, draining, settled). A stop that
+drains cancels the feeder and the workers (in-flight requests are abandoned
+and made again next run); one that does not lets the requests in flight
+finish. Either way the writer commits every result already handed to it, and
+the run ends with failed.ndjson, the checkpoint's end entry and summary.json
+written, exactly as after a normal finish.
 
 Signals reach the run for its whole length, the reports and the metrics push
 included (`signals.py`); once the fetch loop is over a stop signal changes
@@ -69,6 +71,7 @@ from .progress import NullProgress, Progress
 from .run import finish
 from .run.committer import Committer
 from .run.reporting import MetricsReporter
+from .run.state import Phase, RunState
 from .run.ticker import show_notices, tick
 from .run.workers import Workers
 from .signals import STOP_SIGNALS, ProcessSignals
@@ -132,7 +135,7 @@ async def run_export(
         try:
             outcome = await run.run(stdin)
         except ExporterError as exc:
-            run.settled = True
+            run.state.settle()
             await run.metrics.final(int(exc.exit_code))
             raise
         await run.metrics.final(outcome.exit_code)
@@ -140,7 +143,7 @@ async def run_export(
 
 
 class _Run:
-    """One run's parts and its one stop record; lives on the event loop, hands archive work to one thread."""
+    """One run's parts and its one state; lives on the event loop, hands archive work to one thread."""
 
     def __init__(self, config: ExportConfig, progress: Progress) -> None:
         self.config = config
@@ -171,24 +174,19 @@ class _Run:
         self.metrics = MetricsReporter(config.metrics, self.snapshot)
         self.archive: Archive | None = None
         self.pacer: Pacer | None = None
-        self.stop_event = asyncio.Event()
-        #: Why the run ends early (None: it has not been asked to).
-        self.stopping: Stop | None = None
-        #: The fetch loop is over: the exit code is decided and the reports are being written.
-        self.settled = False
+        #: Where the run is (fetching, winding down, draining, settled) and why it ends early.
+        self.state = RunState()
 
     def stop(self, stop: Stop) -> None:
         """Ask the run to wind down: the one way every part ends the run early.
 
-        `Stop.merge` decides which reason is reported. A stop that drains ends
-        the fetch loop now; one that does not ends it after the requests in
-        flight: no id is handed out any more, and the queued and parked ones
-        stay for the next run.
+        `Stop.merge` decides which reason is reported, `RunState.stop` where
+        the run goes. A stop that drains ends the fetch loop now; one that does
+        not ends it after the requests in flight: no id is handed out any
+        more, and the queued and parked ones stay for the next run. Once the
+        run has settled a stop changes only the reason (the exit code).
         """
-        self.stopping = stop if self.stopping is None else self.stopping.merge(stop)
-        if stop.drain:
-            self.stop_event.set()
-        else:
+        if self.state.stop(stop):
             self.workers.start_no_more()
 
     def on_signal(self, sig: signal.Signals) -> None:
@@ -201,7 +199,7 @@ class _Run:
             outcome = self.tokens.reload()
             log.info("SIGHUP: read --token-file %s again: %s", self.tokens.path, outcome.value)
             return
-        if self.settled:
+        if self.state.phase is Phase.SETTLED:
             log.warning("%s: the run is over; writing its reports (again to stop at once)", sig.name)
             return
         log.warning("%s: finishing what was fetched, then stopping (again to stop at once)", sig.name)
@@ -246,7 +244,7 @@ class _Run:
                     try:
                         await self._export(planner, archive)
                     finally:
-                        self.settled = True
+                        self.state.settle()
                     summary = await self._finish(archive, planner, time.monotonic() - started)
                 finally:
                     await loop.run_in_executor(self.writer_pool, archive.close)
@@ -254,7 +252,7 @@ class _Run:
             self.progress.close()
             self.writer_pool.shutdown(wait=False)
             self.reader_pool.shutdown(wait=False, cancel_futures=True)
-        stopping = self.stopping
+        stopping = self.state.stopping
         return RunOutcome(
             finish.exit_code(stopping, self.committer),
             summary,
@@ -277,7 +275,7 @@ class _Run:
             )
             writer = asyncio.create_task(self.committer.run(archive))
             producers = asyncio.create_task(self.workers.run(planner, fetcher))
-            stopped = asyncio.create_task(self.stop_event.wait())
+            stopped = asyncio.create_task(self.state.draining())
             waits: set[asyncio.Task[Any]] = {writer, producers, stopped}
             if config.budgets.max_duration_s is not None:
                 waits.add(asyncio.create_task(self._deadline(config.budgets.max_duration_s)))
@@ -299,7 +297,7 @@ class _Run:
 
     async def _finish(self, archive: Archive, planner: Planner, elapsed_s: float) -> Summary | None:
         """The run's end on disk, in the writer thread; None if it could not be written."""
-        stopping = self.stopping
+        stopping = self.state.stopping
         end = functools.partial(
             finish.finish,
             archive,
@@ -391,4 +389,4 @@ class _Run:
         )
 
     def __repr__(self) -> str:
-        return f"<_Run settled={self.settled} stopping={self.stopping!r} {self.workers!r} {self.committer!r}>"
+        return f"<_Run {self.state!r} {self.workers!r} {self.committer!r}>"
