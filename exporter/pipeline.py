@@ -96,6 +96,9 @@ class RunOutcome:
     notes: tuple[str, ...] = ()
     #: Records this run committed (what `summary` counts too, when there is one).
     exported: int = 0
+    #: The archive and its list of failed ids as the user is told of them (`Archive.where`, `failed_list`).
+    archive: str = ""
+    failed_list: str = ""
 
     @property
     def summary_json(self) -> dict[str, Any]:
@@ -259,6 +262,8 @@ class _Run:
             stopping.message if stopping is not None else None,
             stopping.also if stopping is not None else (),
             self.committer.exported,
+            archive.where,
+            archive.failed_list,
         )
 
     async def _export(self, planner: Planner, archive: Archive) -> None:
@@ -315,7 +320,7 @@ class _Run:
             return await asyncio.get_running_loop().run_in_executor(self.writer_pool, end)
         except (OSError, ArchiveError) as exc:
             # The records committed so far are safe; only the reports are missing.
-            self.stop(Stop(ExitCode.ARCHIVE, f"cannot write the run's reports in {archive.root}: {exc}"))
+            self.stop(Stop(ExitCode.ARCHIVE, f"cannot write the run's reports in {archive.where}: {exc}"))
             return None
 
     async def _deadline(self, seconds: float) -> None:
@@ -381,7 +386,7 @@ class _Run:
                 text=False,
                 run=archive.run,
                 manifest=config.manifest.display,
-                out=str(archive.root),
+                out=archive.where,
                 shard=str(config.shard) if config.shard else None,
                 rate_per_s=config.limits.rate_per_s,
                 concurrency=config.limits.concurrency,

@@ -426,13 +426,16 @@ def resumes_refetch(runs: list[RunState]) -> bool:
     return last.refetch and last.status not in ("complete", "incomplete")
 
 
-def check_same_shard(root: Path, state: CheckpointState, shard: str | None) -> None:
-    """One archive holds one slice: mixing shards would break `verify` across the N archives."""
+def check_same_shard(archive: Path | str, state: CheckpointState, shard: str | None) -> None:
+    """One archive holds one slice: mixing shards would break `verify` across the N archives.
+
+    `archive` is how the message names it (a directory, or an s3:// URL).
+    """
     if not state.ids or not state.runs:
         return
     previous = state.runs[-1].shard
     if previous != shard:
         raise UsageError(
-            f"{root} holds shard {previous or 'none (all ids)'} but this run is shard "
+            f"{archive} holds shard {previous or 'none (all ids)'} but this run is shard "
             f"{shard or 'none (all ids)'}; use the same --shard, or another --out"
         )

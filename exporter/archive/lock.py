@@ -18,6 +18,16 @@ from .layout import LOCK_NAME
 from .safe_fs import SafeDir, open_regular_fd, os_error
 
 
+def locked_directory(path: Path) -> tuple[SafeDir, int]:
+    """The archive directory `path` (created 0700 when missing), opened, and its lock's descriptor."""
+    directory = SafeDir.open_archive(path)
+    try:
+        return directory, take_lock(directory)
+    except BaseException:
+        directory.close()
+        raise
+
+
 def take_lock(directory: SafeDir) -> int:
     """Hold the archive's lock for this process's lifetime (released on close or exit); its descriptor."""
     path = directory.path / LOCK_NAME

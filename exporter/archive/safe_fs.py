@@ -51,8 +51,11 @@ _IOV_MAX = min(1024, os.sysconf("SC_IOV_MAX") if "SC_IOV_MAX" in os.sysconf_name
 log = logging.getLogger(__name__)
 
 
-def os_error(path: Path, exc: OSError, doing: str) -> ArchiveError:
-    """One line for an OSError on `path`: what was being done, the cause, what to do."""
+def os_error(path: Path | str, exc: OSError, doing: str) -> ArchiveError:
+    """One line for an OSError on `path`: what was being done, the cause, what to do.
+
+    `path` may be how a message names the file instead (`Archive.where_file`).
+    """
     cause = exc.strerror or str(exc)
     if exc.errno == errno.ELOOP:
         return refused(path, "is a symbolic link")
@@ -66,7 +69,7 @@ def os_error(path: Path, exc: OSError, doing: str) -> ArchiveError:
     return ArchiveError(f"cannot {doing} {path}: {cause}; {hint}")
 
 
-def refused(path: Path, why: str) -> ArchiveUnsafe:
+def refused(path: Path | str, why: str) -> ArchiveUnsafe:
     """`path` is not what the archive keeps there (`why`: "is a symbolic link, not a regular file")."""
     return ArchiveUnsafe(
         f"{path} {why}: refused, as the archive never follows links nor opens anything but its own "

@@ -42,6 +42,7 @@ import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Self
 
 from exporter.config import ArchiveSettings
 from exporter.digests import ArchivedLookup, DigestSet
@@ -57,6 +58,7 @@ from .generations import finish_superseding, interrupted_move, supersede
 from .index import IndexKeeper, checkpoint_state
 from .layout import (
     CHECKPOINT_NAME,
+    FAILED_NAME,
     SUMMARY_NAME,
     SUPERSEDED_DIR,
     FileReport,
@@ -65,8 +67,8 @@ from .layout import (
     is_report_temp,
     unlisted_records_files,
 )
-from .lock import take_lock
-from .reader import refuse_unsafe, unsafe_entries
+from .lock import locked_directory
+from .reader import unsafe_entries
 from .safe_fs import SafeDir, entry_problem, os_error, refused, write_all
 
 # Hash at most this much of a file's backlog per commit when resuming, so a
@@ -132,29 +134,54 @@ class Archive:
         self.run = 0
         self.superseded_to: Path | None = None
 
+    # -- how a person is told of it ---------------------------------------------
+
+    @property
+    def where(self) -> str:
+        """The archive as a message, a log event or a report names it: its directory.
+
+        A `RemoteArchive` is the s3:// URL: its directory is only a stage in
+        the work dir, and whoever reads the line looks for the archive there.
+        """
+        return str(self.root)
+
+    def where_file(self, name: str) -> str:
+        """The file `name` of the directory, as an error about that file names it (its path).
+
+        A `RemoteArchive` says the path and the archive it stages: the local
+        file is the one to fix, the URL says whose it is.
+        """
+        return str(self.root / name)
+
+    @property
+    def failed_list(self) -> str:
+        """Where a person reads the ids this archive lists as failed, once the run's reports are written."""
+        return self.where_file(FAILED_NAME)
+
     # -- opening ---------------------------------------------------------------
 
     @classmethod
     def open(cls, settings: ArchiveSettings, request: RunRequest) -> Archive:
         """Lock, recover and open the archive in `settings.out_dir` for one run."""
-        directory = SafeDir.open_archive(settings.out_dir)
+        directory, lock_fd = locked_directory(settings.out_dir)
+        return cls(settings, directory, lock_fd)._recovered(request)
+
+    def _recovered(self, request: RunRequest) -> Self:
+        """This archive, recovered for the run `request` describes; closed if that fails."""
         try:
-            lock_fd = take_lock(directory)
+            self._recover(request)
         except BaseException:
-            directory.close()
+            self.close()
             raise
-        archive = cls(settings, directory, lock_fd)
-        try:
-            archive._recover(request)
-        except BaseException:
-            archive.close()
-            raise
-        return archive
+        return self
 
     def _recover(self, request: RunRequest) -> None:
         directory = self._dir
         # Refuse a planted link before anything is written, not at the first write through it.
-        refuse_unsafe(self.root, unsafe_entries(directory))
+        unsafe = unsafe_entries(directory)
+        if unsafe:
+            name, why = unsafe[0]
+            raise refused(self.where_file(name), why)
         for name in directory.names():  # left by a run killed while it replaced a report
             if is_report_temp(name):
                 directory.unlink(name)
@@ -166,7 +193,7 @@ class Archive:
         if exists and request.refetch and not resumes_refetch(checkpoint_state(directory).runs):
             self.superseded_to = supersede(directory, request.started_at)
         self.state = self._open_index()
-        check_same_shard(self.root, self.state, request.shard)
+        check_same_shard(self.where, self.state, request.shard)
         self._recover_records_files()
         known_missing(directory, self.known_missing)
         self._checkpoint_fd = directory.open(ckpt, os.O_WRONLY | os.O_APPEND, create=True)
@@ -174,7 +201,7 @@ class Archive:
             try:
                 os.ftruncate(self._checkpoint_fd, self.state.valid_bytes)
             except OSError as exc:
-                raise os_error(self.root / ckpt, exc, "cut the torn last line of") from exc
+                raise os_error(self.where_file(ckpt), exc, "cut the torn last line of") from exc
         self._checkpoint_bytes = self.state.valid_bytes
         self.run = self.state.next_run
         self._log(
@@ -208,13 +235,13 @@ class Archive:
         leftover, foreign = unlisted_records_files(self._dir.names(), known)
         if foreign:
             raise ArchiveCorrupt(
-                f"{self.root / foreign[0]} is not listed in the checkpoint; move it away "
+                f"{self.where_file(foreign[0])} is not listed in the checkpoint; move it away "
                 "(run `exporter verify` to see what the archive holds)"
             )
         for name in leftover:  # created by a run that died before its first commit to it
             self._dir.unlink(name)
         for state in known.values():
-            path = self.root / state.name
+            path = self.where_file(state.name)
             st = self._dir.lstat(state.name)
             if st is None and state.shipped is not None:
                 continue  # in object storage (--out s3://...): the work dir keeps no copy
@@ -265,8 +292,8 @@ class Archive:
             self._log(b"".join(entries))
         except OSError as exc:
             raise ArchiveError(
-                f"cannot write to {current.path}: {exc.strerror}; the records committed so far "
-                "are safe: fix the cause and run the same command again to continue"
+                f"cannot write to {self.where_file(current.name)}: {exc.strerror}; the records committed so "
+                "far are safe: fix the cause and run the same command again to continue"
             ) from exc
         self.committed += len(records)
         self.written_bytes += current.size - size_before
@@ -318,7 +345,7 @@ class Archive:
             write_all(self._checkpoint_fd, entry)
             os.fdatasync(self._checkpoint_fd)
         except OSError as exc:
-            raise os_error(self.root / CHECKPOINT_NAME, exc, "write") from exc
+            raise os_error(self.where_file(CHECKPOINT_NAME), exc, "write") from exc
         self._checkpoint_bytes += len(entry)
         if self._index is not None:
             self._index.logged(entry)  # durable now: the index may cover it

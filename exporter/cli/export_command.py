@@ -11,11 +11,9 @@ import json
 import logging
 import os
 import sys
-from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from exporter.archive.layout import FAILED_NAME
 from exporter.config import ExportConfig, ProxySettings
 from exporter.errors import ExitCode, UsageError
 from exporter.logs import event
@@ -96,10 +94,9 @@ def _print_dry_run(args: argparse.Namespace, target: Target, out: Path, shown: s
             rate_per_s=args.rate,
             max_requests=args.max_requests,
             max_duration_s=args.max_duration,
+            shown=shown,
         )
     )
-    if shown is not None:
-        report = replace(report, out=shown)
     if args.json:
         sys.stdout.write(json.dumps(dryrun.to_json(report)) + "\n")
     else:
@@ -126,7 +123,6 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     if config.quiet:
         return
     counts = dict(summary.counts) if summary else {}
-    out: Path | str = config.remote.url if config.remote is not None else config.archive.out_dir
     exported = counts.get("exported", 0)
     if summary is None:
         # The reports could not be written (the error is above); the records committed can be counted.
@@ -134,7 +130,7 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
         timing = "(summary.json not written)"
     else:
         timing = f"in {summary.elapsed_s:.1f}s ({summary.records_per_s:.1f}/s)"
-    parts = [f"exported {exported} recording{'' if exported == 1 else 's'} to {out} {timing}"]
+    parts = [f"exported {exported} recording{'' if exported == 1 else 's'} to {outcome.archive} {timing}"]
     extras = [
         f"{counts[key]} {label}"
         for key, label in (
@@ -150,7 +146,7 @@ def _report(outcome: RunOutcome, config: ExportConfig) -> None:
     if extras:
         parts.append(", ".join(extras))
     if counts.get("not_found") or counts.get("invalid") or counts.get("failed"):
-        parts.append(f"see {config.archive.out_dir / FAILED_NAME}")
+        parts.append(f"see {outcome.failed_list}")
     fields = event(
         "end",
         status=summary.status if summary else None,

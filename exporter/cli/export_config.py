@@ -139,7 +139,7 @@ def config_from_args(args: argparse.Namespace, environ: Mapping[str, str]) -> Ex
     archive = _archive_settings(args, target)
     progress: ProgressMode = "auto" if args.progress is None else ("on" if args.progress else "off")
     return ExportConfig(
-        metrics=metrics_from(args, archive.out_dir),
+        metrics=metrics_from(args, target),
         progress_interval_s=args.progress_interval,
         log_format=args.log_format,
         manifest=target.manifest,
@@ -193,11 +193,11 @@ def _check_compress_level(codec: str, level: int | None) -> None:
         raise UsageError(f"--compress-level {level} is not a {codec} level: {low} to {high}")
 
 
-def metrics_from(args: argparse.Namespace, out_dir: Path) -> MetricsSettings:
+def metrics_from(args: argparse.Namespace, target: Target) -> MetricsSettings:
     """--metrics-file, --metrics-label and --metrics-push, checked before anything is written.
 
-    A file in no directory, or in the archive (`out_dir`, after `{shard}`),
-    is a usage error now.
+    A file in no directory, or in the archive (`target.out_dir`, after
+    `{shard}`; for s3:// the stage in the work dir), is a usage error now.
     """
     from exporter import metrics
 
@@ -213,9 +213,9 @@ def metrics_from(args: argparse.Namespace, out_dir: Path) -> MetricsSettings:
             )
         if not path.parent.is_dir():
             raise UsageError(f"--metrics-file {path}: the directory {path.parent} does not exist")
-        if in_directory(path, out_dir):
+        if in_directory(path, target.out_dir):
             raise UsageError(
-                f"--metrics-file {path} is inside the archive {out_dir}, whose files only the exporter "
+                f"--metrics-file {path} is inside {target.out_named}, whose files only the exporter "
                 "may write (replacing one would break the archive): write the metrics outside it"
             )
     return MetricsSettings(file=path, push_url=args.metrics_push, labels=labels)

@@ -18,7 +18,7 @@ from pathlib import Path
 from exporter.config import ManifestSource, RemoteSettings, Shard
 from exporter.errors import UsageError
 from exporter.remote import options as remote_options
-from exporter.remote.location import is_remote
+from exporter.remote.location import is_remote, staged_copy
 
 from .values import quoted
 
@@ -35,6 +35,13 @@ class Target:
     out_dir: Path
     #: For `--out s3://...`: the bucket, prefix and upload options, every one checked.
     remote: RemoteSettings | None
+
+    @property
+    def out_named(self) -> str:
+        """`out_dir` as a message names it: "the archive DIR", or the staged copy of the s3:// archive."""
+        if self.remote is None:
+            return f"the archive {self.out_dir}"
+        return staged_copy(self.out_dir, self.remote.url)
 
 
 def resolve_target(args: argparse.Namespace, environ: Mapping[str, str]) -> Target:

@@ -68,6 +68,13 @@ class DryRunRequest:
     rate_per_s: float = 10.0
     max_requests: int | None = None
     max_duration_s: float | None = None
+    #: How the report and its errors name the archive when `out_dir` is only a private copy of it
+    #: (an s3:// URL); None: `out_dir` is the archive.
+    shown: str | None = None
+
+    @property
+    def archive(self) -> str:
+        return str(self.out_dir) if self.shown is None else self.shown
 
 
 @dataclass(frozen=True, kw_only=True, slots=True)
@@ -139,7 +146,7 @@ def _plan(request: DryRunRequest, view: _ArchiveView, stdin: BinaryIO | None) ->
     allowed = _requests_allowed(rate, request.max_requests, request.max_duration_s)
     return DryRunReport(
         manifest=request.manifest.display,
-        out=str(request.out_dir),
+        out=request.archive,
         archive_exists=view.exists,
         starts_over=view.starts_over,
         manifest_entries=counts.entries,
@@ -202,7 +209,7 @@ def _read_archive(request: DryRunRequest, stack: contextlib.ExitStack) -> _Archi
     state = index.state
     if request.refetch and not resumes_refetch(state.runs):
         return _ArchiveView(exists=True, starts_over=True)
-    check_same_shard(root, state, str(request.shard) if request.shard else None)
+    check_same_shard(request.archive, state, str(request.shard) if request.shard else None)
     view.archived = ArchivedIds(index)
     for entry in warned(failed_entries(directory)):
         if entry.cut:

@@ -106,7 +106,8 @@ class Generation:
 class ArchiveStatus:
     """Everything `exporter status` shows."""
 
-    root: Path
+    #: The archive as shown: its directory, or the s3:// URL of one read from a private copy.
+    archive: str
     lock: LockState
     runs: list[RunState] = field(default_factory=list)
     files: list[FileStatus] = field(default_factory=list)
@@ -167,7 +168,7 @@ def gather_status(root: Path) -> ArchiveStatus:
     )
     last_message = state.runs[-1].message if state.runs else None
     return ArchiveStatus(
-        root=root,
+        archive=str(root),
         lock=probe_lock(root),
         runs=state.runs,
         files=files,
@@ -255,7 +256,7 @@ def _summary_records(path: Path, files: int) -> int | None:
 def to_json(status: ArchiveStatus) -> dict[str, Any]:
     """The status as one JSON-ready object (the shape `--json` prints)."""
     return {
-        "archive": str(status.root),
+        "archive": status.archive,
         "running": status.lock.held,
         "running_pid": status.lock.pid,
         "runs": [
@@ -317,7 +318,7 @@ def render_text(status: ArchiveStatus) -> str:
     chose: each line is escaped (`display.escape`), so none can reach the
     terminal as a control sequence or a line break of its own.
     """
-    out = [f"archive {status.root}"]
+    out = [f"archive {status.archive}"]
     if status.lock.held:
         out.append(f"  a run is in progress (pid {status.lock.pid or 'unknown'})")
     elif status.lock.held is None:
@@ -428,18 +429,18 @@ def human_bytes(count: int) -> str:
 
 def status_command(archive: str, *, as_json: bool) -> int:
     """`exporter status`: show the archive (a directory or s3://BUCKET/PREFIX) as text or JSON."""
-    renamed: dict[str, str] = {}
-    if archive.startswith("s3://"):
+    remote = archive.startswith("s3://")
+    if remote:
         from exporter.remote.verify import remote_status  # the S3 client only for s3:// archives
 
-        status, renamed = remote_status(archive)
+        status = remote_status(archive)
     else:
         status = gather_status(Path(archive))
     if as_json:
         text = json_safe(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode()) + "\n"
     else:
         text = render_text(status)
-    for copy, url in renamed.items():  # a remote archive is read from a private copy of its metadata
-        text = text.replace(copy, url).replace("  no run in progress\n", "")
+    if remote:  # read from a copy of its metadata: whether a run holds its work dir is not known
+        text = text.replace("  no run in progress\n", "")
     sys.stdout.write(text)
     return 0

@@ -1,6 +1,7 @@
 """The archive in S3-compatible object storage (`--out s3://BUCKET/PREFIX`): create-only, checksummed, locked.
 
-    location.py    s3://BUCKET/PREFIX: parsed, checked, and the key of every archive name (pure)
+    location.py    s3://BUCKET/PREFIX: parsed, checked, and the key of every archive name; how
+                   messages name a staged file (pure)
     checksums.py   sha256 (whole and per part), Content-MD5, part sizes under 10,000 parts (pure)
     store.py       the S3 calls (aiobotocore): create-only puts, multipart, HEAD read-back,
                    Object Lock preflight, retries; the one module that imports aiobotocore

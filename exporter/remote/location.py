@@ -1,4 +1,5 @@
-"""`s3://BUCKET/PREFIX`: parsed and checked, and the key under which each archive name lives (pure).
+"""`s3://BUCKET/PREFIX`: parsed and checked, the key under which each archive name lives, and how
+a message names a file of the work dir's stage (pure).
 
 The remote layout mirrors the local one (names from `archive/layout.py`),
 under PREFIX: `aws s3 cp --recursive s3://BUCKET/PREFIX DIR` gives a directory
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
+from pathlib import Path
 
 from exporter.errors import UsageError
 
@@ -49,6 +51,15 @@ class Location:
 
     def __str__(self) -> str:
         return self.url
+
+
+def staged_copy(path: Path, url: str) -> str:
+    """How a message names a file (or the directory) of a work dir's stage: the path and its archive.
+
+    The one wording for it, so every message about a staged file says which
+    archive is meant while naming the local file that is to be fixed.
+    """
+    return f"the staged copy {path} of {url}"
 
 
 def parse(text: str) -> Location:

@@ -67,7 +67,7 @@ from exporter.archive.layout import (
     run_summary_name,
     segment_name,
 )
-from exporter.archive.lock import take_lock
+from exporter.archive.lock import locked_directory, take_lock
 from exporter.archive.safe_fs import SafeDir, os_error
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, RemoteSettings
@@ -76,7 +76,7 @@ from exporter.payload import Record
 
 from .adopt import adopt
 from .checksums import sha256_b64_of_hex
-from .location import Location
+from .location import Location, staged_copy
 from .multipart import UPLOADS_DIR, journaled_uploads, ship_file
 from .options import REFETCH_REMOTE
 from .remote_read import MAX_SMALL_OBJECT, read_segments, replay
@@ -277,7 +277,9 @@ def open_remote(settings: ArchiveSettings, remote: RemoteSettings, request: RunR
         work = SafeDir.open_archive(remote.work_dir)
         work_lock = take_lock(work)
         prepared = loop.run(prepare(store, location, work))
-        archive = RemoteArchive.open(replace(settings, out_dir=remote.work_dir / STAGE_DIR), request)
+        archive = RemoteArchive.open_staged(
+            replace(settings, out_dir=remote.work_dir / STAGE_DIR), request, location
+        )
     except BaseException:
         with contextlib.suppress(Exception):
             loop.run(store.close())
@@ -287,8 +289,7 @@ def open_remote(settings: ArchiveSettings, remote: RemoteSettings, request: RunR
         if work is not None:
             work.close()
         raise
-    assert isinstance(archive, RemoteArchive)
-    archive.attach(_Shipping(loop, store, location, remote, work, work_lock, prepared))
+    archive.attach(_Shipping(loop, store, remote, work, work_lock, prepared))
     return archive
 
 
@@ -299,7 +300,6 @@ class _Shipping:
         self,
         loop: _LoopThread,
         store: ObjectStore,
-        location: Location,
         settings: RemoteSettings,
         work: SafeDir,
         work_lock: int,
@@ -307,7 +307,6 @@ class _Shipping:
     ) -> None:
         self.loop = loop
         self.store = store
-        self.location = location
         self.settings = settings
         self.work = work
         self.work_lock = work_lock
@@ -324,18 +323,36 @@ class _Shipping:
 class RemoteArchive(Archive):
     """The local archive in the work dir's stage, shipped piece by piece (module docstring)."""
 
-    __slots__ = ("_lock", "_opened_at", "_shipping")
+    __slots__ = ("_lock", "_opened_at", "_shipping", "location")
 
-    def __init__(self, settings: ArchiveSettings, directory: SafeDir, lock_fd: int) -> None:
+    def __init__(
+        self, settings: ArchiveSettings, directory: SafeDir, lock_fd: int, location: Location
+    ) -> None:
         super().__init__(settings, directory, lock_fd)
+        #: Where the archive is; known before the stage is recovered, so every message can name it.
+        self.location = location
         self._lock = threading.RLock()
         self._shipping: _Shipping | None = None
         #: When the open records file got its first commit in this process (monotonic); None: none open.
         self._opened_at: float | None = None
 
+    @classmethod
+    def open_staged(cls, settings: ArchiveSettings, request: RunRequest, location: Location) -> RemoteArchive:
+        """`Archive.open` of the stage in `settings.out_dir`, for the archive at `location`."""
+        directory, lock_fd = locked_directory(settings.out_dir)
+        return cls(settings, directory, lock_fd, location)._recovered(request)
+
     @property
-    def location(self) -> Location:
-        return self._ship.location
+    def where(self) -> str:
+        return self.location.url
+
+    def where_file(self, name: str) -> str:
+        return staged_copy(self.root / name, self.location.url)
+
+    @property
+    def failed_list(self) -> str:
+        """This run's failure list in the bucket (`write_summary` ships it), not the copy in the stage."""
+        return f"{self.location.url}/{run_failed_name(self.run)}"
 
     @property
     def _ship(self) -> _Shipping:
@@ -413,7 +430,7 @@ class RemoteArchive(Archive):
                 with handle:
                     failed = handle.read()
         self._raise_if_failed()
-        location = ship.location
+        location = self.location
         ship.loop.run(ship.store.put_new(location.key(run_failed_name(self.run)), failed))
         ship.loop.run(ship.store.put_new(location.key(run_summary_name(self.run)), summary.to_bytes()))
 
@@ -460,7 +477,7 @@ class RemoteArchive(Archive):
             return
         if isinstance(failure, ArchiveError):
             raise failure
-        raise ArchiveError(f"cannot ship to {self._ship.location.url}: {failure}") from failure
+        raise ArchiveError(f"cannot ship to {self.location.url}: {failure}") from failure
 
     # -- the shipping side (the store's loop) -----------------------------------------
 
@@ -501,7 +518,7 @@ class RemoteArchive(Archive):
         if shipped is None:
             if sha256 is None:
                 raise ArchiveCorrupt(f"{name} is closed without a sha256")
-            key = ship.location.key(name)
+            key = self.location.key(name)
             uploads = ship.work.subdir(UPLOADS_DIR)
             try:
                 facts = await ship_file(
@@ -544,7 +561,7 @@ class RemoteArchive(Archive):
         with self._lock:
             handle = self._dir.reader(CHECKPOINT_NAME)
         if handle is None:
-            raise ArchiveCorrupt(f"{self.root / CHECKPOINT_NAME} is gone")
+            raise ArchiveCorrupt(f"{self.where_file(CHECKPOINT_NAME)} is gone")
         offset = 0
         with handle:
             for raw in handle:
@@ -565,19 +582,19 @@ class RemoteArchive(Archive):
             with self._lock:
                 handle = self._dir.reader(CHECKPOINT_NAME)
             if handle is None:
-                raise ArchiveCorrupt(f"{self.root / CHECKPOINT_NAME} is gone")
+                raise ArchiveCorrupt(f"{self.where_file(CHECKPOINT_NAME)} is gone")
             with handle:
                 handle.seek(start)
                 data = handle.read(end - start)
             if len(data) != end - start or not data.endswith(b"\n"):
-                raise ArchiveCorrupt(f"{self.root / CHECKPOINT_NAME} is shorter than what was logged")
+                raise ArchiveCorrupt(f"{self.where_file(CHECKPOINT_NAME)} is shorter than what was logged")
             return data
 
         try:
             data = await asyncio.to_thread(read)
         except OSError as exc:
-            raise os_error(self.root / CHECKPOINT_NAME, exc, "read") from exc
+            raise os_error(self.where_file(CHECKPOINT_NAME), exc, "read") from exc
         number = ship.segments + 1
-        await ship.store.put_new(ship.location.key(segment_name(number)), data)
+        await ship.store.put_new(self.location.key(segment_name(number)), data)
         ship.segments = number
         ship.shipped_bytes = end

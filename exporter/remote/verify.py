@@ -202,12 +202,9 @@ def _renamed(report: Report, copies: dict[str, str]) -> Report:
 # -- status and --dry-run ------------------------------------------------------------
 
 
-def remote_status(url: str) -> tuple[Any, dict[str, str]]:
-    """`exporter status s3://...`: the status of a metadata copy, with the bucket's object sizes.
-
-    Returns the `ArchiveStatus` and the mapping from the copy's path to the URL,
-    for the caller to print (the copy is gone by then; only names remain).
-    """
+def remote_status(url: str) -> Any:
+    """`exporter status s3://...`: the `ArchiveStatus` of a metadata copy, named by the URL, with the
+    bucket's object sizes."""
     from dataclasses import replace
 
     from exporter.offline.status import gather_status
@@ -222,11 +219,11 @@ def remote_status(url: str) -> tuple[Any, dict[str, str]]:
         status = await asyncio.to_thread(gather_status, into)
         sizes = remote.listing.records
         status.files = [replace(f, disk_bytes=sizes.get(f.name)) for f in status.files]
+        status.archive = location.url
         return status
 
     with tempfile.TemporaryDirectory(prefix="exporter-status-") as temp:
-        into = Path(temp) / "archive"
-        return asyncio.run(go(into)), {str(into): location.url}
+        return asyncio.run(go(Path(temp) / "archive"))
 
 
 def remote_archive_copy(url: str, into: Path) -> None:
