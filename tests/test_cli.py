@@ -370,3 +370,21 @@ def test_tokens_no_header_can_carry_are_refused_without_echo(token: str, fragmen
     with pytest.raises(UsageError, match=fragment) as caught:
         read_token(None, {"EXPORTER_TOKEN": token})
     assert token not in str(caught.value)
+
+
+def test_a_manifest_named_in_bytes_that_are_not_utf8_is_exported(
+    api: FakeServerHandle, tmp_path: Path
+) -> None:
+    """The manifest's name goes into the checkpoint and summary.json, which hold UTF-8 only: a byte
+    that is not UTF-8 is written there as `\\xff`, and the run exports (not a traceback and exit 1)."""
+    manifest = write_manifest(tmp_path / os.fsdecode(b"ids-\xff.txt"), ["a", "b"])
+    out = tmp_path / "out"
+    result = cli(*export_args(manifest, out, api.url))
+    assert result.returncode == 0, result.stderr
+    assert len(read_records(out)) == 2
+    assert read_summary(out)["manifest"] == str(tmp_path / "ids-\\xff.txt")
+    run = json.loads((out / "checkpoint.ndjson").read_bytes().splitlines()[0])
+    assert run["manifest"] == str(tmp_path / "ids-\\xff.txt")
+    status = cli("status", str(out), "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["runs"][0]["manifest"] == str(tmp_path / "ids-\\xff.txt")

@@ -51,7 +51,7 @@ import orjson
 from exporter.bounded import Overlong, capped
 from exporter.errors import ArchiveCorrupt, UsageError
 
-from .layout import CHECKPOINT_LINE_BYTES, CHECKPOINT_NAME, too_long
+from .layout import CHECKPOINT_LINE_BYTES, CHECKPOINT_NAME, stored_name, too_long
 
 FORMAT_VERSION = 1
 
@@ -64,7 +64,7 @@ def run_entry(*, run: int, at: str, refetch: bool, manifest: str, shard: str | N
             "run": run,
             "at": at,
             "refetch": refetch,
-            "manifest": manifest,
+            "manifest": stored_name(manifest),
             "shard": shard,
             "version": FORMAT_VERSION,
         }
