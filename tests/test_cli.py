@@ -159,6 +159,12 @@ def test_wrong_token_exits_3(api: FakeServerHandle, tmp_path: Path) -> None:
     [
         (["--base-url", "http://example.com"], "unencrypted"),
         (["--base-url", "ftp://x"], "http(s)"),
+        (["--base-url", "https://[::1"], "not an http(s) URL"),
+        (["--base-url", "https://[x]/"], "not an http(s) URL"),
+        (["--base-url", "https://h:99999999"], "port"),
+        (["--base-url", "https://h:abc"], "port"),
+        (["--base-url", "https://h:\u0661\u0662"], "port"),
+        (["--base-url", "https://h:0"], "port"),
         (["--concurrency", "0"], "at least 1"),
         (["--rate", "-1"], ">= 0"),
         (["--include", "nonsense"], "not one of"),
@@ -166,7 +172,8 @@ def test_wrong_token_exits_3(api: FakeServerHandle, tmp_path: Path) -> None:
     ],
 )
 def test_bad_options_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
-    """Bad options exit 2 with a message that says what is accepted."""
+    """Bad options exit 2 with a message that says what is accepted (a base URL urllib cannot take
+    apart, or with a port no server listens on, too: never a traceback)."""
     manifest = write_manifest(tmp_path / "ids.txt", ["a"])
     base = ["export", str(manifest), "--out", str(tmp_path / "out")]
     if "--base-url" not in args:
@@ -174,6 +181,7 @@ def test_bad_options_exit_2(tmp_path: Path, args: list[str], fragment: str) -> N
     result = cli(*base, *args)
     assert result.returncode == 2
     assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
