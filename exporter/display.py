@@ -7,7 +7,8 @@ a newline starts a line that looks like one of ours, and a bidi override makes
 what follows read backwards. So every place where text meets a person runs it
 through `escape` (the text log formatter, `status`, the dry run, `verify`, the
 progress bar, argparse's errors), and every JSON line goes through `json_safe`,
-which keeps the JSON value exact while making it as safe to `cat`.
+which keeps the JSON value exact while making it as safe to `cat` (`json_text`
+writes a document so, whatever its strings hold).
 
 Escaped: the Unicode categories Cc (C0 controls, DEL and the C1 controls, some
 of which terminals take as CSI), Cf (bidi embeddings, overrides and isolates,
@@ -22,8 +23,12 @@ readable as it was, and no valid id holds one.
 
 from __future__ import annotations
 
+import json
 import re
 import unicodedata
+from typing import Any
+
+import orjson
 
 _UNSAFE_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp", "Cs", "Cn"})
 _ASCII_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
@@ -94,3 +99,17 @@ def json_safe(document: str) -> str:
     if document.isprintable():
         return document  # one line with nothing to escape: the common case of a log line
     return _CANDIDATE.sub(_json_escape, document)
+
+
+def json_text(document: Any, *, indent: bool = False) -> str:
+    """`document` as JSON text for a program to read (`json_safe`): exact, and never a traceback.
+
+    orjson refuses a lone surrogate, which is what a file name's bytes that
+    are not UTF-8 become in Python; the standard library writes it as its
+    `\\u` escape, which Python's json reads back as the same value.
+    """
+    try:
+        text = orjson.dumps(document, option=orjson.OPT_INDENT_2 if indent else 0).decode("utf-8")
+    except orjson.JSONEncodeError:
+        text = json.dumps(document, indent=2 if indent else None, ensure_ascii=True)
+    return json_safe(text)

@@ -17,8 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import orjson
-
 from .archive import index
 from .archive.layout import (
     SUPERSEDE_MARKER,
@@ -29,7 +27,7 @@ from .archive.layout import (
 from .archive.lock import take_lock
 from .archive.reader import refuse_unsafe, unsafe_entries
 from .archive.safe_fs import SafeDir
-from .display import escape, json_safe
+from .display import escape, json_text
 from .errors import ArchiveError, UsageError
 
 
@@ -101,7 +99,7 @@ def index_command(roots: Sequence[Path], *, rebuild: bool, as_json: bool) -> int
     for root in roots:
         outcome = update_index(root, rebuild=rebuild)
         if as_json:
-            sys.stdout.write(json_safe(orjson.dumps(outcome.to_json()).decode()) + "\n")
+            sys.stdout.write(json_text(outcome.to_json()) + "\n")
         else:
             sys.stdout.write(outcome.text())
         sys.stdout.flush()

@@ -417,6 +417,12 @@ SEMANTIC_DAMAGE = [
     ),
     pytest.param(
         b"",
+        line({"t": "commit", "file": R1, "end": 150, "lines": 3, "crc32": 2**32, "ids": ["c"]}),
+        "not a crc32",
+        id="crc32-over-32-bits",
+    ),
+    pytest.param(
+        b"",
         end_entry(run=9, at=T2, exit_code=0, status="complete", counts={}),
         "run that was not started",
         id="end-of-unknown-run",

@@ -159,6 +159,12 @@ def test_wrong_token_exits_3(api: FakeServerHandle, tmp_path: Path) -> None:
     [
         (["--base-url", "http://example.com"], "unencrypted"),
         (["--base-url", "ftp://x"], "http(s)"),
+        (["--base-url", "https://[::1"], "not an http(s) URL"),
+        (["--base-url", "https://[x]/"], "not an http(s) URL"),
+        (["--base-url", "https://h:99999999"], "port"),
+        (["--base-url", "https://h:abc"], "port"),
+        (["--base-url", "https://h:\u0661\u0662"], "port"),
+        (["--base-url", "https://h:0"], "port"),
         (["--concurrency", "0"], "at least 1"),
         (["--rate", "-1"], ">= 0"),
         (["--include", "nonsense"], "not one of"),
@@ -166,7 +172,8 @@ def test_wrong_token_exits_3(api: FakeServerHandle, tmp_path: Path) -> None:
     ],
 )
 def test_bad_options_exit_2(tmp_path: Path, args: list[str], fragment: str) -> None:
-    """Bad options exit 2 with a message that says what is accepted."""
+    """Bad options exit 2 with a message that says what is accepted (a base URL urllib cannot take
+    apart, or with a port no server listens on, too: never a traceback)."""
     manifest = write_manifest(tmp_path / "ids.txt", ["a"])
     base = ["export", str(manifest), "--out", str(tmp_path / "out")]
     if "--base-url" not in args:
@@ -174,6 +181,7 @@ def test_bad_options_exit_2(tmp_path: Path, args: list[str], fragment: str) -> N
     result = cli(*base, *args)
     assert result.returncode == 2
     assert fragment in result.stderr
+    assert "Traceback" not in result.stderr
 
 
 @pytest.mark.parametrize(
@@ -370,3 +378,21 @@ def test_tokens_no_header_can_carry_are_refused_without_echo(token: str, fragmen
     with pytest.raises(UsageError, match=fragment) as caught:
         read_token(None, {"EXPORTER_TOKEN": token})
     assert token not in str(caught.value)
+
+
+def test_a_manifest_named_in_bytes_that_are_not_utf8_is_exported(
+    api: FakeServerHandle, tmp_path: Path
+) -> None:
+    """The manifest's name goes into the checkpoint and summary.json, which hold UTF-8 only: a byte
+    that is not UTF-8 is written there as `\\xff`, and the run exports (not a traceback and exit 1)."""
+    manifest = write_manifest(tmp_path / os.fsdecode(b"ids-\xff.txt"), ["a", "b"])
+    out = tmp_path / "out"
+    result = cli(*export_args(manifest, out, api.url))
+    assert result.returncode == 0, result.stderr
+    assert len(read_records(out)) == 2
+    assert read_summary(out)["manifest"] == str(tmp_path / "ids-\\xff.txt")
+    run = json.loads((out / "checkpoint.ndjson").read_bytes().splitlines()[0])
+    assert run["manifest"] == str(tmp_path / "ids-\\xff.txt")
+    status = cli("status", str(out), "--json")
+    assert status.returncode == 0, status.stderr
+    assert json.loads(status.stdout)["runs"][0]["manifest"] == str(tmp_path / "ids-\\xff.txt")

@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -200,3 +202,30 @@ def test_dry_run_refuses_the_options_the_run_refuses(tmp_path: Path) -> None:
         assert "object storage" in run.stderr
         assert dry.stderr == run.stderr
     assert not out.exists()
+
+
+def test_dry_run_refuses_the_records_files_a_run_refuses(api: FakeServerHandle, tmp_path: Path) -> None:
+    """Records files a run will not add to (one missing, one cut short, one the checkpoint does not
+    list, records without a checkpoint): the dry run exits 4 with the run's own message, not 0."""
+    manifest = write_manifest(tmp_path / "ids.txt", [f"s{i}" for i in range(10)])
+    made = tmp_path / "made"
+    assert cli(*run_args(manifest, made, api.url)).returncode == 0
+    records = "records-00001.ndjson"
+    damages: dict[str, Callable[[Path], object]] = {
+        "missing": lambda out: (out / records).unlink(),
+        "cut short": lambda out: os.truncate(out / records, 10),
+        "not listed": lambda out: (out / "records-00007.ndjson").write_bytes(b"{}\n"),
+        "no checkpoint": lambda out: (out / "checkpoint.ndjson").unlink(),
+    }
+    for what, damage in damages.items():
+        out = tmp_path / what.replace(" ", "-")
+        shutil.copytree(made, out)
+        (out / ".lock").unlink(missing_ok=True)
+        damage(out)
+        dry = cli(*run_args(manifest, out, api.url, "--dry-run"))
+        run = cli(*run_args(manifest, out, api.url))
+        assert (dry.returncode, run.returncode) == (4, 4), (what, dry.stdout)
+        said = dry.stderr.strip()
+        assert said, what
+        assert said in run.stderr, what
+    assert api.stats()["requests_total"] == 10

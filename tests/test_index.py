@@ -11,17 +11,20 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
+import zlib
 from pathlib import Path
 
 import pytest
 
 from exporter.archive import checkpoint, index, layout
-from exporter.archive.index_format import Run
+from exporter.archive.index_format import HEADER_BYTES, ORDINAL_BYTES, TRAILER_BYTES, Run, RunHeader
 from exporter.archive.safe_fs import SafeDir
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings, Compression
 from exporter.digests import id_digest
+from exporter.errors import ArchiveCorrupt
 
 
 @pytest.fixture
@@ -297,3 +300,32 @@ def test_the_index_carries_where_files_were_shipped(tmp_path: Path) -> None:
     assert state.files[name].shipped is not None
     report = assert_exact(out)
     assert report.covered_ids == 2
+
+
+def forge_ordinals(path: Path, ordinal: int) -> None:
+    """Rewrite every ordinal of the run file at `path` to `ordinal`, its crc32 made right again:
+    a forged run that every check at open passes (magic, sizes, crc32, state, the checkpoint's sha256)."""
+    raw = bytearray(path.read_bytes())
+    header = RunHeader.unpack(bytes(raw[:HEADER_BYTES]))
+    at, size = header.sections()["ordinals"]
+    raw[at : at + size] = ordinal.to_bytes(ORDINAL_BYTES, "big") * header.count
+    body = len(raw) - TRAILER_BYTES
+    raw[body : body + 4] = zlib.crc32(bytes(raw[:body])).to_bytes(4, "little")
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("ordinal", [30, 2**31])
+def test_a_run_placing_ids_outside_its_own_ordinals_is_damage_not_a_crash(
+    tmp_path: Path, ordinal: int
+) -> None:
+    """A run file whose lookups answer ordinals it does not cover (forged with a right crc32) is
+    ArchiveCorrupt naming it, so a run, a dry run and `get` exit 4, not an IndexError (exit 70)."""
+    out = tmp_path / "out"
+    export_run(out, [f"a-{i}" for i in range(30)])
+    (run,) = run_files(out)
+    forge_ordinals(out / run, ordinal)
+    with SafeDir.open_existing(out) as directory, index.open_view(directory) as view:
+        with pytest.raises(ArchiveCorrupt, match=re.escape(run)) as caught:
+            view.lookup(id_digest("a-3"))
+        assert "exporter index" in str(caught.value)
+        assert view.lookup(id_digest("never-archived")) is None

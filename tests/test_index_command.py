@@ -91,3 +91,13 @@ def test_its_json_escapes_what_json_leaves_raw(tmp_path: Path) -> None:
     assert "\x9b" not in done.stdout
     assert "\u202e" not in done.stdout
     assert json.loads(done.stdout)["archive"] == str(out)
+
+
+def test_its_json_names_an_archive_whose_name_is_not_utf8(tmp_path: Path) -> None:
+    """A directory name holding bytes that are not UTF-8 is written as the value Python reads it as
+    (a \\udcxx escape), not a traceback."""
+    out = tmp_path / os.fsdecode(b"out\xff")
+    export_run(out, ["a"])
+    done = cli("index", str(out), "--json")
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["archive"] == str(out)

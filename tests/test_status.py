@@ -212,3 +212,16 @@ def test_damaged_checkpoint_exits_4_pointing_at_verify(
     path.write_bytes(b"".join([lines[0], b"{garbage\n", *lines[2:]]))
     assert main(["status", str(archive)]) == 4
     assert "exporter verify" in capsys.readouterr().err
+
+
+def test_json_names_an_archive_whose_name_is_not_utf8(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A directory name holding bytes that are not UTF-8 is written as the value Python reads it as
+    (a \\udcxx escape) in an object that still parses, not a traceback."""
+    out = tmp_path / os.fsdecode(b"out\xff")
+    run(out, ["a"])
+    assert main(["status", str(out), "--json"]) == 0
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["archive"] == str(out)
+    assert doc["totals"]["records"] == 1

@@ -18,9 +18,14 @@ from exporter.transport.tunnel import parse_proxy_url
         ("https://proxy.example:3128", "http:// proxy URL"),
         ("socks5://proxy.example:1080", "http:// proxy URL"),
         ("http://proxy.example:3128/path", "only http://HOST:PORT"),
+        ("http://[proxy.example:3128", "http:// proxy URL"),
+        ("http://[proxy]:3128", "http:// proxy URL"),
+        ("http://user:pw@[proxy:3128", "not shown"),
     ],
 )
 def test_proxy_urls_that_would_leak_or_misroute_are_refused(proxy: str, fragment: str) -> None:
+    """Each is a UsageError (exit 2) that says what is accepted, never echoes a password, and is never
+    urllib's ValueError (a traceback) for a bracket it cannot parse."""
     with pytest.raises(UsageError, match=re.escape(fragment)) as caught:
         parse_proxy_url(proxy, source="--proxy")
     assert "pw" not in str(caught.value)

@@ -51,9 +51,10 @@ import orjson
 from exporter.bounded import Overlong, capped
 from exporter.errors import ArchiveCorrupt, UsageError
 
-from .layout import CHECKPOINT_LINE_BYTES, CHECKPOINT_NAME, too_long
+from .layout import CHECKPOINT_LINE_BYTES, CHECKPOINT_NAME, stored_name, too_long
 
 FORMAT_VERSION = 1
+_CRC32_MAX = 0xFFFFFFFF
 
 
 def run_entry(*, run: int, at: str, refetch: bool, manifest: str, shard: str | None) -> bytes:
@@ -64,7 +65,7 @@ def run_entry(*, run: int, at: str, refetch: bool, manifest: str, shard: str | N
             "run": run,
             "at": at,
             "refetch": refetch,
-            "manifest": manifest,
+            "manifest": stored_name(manifest),
             "shard": shard,
             "version": FORMAT_VERSION,
         }
@@ -329,7 +330,10 @@ def _apply(state: CheckpointState, entry: dict[str, Any]) -> tuple[int, int] | N
         ids = entry.get("ids")
         if not isinstance(ids, list) or not all(map(isinstance, ids, itertools.repeat(str))):
             raise ValueError("ids is not a list of strings")
-        _int(entry, "crc32")  # what `exporter verify` checks the commit's bytes against
+        # What `get` and `exporter verify` check the commit's bytes against; the index keeps it in 32 bits.
+        crc = _int(entry, "crc32")
+        if crc > _CRC32_MAX:
+            raise ValueError(f"'crc32' is {_shown(crc)}, not a crc32 (at most {_CRC32_MAX})")
         if end < size or total != lines + len(ids):
             raise ValueError(f"commit to {name} does not follow the previous one")
         if current is None:

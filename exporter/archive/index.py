@@ -155,12 +155,29 @@ class IndexView:
         return self.state.ids
 
     def lookup(self, digest: bytes) -> int | None:
-        """The ordinal of the first place of the id with this digest, or None when it is not archived."""
+        """The ordinal of the first place of the id with this digest, or None when it is not archived.
+
+        Raises ArchiveCorrupt for a run that answers an ordinal it does not
+        cover: every check at open passed, so only a forged file (or a writer's
+        bug) gets here, and no caller may index its marks or commits with it.
+        """
         for run in self._runs:
             found = run.lookup(digest)
             if found is not None:
+                if not run.holds(found):
+                    raise self._misplaced(run, found)
                 return found
         return None
+
+    def _misplaced(self, run: Run, ordinal: int) -> ArchiveCorrupt:
+        name = next((opened.name for opened in self._opened if opened.run is run), "its index")
+        where = self._directory.path / name if self._directory is not None else Path(name)
+        header = run.header
+        return ArchiveCorrupt(
+            f"{where} is damaged: it places an id at ordinal {ordinal}, outside the ids it covers "
+            f"({header.first_ordinal}..{header.end_ordinal}); remove it, or run `exporter index "
+            f"{where.parent} --rebuild` to make the index again from the checkpoint"
+        )
 
     def place(self, ordinal: int) -> CommitPlace:
         """The commit holding `ordinal`: its file, bytes, crc32 and the line's position in it."""

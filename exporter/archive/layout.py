@@ -106,6 +106,25 @@ def too_long(size: int, limit: int) -> str:
     return f"{size:,} bytes, over the {limit:,}-byte limit"
 
 
+# -- text the files hold --------------------------------------------------------
+
+
+def stored_name(name: str) -> str:
+    """A file name as the archive's files record it (the manifest's): UTF-8, as every line they hold.
+
+    A name's bytes that are not UTF-8 come to Python as lone surrogates, which
+    no UTF-8 writer can write (orjson refuses them: the run would end in a
+    traceback); they are recorded as `\\xNN`, as `ls -b` shows them. The name
+    is a label for a person, never opened again from here.
+    """
+    if name.isascii():
+        return name
+    try:
+        return name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace")
+    except UnicodeEncodeError:  # a lone surrogate no file name's bytes give
+        return name.encode("utf-8", "backslashreplace").decode("utf-8")
+
+
 # -- records files ---------------------------------------------------------------
 
 
@@ -545,7 +564,7 @@ class Summary:
             "finished_at": self.finished_at,
             "elapsed_s": self.elapsed_s,
             "records_per_s": self.records_per_s,
-            "manifest": self.manifest,
+            "manifest": stored_name(self.manifest),
             "base_url": self.base_url,
             "proxy": self.proxy,
             "shard": self.shard,

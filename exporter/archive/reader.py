@@ -19,6 +19,8 @@ and summary.json is read only up to `layout.summary_max_bytes`:
     resumes_refetch,    what the checkpoint means for the next run (`checkpoint.py`)
     check_same_shard
     has_checkpoint      whether the directory is an archive yet
+    refuse_records_only, the errors a run (or a dry run) stops with for records files it cannot add
+    check_records_files to: records without a checkpoint; one missing, cut short or not listed
     replay_checkpoint   the checkpoint's state from a path (`checkpoint.replay` on the file, or on the
                         segments of checkpoint.d/ in the remote form, as one stream)
     replay_commits      its commits once more, numbered, one at a time, up to the bytes replayed
@@ -51,7 +53,7 @@ import logging
 import os
 import zlib
 from collections import deque
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -76,14 +78,17 @@ from .layout import (
     FAILED_LINE_BYTES,
     FAILED_NAME,
     SEGMENTS_DIR,
+    SUPERSEDED_DIR,
     EntryKind,
     FailedEntry,
     Summary,
     checkpoint_path,
     entry_kind,
+    file_number,
     segment_number,
     summary_max_bytes,
     too_long,
+    unlisted_records_files,
 )
 from .lock import LockState as LockState
 from .lock import probe_lock as probe_lock
@@ -144,6 +149,61 @@ def refuse_unsafe(root: Path, unsafe: list[tuple[str, str]], name: str | None = 
 def has_checkpoint(directory: SafeDir) -> bool:
     """Whether `directory` holds a checkpoint (an archive, or the start of one)."""
     return directory.lstat(CHECKPOINT_NAME) is not None
+
+
+def refuse_records_only(root: Path, directory: SafeDir) -> None:
+    """ArchiveCorrupt when `directory` holds records files but no checkpoint (a lost checkpoint).
+
+    A run cannot tell which of those records it would fetch again, so it
+    refuses; a dry run says so too, rather than counting every id as new.
+    """
+    if has_checkpoint(directory):
+        return
+    leftovers = [name for name in directory.names() if file_number(name) is not None]
+    if leftovers:
+        raise ArchiveCorrupt(
+            f"{root} holds {sorted(leftovers)[0]} but no {CHECKPOINT_NAME}: "
+            "it is not an archive this exporter can add to without risking duplicates; "
+            "move those files away or choose another --out"
+        )
+
+
+def check_records_files(named: Callable[[str], str], directory: SafeDir, state: CheckpointState) -> list[str]:
+    """The records files a run would remove (created by a run killed before its first commit to it).
+
+    Raises what a run stops with before it writes (`ArchiveCorrupt`,
+    `ArchiveUnsafe`) for a records file the checkpoint does not list, or one it
+    lists that is missing, not a regular file, or shorter than committed (or,
+    closed, of another size): the writer's recovery and the dry run both ask here.
+    `named` is how a message names a file of the directory (`Archive.where_file`).
+    """
+    leftover, foreign = unlisted_records_files(directory.names(), state.files)
+    if foreign:
+        raise ArchiveCorrupt(
+            f"{named(foreign[0])} is not listed in the checkpoint; move it away "
+            "(run `exporter verify` to see what the archive holds)"
+        )
+    for file in state.files.values():
+        path = named(file.name)
+        st = directory.lstat(file.name)
+        if st is None and file.shipped is not None:
+            continue  # in object storage (--out s3://...): the work dir keeps no copy
+        if st is None:
+            raise ArchiveCorrupt(
+                f"{path} is missing but the checkpoint lists {file.lines} records in it; "
+                "restore it from a backup, or start over with --refetch "
+                f"(the current files are kept under {SUPERSEDED_DIR}/)"
+            )
+        problem = entry_problem(st)
+        if problem is not None:
+            raise refused(path, problem)
+        size = st.st_size
+        if size < file.size or (file.closed and size != file.size):
+            raise ArchiveCorrupt(
+                f"{path} is {size} bytes but {file.size} were committed to it; restore it "
+                "from a backup, or start over with --refetch (the current files are kept)"
+            )
+    return leftover
 
 
 def checkpoint_lines(handle: BinaryIO) -> Iterator[bytes | Overlong]:

@@ -60,16 +60,14 @@ from .layout import (
     CHECKPOINT_NAME,
     FAILED_NAME,
     SUMMARY_NAME,
-    SUPERSEDED_DIR,
     FileReport,
     Summary,
     file_number,
     is_report_temp,
-    unlisted_records_files,
 )
 from .lock import locked_directory
-from .reader import unsafe_entries
-from .safe_fs import SafeDir, entry_problem, os_error, refused, write_all
+from .reader import check_records_files, refuse_records_only, unsafe_entries
+from .safe_fs import SafeDir, os_error, refused, write_all
 
 # Hash at most this much of a file's backlog per commit when resuming, so a
 # resumed run over a large open file is not held up at start-up (see _RecordsFile).
@@ -217,49 +215,15 @@ class Archive:
 
     def _open_index(self) -> CheckpointState:
         """The checkpoint's state, from its index (caught up first: see `index.py`)."""
-        if self._dir.lstat(CHECKPOINT_NAME) is None:
-            leftovers = [n for n in self._dir.names() if file_number(n) is not None]
-            if leftovers:
-                raise ArchiveCorrupt(
-                    f"{self.root} holds {sorted(leftovers)[0]} but no {CHECKPOINT_NAME}: "
-                    "it is not an archive this exporter can add to without risking duplicates; "
-                    "move those files away or choose another --out"
-                )
+        refuse_records_only(self.root, self._dir)
         self._index = IndexKeeper.open(self._dir)
         self.archived = ArchivedIds(self._index.view)
         return copy.deepcopy(self._index.state)
 
     def _recover_records_files(self) -> None:
         """Cut the open file back to its committed length; check the closed ones; drop strays."""
-        known = self.state.files
-        leftover, foreign = unlisted_records_files(self._dir.names(), known)
-        if foreign:
-            raise ArchiveCorrupt(
-                f"{self.where_file(foreign[0])} is not listed in the checkpoint; move it away "
-                "(run `exporter verify` to see what the archive holds)"
-            )
-        for name in leftover:  # created by a run that died before its first commit to it
-            self._dir.unlink(name)
-        for state in known.values():
-            path = self.where_file(state.name)
-            st = self._dir.lstat(state.name)
-            if st is None and state.shipped is not None:
-                continue  # in object storage (--out s3://...): the work dir keeps no copy
-            if st is None:
-                raise ArchiveCorrupt(
-                    f"{path} is missing but the checkpoint lists {state.lines} records in it; "
-                    "restore it from a backup, or start over with --refetch "
-                    f"(the current files are kept under {SUPERSEDED_DIR}/)"
-                )
-            problem = entry_problem(st)
-            if problem is not None:
-                raise refused(path, problem)
-            size = st.st_size
-            if size < state.size or (state.closed and size != state.size):
-                raise ArchiveCorrupt(
-                    f"{path} is {size} bytes but {state.size} were committed to it; restore it "
-                    "from a backup, or start over with --refetch (the current files are kept)"
-                )
+        for name in check_records_files(self.where_file, self._dir, self.state):
+            self._dir.unlink(name)  # created by a run that died before its first commit to it
         open_state = self.state.open_file
         if open_state is not None:
             self._current = _RecordsFile.reopen(self._dir, open_state)

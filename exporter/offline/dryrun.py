@@ -8,7 +8,10 @@ shows as a torn tail and is left out. No request is sent: the token is not
 even read. The archived ids come from the archive's index (`archive/index.py`),
 the part of the checkpoint it does not cover replayed into memory. It reads
 them as a run does, a bounded line at a time: damage in the checkpoint is
-exit 4, a failed.ndjson line that is not an entry a warning.
+exit 4, a failed.ndjson line that is not an entry a warning. Records files a
+run would refuse to add to (missing, cut short, not listed, records without a
+checkpoint) are exit 4 too, with the run's own message
+(`reader.check_records_files`).
 
 The counts come from the same `Planner` a run uses, over the same archived
 and known-missing sets, so the dry run and the run cannot disagree on what
@@ -35,10 +38,12 @@ from exporter.archive.archived import ArchivedIds
 from exporter.archive.index import open_view
 from exporter.archive.layout import FAILED_NAME, SUPERSEDED_DIR
 from exporter.archive.reader import (
+    check_records_files,
     check_same_shard,
     failed_entries,
     has_checkpoint,
     open_directory,
+    refuse_records_only,
     refuse_unsafe,
     resumes_refetch,
     unsafe_entries,
@@ -203,6 +208,7 @@ def _read_archive(request: DryRunRequest, stack: contextlib.ExitStack) -> _Archi
     directory = stack.enter_context(open_directory(root))
     # A run would refuse any of them (exit 4) before reading anything.
     refuse_unsafe(root, unsafe_entries(directory))
+    refuse_records_only(root, directory)
     if not has_checkpoint(directory):
         return view
     index = stack.enter_context(open_view(directory))
@@ -210,6 +216,8 @@ def _read_archive(request: DryRunRequest, stack: contextlib.ExitStack) -> _Archi
     if request.refetch and not resumes_refetch(state.runs):
         return _ArchiveView(exists=True, starts_over=True)
     check_same_shard(request.archive, state, str(request.shard) if request.shard else None)
+    if request.shown is None:  # as the run checks them before it writes (a copy of s3:// has none)
+        check_records_files(lambda name: str(root / name), directory, state)
     view.archived = ArchivedIds(index)
     for entry in warned(failed_entries(directory)):
         if entry.cut:

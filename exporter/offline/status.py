@@ -20,8 +20,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, NamedTuple
 
-import orjson
-
 from exporter.archive.index import IndexReport, open_view
 from exporter.archive.layout import (
     CHECKPOINT_NAME,
@@ -49,7 +47,7 @@ from exporter.archive.reader import (
     size_on_disk,
     unsafe_entries_at,
 )
-from exporter.display import escape, json_safe
+from exporter.display import escape, json_text
 from exporter.errors import ArchiveError
 
 #: Failed ids shown per reason.
@@ -436,10 +434,7 @@ def status_command(archive: str, *, as_json: bool) -> int:
         status = remote_status(archive)
     else:
         status = gather_status(Path(archive))
-    if as_json:
-        text = json_safe(orjson.dumps(to_json(status), option=orjson.OPT_INDENT_2).decode()) + "\n"
-    else:
-        text = render_text(status)
+    text = json_text(to_json(status), indent=True) + "\n" if as_json else render_text(status)
     if remote:  # read from a copy of its metadata: whether a run holds its work dir is not known
         text = text.replace("  no run in progress\n", "")
     sys.stdout.write(text)

@@ -79,9 +79,20 @@ def check_base_url(text: str, *, allow_insecure_http: bool = False) -> str:
     Plain http would send the token in clear text, so it is refused for
     anything but this machine unless the user insists.
     """
-    parts = urlsplit(text.strip())
+    example = "an http(s) URL such as https://api.example.com"
+    # urllib checks brackets and the port only as it parses them, with ValueError.
+    try:
+        parts = urlsplit(text.strip())
+    except ValueError as exc:
+        raise UsageError(f"--base-url {text!r} is not {example} ({exc})") from exc
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UsageError(f"--base-url {text!r} is not an http(s) URL such as https://api.example.com")
+        raise UsageError(f"--base-url {text!r} is not {example}")
+    try:
+        port = parts.port
+    except ValueError:
+        port = 0
+    if port == 0:
+        raise UsageError(f"--base-url {text!r}: its port is not a number from 1 to 65535")
     if parts.username or parts.password:
         raise UsageError("--base-url must not contain credentials; give the token via EXPORTER_TOKEN")
     if parts.query or parts.fragment:

@@ -50,7 +50,11 @@ def parse_proxy_url(text: str, *, source: str) -> ProxySettings:
     `--proxy`); a `--proxy` holding some is refused without echoing it.
     """
     raw = text.strip()
-    parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+    example = "an http:// proxy URL such as http://proxy.example:3128"
+    try:
+        parts = urlsplit(raw if "://" in raw else f"http://{raw}")
+    except ValueError as exc:  # a bracket urllib cannot take apart (`http://[proxy:3128`)
+        raise UsageError(f"{source} {_shown(text)} is not {example} ({exc})") from exc
     if "@" in parts.netloc and source == "--proxy":
         raise UsageError(
             "--proxy must not contain credentials (`ps` would show them): give the proxy's user:password "
@@ -58,7 +62,7 @@ def parse_proxy_url(text: str, *, source: str) -> ProxySettings:
         )
     if parts.scheme != "http" or not parts.hostname:
         raise UsageError(
-            f"{source} {_shown(text)} is not an http:// proxy URL such as http://proxy.example:3128 "
+            f"{source} {_shown(text)} is not {example} "
             "(https:// and socks proxies are not supported; TLS to the API runs inside the tunnel)"
         )
     if parts.path not in ("", "/") or parts.query or parts.fragment:
