@@ -124,9 +124,15 @@ def sane_ascii_lines(lines: list[bytes]) -> bool:
 
 @contextlib.contextmanager
 def open_manifest(
-    source: ManifestSource, stdin: BinaryIO | None = None, *, max_line_bytes: int = MAX_LINE_BYTES
+    source: ManifestSource,
+    stdin: BinaryIO | None = None,
+    *,
+    max_line_bytes: int = MAX_LINE_BYTES,
+    what: str = "manifest",
 ) -> Iterator[ManifestEntries]:
     """Open a manifest and yield an iterator of its entries; closes the file afterwards.
+
+    `what` names the file in the error when it cannot be opened (`get --ids-file` reads one too).
 
     Nothing is read until the first entry is asked for, so the integrity pass
     over a compressed manifest runs wherever the entries are consumed (the
@@ -139,7 +145,7 @@ def open_manifest(
             try:
                 raw = stack.enter_context(open(source.path, "rb"))
             except OSError as exc:
-                raise ManifestError(f"cannot open manifest {source.display}: {exc.strerror or exc}") from exc
+                raise ManifestError(f"cannot open {what} {source.display}: {exc.strerror or exc}") from exc
         yield ManifestEntries(
             lambda: open_stream(raw, source.display, stack),
             _format_for(source),

@@ -195,11 +195,15 @@ def test_dry_run_refuses_the_options_the_run_refuses(tmp_path: Path) -> None:
     """MANIFEST, --out and --shard are read as for the run: object-storage options with a directory exit 2."""
     manifest = write_manifest(tmp_path / "ids.txt", ["a", "b"])
     out = tmp_path / "out"
-    for extra in (["--work-dir", str(tmp_path / "work")], ["--legal-hold"]):
-        run = cli(*run_args(manifest, out, "http://127.0.0.1:9", *extra))
-        dry = cli(*run_args(manifest, out, "http://127.0.0.1:9", "--dry-run", *extra))
+    for extra, says in (
+        (["--work-dir", str(tmp_path / "work")], "object storage"),
+        (["--legal-hold"], "object storage"),
+        (["--proxy", "http://[x"], "--proxy"),
+    ):
+        run = cli(*run_args(manifest, out, "https://127.0.0.1:9", *extra))
+        dry = cli(*run_args(manifest, out, "https://127.0.0.1:9", "--dry-run", *extra))
         assert (run.returncode, dry.returncode) == (2, 2), dry.stdout
-        assert "object storage" in run.stderr
+        assert says in run.stderr
         assert dry.stderr == run.stderr
     assert not out.exists()
 

@@ -287,14 +287,41 @@ def test_ids_file_from_stdin_with_comments_and_bad_lines(tmp_path: Path) -> None
     [
         ([], "give the ids"),
         (["--id", "a", "--ids-file", "-"], "one of the two"),
+        (["--ids-file", "no-such-file"], "cannot open --ids-file no-such-file"),
     ],
 )
 def test_usage_errors_exit_2(tmp_path: Path, args: list[str], message: str) -> None:
+    """What get cannot do is said in one line naming the option, exit 2."""
     out = tmp_path / "out"
     export_run(out, ["a"])
     done = cli("get", str(out), *args)
     assert done.returncode == 2
     assert message in done.stderr
+
+
+def test_a_closed_standard_output_is_a_usage_error_not_a_traceback(tmp_path: Path) -> None:
+    """`exporter get ... >&-` (and status, verify, a dry run): nowhere to print the answer, said in
+    one line, exit 2, nothing done."""
+    out = tmp_path / "out"
+    export_run(out, ["a"])
+    (tmp_path / "ids.txt").write_text("a\n")
+    for command in (
+        ["get", str(out), "--id", "a"],
+        ["status", str(out)],
+        ["verify", str(out)],
+        ["export", str(tmp_path / "ids.txt"), "--base-url", "https://x", "--out", str(out), "--dry-run"],
+    ):
+        done = subprocess.run(
+            [sys.executable, "-m", "exporter", *command],
+            stdin=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            preexec_fn=lambda: os.close(1),
+            check=False,
+            timeout=60,
+        )
+        assert done.returncode == 2, command
+        assert b"standard output is closed" in done.stderr, command
+        assert b"Traceback" not in done.stderr
 
 
 def test_not_an_archive_exits_2(tmp_path: Path) -> None:

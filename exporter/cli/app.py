@@ -91,6 +91,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         args = parser.parse_args(argv)
         args.signals = signals  # for the export command's run
         _setup_logging(args)
+        if sys.stdout is None and (args.command != "export" or args.dry_run):
+            # Started with descriptor 1 closed (`>&-`): the command's answer would go nowhere.
+            log.error(
+                "standard output is closed: `exporter %s` prints its answer there (>/dev/null discards it)",
+                args.command,
+            )
+            return int(ExitCode.USAGE)
         try:
             code: int = args.handler(args)
         except ExporterError as exc:

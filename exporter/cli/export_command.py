@@ -20,7 +20,7 @@ from exporter.logs import event
 from exporter.remote.options import REFETCH_REMOTE
 from exporter.signals import ProcessSignals
 
-from .export_config import config_from_args
+from .export_config import config_from_args, proxy_from
 from .target import Target, resolve_target
 
 if TYPE_CHECKING:
@@ -64,7 +64,8 @@ def _dry_run_command(args: argparse.Namespace) -> int:
     """--dry-run: the options are checked as for a run, but no token is read and nothing is sent."""
     from exporter.transport.client import check_base_url
 
-    check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
+    base_url = check_base_url(args.base_url, allow_insecure_http=args.allow_insecure_http)
+    proxy_from(args, os.environ, base_url, read_secrets=False)  # a proxy the run refuses: exit 2 here too
     target = resolve_target(args, os.environ)
     if target.remote is None:
         return _print_dry_run(args, target, target.out_dir)

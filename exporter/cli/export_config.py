@@ -67,8 +67,13 @@ def _first_set(environ: Mapping[str, str], names: Sequence[str]) -> tuple[str, s
     return None
 
 
-def proxy_from(args: argparse.Namespace, environ: Mapping[str, str], base_url: str) -> ProxyChoice:
-    """--proxy, else $HTTPS_PROXY minus $NO_PROXY (`proxy_env`), with --proxy-auth-file's credentials."""
+def proxy_from(
+    args: argparse.Namespace, environ: Mapping[str, str], base_url: str, *, read_secrets: bool = True
+) -> ProxyChoice:
+    """--proxy, else $HTTPS_PROXY minus $NO_PROXY (`proxy_env`), with --proxy-auth-file's credentials.
+
+    `read_secrets=False` (a dry run, which reads no secret) checks the choice and leaves the file unread.
+    """
     from exporter.transport.credentials import read_proxy_auth_file, warn_if_shared
     from exporter.transport.proxy_env import ProxyChoice, choose_proxy, with_credentials
 
@@ -80,7 +85,7 @@ def proxy_from(args: argparse.Namespace, environ: Mapping[str, str], base_url: s
         environment=_first_set(environ, HTTPS_PROXY_ENV),
         no_proxy=_first_set(environ, NO_PROXY_ENV),
     )
-    if args.proxy_auth_file is None:
+    if args.proxy_auth_file is None or not read_secrets:
         return choice
     credentials = read_proxy_auth_file(args.proxy_auth_file)
     warn_if_shared(args.proxy_auth_file, "--proxy-auth-file")

@@ -355,7 +355,8 @@ def get_command(
     out = sys.stdout.buffer
     with contextlib.ExitStack() as stack:
         if ids_file is not None:
-            asked = _IdsFile(stack.enter_context(open_manifest(ids_file)), ids_file.display)
+            opened = stack.enter_context(open_manifest(ids_file, what="--ids-file"))
+            asked = _IdsFile(opened, ids_file.display)
         else:
             asked = _IdsFile(Entry(number, value) for number, value in enumerate(ids or (), 1))
         missing = 0
