@@ -17,7 +17,9 @@ ListParts, sending only the missing parts; elsewhere, the upload is aborted).
 
 from __future__ import annotations
 
+import os
 import random
+import shutil
 import signal
 import time
 from pathlib import Path
@@ -226,3 +228,36 @@ def test_a_work_dir_overtaken_by_a_piece_of_another_run_gives_way(
     again = cli(*_args(manifest, api, url, tmp_path / "a"), env=env)
     assert again.returncode == 0, again.stderr
     _verify(s3_endpoint, bucket, "p", tmp_path / "copy", manifest)
+
+
+def test_a_staged_piece_lost_before_it_was_shipped_says_to_empty_the_work_dir(
+    api: FakeServerHandle, s3_endpoint: str, tmp_path: Path
+) -> None:
+    """A kill -9 leaves the open piece in the stage alone; cut short there, the next run exits 4
+    naming the staged copy and advising to empty the work dir (--refetch is refused for s3://);
+    done, the run from the bucket alone completes, every id exactly once."""
+    api.configure(latency_ms=20, jitter_ms=5)
+    manifest = write_manifest(tmp_path / "ids.txt", [f"rec-{i}" for i in range(2000)])
+    bucket = make_bucket(s3_endpoint)
+    url = f"s3://{bucket}/nightly"
+    env = aws_env(s3_endpoint, tmp_path, EXPORTER_TOKEN=TOKEN)
+    work = tmp_path / "work"
+    process = spawn(*_args(manifest, api, url, work, "--upload-every", "1h"), env=env)
+    deadline = time.monotonic() + 60
+    while len(_local_ids(work)) < 50 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert process.poll() is None, "the run ended before it could be killed"
+    process.send_signal(signal.SIGKILL)
+    process.wait(timeout=10)
+    assert not list_keys(s3_endpoint, bucket, "nightly/"), "the piece was shipped: nothing is lost"
+    (piece,) = (work / "stage").glob("records-*")
+    os.truncate(piece, 10)
+    refused = cli(*_args(manifest, api, url, work), env=env)
+    assert refused.returncode == 4, refused.stderr
+    assert f"the staged copy {piece}" in refused.stderr
+    assert f"empty the work dir {work}" in refused.stderr
+    assert url in refused.stderr
+    assert "--refetch" not in refused.stderr
+    shutil.rmtree(work)
+    assert cli(*_args(manifest, api, url, work), env=env).returncode == 0
+    _verify(s3_endpoint, bucket, "nightly", tmp_path / "copy", manifest)

@@ -168,14 +168,28 @@ def refuse_records_only(root: Path, directory: SafeDir) -> None:
         )
 
 
-def check_records_files(named: Callable[[str], str], directory: SafeDir, state: CheckpointState) -> list[str]:
+#: What to do about a records file that lost committed records, for an archive in a directory.
+RESTORE_OR_REFETCH = (
+    "restore it from a backup, or start over with --refetch "
+    f"(the current files are kept under {SUPERSEDED_DIR}/)"
+)
+
+
+def check_records_files(
+    named: Callable[[str], str],
+    directory: SafeDir,
+    state: CheckpointState,
+    *,
+    repair: str = RESTORE_OR_REFETCH,
+) -> list[str]:
     """The records files a run would remove (created by a run killed before its first commit to it).
 
     Raises what a run stops with before it writes (`ArchiveCorrupt`,
     `ArchiveUnsafe`) for a records file the checkpoint does not list, or one it
     lists that is missing, not a regular file, or shorter than committed (or,
     closed, of another size): the writer's recovery and the dry run both ask here.
-    `named` is how a message names a file of the directory (`Archive.where_file`).
+    `named` is how a message names a file of the directory (`Archive.where_file`),
+    `repair` what to do about one that lost records (`Archive.repair_advice`).
     """
     leftover, foreign = unlisted_records_files(directory.names(), state.files)
     if foreign:
@@ -190,19 +204,14 @@ def check_records_files(named: Callable[[str], str], directory: SafeDir, state: 
             continue  # in object storage (--out s3://...): the work dir keeps no copy
         if st is None:
             raise ArchiveCorrupt(
-                f"{path} is missing but the checkpoint lists {file.lines} records in it; "
-                "restore it from a backup, or start over with --refetch "
-                f"(the current files are kept under {SUPERSEDED_DIR}/)"
+                f"{path} is missing but the checkpoint lists {file.lines} records in it; {repair}"
             )
         problem = entry_problem(st)
         if problem is not None:
             raise refused(path, problem)
         size = st.st_size
         if size < file.size or (file.closed and size != file.size):
-            raise ArchiveCorrupt(
-                f"{path} is {size} bytes but {file.size} were committed to it; restore it "
-                "from a backup, or start over with --refetch (the current files are kept)"
-            )
+            raise ArchiveCorrupt(f"{path} is {size} bytes but {file.size} were committed to it; {repair}")
     return leftover
 
 

@@ -66,7 +66,7 @@ from .layout import (
     is_report_temp,
 )
 from .lock import locked_directory
-from .reader import check_records_files, refuse_records_only, unsafe_entries
+from .reader import RESTORE_OR_REFETCH, check_records_files, refuse_records_only, unsafe_entries
 from .safe_fs import SafeDir, os_error, refused, write_all
 
 # Hash at most this much of a file's backlog per commit when resuming, so a
@@ -152,6 +152,11 @@ class Archive:
         return str(self.root / name)
 
     @property
+    def repair_advice(self) -> str:
+        """What to do about a records file that lost records the checkpoint lists (missing, cut short)."""
+        return RESTORE_OR_REFETCH
+
+    @property
     def failed_list(self) -> str:
         """Where a person reads the ids this archive lists as failed, once the run's reports are written."""
         return self.where_file(FAILED_NAME)
@@ -222,7 +227,7 @@ class Archive:
 
     def _recover_records_files(self) -> None:
         """Cut the open file back to its committed length; check the closed ones; drop strays."""
-        for name in check_records_files(self.where_file, self._dir, self.state):
+        for name in check_records_files(self.where_file, self._dir, self.state, repair=self.repair_advice):
             self._dir.unlink(name)  # created by a run that died before its first commit to it
         open_state = self.state.open_file
         if open_state is not None:

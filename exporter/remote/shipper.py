@@ -350,6 +350,15 @@ class RemoteArchive(Archive):
         return staged_copy(self.root / name, self.location.url)
 
     @property
+    def repair_advice(self) -> str:
+        """A staged file not shipped yet is only this work dir's: the bucket holds the archive, and
+        --refetch is refused for it. Without the work dir the stage is rebuilt from the bucket."""
+        return (
+            f"empty the work dir {self.root.parent} (or give another --work-dir) and run again: the stage "
+            f"is rebuilt from {self.location.url}, and the ids it had not shipped are fetched again"
+        )
+
+    @property
     def failed_list(self) -> str:
         """This run's failure list in the bucket (`write_summary` ships it), not the copy in the stage."""
         return f"{self.location.url}/{run_failed_name(self.run)}"
