@@ -204,6 +204,16 @@ class Planner:
         batch.skipped += skipped
         return taken
 
+    def plan_sane_lines(self, lines: list[bytes], batch: PlanBatch) -> None:
+        """Plan stripped plain-text lines that each hold a sane ASCII id (`manifest.sane_ascii_lines`)."""
+        if self._distinct is not None:
+            self.counts.entries += len(lines)
+            self._distinct.add(lines)
+            return
+        # An ASCII id's bytes are what id_digest hashes.
+        digests = list(map(_DIGEST_DONE, map(_DIGEST, lines)))
+        self.plan_ids(list(map(bytes.decode, lines)), digests, batch)
+
     def plan_ids(self, values: list[str], digests: list[bytes], batch: PlanBatch) -> None:
         """Plan ids known to be sane (`manifest.sane_ascii_lines`), with their digests: as `plan_entries`.
 
@@ -360,14 +370,7 @@ class _TextPlan:
             return hits
         rest = stripped if hits == 0 else list(map(stripped.__getitem__, misses))
         if sane_ascii_lines(rest):
-            if planner._distinct is not None:
-                counts.entries += len(rest)
-                planner._distinct.add(rest)
-                return hits + len(rest)
-            digests = list(
-                map(_DIGEST_DONE, map(_DIGEST, rest))
-            )  # an ASCII id's bytes are what id_digest hashes
-            planner.plan_ids(list(map(bytes.decode, rest)), digests, batch)
+            planner.plan_sane_lines(rest, batch)
             return hits + len(rest)
         numbered = zip(map(first.__add__, misses), map(lines.__getitem__, misses), strict=True)
         return hits + planner.plan_entries(text_entries(numbered), batch)
