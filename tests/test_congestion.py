@@ -7,7 +7,7 @@ import random
 
 import pytest
 
-from exporter.pacing.congestion import AdaptiveRate, Change, binomial_tail, share_drop
+from exporter.pacing.congestion import AdaptiveRate, Change, binomial_tail, settle_limit, share_drop
 
 
 def answers(
@@ -147,6 +147,19 @@ def test_the_ceiling_is_never_exceeded_by_the_probe() -> None:
     rate = AdaptiveRate(ceiling_per_s=60)
     at = refuse_until_cut(rate, 0.0, 60)
     assert rate.rate(at + 1000.0) == 60
+
+
+def test_a_probe_moves_the_limit_up_at_once_and_down_slowly_on_few_answers() -> None:
+    """After a probe the limit learnt goes up to a higher measure; a lower one over a second of
+    answers leaves it, one over few answers (a slow API) moves it a tenth of the way down."""
+    assert settle_limit(10.0, 12.0, few=True) == 12.0
+    assert settle_limit(10.0, 12.0, few=False) == 12.0
+    assert settle_limit(12.0, 10.0, few=False) == 12.0
+    assert settle_limit(12.0, 10.0, few=True) == pytest.approx(11.8)
+    held = 12.0
+    for _ in range(40):
+        held = settle_limit(held, 10.0, few=True)
+    assert held == pytest.approx(10.0 + 2.0 * 0.9**40)
 
 
 def test_binomial_tail_and_share_drop() -> None:

@@ -98,14 +98,14 @@ def test_the_flaky_api_keeps_the_default_rate(seed: int) -> None:
 def test_a_limit_behind_random_429s_is_held(limit: float, burst: int, rate: float, concurrency: int) -> None:
     """7% of answers are 429s at random in front of a token bucket of L/s (the case issue 9 left
     open at 40/s), ten virtual minutes: from the first minute on every minute holds >= 0.8 x L; at
-    40/s the whole holds >= 0.9 x L with <= 10% 429s (the old pacer: 15%). At 3 and 10/s the noise
-    is learnt from fewer answers and the limit is held a little high: <= 25% 429s (the old pacer:
-    over half, the limit's 429s taken for noise)."""
+    40/s the whole holds >= 0.9 x L with <= 10% 429s (the old pacer: 15%). At 3 and 10/s a probe's
+    measure rests on few answers and the limit is held a little high: <= 15% 429s (9.6-12.7% over
+    seeds 7-10; 12-17% when the limit learnt kept the highest measure, over half before issue 16)."""
     server = Both(TransientFaults(refused=0.07), BucketServer(limit, burst))
     outcome = simulate(server, duration_s=600.0, rate_per_s=rate, concurrency=concurrency, latency_s=0.02)
     minutes = [outcome.rate(start, start + 60.0) for start in range(60, 541, 30)]
     assert min(minutes) >= 0.8 * limit, minutes
-    assert outcome.refused_share(60.0, 600.0) <= (0.10 if limit >= 40 else 0.25)
+    assert outcome.refused_share(60.0, 600.0) <= (0.10 if limit >= 40 else 0.15)
     if limit >= 40:
         assert outcome.rate(60.0, 600.0) >= 0.9 * limit
 

@@ -35,8 +35,11 @@ every decision below is a test on counts, sized for small samples:
   slow API), then probes above it on a cubic curve. A probe ends when its
   429s exceed the noise learnt (a second CUSUM, against noise + 7 points; with
   no noise learnt, one 429 ends it); it then goes back to the rate the API
-  accepted, but never below the limit held before: noise that ends a probe
-  costs the probe, not the pace. While no noise has been seen, a 429 at the
+  accepted (over a second, or 30 answers at a slow API), at once when that is
+  higher than the limit held, else not below that limit: noise that ends a
+  probe costs the probe, not the pace. Only a measure over few answers (under
+  30/s) moves the limit a tenth of the way down: at 3-10/s the highest of such
+  measures sat 15-25% above L. While no noise has been seen, a 429 at the
   held pace cuts at once: the limit was measured high (a burst from the API's
   bucket), and the round after the cut says if it was noise after all.
 
@@ -59,6 +62,10 @@ _MEASURE_ANSWERS = 20
 _MEASURE_MAX_S = 8.0
 # The shortest span the accepted rate is measured over, just after start.
 _MIN_SPAN_S = 0.05
+# A probe's end measures the limit over at least this many answers, and the limit learnt moves
+# this share of the way down to a lower measure (all the way up to a higher one).
+_PROBE_MEASURE_ANSWERS = 30
+_SETTLE = 0.1
 # After a cut: seconds back up to just under the measured limit, what "just under" is,
 # and how long to hold there before probing above it (at least `_CYCLE_REQUESTS` requests).
 _RISE_S = 2.0
@@ -115,6 +122,25 @@ def binomial_tail(k: int, n: int, p: float) -> float:
         below += term
         term *= (n - i) / (i + 1) * p / (1.0 - p)
     return max(0.0, 1.0 - below)
+
+
+def settle_limit(held: float, measured: float, *, few: bool) -> float:
+    """The limit learnt after a probe ends, from the one `held` and what the probe `measured`
+    (`few`: over fewer answers than a second at 30/s holds).
+
+    Up to a higher measure at once: the limit may have risen. A lower one is mostly noise that
+    ended the probe early, and costs the probe, not the pace. Over a second of 30 answers or more
+    the limit is kept (the highest measure held a 40/s limit within a few percent of L, which noise
+    after the limit needs: at most 0.93 x L is accepted, and moving down cost 2-3 points of it);
+    over few answers it moves `_SETTLE` of the way down. At 3 to 10/s measures spread over 15-40%
+    of L and the highest of dozens landed 15-25% above L, held for good: 15-25% of the answers
+    were 429s and the limit's share of them was learnt as noise.
+    """
+    if measured >= held:
+        return measured
+    if not few:
+        return held
+    return held + _SETTLE * (measured - held)
 
 
 def share_drop(before: tuple[int, int], after: tuple[int, int]) -> float:
@@ -264,7 +290,7 @@ class AdaptiveRate:
             # No noise seen yet, and a 429 at the pace held under the limit learnt: that limit was
             # measured high (a burst from the API's bucket). The round after the cut tells if not.
             return self._cut(now, self.accepted_rate(now))
-        if self._probing(booked_at):
+        if self._base is not None and self._probing(booked_at):
             above = noise + max(_PROBE_EXCESS, noise)
             if limited:
                 self._probe_watch = math.inf if noise == 0 else self._probe_watch + math.log(above / noise)
@@ -272,8 +298,10 @@ class AdaptiveRate:
                 self._probe_watch = max(0.0, self._probe_watch + math.log((1 - above) / (1 - noise)))
             if self._probe_watch >= _PROBE_ALARM:
                 # More 429s than noise above the limit learnt: it is near. Back to what the API
-                # accepted, but not below that limit: a probe that noise ended costs the probe.
-                return self._cut(now, self.accepted_rate(now), lowest=self._base)
+                # accepted, but hardly below that limit: a probe that noise ended costs the probe.
+                accepted, few = self._probe_measure(now)
+                settled = settle_limit(self._base, accepted / (1.0 - noise), few=few)
+                return self._cut(now, settled * (1.0 - noise), lowest=settled)
         return None
 
     def _judge(self, now: float, n: int, k: int, *, alarm: bool) -> Change | None:
@@ -349,6 +377,23 @@ class AdaptiveRate:
         self._judge_at = _JUDGE_ANSWERS
         self.cuts += 1
         return Change.CUT
+
+    def _probe_measure(self, now: float) -> tuple[float, bool]:
+        """Non-429 answers per second at the end of a probe: over the last second, or the last
+        `_PROBE_MEASURE_ANSWERS` answers when a second holds fewer, not counting the answer that
+        opens a span stretched to it: n answers span n - 1 gaps, so counting both ends reads
+        1/(n - 1) high (5% at 20 answers), and the limit learnt kept that bias. Also whether the
+        span was stretched: the measure rests on few answers."""
+        accepted = 0
+        opening = 0
+        span = min(_MEASURE_S, now - self._start)
+        for counted, (at, ok) in enumerate(reversed(self._accepted)):
+            if now - at > span and (counted >= _PROBE_MEASURE_ANSWERS or now - at > _MEASURE_MAX_S):
+                break
+            accepted += ok
+            if now - at >= span:
+                span, opening = now - at, ok
+        return (accepted - opening) / max(span, _MIN_SPAN_S), span > _MEASURE_S
 
     def accepted_rate(self, now: float, *, since: float | None = None) -> float:
         """Non-429 answers per second lately: since `since` if given, else over the last second,
