@@ -322,6 +322,23 @@ def test_many_runs_merge_by_ranges_and_two_large_ones_by_buckets() -> None:
     assert sorting_is_cheaper(split_runs(commits, [20], [None]))  # fewer bits: re-laid either way
 
 
+def test_a_forged_run_with_keys_outside_their_buckets_is_refused_by_a_merge_by_ranges() -> None:
+    """A run whose crc32 is right but whose first and last keys swapped places: damage, not a bad merge."""
+    commits = commits_of([[f"f-{i}" for i in range(200)], ["g"]])
+    run = build(commits[:1], end=10)
+    raw = bytearray(run._buf[: run.header.file_bytes])
+    at, size = run.header.sections()["keys"]
+    raw[at : at + 8], raw[at + size - 8 : at + size] = raw[at + size - 8 : at + size], raw[at : at + 8]
+    body = len(raw) - TRAILER_BYTES
+    raw[body:] = trailer(zlib.crc32(raw[:body]))
+    forged = Run.open(bytes(raw))
+    with (
+        mock.patch.object(index_format, "_RANGE_ENTRIES", 1),  # a range a bucket: the keys cross ranges
+        pytest.raises(IndexFormatError, match="outside the buckets"),
+    ):
+        by_ranges([forged, build(commits[1:], first=200, start=10, end=20)])
+
+
 def test_only_adjacent_runs_merge() -> None:
     """Runs that do not continue each other (ordinals or checkpoint bytes) are refused."""
     one = build(commits_of([["a"]]), end=10)

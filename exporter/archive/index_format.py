@@ -922,6 +922,9 @@ def _placed(runs: Sequence[Run], header: RunHeader, state_raw: bytes) -> Iterato
             array("I", b"".join(piece[2] for piece in pieces)),
         )
         fanout = _fanout(fine, bits, first, end, done)
+        low, high = first << (FINE_BITS - bits), end << (FINE_BITS - bits)
+        if fine and not low <= fine[0] <= fine[-1] < high:  # only a forged run, its crc32 right
+            raise IndexFormatError("a run holds entries outside the buckets its fanout puts them in")
         if not _LITTLE:
             fanout.byteswap()
         yield at["fanout"] + first * 4, fanout.tobytes()
