@@ -18,7 +18,7 @@ from pathlib import Path
 
 import pytest
 
-from exporter.archive import checkpoint, index, layout
+from exporter.archive import checkpoint, index, index_format, layout
 from exporter.archive.index_format import HEADER_BYTES, ORDINAL_BYTES, TRAILER_BYTES, Run, RunHeader
 from exporter.archive.safe_fs import SafeDir
 from exporter.archive.writer import Archive, RunRequest
@@ -240,6 +240,27 @@ def test_rebuild_builds_the_same_index_from_the_checkpoint(tmp_path: Path) -> No
     assert report.covered_ids == 50
     assert {name: (out / name).read_bytes() for name in run_files(out)} == before
     assert_exact(out)
+
+
+@pytest.mark.parametrize("merge", ["ranges", "slices"])
+def test_a_rebuild_in_many_segments_writes_the_index_a_single_segment_writes(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, merge: str
+) -> None:
+    """Segments of 12 ids (own bucket bits) merged by ranges give the very bytes of one segment laid out at
+    once; merged by buckets, the same answers."""
+    out = tmp_path / "out"
+    export_run(out, [f"a-{i}" for i in range(300)] + ["a-7", "", "a-299"], compress="zstd")
+    with SafeDir.open_existing(out) as directory:
+        index.rebuild(directory, flush_ids=1 << 20)
+        (whole,) = run_files(out)
+        once = (out / whole).read_bytes()
+        monkeypatch.setattr(index_format, "_SORT_COST", 0.0 if merge == "ranges" else 1.0)
+        monkeypatch.setattr(index_format, "_RANGE_ENTRIES", 16)
+        report = index.rebuild(directory, flush_ids=3)
+    assert report.runs == [whole]
+    if merge == "ranges":
+        assert (out / whole).read_bytes() == once
+    assert_exact(out, absent=["a-300"])
 
 
 def test_refetch_moves_the_index_with_its_generation(tmp_path: Path) -> None:

@@ -2,7 +2,8 @@
 
 A helper process runs the archive's real writer with small index runs (a run
 every 30 ids, merged by size), and stops dead at one instant: halfway through
-writing a run, halfway through a merge, after a merge's rename but before its
+writing a run, halfway through a merge (by buckets or by ranges), halfway
+through an `exporter index --rebuild` (a segment, or the merge), after a merge's rename but before its
 inputs are removed, with a commit's records written but its checkpoint entry
 torn, with an entry durable but not yet folded into the index, and right after
 a seal. It prints PAUSED there and the test SIGKILLs it. Then a reader must be
@@ -42,7 +43,7 @@ ROOT = Path(__file__).resolve().parent.parent
 HELPER = r"""
 import os, sys, time
 from pathlib import Path
-from exporter.archive import index, layout, writer
+from exporter.archive import index, index_format, layout, writer
 from exporter.archive.safe_fs import SafeDir
 from exporter.archive.writer import Archive, RunRequest
 from exporter.config import ArchiveSettings
@@ -51,6 +52,7 @@ index.FLUSH_IDS = 30
 index.MERGE_FLOOR = 1
 out, where, nth, compress = Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]), sys.argv[4]
 calls = {"n": 0}
+rebuilding = False
 
 def due():
     calls["n"] += 1
@@ -60,23 +62,38 @@ def pause():
     print("PAUSED", flush=True)
     time.sleep(120)
 
-if where in ("run-write", "merge-write"):
-    original_write = SafeDir.write_whole
+if where.endswith("-ranges"):  # merges sort by ranges (`merged_by_ranges`), whatever they cost
+    index_format._SORT_COST = 0.0
+    where = where.removesuffix("-ranges")
+
+def torn(self, name, placed):  # some of a run file's pieces, under its temporary name; then the pause
+    temp, fd = self.create_temp(name)
+    for at, piece in placed:
+        os.pwrite(fd, piece, at)
+    os.fsync(fd)
+    pause()
+
+def merging(self, span):
+    return len([s for s in map(layout.index_run_span, self.names()) if s and span[0] <= s[0] < span[1]]) > 1
+
+if where in ("run-write", "merge-write", "rebuild-write"):
+    original_write, original_placed = SafeDir.write_whole, SafeDir.write_placed
     def write_whole(self, name, chunks):
         span = layout.index_run_span(name)
         if span is not None:
             parts = list(chunks)
-            inside = [s for s in map(layout.index_run_span, self.names()) if s and span[0] <= s[0] < span[1]]
-            merge = len(inside) > 1
-            if merge == (where == "merge-write") and due():
-                temp, fd = self.create_temp(name)
+            merge = merging(self, span) == (where == "merge-write")
+            if (rebuilding if where == "rebuild-write" else merge) and due():
                 data = b"".join(parts)
-                os.write(fd, data[: len(data) // 2])
-                os.fsync(fd)
-                pause()
+                torn(self, name, [(0, data[: len(data) // 2])])
             chunks = parts
         return original_write(self, name, chunks)
-    SafeDir.write_whole = write_whole
+    def write_placed(self, name, size, pieces, finish):
+        pieces = list(pieces)
+        if (rebuilding if where == "rebuild-write" else where == "merge-write") and due():
+            torn(self, name, pieces[: len(pieces) // 2])
+        return original_placed(self, name, size, pieces, finish)
+    SafeDir.write_whole, SafeDir.write_placed = write_whole, write_placed
 elif where == "merge-unlink":
     original_unlink = SafeDir.unlink
     def unlink(self, name):
@@ -112,6 +129,9 @@ for run in range(3):
         archive.commit([(f"r{run}-{i}", b'{"id":"r%d-%d"}' % (run, i)) for i in range(start, start + 6)])
     archive.end_run(at="t", exit_code=0, status="complete", counts={})
     archive.close()
+if where == "rebuild-write":  # `exporter index --rebuild`: segments of 120 ids, then their merge
+    rebuilding = True
+    index.rebuild(SafeDir.open_archive(out), flush_ids=30)
 print("FINISHED", flush=True)
 """
 
@@ -120,6 +140,10 @@ INSTANTS = [
     ("run-write", 9),
     ("merge-write", 1),
     ("merge-write", 4),
+    ("merge-write-ranges", 1),
+    ("merge-write-ranges", 4),
+    ("rebuild-write", 2),
+    ("rebuild-write-ranges", 5),
     ("merge-unlink", 1),
     ("merge-unlink", 5),
     ("commit-torn", 7),

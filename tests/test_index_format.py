@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import random
+import zlib
 from array import array
 from unittest import mock
 
@@ -17,6 +18,7 @@ from exporter.archive.index_format import (
     HEADER_BYTES,
     MAX_BUCKET_BITS,
     MIN_BUCKET_BITS,
+    TRAILER_BYTES,
     IndexFormatError,
     Run,
     RunBuilder,
@@ -24,7 +26,10 @@ from exporter.archive.index_format import (
     decode_state,
     empty_sha,
     encode_state,
+    merged_by_ranges,
     merged_parts,
+    sorting_is_cheaper,
+    trailer,
 )
 from exporter.digests import id_digest
 
@@ -215,12 +220,133 @@ def test_merges_that_grow_the_bucket_bits_at_every_step_answer_as_one_run(
     assert [p.count for p in run.commit_places(FILES)] == [len(c.ids) for c in commits if c.ids]
 
 
+def by_ranges(runs: list[Run]) -> Run:
+    """`merged_by_ranges`' pieces put in place in zeros, then its trailer: the file a merge writes."""
+    size, placed = merged_by_ranges(runs)
+    buf = bytearray(size)
+    for at, piece in placed:
+        buf[at : at + len(piece)] = piece
+    buf[size - TRAILER_BYTES :] = trailer(zlib.crc32(buf[: size - TRAILER_BYTES]))
+    return Run.open(bytes(buf))
+
+
+def split_runs(commits: list[Commit], cuts: list[int], bits: list[int | None]) -> list[Run]:
+    """`commits` as adjacent runs, cut at `cuts`, each laid out with the next of `bits` (None: its own)."""
+    bounds = sorted({0, len(commits), *(c for c in cuts if c < len(commits))})
+    runs: list[Run] = []
+    for number, (low, high) in enumerate(itertools.pairwise(bounds)):
+        first = runs[-1].header.end_ordinal if runs else 0
+        runs.append(
+            build(
+                commits[low:high], first=first, start=low * 10, end=high * 10, bits=bits[number % len(bits)]
+            )
+        )
+    return runs
+
+
+SECTIONS = ["fanout", "keys", "checks", "ordinals", "ids", "idpoints", "firsts"]
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    batches=st.lists(st.lists(ids_text, max_size=30), min_size=2, max_size=10),
+    cuts=st.lists(st.integers(min_value=1, max_value=9), max_size=5),
+    bits=st.lists(st.sampled_from([None, 4, 5, 7, 9]), min_size=1, max_size=4),
+    grouping=st.randoms(use_true_random=False),
+    range_entries=st.sampled_from([1, 3, 1 << 15]),
+    small_run=st.sampled_from([0, 5, 1 << 16]),
+)
+def test_runs_merged_by_ranges_are_the_run_built_at_once(
+    batches: list[list[str]],
+    cuts: list[int],
+    bits: list[int | None],
+    grouping: random.Random,
+    range_entries: int,
+    small_run: int,
+) -> None:
+    """Built runs of any bucket bits, merged by ranges in any grouping (ranges of any size, small runs
+    read whole or not): the fanout, columns and ids of one run built at once with the same bits."""
+    commits = commits_of(batches)
+    runs = split_runs(commits, cuts, bits)
+    with (
+        mock.patch.object(index_format, "_RANGE_ENTRIES", range_entries),
+        mock.patch.object(index_format, "_SMALL_RUN", small_run),
+    ):
+        while len(runs) > 1:
+            at = grouping.randrange(len(runs) - 1)
+            width = grouping.randint(2, len(runs) - at)
+            runs[at : at + width] = [by_ranges(runs[at : at + width])]
+    (run,) = runs
+    once = build(commits, end=len(commits) * 10, bits=run.header.bits)
+    assert [run.section(name) for name in SECTIONS] == [once.section(name) for name in SECTIONS]
+    assert run.header == once.header
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    batches=st.lists(st.lists(ids_text, max_size=30), min_size=2, max_size=10),
+    cuts=st.lists(st.integers(min_value=1, max_value=9), max_size=5),
+    bits=st.lists(st.sampled_from([None, 4, 6]), min_size=1, max_size=3),
+    grouping=st.randoms(use_true_random=False),
+)
+def test_merges_by_buckets_and_by_ranges_mixed_answer_as_one_run(
+    batches: list[list[str]], cuts: list[int], bits: list[int | None], grouping: random.Random
+) -> None:
+    """A run merged by buckets (a bucket holds runs one after another, not in key order) merged again by
+    ranges, and the other way round: every id at its first place."""
+    commits = commits_of(batches)
+    runs = split_runs(commits, cuts, bits)
+    with (
+        mock.patch.object(index_format, "_RANGE_ENTRIES", 2),
+        mock.patch.object(index_format, "_SMALL_RUN", 3),
+    ):
+        while len(runs) > 1:
+            at = grouping.randrange(len(runs) - 1)
+            width = grouping.randint(2, len(runs) - at)
+            group = runs[at : at + width]
+            runs[at : at + width] = [
+                by_ranges(group) if grouping.random() < 0.5 else Run.open(b"".join(merged_parts(group)))
+            ]
+    (run,) = runs
+    for record_id, place in first_places(commits).items():
+        assert run.lookup(id_digest(record_id)) == place
+    assert [p.count for p in run.commit_places(FILES)] == [len(c.ids) for c in commits if c.ids]
+
+
+def test_many_runs_merge_by_ranges_and_two_large_ones_by_buckets() -> None:
+    """The merge that costs less is chosen: many runs sort, two large ones with the result's bits slice."""
+    commits = commits_of([[f"c-{n}-{i}" for i in range(400)] for n in range(40)])
+    bits = bucket_bits(16_000)
+    assert sorting_is_cheaper(split_runs(commits, list(range(1, 40)), [bits]))
+    assert not sorting_is_cheaper(split_runs(commits, [20], [bits]))
+    assert sorting_is_cheaper(split_runs(commits, [20], [None]))  # fewer bits: re-laid either way
+
+
+def test_a_forged_run_with_keys_outside_their_buckets_is_refused_by_a_merge_by_ranges() -> None:
+    """A run whose crc32 is right but whose first and last keys swapped places: damage, not a bad merge."""
+    commits = commits_of([[f"f-{i}" for i in range(200)], ["g"]])
+    run = build(commits[:1], end=10)
+    raw = bytearray(run._buf[: run.header.file_bytes])
+    at, size = run.header.sections()["keys"]
+    raw[at : at + 8], raw[at + size - 8 : at + size] = raw[at + size - 8 : at + size], raw[at : at + 8]
+    body = len(raw) - TRAILER_BYTES
+    raw[body:] = trailer(zlib.crc32(raw[:body]))
+    forged = Run.open(bytes(raw))
+    with (
+        mock.patch.object(index_format, "_RANGE_ENTRIES", 1),  # a range a bucket: the keys cross ranges
+        pytest.raises(IndexFormatError, match="outside the buckets"),
+    ):
+        by_ranges([forged, build(commits[1:], first=200, start=10, end=20)])
+
+
 def test_only_adjacent_runs_merge() -> None:
     """Runs that do not continue each other (ordinals or checkpoint bytes) are refused."""
     one = build(commits_of([["a"]]), end=10)
     gap = build(commits_of([["b"]]), first=1, start=11, end=20)
     with pytest.raises(ValueError, match="not adjacent"):
         list(merged_parts([one, gap]))
+    with pytest.raises(ValueError, match="not adjacent"):
+        merged_by_ranges([one, gap])
 
 
 def test_bucket_bits_keep_buckets_small_within_bounds() -> None:

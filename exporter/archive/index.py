@@ -42,7 +42,6 @@ from __future__ import annotations
 import contextlib
 import copy
 import hashlib
-import io
 import logging
 import mmap
 import os
@@ -53,7 +52,7 @@ import zlib
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 from exporter.bounded import Overlong
 from exporter.errors import ArchiveCorrupt, ArchiveError
@@ -68,10 +67,13 @@ from .index_format import (
     RunBuilder,
     bucket_bits,
     empty_sha,
+    merged_by_ranges,
     merged_parts,
+    sorting_is_cheaper,
+    trailer,
 )
 from .reader import checkpoint_lines, open_checkpoint
-from .safe_fs import SafeDir, os_error
+from .safe_fs import SafeDir, os_error, pwrite_all
 
 log = logging.getLogger(__name__)
 
@@ -79,7 +81,8 @@ log = logging.getLogger(__name__)
 #: id held, and some 60 more while one is sorted; and the checkpoint a reader replays while a run
 #: is going on).
 FLUSH_IDS = 1 << 16
-#: A catch-up (or a rebuild) writes runs of this many times FLUSH_IDS ids: fewer runs to merge.
+#: A catch-up (or a rebuild) writes runs of this many times FLUSH_IDS ids (fewer files; a run killed
+#: loses at most one), each laid out for its own size, and merges them by ranges (`merged_by_ranges`).
 CATCH_UP_FACTOR = 4
 #: The two newest runs are merged while the older holds at most this many times the newer's ids...
 MERGE_RATIO = 4
@@ -91,6 +94,8 @@ _FORGET_BYTES = 16 << 20
 #: `IndexView.ids_from` hands out ids this many ID_POINTs at a time.
 _ID_STRETCH = 8
 _OPEN_ATTEMPTS = 3
+#: What a merge yields: bytes in file order (`merged_parts`), or placed at an offset (`merged_by_ranges`).
+_Part = TypeVar("_Part", bytes, tuple[int, bytes])
 
 
 @dataclass(slots=True)
@@ -435,8 +440,6 @@ class _Segment:
     sha_end: bytes = b""
     #: The checkpoint's state at `end`.
     state: CheckpointState = field(default_factory=CheckpointState)
-    #: The bucket bits to lay it out with (0: for its own size).
-    bits: int = 0
 
 
 @dataclass(slots=True)
@@ -514,14 +517,6 @@ def _checkpoint_reader(directory: SafeDir) -> BinaryIO | None:
     return directory.reader(layout.CHECKPOINT_NAME)
 
 
-def _size(handle: BinaryIO) -> int:
-    """The checkpoint's length, to lay the tail out for; 0 when a stream of segments cannot say."""
-    try:
-        return os.fstat(handle.fileno()).st_size
-    except (OSError, io.UnsupportedOperation):
-        return 0
-
-
 def _replay_tail(
     directory: SafeDir,
     chain: list[_Opened],
@@ -545,7 +540,6 @@ def _replay_tail(
                 start, ordinal = last.header.ckpt_end, last.header.end_ordinal
             else:
                 state, start, ordinal = CheckpointState(), 0, 0
-            size = _size(handle)
             if start:
                 handle.seek(start)
             lines = _Lines(checkpoint_lines(handle), start, hasher)
@@ -557,15 +551,13 @@ def _replay_tail(
                 file_index = _file_index(files, state, commit.file)
                 segment.builder.add(commit, file_index=file_index, ckpt_offset=lines.line_start)
                 if len(segment.builder) >= flush_ids:
-                    # Laid out for the whole tail (estimated from the bytes read), so merging
-                    # the segments later needs no re-laying.
-                    read, done = max(1, lines.at - start), segment.builder.next_ordinal - ordinal
-                    expected = ordinal + done * max(size - start, read) // read
+                    # Laid out for its own size: the segments are merged by ranges (a sort an id,
+                    # whatever their bits), and a smaller fanout is cheaper to write and check.
                     segment.end, segment.sha_end = lines.at, lines.digest_through_last()
-                    segment.state, segment.bits = copy.deepcopy(state), bucket_bits(expected)
+                    segment.state = copy.deepcopy(state)
                     on_segment(segment)
                     builder = RunBuilder(first_ordinal=segment.builder.next_ordinal, ckpt_start=lines.at)
-                    segment = _Segment(builder, segment.sha_end, bits=segment.bits)
+                    segment = _Segment(builder, segment.sha_end)
             lines.finish(state.valid_bytes)
             segment.end, segment.sha_end, segment.state = state.valid_bytes, hasher.digest(), state
             if on_segment is not None and segment.end > segment.builder.ckpt_start:
@@ -607,7 +599,6 @@ def _segment_parts(segment: _Segment) -> list[bytes]:
         sha_start=segment.sha_start,
         sha_end=segment.sha_end,
         state=segment.state,
-        bits=segment.bits,
     )
 
 
@@ -634,10 +625,28 @@ def open_view(directory: SafeDir, *, flush_ids: int | None = None) -> IndexView:
         raise
     tail = laid
     if len(laid) > 1:  # one run to probe, not one per segment
-        tail = [Run.open(b"".join(merged_parts(laid)), check_crc=False)]
+        if sorting_is_cheaper(laid):
+            tail = [Run.open(_assembled(*merged_by_ranges(laid)), check_crc=False)]
+        else:
+            tail = [Run.open(b"".join(merged_parts(laid)), check_crc=False)]
         for run in laid:
             run.release()
     return IndexView(opening.state, opening.chain, tail, opening.report, directory)
+
+
+def _assembled(size: int, placed: Iterable[tuple[int, bytes]]) -> mmap.mmap:
+    """A run `merged_by_ranges` gives, in anonymous memory (read as a file's mapping is: slices are bytes)."""
+    buf = mmap.mmap(-1, size)
+    for at, piece in placed:
+        buf[at : at + len(piece)] = piece
+    body = size - TRAILER_BYTES
+    view = memoryview(buf)
+    try:
+        crc = zlib.crc32(view[:body])
+    finally:
+        view.release()
+    buf[body:] = trailer(crc)
+    return buf
 
 
 def checkpoint_state(directory: SafeDir) -> CheckpointState:
@@ -815,15 +824,20 @@ class IndexKeeper:
             self._merge(first)
 
     def _merge(self, first: int) -> None:
-        """Merge the runs from `first` to the newest into one."""
+        """Merge the runs from `first` to the newest into one: by ranges or by buckets, the cheaper."""
         chain = self._chain
         started = time.monotonic()
         inputs = chain[first:]
         opened: list[_Opened] = []
         try:
             opened.extend(_open_run(self._dir, link.name) for link in inputs)
-            parts = _forgetting(merged_parts([o.run for o in opened]), opened)
-            result = self._write(inputs[0].ckpt_start, inputs[-1].ckpt_end, parts)
+            runs = [o.run for o in opened]
+            start, end = inputs[0].ckpt_start, inputs[-1].ckpt_end
+            if sorting_is_cheaper(runs):
+                size, placed = merged_by_ranges(runs)
+                result = _write_placed_run(self._dir, start, end, size, _forgetting(placed, opened))
+            else:
+                result = self._write(start, end, _forgetting(merged_parts(runs), opened))
         finally:
             for each in opened:
                 each.close()
@@ -847,12 +861,12 @@ class IndexKeeper:
         )
 
 
-def _forgetting(parts: Iterable[bytes], inputs: list[_Opened]) -> Iterator[bytes]:
+def _forgetting(parts: Iterable[_Part], inputs: list[_Opened]) -> Iterator[_Part]:
     """`parts`, giving the inputs' pages back every 16 MB written (a merge reads each once, in order)."""
     written = 0
     for part in parts:
         yield part
-        written += len(part)
+        written += len(part if isinstance(part, bytes) else part[1])
         if written >= _FORGET_BYTES:
             written = 0
             for each in inputs:
@@ -864,6 +878,24 @@ def _write_run(directory: SafeDir, start: int, end: int, parts: Iterable[bytes])
     """Write a run (temporary name, fsync, rename) and read it back: what the next reader will find."""
     name = layout.index_run_name(start, end)
     directory.write_whole(name, parts)
+    opened = _open_run(directory, name)
+    try:
+        return _link(name, opened.run)
+    finally:
+        opened.close()
+
+
+def _write_placed_run(
+    directory: SafeDir, start: int, end: int, size: int, placed: Iterable[tuple[int, bytes]]
+) -> _Link:
+    """Write a run whose pieces come out of file order (`merged_by_ranges`), as `_write_run` does."""
+
+    def seal(fd: int) -> None:
+        body = size - TRAILER_BYTES
+        pwrite_all(fd, trailer(_file_crc32(fd, body)), body)
+
+    name = layout.index_run_name(start, end)
+    directory.write_placed(name, size, placed, seal)
     opened = _open_run(directory, name)
     try:
         return _link(name, opened.run)

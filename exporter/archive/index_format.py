@@ -28,13 +28,20 @@ commit of the generation). A *run* covers a stretch of the checkpoint, its bytes
 Sections start on 8-byte boundaries; integers are little-endian but the ordinals. A run of n
 ids has about n / 24 buckets (`bucket_bits`): a lookup is one `find` of 8 bytes over some 24
 keys, then one 8-byte comparison. Within a bucket, the entries of one digest are in ordinal
-order, so the first found is the id's first place. Runs merge (`merged_parts`) by
-concatenating each bucket's entries, run after run, so a merge does no sorting; a run with
-fewer bucket bits than the result is re-laid with more as it is read (`Run.bucket_slices`: each
-bucket split by its next bits, a stretch at a time), which costs a little per id and no memory
-beyond the stretch.
+order, so the first found is the id's first place: all a reader relies on. A run built here
+orders its entries by the first FINE_BITS bits of their key, then by ordinal, which is that
+order for any bucket bits.
 
-Pure: bytes in, bytes and values out; `index.py` does the files.
+Runs merge in one of two ways, whichever costs less (`sorting_is_cheaper`). `merged_parts`
+concatenates each bucket's entries, run after run, so it does no sorting, but costs a slice
+a bucket, run and column (a run with fewer bucket bits than the result is re-laid with more
+as it is read, `Run.bucket_slices`): cheap for two large runs, 55 million slices for the 35
+runs of a 9M-id catch-up. `merged_by_ranges` takes a range of buckets at a time, every run's
+entries in it one run after another, and sorts them as a built run is ordered: a sort an
+entry, whatever the number of runs, and its result is the run built at once.
+
+Pure: bytes in, bytes and values out (`merged_by_ranges` gives its pieces with their
+offsets, out of file order); `index.py` does the files.
 
 Why one module of this size: it is one on-disk format (as `layout.py` is for the rest of
 the archive): how a run is built, read, looked up and merged are the same byte layout seen
@@ -52,7 +59,6 @@ import sys
 import zlib
 from array import array
 from bisect import bisect_left, bisect_right
-from collections import Counter
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -65,16 +71,16 @@ MAGIC = b"EXPIDX\r\n"
 VERSION = 1
 MIN_BUCKET_BITS = 4
 MAX_BUCKET_BITS = 20
+#: Within a run, entries are in the order of this many leading bits of their key (`_ordered`).
+FINE_BITS = MAX_BUCKET_BITS
 #: Ids a bucket holds on average, at most (but in runs of over 24 * 2**20 ids).
 BUCKET_TARGET = 24
 _KEY = slice(0, 8)
 _CHECK = slice(8, 16)
-_PREFIX = slice(0, 3)
 KEY_BYTES = 8
 CHECK_BYTES = 8
 ORDINAL_BYTES = 4
 _DIGEST_BYTES = 16
-_ENTRY_BYTES = _DIGEST_BYTES + ORDINAL_BYTES
 #: Ordinals are u32: the index numbers at most this many ids.
 MAX_IDS = 1 << 32
 _HEADER = struct.Struct("<8sHBB4xQQQQQQQ32s32s")
@@ -91,6 +97,15 @@ _LITTLE = sys.byteorder == "little"
 _BATCH_PIECES = 1 << 14
 #: Entries re-laid at a time when a run is merged into one with more bucket bits.
 _REBUCKET_ENTRIES = 1 << 14
+_COLUMNS = (("Q", "keys"), ("Q", "checks"), ("I", "ordinals"))
+#: `merged_by_ranges` sorts about this many entries at a time...
+_RANGE_ENTRIES = 1 << 15
+#: ... reading runs with coarser buckets whole, as long as they hold this many ids in all.
+_SMALL_RUN = 1 << 16
+#: What a merge costs, in seconds on the development VM: a slice of a bucket of a run's column
+#: (`merged_parts`), and an entry sorted and moved (`merged_by_ranges`, or a run re-laid).
+_SLICE_COST = 0.2e-6
+_SORT_COST = 0.6e-6
 #: A merge copies a run's ids and commits in pieces of this size.
 _SECTION_PIECE_BYTES = 1 << 22
 assert _HEADER.size <= HEADER_BYTES
@@ -319,45 +334,88 @@ def _count(value: Any) -> int:
 # -- laying out entries --------------------------------------------------------------------------
 
 
-def _lay_out(entries: list[bytes], bits: int) -> list[bytes]:
-    """Sorted entries (digest + big-endian ordinal) as the fanout, keys, checks and ordinals sections.
+def _ordered(
+    keys: array[int], checks: array[int], ordinals: array[int]
+) -> tuple[array[int], array[int], array[int], list[int]]:
+    """Entries (three columns, as stored) sorted by the first FINE_BITS bits of their key, stably.
 
-    The fanout comes from one bisection per bucket boundary (the entries are
-    sorted), or when there are more buckets than entries from counting each
-    entry's bucket; the columns from strided copies of the joined entries, 4
-    bytes at a time: all in C.
+    Also returns those bits of each entry, ascending. Stable, so the places of
+    one digest stay in the order they came in (ordinal order, when the columns
+    came so); ordered by the finest bucket bits, so a run laid out this way has
+    its buckets in order for any bits, and each stretch of it is already sorted
+    when a merge sorts it again (`merged_by_ranges`). In C but for a few calls:
+    the sort is of small integers, the columns moved by `itemgetter`.
     """
-    shift = 24 - bits
-    if len(entries) >= 1 << bits:
-        bounds = map(operator.methodcaller("to_bytes", 3, "big"), range(0, 1 << 24, 1 << shift))
-        fanout = array("I", map(bisect_left, itertools.repeat(entries), bounds))
-        fanout.append(len(entries))
-    else:  # more buckets than entries (a segment laid out for the run it will be merged into): count
-        prefixes = map(_BIG_ENDIAN, map(operator.itemgetter(_PREFIX), entries))
-        counts = Counter(map(operator.rshift, prefixes, itertools.repeat(shift)))
-        fanout = array(
-            "I", itertools.accumulate(map(counts.get, range(1 << bits), itertools.repeat(0)), initial=0)
-        )
+    fine = _fine(keys)
+    if len(fine) < 2:
+        return keys, checks, ordinals, fine
+    order = sorted(range(len(fine)), key=fine.__getitem__)
+    take = operator.itemgetter(*order)
+    return array("Q", take(keys)), array("Q", take(checks)), array("I", take(ordinals)), list(take(fine))
+
+
+def _fine(keys: array[int]) -> list[int]:
+    """The first FINE_BITS bits of each key (stored big-endian), as numbers."""
+    values = array("Q", keys)
+    if _LITTLE:
+        values.byteswap()
+    return list(map(operator.rshift, values, itertools.repeat(64 - FINE_BITS)))
+
+
+def _fanout(fine: list[int], bits: int, first: int, end: int, base: int) -> array[int]:
+    """fanout[first..end) of `bits` bucket bits, for entries whose FINE_BITS bits `fine` are ascending,
+    all in those buckets, and `base` entries before them.
+
+    A bisection a bucket when there are fewer buckets than entries; else each
+    entry's bucket ends a step of the table, and `repeat` writes the steps, so
+    a table far larger than its entries (a run laid out for a larger one)
+    costs C time, not a Python step a bucket.
+    """
+    shift = FINE_BITS - bits
+    if end - first < len(fine):
+        bounds = map(operator.lshift, range(first, end), itertools.repeat(shift))
+        before = map(bisect_left, itertools.repeat(fine), bounds)
+        return array("I", map(operator.add, before, itertools.repeat(base)) if base else before)
+    buckets = list(map(operator.rshift, fine, itertools.repeat(shift)))
+    widths = map(operator.sub, itertools.chain(buckets, (end,)), itertools.chain((first - 1,), buckets))
+    steps = map(itertools.repeat, range(base, base + len(buckets) + 1), widths)
+    return array("I", itertools.islice(itertools.chain.from_iterable(steps), end - first))
+
+
+def _lay_out(digests: list[bytes], first_ordinal: int, bits: int) -> list[bytes]:
+    """Digests in ordinal order (from `first_ordinal`) as the fanout, keys, checks and ordinals sections.
+
+    As `_ordered` lays out entries, but the digests are moved whole (one
+    `bytes` each, as hashlib made them) and the ordinals are their places.
+    """
+    words = array("Q", b"".join(digests))  # two 8-byte words a digest: its key, its check
+    fine = _fine(words[0::2])
+    count = len(fine)
+    order = sorted(range(count), key=fine.__getitem__)
+    if count > 1:
+        take = operator.itemgetter(*order)
+        words, fine = array("Q", b"".join(take(digests))), list(take(fine))
+    ordinals = array("I", map(operator.add, order, itertools.repeat(first_ordinal)))
+    if _LITTLE:
+        ordinals.byteswap()  # stored big-endian
+    fanout = _fanout(fine, bits, 0, 1 << bits, 0)
+    fanout.append(count)
     if not _LITTLE:
         fanout.byteswap()
-    words = array("I", b"".join(entries))  # five 4-byte words an entry: key key check check ordinal
-    count = len(entries)
-    keys, checks = array("I", bytes(8 * count)), array("I", bytes(8 * count))
-    keys[0::2], keys[1::2] = words[0::5], words[1::5]
-    checks[0::2], checks[1::2] = words[2::5], words[3::5]
-    return [fanout.tobytes(), keys.tobytes(), checks.tobytes(), words[4::5].tobytes()]
+    return [fanout.tobytes(), words[0::2].tobytes(), words[1::2].tobytes(), ordinals.tobytes()]
 
 
 class RunBuilder:
     """Collects the commits of a stretch of the checkpoint, then lays them out as one run.
 
-    Each id costs 20 bytes and its own `bytes` until `parts` lays them out (and
-    about 60 more while it sorts them), so the caller bounds a builder (the index
-    flushes one every `FLUSH_IDS` ids).
+    Each id costs its digest (a 16-byte `bytes`, 57 bytes with its pointer) and
+    the id until `parts` lays them out (and about 100 bytes more while it sorts
+    them), so the caller bounds a
+    builder (the index flushes one every `FLUSH_IDS` ids).
     """
 
     __slots__ = (
-        "_entries",
+        "_digests",
         "_firsts",
         "_ids",
         "_points",
@@ -371,9 +429,8 @@ class RunBuilder:
         self.first_ordinal = first_ordinal
         self.next_ordinal = first_ordinal
         self.ckpt_start = ckpt_start
-        # digest + ordinal (big-endian), one after another: sorting them (`parts`) orders each digest's
-        # places by ordinal. 20 bytes an id, not a `bytes` object each.
-        self._entries = bytearray()
+        # The ids' digests in ordinal order (their ordinals are their places), as hashlib made them.
+        self._digests: list[bytes] = []
         #: The ids section so far (each id and a newline), and where each ID_POINT-th ordinal's id starts.
         self._ids = bytearray()
         self._points = array("Q")
@@ -399,9 +456,7 @@ class RunBuilder:
             listed = [i if _is_utf8(i) else b"" for i in raw]
         _add_ids(self._ids, self._points, listed, first)
         # All in C, as the writer adds every id of every commit (and a rebuild millions).
-        digests = map(_DIGEST_DONE, map(_DIGEST, raw))
-        ordinals = struct.pack(f">{len(ids)}I", *range(first, first + len(ids)))
-        self._entries += b"".join(map(operator.add, digests, _pieces(ordinals, ORDINAL_BYTES)))
+        self._digests.extend(map(_DIGEST_DONE, map(_DIGEST, raw)))
         self._firsts.append(first)
         self._rows.append(_COMMIT.pack(file_index, commit.crc32, commit.start, commit.end, ckpt_offset))
         self.next_ordinal = first + len(ids)
@@ -419,9 +474,9 @@ class RunBuilder:
 
         `bits` lays it out for a larger run it will be merged into (see `bucket_bits`).
         """
-        entries = sorted(_pieces(bytes(self._entries), _ENTRY_BYTES))
-        self._entries = bytearray()
-        bits = max(bucket_bits(len(entries)), bits or 0)
+        digests, self._digests = self._digests, []
+        count = len(digests)
+        bits = max(bucket_bits(count), bits or 0)
         firsts = self._firsts
         if not _LITTLE:
             firsts.byteswap()
@@ -434,7 +489,7 @@ class RunBuilder:
         header = RunHeader(
             bits=bits,
             first_ordinal=self.first_ordinal,
-            count=len(entries),
+            count=count,
             commits=len(self._rows),
             ckpt_start=self.ckpt_start,
             ckpt_end=ckpt_end,
@@ -445,7 +500,7 @@ class RunBuilder:
         )
         sections = [
             header.pack(),
-            *_lay_out(entries, bits),
+            *_lay_out(digests, self.first_ordinal, bits),
             ids,
             points,
             firsts.tobytes(),
@@ -456,15 +511,7 @@ class RunBuilder:
 
 
 _DIGEST = functools.partial(hashlib.blake2b, digest_size=_DIGEST_BYTES)
-_BIG_ENDIAN = functools.partial(int.from_bytes, byteorder="big")
 _DIGEST_DONE = operator.methodcaller("digest")
-
-
-def _pieces(data: bytes, width: int) -> Iterator[bytes]:
-    """`data` cut into pieces of `width` bytes (in C)."""
-    return map(
-        data.__getitem__, map(slice, range(0, len(data), width), range(width, len(data) + width, width))
-    )
 
 
 def _is_utf8(raw: bytes) -> bool:
@@ -730,6 +777,18 @@ class Run:
             yield low, high, bucket << grow, stop << grow, ranked, order
             bucket = stop
 
+    def entries(self, first: int, end: int) -> tuple[bytes, bytes, bytes]:
+        """Keys, checks and ordinals of the entries of buckets `first..end`, as stored."""
+        low, high = self._fanout[first], self._fanout[end]
+        return tuple(  # type: ignore[return-value]
+            self._buf[at + low * width : at + high * width]
+            for at, width in (
+                (self._sections["keys"][0], KEY_BYTES),
+                (self._sections["checks"][0], CHECK_BYTES),
+                (self._sections["ordinals"][0], ORDINAL_BYTES),
+            )
+        )
+
     def section(self, name: str) -> bytes:
         at, size = self._sections[name]
         return self._buf[at : at + size]
@@ -775,16 +834,8 @@ def _crc32(buf: Buffer, size: int) -> int:
 # -- merging runs --------------------------------------------------------------------------------
 
 
-def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
-    """The bytes of one run holding `runs` (adjacent, oldest first), bucket by bucket, trailer last.
-
-    Each bucket of the result is the same bucket of each run, one after the
-    other, so a digest's places stay in ordinal order; commits and firsts are
-    concatenated; the state is the last run's. Runs with fewer bucket bits than
-    the result needs are re-laid as they are read (`Run.bucket_slices`). Yields
-    the file in pieces of bounded size, so a merge of any size holds about one
-    piece at a time.
-    """
+def _merged_header(runs: Sequence[Run]) -> tuple[RunHeader, bytes]:
+    """The header of the run merging `runs` (adjacent, oldest first), and its state (the last run's)."""
     if len(runs) < 2:
         raise ValueError("a merge needs two runs or more")
     for older, newer in itertools.pairwise(runs):
@@ -793,10 +844,9 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
             raise ValueError(f"{older} and {newer} are not adjacent")
     first, last = runs[0].header, runs[-1].header
     count = sum(r.header.count for r in runs)
-    bits = max(bucket_bits(count), *(r.header.bits for r in runs))
     state_raw = runs[-1].section("state")
     header = RunHeader(
-        bits=bits,
+        bits=max(bucket_bits(count), *(r.header.bits for r in runs)),
         first_ordinal=first.first_ordinal,
         count=count,
         commits=sum(r.header.commits for r in runs),
@@ -807,6 +857,148 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
         sha_end=last.sha_end,
         ids_bytes=sum(r.header.ids_bytes for r in runs),
     )
+    return header, state_raw
+
+
+def sorting_is_cheaper(runs: Sequence[Run]) -> bool:
+    """Whether `merged_by_ranges` merges `runs` in less time than `merged_parts`.
+
+    `merged_parts` costs a slice a bucket, run and column (and re-lays the
+    runs with fewer bucket bits); `merged_by_ranges` a sort and a move an
+    entry. Many runs (a catch-up's) or few ids a bucket make sorting cheaper;
+    two large runs (the writer's usual merge) make slicing cheaper. The costs
+    are this machine's, measured per piece (docs/decisions/0004-archive-index.md).
+    """
+    bits = max(bucket_bits(sum(r.header.count for r in runs)), *(r.header.bits for r in runs))
+    slicing = (
+        3 * len(runs) * (1 << bits) * _SLICE_COST
+        + sum(r.header.count for r in runs if r.header.bits != bits) * _SORT_COST
+    )
+    sorting = sum(r.header.count for r in runs) * _SORT_COST
+    return sorting < slicing
+
+
+def merged_by_ranges(runs: Sequence[Run]) -> tuple[int, Iterator[tuple[int, bytes]]]:
+    """The run holding `runs` (adjacent, oldest first), as its size and its bytes placed at their offsets.
+
+    The same run as `merged_parts` says, laid out as `RunBuilder` lays one
+    out: a range of buckets at a time (about `_RANGE_ENTRIES` entries), the
+    range's entries of every run, one run after the other, sorted by the
+    finest bucket bits (stably: a digest's places stay in ordinal order). So it
+    costs a sort an entry, not a slice a bucket and run, and holds one range.
+    The columns are filled range by range, each at its place, so the pieces
+    come out of file order: the caller writes them into a file of `size` zero
+    bytes and then the trailer (`trailer`), whose crc32 is of all before it.
+    """
+    header, state_raw = _merged_header(runs)
+    return header.file_bytes, _placed(runs, header, state_raw)
+
+
+def trailer(crc: int) -> bytes:
+    """A run's last bytes: the crc32 `crc` of everything before them, and the magic."""
+    return _TRAILER.pack(crc, _TRAILER_PAD, MAGIC)
+
+
+def _placed(runs: Sequence[Run], header: RunHeader, state_raw: bytes) -> Iterator[tuple[int, bytes]]:
+    bits = header.bits
+    sources: list[_RangeSource] = []
+    budget = _SMALL_RUN  # entries of coarser runs read whole, at most
+    for run in runs:
+        sources.append(_RangeSource(run, bits, load=run.header.count <= budget))
+        budget -= run.header.count if sources[-1].loaded else 0
+    align = max((source.coarser for source in sources if not source.loaded), default=0)
+    ranges = (header.count // _RANGE_ENTRIES).bit_length()
+    step = max(1 << align, 1 << max(0, bits - ranges))
+    sections = header.sections()
+    at = {name: sections[name][0] for name in ("fanout", "keys", "checks", "ordinals")}
+    yield 0, header.pack()
+    done = 0
+    for first in range(0, 1 << bits, step):
+        end = first + step
+        pieces = [source.columns(first, end) for source in sources]
+        keys, checks, ordinals, fine = _ordered(
+            array("Q", b"".join(piece[0] for piece in pieces)),
+            array("Q", b"".join(piece[1] for piece in pieces)),
+            array("I", b"".join(piece[2] for piece in pieces)),
+        )
+        fanout = _fanout(fine, bits, first, end, done)
+        low, high = first << (FINE_BITS - bits), end << (FINE_BITS - bits)
+        if fine and not low <= fine[0] <= fine[-1] < high:  # only a forged run, its crc32 right
+            raise IndexFormatError("a run holds entries outside the buckets its fanout puts them in")
+        if not _LITTLE:
+            fanout.byteswap()
+        yield at["fanout"] + first * 4, fanout.tobytes()
+        yield at["keys"] + done * KEY_BYTES, keys.tobytes()
+        yield at["checks"] + done * CHECK_BYTES, checks.tobytes()
+        yield at["ordinals"] + done * ORDINAL_BYTES, ordinals.tobytes()
+        done += len(fine)
+    if done != header.count:
+        raise IndexFormatError(f"the runs' buckets hold {done} entries, their headers {header.count}")
+    yield at["fanout"] + (1 << bits) * 4, struct.pack("<I", done)
+    for name in ("ids", "idpoints", "firsts", "commits"):
+        place = sections[name][0]
+        copied = (
+            _shifted_points(runs)
+            if name == "idpoints"
+            else itertools.chain.from_iterable(r.section_pieces(name) for r in runs)
+        )
+        for piece in copied:
+            yield place, piece
+            place += len(piece)
+    yield sections["state"][0], state_raw
+
+
+class _RangeSource:
+    """One run's entries in a range of the merged run's buckets, for `merged_by_ranges`.
+
+    A range of buckets is a slice of the run when it covers whole buckets of
+    the run's own, fewer bits. A small run with fewer bits is read whole and
+    ordered by its finest bits instead (its entries are few: `_SMALL_RUN` in
+    all), so that the ranges are as small as the other runs allow.
+    """
+
+    __slots__ = ("_columns", "_fine", "_run", "coarser", "loaded")
+
+    def __init__(self, run: Run, bits: int, *, load: bool) -> None:
+        self._run = run
+        self.coarser = bits - run.header.bits
+        self.loaded = self.coarser > 0 and load
+        self._columns: tuple[bytes, bytes, bytes] = (b"", b"", b"")
+        self._fine: list[int] = []
+        if self.loaded:
+            keys, checks, ordinals, self._fine = _ordered(
+                array("Q", run.section("keys")),
+                array("Q", run.section("checks")),
+                array("I", run.section("ordinals")),
+            )
+            self._columns = (keys.tobytes(), checks.tobytes(), ordinals.tobytes())
+
+    def columns(self, first: int, end: int) -> tuple[bytes, bytes, bytes]:
+        """Keys, checks and ordinals of the entries in buckets `first..end` (of the merged run's bits)."""
+        if self.loaded:
+            shift = FINE_BITS - (self._run.header.bits + self.coarser)
+            low, high = (bisect_left(self._fine, bucket << shift) for bucket in (first, end))
+            keys, checks, ordinals = self._columns
+            return (
+                keys[low * KEY_BYTES : high * KEY_BYTES],
+                checks[low * CHECK_BYTES : high * CHECK_BYTES],
+                ordinals[low * ORDINAL_BYTES : high * ORDINAL_BYTES],
+            )
+        return self._run.entries(first >> self.coarser, end >> self.coarser)
+
+
+def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
+    """The bytes of one run holding `runs` (adjacent, oldest first), bucket by bucket, trailer last.
+
+    Each bucket of the result is the same bucket of each run, one after the
+    other, so a digest's places stay in ordinal order; commits and firsts are
+    concatenated; the state is the last run's. Runs with fewer bucket bits than
+    the result needs are re-laid as they are read (`Run.bucket_slices`). Yields
+    the file in pieces of bounded size, so a merge of any size holds about one
+    piece at a time.
+    """
+    header, state_raw = _merged_header(runs)
+    bits = header.bits
     fanout = array("I", map(sum, zip(*(r.fanout_for(bits) for r in runs), strict=True)))
     if not _LITTLE:
         fanout.byteswap()
@@ -843,7 +1035,7 @@ def merged_parts(runs: Sequence[Run]) -> Iterator[bytes]:
         else:
             yield from whole(itertools.chain.from_iterable(r.section_pieces(name) for r in runs))
     yield from whole([state_raw])
-    yield _TRAILER.pack(crc, _TRAILER_PAD, MAGIC)
+    yield trailer(crc)
 
 
 def _shifted_points(runs: Sequence[Run]) -> Iterator[bytes]:

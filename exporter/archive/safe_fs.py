@@ -32,7 +32,7 @@ import errno
 import logging
 import os
 import stat
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import BinaryIO
 
@@ -278,10 +278,10 @@ class SafeDir:
             return None
         return os.fdopen(self.open(name, os.O_RDONLY), "rb")
 
-    def create_temp(self, name: str) -> tuple[str, int]:
+    def create_temp(self, name: str, *, readable: bool = False) -> tuple[str, int]:
         """A new, empty file to be renamed to `name` later: (its name, a descriptor open for writing)."""
         temp = temp_name(name)
-        return temp, self.open(temp, os.O_WRONLY, create=True, exclusive=True)
+        return temp, self.open(temp, os.O_RDWR if readable else os.O_WRONLY, create=True, exclusive=True)
 
     def write_whole(self, name: str, chunks: Iterable[bytes]) -> None:
         """Replace `name` with the concatenated `chunks`: all of it or none of it, mode 0600.
@@ -294,6 +294,36 @@ class SafeDir:
             try:
                 for chunk in chunks:
                     write_all(fd, chunk)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+            self.replace(temp, name)
+        except OSError as exc:
+            self.unlink(temp)
+            raise os_error(self.path / name, exc, "write") from exc
+        except BaseException:
+            self.unlink(temp)
+            raise
+        self.fsync()
+
+    def write_placed(
+        self, name: str, size: int, pieces: Iterable[tuple[int, bytes]], finish: Callable[[int], None]
+    ) -> None:
+        """Replace `name` with `size` bytes: zeros but `pieces` (offset, bytes), then what `finish` writes.
+
+        For a file whose parts are made out of order (an index merge fills its
+        columns a range at a time). `finish` gets the file descriptor once the
+        pieces are written, open for reading too (to checksum them and write
+        the sum). All of it or
+        none of it, as `write_whole`.
+        """
+        temp, fd = self.create_temp(name, readable=True)
+        try:
+            try:
+                os.ftruncate(fd, size)
+                for at, piece in pieces:
+                    pwrite_all(fd, piece, at)
+                finish(fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)
@@ -356,6 +386,14 @@ def write_all(fd: int, data: bytes | Sequence[bytes | memoryview]) -> None:
             written -= len(pending.pop(0))
         if written:
             pending[0] = pending[0][written:]
+
+
+def pwrite_all(fd: int, data: bytes, at: int) -> None:
+    """Write every byte of `data` at offset `at`, however the kernel splits it."""
+    view = memoryview(data)
+    while view:
+        written = os.pwrite(fd, view, at)
+        view, at = view[written:], at + written
 
 
 def open_regular(path: Path) -> BinaryIO:
