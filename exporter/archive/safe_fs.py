@@ -289,22 +289,12 @@ class SafeDir:
         Written to a new file of an unpredictable name first (created exclusively,
         so nothing planted there is written through), then renamed over `name`.
         """
-        temp, fd = self.create_temp(name)
-        try:
-            try:
-                for chunk in chunks:
-                    write_all(fd, chunk)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-            self.replace(temp, name)
-        except OSError as exc:
-            self.unlink(temp)
-            raise os_error(self.path / name, exc, "write") from exc
-        except BaseException:
-            self.unlink(temp)
-            raise
-        self.fsync()
+
+        def fill(fd: int) -> None:
+            for chunk in chunks:
+                write_all(fd, chunk)
+
+        self._replace_with(name, fill, readable=False)
 
     def write_placed(
         self, name: str, size: int, pieces: Iterable[tuple[int, bytes]], finish: Callable[[int], None]
@@ -314,16 +304,23 @@ class SafeDir:
         For a file whose parts are made out of order (an index merge fills its
         columns a range at a time). `finish` gets the file descriptor once the
         pieces are written, open for reading too (to checksum them and write
-        the sum). All of it or
-        none of it, as `write_whole`.
+        the sum). All of it or none of it, as `write_whole`.
         """
-        temp, fd = self.create_temp(name, readable=True)
+
+        def fill(fd: int) -> None:
+            os.ftruncate(fd, size)
+            for at, piece in pieces:
+                pwrite_all(fd, piece, at)
+            finish(fd)
+
+        self._replace_with(name, fill, readable=True)
+
+    def _replace_with(self, name: str, fill: Callable[[int], None], *, readable: bool) -> None:
+        """`fill` a new temporary file, fsync it and rename it over `name`; on any failure remove it."""
+        temp, fd = self.create_temp(name, readable=readable)
         try:
             try:
-                os.ftruncate(fd, size)
-                for at, piece in pieces:
-                    pwrite_all(fd, piece, at)
-                finish(fd)
+                fill(fd)
                 os.fsync(fd)
             finally:
                 os.close(fd)
